@@ -1,0 +1,48 @@
+# govmm: build, test and benchmark. `make help` lists the targets.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+GO      ?= go
+BIN     := bin/govmm
+GUEST   ?= ../shared/guest
+KERNEL  ?= $(GUEST)/vmlinux
+INITRD  := guests/out/rootfs.cpio.gz
+SMP     ?= 2
+MEM     ?= 512M
+APPEND  ?= console=ttyS0 reboot=k panic=-1 quiet
+
+.PHONY: help build guests run test check bench bench-exits deps clean
+help:
+	@echo "make deps         install the Debian packages the build and tests need (root)"
+	@echo "make run          build govmm and the guest, boot it (--smp $(SMP)), print the exit table"
+	@echo "make test         go vet + the full test suite (needs /dev/kvm for the VM tests)"
+	@echo "make bench-exits  cost of one port-I/O exit: C loop vs govmm (stats on/off, sync regs off)"
+	@echo "make guests       the busybox initramfs and sem_test (guests/out/)"
+
+build: $(BIN)
+$(BIN): $(shell find . -name '*.go' -not -path './guests/out/*') go.mod
+	$(GO) build -o $@ ./cmd/govmm
+
+deps:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$(cat guests/apt-packages.txt)
+
+guests:
+	$(MAKE) -C guests
+
+run: build guests
+	$(BIN) run --kernel $(KERNEL) --initrd $(INITRD) --smp $(SMP) --mem $(MEM) --append "$(APPEND)"
+
+# The README's test command. Builds the guests first: the boot tests need them.
+test: guests
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+
+bench: bench-exits
+
+bench-exits:
+	$(GO) test -run '^$$' -bench BenchmarkPortIOExit -benchtime 20000x -count 3 ./vcpu/
+
+clean:
+	rm -rf bin
+	$(MAKE) -C guests clean

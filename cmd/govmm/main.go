@@ -1,0 +1,40 @@
+// Command govmm is the command line front end of the govmm VMM: it turns
+// flags into a vmm.Config, runs the VM, and reports errors on stderr with a
+// non-zero exit status.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+const usage = `usage: govmm <command> [flags]
+
+commands:
+  run     boot a guest (govmm run --help for flags)
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "run":
+		err = runCommand(os.Args[2:])
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+		return
+	default:
+		err = fmt.Errorf("unknown command %q (try govmm --help)", os.Args[1])
+	}
+	if err != nil {
+		var ec exitCode
+		if asExitCode(err, &ec) {
+			os.Exit(int(ec))
+		}
+		fmt.Fprintf(os.Stderr, "govmm: %v\n", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,9 @@
+// Package devices holds the address-range buses that route port I/O and
+// MMIO exits to emulated devices, and the legacy PC devices a Linux guest
+// expects to find: a 16550A UART, just enough i8042 to reboot, the CMOS
+// RTC, a debug/ready port and silent placeholders for probed ports.
+//
+// Everything here runs on vCPU threads and must tolerate a hostile guest:
+// any offset or access size is accepted without panicking, and accesses
+// nobody claims read as all-ones like an empty ISA bus.
+package devices

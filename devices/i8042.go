@@ -1,0 +1,72 @@
+package devices
+
+import "sync"
+
+// I8042 ports, relative to base 0x60: the range 0x60..0x64 (size 5) also
+// covers 0x61..0x63, which belong to other chips (0x61 is the PIT/speaker
+// gate, handled in-kernel when KVM's PIT is used); they read as 0xff.
+const (
+	I8042Base = 0x60
+	I8042Size = 5
+
+	i8042Data    = 0 // port 0x60
+	i8042Command = 4 // port 0x64
+
+	i8042CmdWriteOutput = 0xd1
+	i8042CmdPulseReset  = 0xfe
+	i8042OutResetBit    = 0x01 // output port bit 0 low asserts CPU reset
+)
+
+// I8042 is the keyboard controller reduced to its one job here: resetting
+// the machine (Linux reboot=k). There is no keyboard behind it.
+type I8042 struct {
+	reset func()
+
+	mu sync.Mutex
+	// awaitOutput is set after command 0xD1: the next data byte is the
+	// output port value.
+	awaitOutput bool
+}
+
+// NewI8042 returns a controller that calls reset when the guest pulses
+// the CPU reset line. reset runs on the vCPU thread with no lock held;
+// Linux repeats the command until it takes effect, so reset must be
+// idempotent and must not wait for the vCPUs to stop.
+func NewI8042(reset func()) *I8042 {
+	return &I8042{reset: reset}
+}
+
+// Read returns 0 for data and status: no data to read and an empty input
+// buffer, so Linux's kb_wait never spins.
+func (k *I8042) Read(offset uint64, data []byte) {
+	v := byte(0xff)
+	if len(data) == 1 && (offset == i8042Data || offset == i8042Command) {
+		v = 0
+	}
+	for i := range data {
+		data[i] = v
+	}
+}
+
+func (k *I8042) Write(offset uint64, data []byte) {
+	if len(data) != 1 {
+		return
+	}
+	v := data[0]
+	doReset := false
+	k.mu.Lock()
+	switch offset {
+	case i8042Command:
+		k.awaitOutput = v == i8042CmdWriteOutput
+		doReset = v == i8042CmdPulseReset
+	case i8042Data:
+		if k.awaitOutput {
+			k.awaitOutput = false
+			doReset = v&i8042OutResetBit == 0
+		}
+	}
+	k.mu.Unlock()
+	if doReset && k.reset != nil {
+		k.reset()
+	}
+}

@@ -1,0 +1,11 @@
+// Package exitstats keeps per-vCPU, per-exit-reason latency statistics:
+// count, min, max, sum and sum of squares of the time user space spends
+// handling each kind of VM exit, plus the time spent in the guest, and prints
+// them in the layout of the PowerPC KVM exit-timing tables or as JSON.
+//
+// Recording happens on the vCPU thread after every exit, so it must cost next
+// to nothing and never block: a vCPU that waits on a lock held by a reader
+// would show the reader's cost as exit latency. Each VCPU therefore has a
+// single writer and a sequence lock: readers copy the counters and retry if
+// the writer was mid-update, and the writer never waits for anyone.
+package exitstats

@@ -1,0 +1,116 @@
+package exitstats
+
+import (
+	"encoding/json"
+	"math"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestJSONRoundTrip(t *testing.T) {
+	r := NewRegistry()
+	serial, hlt := r.Kind("IO:serial"), r.Kind("HLT")
+	for id := range 3 {
+		v := r.NewVCPU(id)
+		for i := range 10 * (id + 1) {
+			v.Record(serial, uint64(1000+i*37))
+			v.RecordGuest(uint64(3 + i*i*1001))
+		}
+		if id != 1 {
+			v.Record(hlt, 1e9)
+		}
+	}
+	// An empty vCPU and an extreme one must survive too.
+	r.NewVCPU(3)
+	r.NewVCPU(4).Record(serial, math.MaxUint64)
+
+	tests := []struct {
+		name string
+		snap Snapshot
+	}{
+		{"registry", r.Snapshot()},
+		{"empty", Snapshot{}},
+		{"no rows", Snapshot{VCPUs: []VCPUSnapshot{{ID: 7, Rows: []Row{}}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := json.Marshal(tt.snap)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := ReadJSON(strings.NewReader(string(b)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.snap) {
+				t.Errorf("round trip changed the snapshot\n got %+v\nwant %+v\njson %s", got, tt.snap, b)
+			}
+		})
+	}
+}
+
+func TestJSONFields(t *testing.T) {
+	r := NewRegistry()
+	v := r.NewVCPU(0)
+	v.Record(r.Kind("HLT"), 2)
+	v.Record(r.Kind("HLT"), 4)
+	v.RecordGuest(6)
+	b, err := json.Marshal(r.Snapshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		VCPUs []struct {
+			ID    int              `json:"id"`
+			Rows  []map[string]any `json:"rows"`
+			Guest map[string]any   `json:"guest"`
+		} `json:"vcpus"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.VCPUs) != 1 || len(doc.VCPUs[0].Rows) != 1 {
+		t.Fatalf("json %s", b)
+	}
+	want := map[string]any{
+		"name": "HLT", "count": 2.0, "min_ns": 2.0, "max_ns": 4.0, "sum_ns": 6.0,
+		"sum_sq_ns2": 20.0, "avg_ns": 3.0, "stddev_ns": 1.0, "share": 0.5,
+	}
+	if got := doc.VCPUs[0].Rows[0]; !reflect.DeepEqual(got, want) {
+		t.Errorf("row json = %v, want %v", got, want)
+	}
+	if g := doc.VCPUs[0].Guest; g["count"] != 1.0 || g["avg_ns"] != 6.0 {
+		t.Errorf("guest json = %v", g)
+	}
+}
+
+func TestReadJSONDerivesShares(t *testing.T) {
+	in := `{"vcpus":[{"id":1,"rows":[
+		{"name":"a","count":1,"sum_ns":10,"share":0.9,"avg_ns":123},
+		{"name":"b","count":1,"sum_ns":30,"share":0.1}],
+		"guest":{"count":1,"sum_ns":60},"guest_share":5}]}`
+	s, err := ReadJSON(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := s.VCPUs[0]
+	if v.Rows[0].Name != "b" || !near(v.Rows[0].Share, 0.3) || !near(v.Rows[1].Share, 0.1) || !near(v.GuestShare, 0.6) {
+		t.Errorf("shares not derived: %+v", v)
+	}
+}
+
+func TestReadJSONErrors(t *testing.T) {
+	tests := []string{
+		"",
+		"not json",
+		`{"vcpus":[{"id":"zero"}]}`,
+		`{"vcpus":[{"rows":[{"count":-1}]}]}`,
+		`{"vcpus":[{"guest":{"sum_ns":1e30}}]}`,
+	}
+	for _, in := range tests {
+		if _, err := ReadJSON(strings.NewReader(in)); err == nil {
+			t.Errorf("ReadJSON(%q) succeeded", in)
+		}
+	}
+}

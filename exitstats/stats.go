@@ -1,0 +1,238 @@
+package exitstats
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+)
+
+// Stats summarizes the durations charged to one row. Times are in ns. Sum
+// saturates at math.MaxUint64 rather than wrap (1e9 exits of 1 s each are far
+// below that); a saturated row's Avg and Stddev mean nothing.
+type Stats struct {
+	Count uint64 `json:"count"`
+	Min   uint64 `json:"min_ns"`
+	Max   uint64 `json:"max_ns"`
+	Sum   uint64 `json:"sum_ns"`
+	// SumSq is a float64 because it outgrows any integer type a JSON reader
+	// handles; the VCPU accumulates it exactly and rounds only here.
+	SumSq float64 `json:"sum_sq_ns2"`
+}
+
+// Avg returns the mean duration in ns, or 0 for an empty row.
+func (s Stats) Avg() float64 {
+	if s.Count == 0 {
+		return 0
+	}
+	return float64(s.Sum) / float64(s.Count)
+}
+
+// Stddev returns the population standard deviation in ns, or 0 for an empty
+// row. Rounding can make the variance come out slightly negative when all
+// durations are equal; that is reported as 0.
+func (s Stats) Stddev() float64 {
+	if s.Count == 0 {
+		return 0
+	}
+	n := float64(s.Count)
+	mean := float64(s.Sum) / n
+	v := s.SumSq/n - mean*mean
+	if !(v > 0) || math.IsInf(v, 0) {
+		return 0
+	}
+	return math.Sqrt(v)
+}
+
+// Add merges o into s, as if every duration counted in o had been recorded
+// in s too.
+func (s *Stats) Add(o Stats) {
+	if o.Count == 0 {
+		return
+	}
+	if s.Count == 0 || o.Min < s.Min {
+		s.Min = o.Min
+	}
+	if o.Max > s.Max {
+		s.Max = o.Max
+	}
+	s.Count = addSat(s.Count, o.Count)
+	s.Sum = addSat(s.Sum, o.Sum)
+	s.SumSq += o.SumSq
+}
+
+// statsJSON adds the derived values to the JSON so that a reader of a saved
+// run need not recompute them; ReadJSON ignores them and derives them again.
+type statsJSON struct {
+	Count  uint64  `json:"count"`
+	Min    uint64  `json:"min_ns"`
+	Max    uint64  `json:"max_ns"`
+	Sum    uint64  `json:"sum_ns"`
+	SumSq  float64 `json:"sum_sq_ns2"`
+	Avg    float64 `json:"avg_ns"`
+	Stddev float64 `json:"stddev_ns"`
+}
+
+func (s Stats) toJSON() statsJSON {
+	return statsJSON{
+		Count: s.Count, Min: s.Min, Max: s.Max, Sum: s.Sum,
+		SumSq: finite(s.SumSq), Avg: finite(s.Avg()), Stddev: finite(s.Stddev()),
+	}
+}
+
+func (j statsJSON) stats() Stats {
+	return Stats{Count: j.Count, Min: j.Min, Max: j.Max, Sum: j.Sum, SumSq: j.SumSq}
+}
+
+// MarshalJSON writes the fields of s plus avg_ns and stddev_ns.
+func (s Stats) MarshalJSON() ([]byte, error) { return json.Marshal(s.toJSON()) }
+
+// UnmarshalJSON reads what MarshalJSON writes; avg_ns and stddev_ns are
+// ignored because they follow from the other fields.
+func (s *Stats) UnmarshalJSON(b []byte) error {
+	var j statsJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*s = j.stats()
+	return nil
+}
+
+// Row is one named line of a vCPU's table.
+type Row struct {
+	Name string `json:"name"`
+	Stats
+	// Share is the fraction (0 to 1) of the block's time, exit rows plus
+	// TIMEINGUEST, spent in this row.
+	Share float64 `json:"share"`
+}
+
+type rowJSON struct {
+	Name string `json:"name"`
+	statsJSON
+	Share float64 `json:"share"`
+}
+
+// MarshalJSON writes the row as one flat object; without it the promoted
+// Stats.MarshalJSON would drop the name and share.
+func (r Row) MarshalJSON() ([]byte, error) {
+	return json.Marshal(rowJSON{Name: r.Name, statsJSON: r.Stats.toJSON(), Share: finite(r.Share)})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (r *Row) UnmarshalJSON(b []byte) error {
+	var j rowJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*r = Row{Name: j.Name, Stats: j.statsJSON.stats(), Share: j.Share}
+	return nil
+}
+
+// VCPUSnapshot is the table of one vCPU, or of several merged (ID -1).
+type VCPUSnapshot struct {
+	ID int `json:"id"`
+	// Rows holds the exit rows with a non-zero count, by share descending.
+	Rows []Row `json:"rows"`
+	// Guest is the TIMEINGUEST row: time from KVM_RUN entry to exit.
+	Guest Stats `json:"guest"`
+	// GuestShare is Guest's fraction of the block's time, like Row.Share.
+	GuestShare float64 `json:"guest_share"`
+}
+
+// Row returns the stats of the row called name, if it is present.
+func (v VCPUSnapshot) Row(name string) (Stats, bool) {
+	for _, r := range v.Rows {
+		if r.Name == name {
+			return r.Stats, true
+		}
+	}
+	return Stats{}, false
+}
+
+// Exits merges the exit rows, TIMEINGUEST left out: the TOTAL line.
+func (v VCPUSnapshot) Exits() Stats {
+	var t Stats
+	for _, r := range v.Rows {
+		t.Add(r.Stats)
+	}
+	return t
+}
+
+// finish derives the shares and puts the rows in table order. Shares are
+// always derived, never trusted from input, so they add up to 1.
+func (v *VCPUSnapshot) finish() {
+	// Summing in float64 cannot overflow, unlike the uint64 sums.
+	total := float64(v.Guest.Sum)
+	for _, r := range v.Rows {
+		total += float64(r.Sum)
+	}
+	share := func(sum uint64) float64 {
+		if total == 0 {
+			return 0
+		}
+		return float64(sum) / total
+	}
+	for i := range v.Rows {
+		v.Rows[i].Share = share(v.Rows[i].Sum)
+	}
+	v.GuestShare = share(v.Guest.Sum)
+	slices.SortStableFunc(v.Rows, func(a, b Row) int {
+		if c := cmp.Compare(b.Sum, a.Sum); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(b.Count, a.Count); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Name, b.Name)
+	})
+}
+
+// Snapshot is a copy of the counters of every vCPU of a registry.
+type Snapshot struct {
+	VCPUs []VCPUSnapshot `json:"vcpus"`
+}
+
+// Total merges every vCPU into one table with ID -1; rows of the same name
+// are added together.
+func (s Snapshot) Total() VCPUSnapshot {
+	t := VCPUSnapshot{ID: -1, Rows: []Row{}}
+	index := make(map[string]int)
+	for _, v := range s.VCPUs {
+		t.Guest.Add(v.Guest)
+		for _, r := range v.Rows {
+			i, ok := index[r.Name]
+			if !ok {
+				i = len(t.Rows)
+				index[r.Name] = i
+				t.Rows = append(t.Rows, Row{Name: r.Name})
+			}
+			t.Rows[i].Add(r.Stats)
+		}
+	}
+	t.finish()
+	return t
+}
+
+// ReadJSON reads a snapshot written by json.Marshal(snapshot). Shares, avg
+// and stddev are derived from the counters again rather than trusted.
+func ReadJSON(r io.Reader) (Snapshot, error) {
+	var s Snapshot
+	if err := json.NewDecoder(r).Decode(&s); err != nil {
+		return Snapshot{}, fmt.Errorf("exitstats: read snapshot: %w", err)
+	}
+	for i := range s.VCPUs {
+		s.VCPUs[i].finish()
+	}
+	return s, nil
+}
+
+// finite replaces values JSON cannot carry, which only hand-made Stats hold.
+func finite(f float64) float64 {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0
+	}
+	return f
+}

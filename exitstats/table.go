@@ -1,0 +1,115 @@
+package exitstats
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// tableHeader names the columns; times are in microseconds and % is the
+// share of the block's time (exit rows plus TIMEINGUEST).
+var tableHeader = []string{"type", "count", "min(us)", "max(us)", "sum(us)", "avg(us)", "stddev(us)", "%"}
+
+// WriteTable prints s in the layout of the PowerPC KVM exit-timing tables:
+// with one vCPU a single block; with more, a block for all vCPUs combined
+// followed by one block per vCPU. Each block lists the exit rows by share
+// of time descending, then TIMEINGUEST, then TOTAL, the exit rows merged.
+func (s Snapshot) WriteTable(w io.Writer) error {
+	var b strings.Builder
+	if len(s.VCPUs) == 1 {
+		writeBlock(&b, fmt.Sprintf("vCPU %d", s.VCPUs[0].ID), s.VCPUs[0])
+	} else {
+		writeBlock(&b, fmt.Sprintf("all vCPUs (%d)", len(s.VCPUs)), s.Total())
+		for _, v := range s.VCPUs {
+			b.WriteByte('\n')
+			writeBlock(&b, fmt.Sprintf("vCPU %d", v.ID), v)
+		}
+	}
+	// One write keeps a failing writer from leaving half a table behind
+	// without an error for the other half.
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func writeBlock(b *strings.Builder, title string, v VCPUSnapshot) {
+	// Derive shares here too: a VCPUSnapshot built by hand may lack them.
+	v.Rows = append([]Row(nil), v.Rows...)
+	v.finish()
+	exits := v.Exits()
+	exitShare := 0.0
+	for _, r := range v.Rows {
+		exitShare += r.Share
+	}
+
+	cells := [][]string{tableHeader}
+	for _, r := range v.Rows {
+		cells = append(cells, tableLine(printableName(r.Name), r.Stats, r.Share))
+	}
+	cells = append(cells,
+		tableLine(GuestName, v.Guest, v.GuestShare),
+		tableLine(TotalName, exits, exitShare))
+
+	width := make([]int, len(tableHeader))
+	for _, line := range cells {
+		for i, c := range line {
+			width[i] = max(width[i], utf8.RuneCountInString(c))
+		}
+	}
+	b.WriteString(title)
+	b.WriteByte('\n')
+	for _, line := range cells {
+		for i, c := range line {
+			pad := strings.Repeat(" ", width[i]-utf8.RuneCountInString(c))
+			if i == 0 { // names read best left-aligned, numbers right-aligned
+				b.WriteString(c)
+				b.WriteString(pad)
+				continue
+			}
+			b.WriteString("  ")
+			b.WriteString(pad)
+			b.WriteString(c)
+		}
+		b.WriteByte('\n')
+	}
+}
+
+func tableLine(name string, s Stats, share float64) []string {
+	return []string{
+		name,
+		strconv.FormatUint(s.Count, 10),
+		usec(s.Min),
+		usec(s.Max),
+		usec(s.Sum),
+		usecFloat(s.Avg()),
+		usecFloat(s.Stddev()),
+		strconv.FormatFloat(share*100, 'f', 2, 64),
+	}
+}
+
+// usec formats ns as microseconds with integer arithmetic, so large sums
+// print exactly rather than rounded through a float64.
+func usec(ns uint64) string {
+	return fmt.Sprintf("%d.%03d", ns/1000, ns%1000)
+}
+
+func usecFloat(ns float64) string {
+	return strconv.FormatFloat(ns/1000, 'f', 3, 64)
+}
+
+// printableName keeps each row on one line and each name one
+// whitespace-separated field, so the table stays aligned and parseable
+// whatever the name holds (names may come from a hand-edited JSON file).
+func printableName(name string) string {
+	if name == "" {
+		return "-"
+	}
+	return strings.Map(func(r rune) rune {
+		if unicode.IsSpace(r) || !unicode.IsPrint(r) {
+			return '_'
+		}
+		return r
+	}, name)
+}

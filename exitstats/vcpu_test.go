@@ -1,0 +1,125 @@
+package exitstats
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// A reader running beside a busy writer must never see a half-done update:
+// within a row the sum must match the count, and across rows the snapshot
+// must fall between two whole Record calls.
+func TestSnapshotNeverTorn(t *testing.T) {
+	r := NewRegistry()
+	a, b := r.Kind("IO:a"), r.Kind("MMIO:b")
+	v := r.NewVCPU(0)
+	const pairs = 200000
+	const na, nb, ng = 3, 1000003, 11
+
+	var done atomic.Bool
+	go func() {
+		defer done.Store(true)
+		for i := range pairs {
+			v.Record(a, na)
+			v.RecordGuest(ng)
+			v.Record(b, nb)
+			// Real exits are microseconds apart; leave readers similar gaps
+			// now and then so they are not starved by a loop no vCPU runs.
+			if i%256 == 0 {
+				time.Sleep(time.Microsecond)
+			}
+		}
+	}()
+
+	check := func(s VCPUSnapshot) {
+		t.Helper()
+		sa, _ := s.Row("IO:a")
+		sb, _ := s.Row("MMIO:b")
+		g := s.Guest
+		for _, c := range []struct {
+			name string
+			s    Stats
+			ns   uint64
+		}{{"IO:a", sa, na}, {"MMIO:b", sb, nb}, {GuestName, g, ng}} {
+			if c.s.Sum != c.s.Count*c.ns || c.s.SumSq != float64(c.s.Count)*float64(c.ns*c.ns) {
+				t.Fatalf("torn %s: %+v", c.name, c.s)
+			}
+			if c.s.Count > 0 && (c.s.Min != c.ns || c.s.Max != c.ns) {
+				t.Fatalf("torn %s: %+v", c.name, c.s)
+			}
+		}
+		// Calls go a, guest, b: a leads by at most one and guest sits between.
+		if !(sa.Count >= g.Count && g.Count >= sb.Count && sa.Count-sb.Count <= 1) {
+			t.Fatalf("torn across rows: a %d, guest %d, b %d", sa.Count, g.Count, sb.Count)
+		}
+	}
+	snaps := 0
+	for !done.Load() {
+		check(r.Snapshot().VCPUs[0])
+		snaps++
+	}
+	final := r.Snapshot().VCPUs[0]
+	check(final)
+	if sa, _ := final.Row("IO:a"); sa.Count != pairs {
+		t.Errorf("final count = %d, want %d", sa.Count, pairs)
+	}
+	t.Logf("%d snapshots checked", snaps)
+}
+
+func TestRecordDoesNotAllocate(t *testing.T) {
+	r := NewRegistry()
+	k := r.Kind("IO:serial")
+	v := r.NewVCPU(0)
+	var nilV *VCPU
+	tests := []struct {
+		name string
+		f    func()
+	}{
+		{"Record", func() { v.Record(k, 1234) }},
+		{"RecordGuest", func() { v.RecordGuest(5678) }},
+		{"Record unregistered", func() { v.Record(999, 1) }},
+		{"Record nil", func() { nilV.Record(k, 1) }},
+	}
+	for _, tt := range tests {
+		if n := testing.AllocsPerRun(1000, tt.f); n != 0 {
+			t.Errorf("%s: %v allocs per run, want 0", tt.name, n)
+		}
+	}
+}
+
+func BenchmarkRecord(b *testing.B) {
+	r := NewRegistry()
+	k := r.Kind("IO:serial")
+	v := r.NewVCPU(0)
+	b.ReportAllocs()
+	var ns uint64
+	for b.Loop() {
+		ns++
+		v.Record(k, ns&0xffff)
+	}
+}
+
+func BenchmarkRecordGuest(b *testing.B) {
+	v := NewRegistry().NewVCPU(0)
+	b.ReportAllocs()
+	var ns uint64
+	for b.Loop() {
+		ns++
+		v.RecordGuest(ns & 0xffff)
+	}
+}
+
+func BenchmarkSnapshot(b *testing.B) {
+	r := NewRegistry()
+	for i := range 4 {
+		v := r.NewVCPU(i)
+		for _, n := range []string{"IO:serial", "IO:pci", "MMIO:virtio-blk", "HLT", "INTR", "SHUTDOWN"} {
+			v.Record(r.Kind(n), 7000)
+		}
+		v.RecordGuest(1000)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Snapshot()
+	}
+}

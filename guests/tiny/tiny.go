@@ -1,0 +1,79 @@
+// Package tiny hand-assembles the small guests that exercise exit paths:
+// loops of port I/O or MMIO, a CPUID probe, and a HLT at the end. Each is a
+// few bytes of machine code, encoded here with the assembly beside it, so
+// tests need no assembler and no guest kernel.
+package tiny
+
+import "encoding/binary"
+
+// LoadAddr is where the VMM copies a tiny guest and enters it.
+const LoadAddr = 0x1000
+
+// PortLoop16 is a real-mode guest doing n one-byte OUTs to port, then HLT.
+func PortLoop16(port uint8, n uint32) []byte {
+	code := []byte{0x66, 0xb9} // mov ecx, n
+	code = binary.LittleEndian.AppendUint32(code, n)
+	return append(code,
+		0xe6, port, // 1: out port, al
+		0x66, 0x49, //    dec ecx
+		0x75, 0xfa, //    jnz 1b
+		0xf4, //    hlt
+	)
+}
+
+// PortLoop64 is the same loop for a 64-bit guest.
+func PortLoop64(port uint8, n uint32) []byte {
+	code := []byte{0xb9} // mov ecx, n
+	code = binary.LittleEndian.AppendUint32(code, n)
+	return append(code,
+		0xe6, port, // 1: out port, al
+		0xff, 0xc9, //    dec ecx
+		0x75, 0xfa, //    jnz 1b
+		0xf4, //    hlt
+	)
+}
+
+// MMIOLoop64 is a 64-bit guest doing n one-byte stores to addr (below
+// 2 GiB, so it fits a sign-extended 32-bit displacement), then HLT.
+func MMIOLoop64(addr uint32, n uint32) []byte {
+	code := []byte{0xb9} // mov ecx, n
+	code = binary.LittleEndian.AppendUint32(code, n)
+	code = append(code, 0x88, 0x04, 0x25) // 1: mov [addr], al
+	code = binary.LittleEndian.AppendUint32(code, addr)
+	return append(code,
+		0xff, 0xc9, //    dec ecx
+		0x75, 0xf5, //    jnz 1b   (7+2+2 = 11 bytes back)
+		0xf4, //    hlt
+	)
+}
+
+// MMIOLoad16 is a real-mode guest that reads one byte at 16-bit address
+// addr (DS = 0), writes it to port, then HLTs: it shows what an MMIO read
+// of that address returned.
+func MMIOLoad16(addr uint16, port uint8) []byte {
+	code := []byte{0xa0} // mov al, [addr]
+	code = binary.LittleEndian.AppendUint16(code, addr)
+	return append(code,
+		0xe6, port, // out port, al
+		0xf4, // hlt
+	)
+}
+
+// CPUID64 is a 64-bit guest that runs CPUID leaf and writes EAX, EBX, ECX
+// and EDX as 32-bit OUTs to port, then HLTs.
+func CPUID64(leaf uint32, port uint8) []byte {
+	code := []byte{0xb8} // mov eax, leaf
+	code = binary.LittleEndian.AppendUint32(code, leaf)
+	return append(code,
+		0x31, 0xc9, // xor ecx, ecx
+		0x0f, 0xa2, // cpuid
+		0xe7, port, // out port, eax
+		0x89, 0xd8, // mov eax, ebx
+		0xe7, port, // out port, eax
+		0x89, 0xc8, // mov eax, ecx
+		0xe7, port, // out port, eax
+		0x89, 0xd0, // mov eax, edx
+		0xe7, port, // out port, eax
+		0xf4, // hlt
+	)
+}

@@ -1,0 +1,134 @@
+package kvm
+
+import (
+	"errors"
+	"os"
+	"testing"
+	"unsafe"
+)
+
+// Sizes of the kernel structs (x86-64), from include/uapi: a mismatch here
+// means a Go mirror is laid out wrong.
+func TestStructSizes(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		got  uintptr
+		want uintptr
+	}{
+		{"kvm_regs", unsafe.Sizeof(Regs{}), 144},
+		{"kvm_sregs", unsafe.Sizeof(Sregs{}), 312},
+		{"kvm_fpu", unsafe.Sizeof(FPU{}), 416},
+		{"kvm_vcpu_events", unsafe.Sizeof(VCPUEvents{}), 64},
+		{"kvm_lapic_state", unsafe.Sizeof(LAPICState{}), 1024},
+		{"kvm_cpuid_entry2", unsafe.Sizeof(CPUIDEntry{}), 40},
+		{"kvm_userspace_memory_region", unsafe.Sizeof(UserspaceMemoryRegion{}), 32},
+		{"kvm_irqfd", unsafe.Sizeof(irqfd{}), 32},
+		{"kvm_ioeventfd", unsafe.Sizeof(ioeventfd{}), 64},
+		{"kvm_pit_config", unsafe.Sizeof(pitConfig{}), 64},
+		{"kvm_enable_cap", unsafe.Sizeof(enableCap{}), 104},
+		{"kvm_msi", unsafe.Sizeof(msi{}), 32},
+		{"kvm_irq_routing_entry", unsafe.Sizeof(RoutingEntry{}), 48},
+		{"kvm_run", unsafe.Sizeof(Run{}), 2352},
+		{"kvm_run.kvm_valid_regs", unsafe.Offsetof(Run{}.ValidRegs), 288},
+		{"kvm_run.s", unsafe.Offsetof(Run{}.S), 304},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: size/offset %d, want %d", c.name, c.got, c.want)
+		}
+	}
+	// Request numbers the kernel headers define, spot-checked.
+	if reqRun != 0xae80 || reqGetStatsFD != 0xaece || reqEnableCap != 0x4068aea3 {
+		t.Errorf("ioctl numbers: RUN %#x STATS_FD %#x ENABLE_CAP %#x", reqRun, reqGetStatsFD, reqEnableCap)
+	}
+}
+
+// openKVM skips the test where /dev/kvm is absent, and fails it where the
+// device exists but cannot be used.
+func openKVM(t *testing.T) *System {
+	t.Helper()
+	if _, err := os.Stat("/dev/kvm"); errors.Is(err, os.ErrNotExist) {
+		t.Skip("no /dev/kvm on this machine")
+	}
+	s, err := Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestSystemAndVM(t *testing.T) {
+	s := openKVM(t)
+	if s.CheckExtension(CapUserMemory) == 0 {
+		t.Fatal("KVM_CAP_USER_MEMORY missing")
+	}
+	cpuid, err := s.SupportedCPUID()
+	if err != nil || len(cpuid) == 0 {
+		t.Fatalf("SupportedCPUID: %d entries, %v", len(cpuid), err)
+	}
+	vm, err := s.CreateVM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Close()
+	if err := vm.CreateIRQChip(); err != nil {
+		t.Fatal(err)
+	}
+	v, err := vm.CreateVCPU(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if err := v.SetCPUID(cpuid); err != nil {
+		t.Fatal(err)
+	}
+	regs, err := v.GetRegs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if regs.RIP != 0xfff0 {
+		t.Errorf("reset RIP %#x, want 0xfff0", regs.RIP)
+	}
+	// A region that is not page aligned is the kernel's to refuse.
+	if err := vm.SetUserMemoryRegion(0, 0x123, make([]byte, 4096)); err == nil {
+		t.Error("unaligned memory region accepted")
+	}
+}
+
+func TestStatsFD(t *testing.T) {
+	s := openKVM(t)
+	if s.CheckExtension(CapBinaryStatsFD) == 0 {
+		t.Skip("KVM_CAP_BINARY_STATS_FD missing")
+	}
+	vm, err := s.CreateVM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Close()
+	v, err := vm.CreateVCPU(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	st, err := v.StatsFD()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	vals, _, err := st.Read(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for i, d := range st.Descs {
+		if d.Name == "exits" {
+			found = true
+			if len(vals[i]) != 1 {
+				t.Errorf("exits has %d values", len(vals[i]))
+			}
+		}
+	}
+	if !found {
+		t.Errorf("vCPU stats %q lack an \"exits\" counter: %d descriptors", st.ID, len(st.Descs))
+	}
+}

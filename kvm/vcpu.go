@@ -1,0 +1,172 @@
+package kvm
+
+import (
+	"fmt"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// VCPU is a KVM vCPU file descriptor and its kvm_run mapping.
+type VCPU struct {
+	fd     int
+	ID     int
+	runMem []byte // the whole mapping: the I/O data area lies past Run
+	// Run is the shared kvm_run page. Only the vCPU's own thread touches it
+	// while KVM_RUN can be in progress, except ImmediateExit (see Kick).
+	Run *Run
+}
+
+// Close unmaps kvm_run and closes the vCPU fd.
+func (v *VCPU) Close() error {
+	if v.runMem != nil {
+		unix.Munmap(v.runMem)
+		v.runMem, v.Run = nil, nil
+	}
+	return unix.Close(v.fd)
+}
+
+// RunOnce enters the guest once (KVM_RUN). It returns unix.EINTR when a
+// signal or ImmediateExit ended the run before an exit, and does not retry.
+func (v *VCPU) RunOnce() error {
+	_, err := ioctl(v.fd, reqRun, 0)
+	return err
+}
+
+// IOData returns the data area of the current KVM_EXIT_IO exit: Count
+// items of Size bytes, checked against the mapping so a bad offset can
+// never reach outside it.
+func (v *VCPU) IOData() ([]byte, error) {
+	io := v.Run.IO()
+	n := uint64(io.Size) * uint64(io.Count)
+	if io.DataOffset > uint64(len(v.runMem)) || n > uint64(len(v.runMem))-io.DataOffset {
+		return nil, fmt.Errorf("vCPU %d: I/O data at %#x+%d outside kvm_run (%d bytes)", v.ID, io.DataOffset, n, len(v.runMem))
+	}
+	return v.runMem[io.DataOffset : io.DataOffset+n], nil
+}
+
+// GetRegs reads the general registers with an ioctl.
+func (v *VCPU) GetRegs() (Regs, error) {
+	var r Regs
+	_, err := ioctlPtr(v.fd, reqGetRegs, unsafe.Pointer(&r))
+	return r, wrap(err, "KVM_GET_REGS", v.ID)
+}
+
+// SetRegs writes the general registers with an ioctl.
+func (v *VCPU) SetRegs(r Regs) error {
+	_, err := ioctlPtr(v.fd, reqSetRegs, unsafe.Pointer(&r))
+	return wrap(err, "KVM_SET_REGS", v.ID)
+}
+
+// GetSregs reads the segment and control registers.
+func (v *VCPU) GetSregs() (Sregs, error) {
+	var s Sregs
+	_, err := ioctlPtr(v.fd, reqGetSregs, unsafe.Pointer(&s))
+	return s, wrap(err, "KVM_GET_SREGS", v.ID)
+}
+
+// SetSregs writes the segment and control registers.
+func (v *VCPU) SetSregs(s Sregs) error {
+	_, err := ioctlPtr(v.fd, reqSetSregs, unsafe.Pointer(&s))
+	return wrap(err, "KVM_SET_SREGS", v.ID)
+}
+
+// GetFPU reads the legacy FPU/SSE state.
+func (v *VCPU) GetFPU() (FPU, error) {
+	var f FPU
+	_, err := ioctlPtr(v.fd, reqGetFPU, unsafe.Pointer(&f))
+	return f, wrap(err, "KVM_GET_FPU", v.ID)
+}
+
+// SetFPU writes the legacy FPU/SSE state.
+func (v *VCPU) SetFPU(f FPU) error {
+	_, err := ioctlPtr(v.fd, reqSetFPU, unsafe.Pointer(&f))
+	return wrap(err, "KVM_SET_FPU", v.ID)
+}
+
+// SetCPUID sets the CPUID table the guest sees on this vCPU.
+func (v *VCPU) SetCPUID(entries []CPUIDEntry) error {
+	if len(entries) > maxCPUIDEntries {
+		return fmt.Errorf("KVM_SET_CPUID2 on vCPU %d: %d entries, at most %d", v.ID, len(entries), maxCPUIDEntries)
+	}
+	c := &cpuid2{NEnt: uint32(len(entries))}
+	copy(c.Entries[:], entries)
+	_, err := ioctlPtr(v.fd, reqSetCPUID2, unsafe.Pointer(c))
+	return wrap(err, "KVM_SET_CPUID2", v.ID)
+}
+
+// GetLAPIC reads the local APIC register page.
+func (v *VCPU) GetLAPIC() (LAPICState, error) {
+	var l LAPICState
+	_, err := ioctlPtr(v.fd, reqGetLAPIC, unsafe.Pointer(&l))
+	return l, wrap(err, "KVM_GET_LAPIC", v.ID)
+}
+
+// SetLAPIC writes the local APIC register page.
+func (v *VCPU) SetLAPIC(l LAPICState) error {
+	_, err := ioctlPtr(v.fd, reqSetLAPIC, unsafe.Pointer(&l))
+	return wrap(err, "KVM_SET_LAPIC", v.ID)
+}
+
+// SetMSRs writes MSRs; KVM stops at the first one it refuses, which is an
+// error naming that MSR.
+func (v *VCPU) SetMSRs(entries []MSR) error {
+	if len(entries) > maxMSRs {
+		return fmt.Errorf("KVM_SET_MSRS on vCPU %d: %d entries, at most %d", v.ID, len(entries), maxMSRs)
+	}
+	m := &msrs{NMSRs: uint32(len(entries))}
+	copy(m.Entries[:], entries)
+	n, err := ioctlPtr(v.fd, reqSetMSRs, unsafe.Pointer(m))
+	if err != nil {
+		return wrap(err, "KVM_SET_MSRS", v.ID)
+	}
+	if int(n) != len(entries) {
+		return fmt.Errorf("KVM_SET_MSRS on vCPU %d: MSR %#x refused", v.ID, entries[n].Index)
+	}
+	return nil
+}
+
+// GetMSRs reads the MSRs named by the Index fields of entries.
+func (v *VCPU) GetMSRs(entries []MSR) error {
+	if len(entries) > maxMSRs {
+		return fmt.Errorf("KVM_GET_MSRS on vCPU %d: %d entries, at most %d", v.ID, len(entries), maxMSRs)
+	}
+	m := &msrs{NMSRs: uint32(len(entries))}
+	copy(m.Entries[:], entries)
+	n, err := ioctlPtr(v.fd, reqGetMSRs, unsafe.Pointer(m))
+	if err != nil {
+		return wrap(err, "KVM_GET_MSRS", v.ID)
+	}
+	if int(n) != len(entries) {
+		return fmt.Errorf("KVM_GET_MSRS on vCPU %d: MSR %#x refused", v.ID, entries[n].Index)
+	}
+	copy(entries, m.Entries[:n])
+	return nil
+}
+
+// GetVCPUEvents reads pending exceptions, interrupts and NMIs.
+func (v *VCPU) GetVCPUEvents() (VCPUEvents, error) {
+	var e VCPUEvents
+	_, err := ioctlPtr(v.fd, reqGetVCPUEvents, unsafe.Pointer(&e))
+	return e, wrap(err, "KVM_GET_VCPU_EVENTS", v.ID)
+}
+
+// MPState returns the vCPU's multiprocessing state (KVM_MP_STATE_*).
+func (v *VCPU) MPState() (uint32, error) {
+	var s uint32
+	_, err := ioctlPtr(v.fd, reqGetMPState, unsafe.Pointer(&s))
+	return s, wrap(err, "KVM_GET_MP_STATE", v.ID)
+}
+
+// EnableCap enables a vCPU capability.
+func (v *VCPU) EnableCap(c Cap, args ...uint64) error { return enableCapOn(v.fd, c, args) }
+
+// StatsFD returns the vCPU's binary statistics fd.
+func (v *VCPU) StatsFD() (*StatsFile, error) { return openStats(v.fd) }
+
+func wrap(err error, what string, id int) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s on vCPU %d: %w", what, id, err)
+}

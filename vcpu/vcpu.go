@@ -1,0 +1,333 @@
+package vcpu
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/govmm/govmm/devices"
+	"github.com/govmm/govmm/exitstats"
+	"github.com/govmm/govmm/kvm"
+)
+
+// StopReason says why Run returned.
+type StopReason int
+
+// Reasons a vCPU stops.
+const (
+	Stopped  StopReason = iota // Stop was called
+	Halted                     // HLT reached user space (no in-kernel LAPIC to wake it)
+	Shutdown                   // triple fault (KVM_EXIT_SHUTDOWN)
+	Reset                      // the guest asked for a reset (system event)
+	PowerOff                   // the guest asked to power off (system event)
+	Crashed                    // the guest reported a crash (system event)
+)
+
+var stopNames = [...]string{"stopped", "halted", "shutdown (triple fault)", "reset", "power-off", "crash"}
+
+func (r StopReason) String() string {
+	if int(r) < len(stopNames) {
+		return stopNames[r]
+	}
+	return fmt.Sprintf("StopReason(%d)", int(r))
+}
+
+// Config wires one vCPU to the rest of the VM.
+type Config struct {
+	IO, MMIO *devices.Bus
+	// Stats, when non-nil, receives the timing of every exit; nil turns
+	// measurement off altogether (no clock reads on the hot path).
+	Stats    *exitstats.VCPU
+	Registry *exitstats.Registry // names rows; required when Stats is set
+	// SyncRegs asks KVM to copy the general registers into kvm_run on
+	// every exit (KVM_CAP_SYNC_REGS) so PC needs no ioctl. When false, or
+	// when the capability is missing, each exit costs a KVM_GET_REGS.
+	SyncRegs bool
+}
+
+// VCPU is one virtual CPU and its run loop.
+type VCPU struct {
+	k        *kvm.VCPU
+	cfg      Config
+	syncRegs bool
+
+	tid      atomic.Int32  // OS thread id while Run is executing, else 0
+	requests atomic.Uint32 // pending reqPause / reqStop bits
+	pc       atomic.Uint64 // guest RIP at the last exit
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	paused  bool // the loop is parked (mu)
+	resumed bool // Resume was called since the last park (mu)
+
+	kinds kindCache // exitstats rows, owned by the vCPU thread
+}
+
+const (
+	reqPause = 1 << iota
+	reqStop
+)
+
+// New wraps a created vCPU. syncRegsCap is what KVM_CHECK_EXTENSION
+// reported for KVM_CAP_SYNC_REGS (a bit mask of supported sets).
+func New(k *kvm.VCPU, cfg Config, syncRegsCap int) *VCPU {
+	v := &VCPU{k: k, cfg: cfg}
+	v.cond = sync.NewCond(&v.mu)
+	v.syncRegs = cfg.SyncRegs && syncRegsCap&kvm.SyncRegsGPR != 0
+	if cfg.Stats != nil {
+		v.kinds.init(cfg.Registry)
+	}
+	return v
+}
+
+// ID is the vCPU index.
+func (v *VCPU) ID() int { return v.k.ID }
+
+// PC returns the guest RIP seen at the vCPU's most recent exit.
+func (v *VCPU) PC() uint64 { return v.pc.Load() }
+
+// ThreadID returns the OS thread running the vCPU, or 0 when it is not
+// running.
+func (v *VCPU) ThreadID() int { return int(v.tid.Load()) }
+
+// Stop asks Run to return Stopped at its next exit, forcing one now.
+func (v *VCPU) Stop() { v.request(reqStop) }
+
+// Pause parks the vCPU outside the guest and waits until it is parked (or
+// has returned from Run).
+func (v *VCPU) Pause() {
+	v.mu.Lock()
+	v.resumed = false
+	v.mu.Unlock()
+	v.request(reqPause)
+	v.mu.Lock()
+	for !v.paused && v.tid.Load() != 0 && v.requests.Load()&reqPause != 0 {
+		v.cond.Wait()
+	}
+	v.mu.Unlock()
+}
+
+// Resume lets a paused vCPU re-enter the guest.
+func (v *VCPU) Resume() {
+	v.mu.Lock()
+	v.resumed = true
+	v.requests.And(^uint32(reqPause))
+	v.cond.Broadcast()
+	v.mu.Unlock()
+}
+
+// Paused reports whether the loop is parked.
+func (v *VCPU) Paused() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.paused
+}
+
+// request posts a request bit and kicks the vCPU out of the guest. The
+// order matters: the bit is visible before immediate_exit is set, and the
+// loop clears immediate_exit before it reads the bits, so either the loop
+// sees the bit or its next KVM_RUN returns at once.
+func (v *VCPU) request(bit uint32) {
+	v.requests.Or(bit)
+	if r := v.k.Run; r != nil {
+		r.ImmediateExit = 1
+	}
+	if tid := v.tid.Load(); tid != 0 {
+		// SIGURG is the Go runtime's own preemption signal: it has a
+		// handler on every thread and is otherwise harmless, and any
+		// handled signal makes KVM_RUN return EINTR.
+		unix.Tgkill(unix.Getpid(), int(tid), unix.SIGURG)
+	}
+}
+
+// Run executes the vCPU on the calling goroutine, locked to its OS thread,
+// until the guest stops it or Stop is called. A guest crash the VMM cannot
+// handle (failed entry, internal error, unknown exit) is an error naming
+// the vCPU, RIP and reason.
+func (v *VCPU) Run() (StopReason, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	v.tid.Store(int32(unix.Gettid()))
+	defer func() {
+		v.tid.Store(0)
+		v.mu.Lock()
+		v.cond.Broadcast()
+		v.mu.Unlock()
+	}()
+	run := v.k.Run
+	if v.syncRegs {
+		run.ValidRegs = kvm.SyncRegsGPR
+	}
+	stats := v.cfg.Stats
+	var last time.Duration // monotonic time of the last re-entry
+	if stats != nil {
+		last = now()
+	}
+	for {
+		if v.requests.Load() != 0 {
+			if stop := v.serveRequests(); stop {
+				return Stopped, nil
+			}
+			if stats != nil {
+				last = now()
+			}
+		}
+		err := v.k.RunOnce()
+		var exitAt time.Duration
+		if stats != nil {
+			exitAt = now()
+			stats.RecordGuest(uint64(exitAt - last))
+		}
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				// A signal (Go's preemption, or our kick) ended the
+				// run: count it and loop to look at requests.
+				if stats != nil {
+					last = now()
+					stats.Record(v.kinds.intr, uint64(last-exitAt))
+				}
+				continue
+			}
+			if errors.Is(err, unix.EAGAIN) {
+				continue
+			}
+			return Crashed, fmt.Errorf("vCPU %d: KVM_RUN: %w", v.ID(), err)
+		}
+		v.notePC()
+		kind, reason, err := v.handle(run)
+		if stats != nil {
+			last = now()
+			stats.Record(kind, uint64(last-exitAt))
+		}
+		if err != nil || reason != running {
+			return reason, err
+		}
+	}
+}
+
+// running is the internal "keep going" result of handle.
+const running StopReason = -1
+
+// handle serves one exit and returns its exitstats row.
+func (v *VCPU) handle(run *kvm.Run) (exitstats.Kind, StopReason, error) {
+	switch run.ExitReason {
+	case kvm.ExitIO:
+		return v.handleIO()
+	case kvm.ExitMMIO:
+		m := run.MMIO()
+		n := m.Len
+		if n > uint32(len(m.Data)) {
+			return v.kinds.reason(run.ExitReason), Crashed, v.fault("MMIO exit of %d bytes at %#x", n, m.PhysAddr)
+		}
+		r := v.cfg.MMIO.Dispatch(m.PhysAddr, m.Data[:n], m.IsWrite != 0)
+		return v.kinds.mmio(r), running, nil
+	case kvm.ExitHLT:
+		return v.kinds.reason(run.ExitReason), Halted, nil
+	case kvm.ExitShutdown:
+		return v.kinds.reason(run.ExitReason), Shutdown, nil
+	case kvm.ExitSystemEvent:
+		k := v.kinds.reason(run.ExitReason)
+		switch t := run.SystemEvent().Type; t {
+		case kvm.SystemEventShutdown:
+			return k, PowerOff, nil
+		case kvm.SystemEventReset:
+			return k, Reset, nil
+		case kvm.SystemEventCrash:
+			return k, Crashed, v.fault("guest reported a crash (system event)")
+		default:
+			return k, Crashed, v.fault("unknown system event %d", t)
+		}
+	case kvm.ExitIntr:
+		return v.kinds.intr, running, nil
+	case kvm.ExitIRQWindowOpen:
+		return v.kinds.reason(run.ExitReason), running, nil
+	case kvm.ExitFailEntry:
+		f := run.FailEntry()
+		return v.kinds.reason(run.ExitReason), Crashed, v.fault("failed entry: hardware reason %#x on CPU %d", f.HardwareEntryFailureReason, f.CPU)
+	case kvm.ExitInternalError:
+		ie := run.InternalError()
+		return v.kinds.reason(run.ExitReason), Crashed, v.fault("internal error: suberror %d%s", ie.Suberror, internalData(ie))
+	default:
+		return v.kinds.reason(run.ExitReason), Crashed, v.fault("unhandled exit %s", run.ExitReason)
+	}
+}
+
+func (v *VCPU) handleIO() (exitstats.Kind, StopReason, error) {
+	io := v.k.Run.IO()
+	data, err := v.k.IOData()
+	if err != nil {
+		return v.kinds.reason(kvm.ExitIO), Crashed, v.fault("%v", err)
+	}
+	size := int(io.Size)
+	if size == 0 {
+		return v.kinds.reason(kvm.ExitIO), running, nil
+	}
+	write := io.Direction == kvm.IODirOut
+	var r *devices.Range
+	// String I/O (rep ins/outs) arrives as Count items of Size bytes.
+	for off := 0; off+size <= len(data); off += size {
+		r = v.cfg.IO.Dispatch(uint64(io.Port), data[off:off+size], write)
+	}
+	return v.kinds.io(r), running, nil
+}
+
+// serveRequests handles posted requests; it reports whether to stop.
+func (v *VCPU) serveRequests() bool {
+	for {
+		// Clear immediate_exit before reading the bits: a request that
+		// arrives after the read sets it again (see request).
+		v.k.Run.ImmediateExit = 0
+		r := v.requests.Load()
+		if r&reqStop != 0 {
+			return true
+		}
+		if r&reqPause == 0 {
+			return false
+		}
+		v.mu.Lock()
+		v.paused = true
+		v.cond.Broadcast()
+		for !v.resumed && v.requests.Load()&reqStop == 0 {
+			v.cond.Wait()
+		}
+		v.paused = false
+		v.mu.Unlock()
+	}
+}
+
+// notePC records the guest RIP of this exit.
+func (v *VCPU) notePC() {
+	if v.syncRegs {
+		v.pc.Store(v.k.Run.S.Regs.RIP)
+		return
+	}
+	if regs, err := v.k.GetRegs(); err == nil {
+		v.pc.Store(regs.RIP)
+	}
+}
+
+// fault builds the error for an exit the VMM cannot continue from.
+func (v *VCPU) fault(format string, args ...any) error {
+	return fmt.Errorf("vCPU %d at RIP %#x: %s", v.ID(), v.PC(), fmt.Sprintf(format, args...))
+}
+
+func internalData(ie *kvm.InternalErrorExit) string {
+	n := int(ie.NData)
+	if n > len(ie.Data) {
+		n = len(ie.Data)
+	}
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", data %#x", ie.Data[:n])
+}
+
+var epoch = time.Now()
+
+// now is a cheap monotonic clock read (vDSO clock_gettime).
+func now() time.Duration { return time.Since(epoch) }

@@ -1,0 +1,289 @@
+package boot
+
+import (
+	"bytes"
+	"compress/bzip2"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/pierrec/lz4/v4"
+	"github.com/ulikunitz/xz/lzma"
+)
+
+// Compression is a bzImage payload's compression format.
+type Compression int
+
+const (
+	UnknownCompression Compression = iota
+	Gzip
+	XZ
+	Zstd
+	LZ4
+	Bzip2
+	LZMA
+)
+
+func (c Compression) String() string {
+	switch c {
+	case Gzip:
+		return "gzip"
+	case XZ:
+		return "xz"
+	case Zstd:
+		return "zstd"
+	case LZ4:
+		return "lz4"
+	case Bzip2:
+		return "bzip2"
+	case LZMA:
+		return "lzma"
+	}
+	return "unknown"
+}
+
+// MaxDecompressed caps a payload's decompressed size whatever limit a caller
+// passes: no kernel comes near it, and it bounds what a hostile image can make
+// us allocate.
+const MaxDecompressed = 1 << 30
+
+var magics = []struct {
+	magic string
+	c     Compression
+}{
+	{"\x1f\x8b", Gzip},
+	{"\xfd7zXZ\x00", XZ},
+	{"\x28\xb5\x2f\xfd", Zstd},
+	{"\x02\x21\x4c\x18", LZ4},
+	{"BZh", Bzip2},
+	{"\x5d\x00\x00", LZMA},
+}
+
+// DetectCompression names a payload's compression by its magic number, as
+// the kernel's own decompressor selection does.
+func DetectCompression(payload []byte) (Compression, error) {
+	for _, m := range magics {
+		if bytes.HasPrefix(payload, []byte(m.magic)) {
+			return m.c, nil
+		}
+	}
+	if bytes.HasPrefix(payload, []byte("\x89LZO")) {
+		return UnknownCompression, errors.New("lzo payloads are not supported")
+	}
+	n := min(len(payload), 6)
+	return UnknownCompression, fmt.Errorf("unknown payload compression (magic % x)", payload[:n])
+}
+
+// DecompressLimit is the output bound Decompress applies for a given limit:
+// limit itself when 0 < limit <= MaxDecompressed, otherwise MaxDecompressed.
+func DecompressLimit(limit int) int {
+	if limit <= 0 || limit > MaxDecompressed {
+		return MaxDecompressed
+	}
+	return limit
+}
+
+// Decompress inflates a Linux kernel payload to at most limit bytes (see
+// DecompressLimit). The kernel build appends the uncompressed size as a
+// 4-byte little-endian trailer to every format (gzip's own ISIZE field plays
+// that part): it sizes the output up front and must match what comes out.
+func Decompress(payload []byte, limit int) ([]byte, error) {
+	c, err := DetectCompression(payload)
+	if err != nil {
+		return nil, err
+	}
+	limit = DecompressLimit(limit)
+	if len(payload) < 8 {
+		return nil, fmt.Errorf("%v payload of %d bytes is truncated", c, len(payload))
+	}
+	size := uint64(le.Uint32(payload[len(payload)-4:]))
+	if size > uint64(limit) {
+		return nil, fmt.Errorf("%v payload claims %d bytes uncompressed, over the limit of %d", c, size, limit)
+	}
+	stream := payload[:len(payload)-4]
+	if c == Gzip {
+		stream = payload
+	}
+	// The output must match the trailer, so it bounds decoding: a bomb behind
+	// a small trailer stops early. Being untrusted, the trailer is grown
+	// towards rather than allocated up front beyond what the compressed data
+	// could plausibly produce.
+	out := newBoundedBuffer(int(min(size, uint64(len(stream))*64+1<<20)), int(size))
+	switch c {
+	case Gzip:
+		err = gunzip(out, stream)
+	case XZ:
+		err = unxz(out, stream, int(size))
+	case Zstd:
+		err = unzstd(out, stream, limit)
+	case LZ4:
+		err = unlz4(out, stream)
+	case Bzip2:
+		_, err = out.ReadFrom(bzip2.NewReader(bytes.NewReader(stream)))
+	case LZMA:
+		err = unlzma(out, stream, int(size))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%v: %w", c, err)
+	}
+	if uint64(len(out.buf)) != size {
+		return nil, fmt.Errorf("%v: decompressed %d bytes, the size trailer says %d", c, len(out.buf), size)
+	}
+	return out.buf, nil
+}
+
+// errTooLarge is what a boundedBuffer returns past its limit.
+type errTooLarge int
+
+func (e errTooLarge) Error() string {
+	return fmt.Sprintf("decompressed data exceeds its declared size of %d bytes", int(e))
+}
+
+// boundedBuffer collects decompressed output and refuses to grow past limit,
+// so a decompression bomb costs at most limit bytes.
+type boundedBuffer struct {
+	buf   []byte
+	limit int
+}
+
+func newBoundedBuffer(hint, limit int) *boundedBuffer {
+	return &boundedBuffer{buf: make([]byte, 0, min(hint, limit)+1), limit: limit}
+}
+
+// grow makes room for at least n more bytes, within limit+1 so that one byte
+// too many is still seen.
+func (b *boundedBuffer) grow(n int) {
+	if cap(b.buf)-len(b.buf) >= n {
+		return
+	}
+	want := min(max(2*cap(b.buf), len(b.buf)+n, 64<<10), b.limit+1)
+	nb := make([]byte, len(b.buf), want)
+	copy(nb, b.buf)
+	b.buf = nb
+}
+
+func (b *boundedBuffer) Write(p []byte) (int, error) {
+	if len(p) > b.limit-len(b.buf) {
+		return 0, errTooLarge(b.limit)
+	}
+	b.grow(len(p))
+	b.buf = append(b.buf, p...)
+	return len(p), nil
+}
+
+// ReadFrom reads r to EOF straight into the buffer's spare capacity.
+func (b *boundedBuffer) ReadFrom(r io.Reader) (int64, error) {
+	start, idle := len(b.buf), 0
+	for {
+		if len(b.buf) > b.limit {
+			return int64(len(b.buf) - start), errTooLarge(b.limit)
+		}
+		b.grow(1)
+		n, err := r.Read(b.buf[len(b.buf):cap(b.buf)])
+		b.buf = b.buf[:len(b.buf)+n]
+		if err == io.EOF {
+			if len(b.buf) > b.limit {
+				return int64(len(b.buf) - start), errTooLarge(b.limit)
+			}
+			return int64(len(b.buf) - start), nil
+		}
+		if err != nil {
+			return int64(len(b.buf) - start), err
+		}
+		if idle++; n > 0 {
+			idle = 0
+		} else if idle > 100 {
+			return int64(len(b.buf) - start), io.ErrNoProgress
+		}
+	}
+}
+
+func gunzip(out *boundedBuffer, stream []byte) error {
+	zr, err := gzip.NewReader(bytes.NewReader(stream))
+	if err != nil {
+		return err
+	}
+	defer zr.Close()
+	_, err = out.ReadFrom(zr)
+	return err
+}
+
+// unzstd decodes in one shot into out's buffer: DecodeAll uses the output as
+// its history, so a frame's window costs no allocation of its own. Its limit
+// is the caller's, not the trailer's, because the decoder refuses a window
+// larger than its memory limit, and "zstd --ultra -22" on a pipe, as the
+// kernel build runs it, declares 128 MiB whatever the kernel's size.
+func unzstd(out *boundedBuffer, stream []byte, limit int) error {
+	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(limit)))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	res, err := d.DecodeAll(stream, out.buf[:0])
+	if err != nil {
+		return err
+	}
+	if len(res) > out.limit {
+		return errTooLarge(out.limit)
+	}
+	out.buf = res
+	return nil
+}
+
+// lz4 legacy framing (lz4 -l, what Linux uses): a magic, then blocks each
+// preceded by its compressed size, each inflating to at most 8 MiB.
+const (
+	lz4LegacyMagic = 0x184c2102
+	lz4LegacyBlock = 8 << 20
+)
+
+func unlz4(out *boundedBuffer, stream []byte) error {
+	pos := 0
+	for pos < len(stream) {
+		if len(stream)-pos < 4 {
+			return fmt.Errorf("truncated block header at offset %d", pos)
+		}
+		n := uint64(le.Uint32(stream[pos:]))
+		pos += 4
+		if n == lz4LegacyMagic { // concatenated legacy frames
+			continue
+		}
+		if n > uint64(lz4.CompressBlockBound(lz4LegacyBlock)) || n > uint64(len(stream)-pos) {
+			return fmt.Errorf("block at offset %d: size %d out of range", pos-4, n)
+		}
+		room := min(lz4LegacyBlock, out.limit-len(out.buf))
+		out.grow(room)
+		k, err := lz4.UncompressBlock(stream[pos:pos+int(n)], out.buf[len(out.buf):len(out.buf)+room])
+		if err != nil {
+			if room < lz4LegacyBlock {
+				return fmt.Errorf("block at offset %d: %w (or output over the %d bytes of the size trailer)", pos-4, err, out.limit)
+			}
+			return fmt.Errorf("block at offset %d: %w", pos-4, err)
+		}
+		out.buf = out.buf[:len(out.buf)+k]
+		pos += int(n)
+	}
+	return nil
+}
+
+// unlzma decodes the .lzma ("LZMA alone") format. The header's dictionary
+// size is allocated up front, so a hostile one is clamped to the output size:
+// a match can never reach further back than what was already produced.
+func unlzma(out *boundedBuffer, stream []byte, size int) error {
+	if len(stream) < lzma.HeaderLen {
+		return fmt.Errorf("truncated header")
+	}
+	hdr := bytes.Clone(stream[:lzma.HeaderLen])
+	dictCap := max(size, lzma.MinDictCap)
+	if uint64(le.Uint32(hdr[1:])) > uint64(dictCap) {
+		le.PutUint32(hdr[1:], uint32(dictCap))
+	}
+	r, err := lzma.ReaderConfig{DictCap: dictCap}.NewReader(io.MultiReader(bytes.NewReader(hdr), bytes.NewReader(stream[lzma.HeaderLen:])))
+	if err != nil {
+		return err
+	}
+	_, err = out.ReadFrom(r)
+	return err
+}

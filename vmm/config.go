@@ -1,0 +1,97 @@
+package vmm
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// DefaultCmdline is what a Linux guest gets without --append.
+const DefaultCmdline = "console=ttyS0 reboot=k panic=-1 quiet"
+
+// MaxMemSize is the largest guest RAM govmm maps: one slot below the 32-bit
+// PCI hole at 3 GiB.
+const MaxMemSize = 3 << 30
+
+// RawGuest is a flat binary run without a kernel: the tiny guests that
+// exercise exit paths. It is copied to LoadAddr and entered there, in real
+// mode or, with LongMode, in 64-bit mode with identity page tables.
+type RawGuest struct {
+	Code     []byte
+	LoadAddr uint64
+	LongMode bool
+}
+
+// Config describes one VM.
+type Config struct {
+	Kernel  string // bzImage or ELF vmlinux
+	Initrd  string // optional
+	Cmdline string
+	// Raw, when set, replaces Kernel: no irqchip, no boot protocol, and a
+	// HLT that reaches user space ends the VM.
+	Raw *RawGuest
+
+	MemSize uint64 // bytes
+	CPUs    int
+
+	Console io.Writer // the serial port's output; nil discards it
+	// ReadyMarker is the console text whose first appearance marks the
+	// guest as booted, for boot timing. Empty means DefaultReadyMarker.
+	ReadyMarker string
+
+	ExitStats bool // time every exit (exitstats)
+	SyncRegs  bool // use KVM_CAP_SYNC_REGS where KVM has it
+}
+
+// DefaultReadyMarker is the line guests/init prints once user space runs.
+const DefaultReadyMarker = "GOVMM-READY"
+
+// Validate checks a Config before anything is allocated.
+func (c *Config) Validate() error {
+	if c.Raw == nil && c.Kernel == "" {
+		return fmt.Errorf("no kernel given (--kernel)")
+	}
+	if c.CPUs < 1 {
+		return fmt.Errorf("--smp %d: need at least one vCPU", c.CPUs)
+	}
+	if c.MemSize < 1<<20 {
+		return fmt.Errorf("--mem %d bytes: need at least 1 MiB", c.MemSize)
+	}
+	if c.MemSize > MaxMemSize {
+		return fmt.Errorf("--mem %d MiB: at most %d MiB is supported", c.MemSize>>20, MaxMemSize>>20)
+	}
+	return nil
+}
+
+// ParseSize parses a memory size such as 512M, 1G, 65536K or a plain byte
+// count, the way QEMU's -m does (a bare number is MiB there; here a bare
+// number is MiB too, so "-m 512" habits carry over).
+func ParseSize(s string) (uint64, error) {
+	t := strings.TrimSpace(s)
+	if t == "" {
+		return 0, fmt.Errorf("empty size")
+	}
+	mult := uint64(1 << 20)
+	switch last := t[len(t)-1]; last {
+	case 'k', 'K':
+		mult = 1 << 10
+	case 'm', 'M':
+		mult = 1 << 20
+	case 'g', 'G':
+		mult = 1 << 30
+	case 'b', 'B':
+		mult = 1
+	}
+	if t[len(t)-1] < '0' || t[len(t)-1] > '9' {
+		t = t[:len(t)-1]
+	}
+	n, err := strconv.ParseUint(t, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("size %q: not a number with an optional K/M/G suffix", s)
+	}
+	if n > (1<<63)/mult {
+		return 0, fmt.Errorf("size %q: too large", s)
+	}
+	return n * mult, nil
+}

@@ -1,0 +1,181 @@
+package vmm
+
+import (
+	"errors"
+	"math"
+	"os"
+	"sync/atomic"
+	"testing"
+
+	"github.com/govmm/govmm/exitstats"
+	"github.com/govmm/govmm/guests/tiny"
+	"github.com/govmm/govmm/vcpu"
+)
+
+func needKVM(t testing.TB) {
+	t.Helper()
+	if _, err := os.Stat("/dev/kvm"); errors.Is(err, os.ErrNotExist) {
+		t.Skip("no /dev/kvm on this machine")
+	}
+}
+
+// counter is a device that counts accesses and remembers the last write.
+type counter struct {
+	n    atomic.Uint64
+	last atomic.Uint32
+}
+
+func (c *counter) Read(off uint64, data []byte) {
+	c.n.Add(1)
+	for i := range data {
+		data[i] = 0
+	}
+}
+
+func (c *counter) Write(off uint64, data []byte) {
+	c.n.Add(1)
+	var v uint32
+	for i, b := range data {
+		v |= uint32(b) << (8 * i)
+	}
+	c.last.Store(v)
+}
+
+// runRaw boots a tiny guest with a counting device at testPort (I/O) and
+// testMMIO, and returns the outcome, the device and the statistics.
+func runRaw(t *testing.T, code []byte, longMode bool) (Outcome, *counter, *counter, exitstats.Snapshot) {
+	t.Helper()
+	needKVM(t)
+	vm, err := New(Config{
+		Raw:     &RawGuest{Code: code, LoadAddr: tiny.LoadAddr, LongMode: longMode},
+		MemSize: 2 << 20, CPUs: 1, ExitStats: true, SyncRegs: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Close()
+	io, mmio := &counter{}, &counter{}
+	if _, err := vm.IOBus.Register("test", testPort, 4, io); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vm.MMIOBus.Register("test", testMMIO, 8, mmio); err != nil {
+		t.Fatal(err)
+	}
+	out := vm.Run()
+	return out, io, mmio, vm.Stats()
+}
+
+const (
+	testPort = 0x10
+	testMMIO = 0x20000000
+)
+
+// checkRow verifies the invariants of a table row: its count, and that
+// min <= avg <= max and sum = count x avg.
+func checkRow(t *testing.T, s exitstats.Snapshot, name string, want uint64) {
+	t.Helper()
+	st, ok := s.Total().Row(name)
+	if !ok {
+		t.Fatalf("no %s row in the table", name)
+	}
+	if st.Count != want {
+		t.Errorf("%s: count %d, want %d", name, st.Count, want)
+	}
+	avg := st.Avg()
+	if float64(st.Min) > avg || avg > float64(st.Max) {
+		t.Errorf("%s: min %d avg %.1f max %d out of order", name, st.Min, avg, st.Max)
+	}
+	if got := float64(st.Count) * avg; math.Abs(got-float64(st.Sum)) > 1e-6*float64(st.Sum)+1 {
+		t.Errorf("%s: count x avg = %.0f, sum %d", name, got, st.Sum)
+	}
+}
+
+func TestPortIOExitsCounted(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		code     []byte
+		longMode bool
+	}{
+		{"real mode", tiny.PortLoop16(testPort, 500), false},
+		{"long mode", tiny.PortLoop64(testPort, 500), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, dev, _, stats := runRaw(t, tc.code, tc.longMode)
+			if out.Err != nil || out.Reason != vcpu.Halted {
+				t.Fatalf("outcome %v, %v; want halted", out.Reason, out.Err)
+			}
+			if dev.n.Load() != 500 {
+				t.Errorf("device saw %d accesses, want 500", dev.n.Load())
+			}
+			checkRow(t, stats, "IO:test", 500)
+			checkRow(t, stats, "HLT", 1)
+			tot := stats.Total()
+			var sum uint64
+			for _, r := range tot.Rows {
+				sum += r.Count
+			}
+			if sum != tot.Exits().Count {
+				t.Errorf("rows add up to %d, TOTAL says %d", sum, tot.Exits().Count)
+			}
+		})
+	}
+}
+
+func TestMMIOExitsCounted(t *testing.T) {
+	out, _, dev, stats := runRaw(t, tiny.MMIOLoop64(testMMIO, 300), true)
+	if out.Err != nil || out.Reason != vcpu.Halted {
+		t.Fatalf("outcome %v, %v; want halted", out.Reason, out.Err)
+	}
+	if dev.n.Load() != 300 {
+		t.Errorf("device saw %d accesses, want 300", dev.n.Load())
+	}
+	checkRow(t, stats, "MMIO:test", 300)
+}
+
+// An MMIO access nothing claims is logged and ignored; the VM runs on.
+func TestUnclaimedMMIOIsNotFatal(t *testing.T) {
+	out, _, _, stats := runRaw(t, tiny.MMIOLoop64(testMMIO+0x1000, 20), true)
+	if out.Err != nil || out.Reason != vcpu.Halted {
+		t.Fatalf("outcome %v, %v; want halted", out.Reason, out.Err)
+	}
+	checkRow(t, stats, "MMIO:unclaimed", 20)
+}
+
+func TestCPUIDSeesAPICID(t *testing.T) {
+	out, dev, _, _ := runRaw(t, tiny.CPUID64(1, testPort), true)
+	if out.Err != nil || out.Reason != vcpu.Halted {
+		t.Fatalf("outcome %v, %v; want halted", out.Reason, out.Err)
+	}
+	if dev.n.Load() != 4 {
+		t.Fatalf("CPUID guest wrote %d values, want 4", dev.n.Load())
+	}
+	// The last value written is EDX of leaf 1: FPU (bit 0) is always set.
+	if dev.last.Load()&1 == 0 {
+		t.Errorf("CPUID.1:EDX = %#x lacks FPU", dev.last.Load())
+	}
+}
+
+func TestMemorySliceBounds(t *testing.T) {
+	m, err := newMemory(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.close()
+	for _, c := range []struct {
+		gpa, n uint64
+		ok     bool
+	}{
+		{0, 1 << 20, true},
+		{1<<20 - 1, 1, true},
+		{1 << 20, 0, true},
+		{1 << 20, 1, false},
+		{1<<20 - 1, 2, false},
+		{math.MaxUint64, 2, false},
+		{2, math.MaxUint64, false},
+	} {
+		_, err := m.Slice(c.gpa, c.n)
+		if (err == nil) != c.ok {
+			t.Errorf("Slice(%#x, %#x): err %v, want ok=%v", c.gpa, c.n, err, c.ok)
+		}
+	}
+}

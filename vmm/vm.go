@@ -1,0 +1,352 @@
+package vmm
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/govmm/govmm/devices"
+	"github.com/govmm/govmm/exitstats"
+	"github.com/govmm/govmm/kvm"
+	"github.com/govmm/govmm/vcpu"
+)
+
+// Addresses the in-kernel irqchip and Intel VMX need out of the guest's
+// way (as QEMU and kvmtool place them, just below the BIOS area at 4 GiB).
+const (
+	tssAddr         = 0xfffbd000
+	identityMapAddr = 0xfffbc000
+)
+
+// Legacy I/O ports and ISA interrupts of the PC platform.
+const (
+	com1Port  = 0x3f8
+	com1IRQ   = 4
+	debugPort = 0x510 // written by test guests; the value is recorded
+)
+
+// Outcome is how a VM run ended.
+type Outcome struct {
+	Reason vcpu.StopReason
+	VCPU   int   // the vCPU that ended it, -1 when the host did
+	Err    error // set for crashes
+}
+
+// GuestRequested reports whether the guest itself asked to stop (reboot,
+// power-off, or a halt in a raw guest): a clean end for the command line.
+func (o Outcome) GuestRequested() bool {
+	switch o.Reason {
+	case vcpu.Reset, vcpu.PowerOff, vcpu.Halted:
+		return o.Err == nil
+	}
+	return false
+}
+
+// VM is one assembled virtual machine.
+type VM struct {
+	cfg   Config
+	sys   *kvm.System
+	kvm   *kvm.VM
+	mem   *Memory
+	vcpus []*vcpu.VCPU
+	kcpus []*kvm.VCPU
+
+	IOBus, MMIOBus *devices.Bus
+	serial         *devices.Serial
+	stats          *exitstats.Registry // nil when statistics are off
+
+	start   time.Time
+	readyMu sync.Mutex
+	readyAt time.Duration // 0 until the ready marker appeared
+	debug   []uint32      // values written to the debug port (readyMu)
+
+	endMu   sync.Mutex
+	outcome *Outcome
+	ended   chan struct{}
+}
+
+// New builds a VM: memory, irqchip, devices, the guest image and vCPUs. It
+// runs nothing yet.
+func New(cfg Config) (_ *VM, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	v := &VM{cfg: cfg, start: time.Now(), ended: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			v.Close()
+		}
+	}()
+	if v.sys, err = kvm.Open(); err != nil {
+		return nil, err
+	}
+	if max := v.maxCPUs(); cfg.CPUs > max {
+		return nil, fmt.Errorf("--smp %d: this host's KVM allows at most %d vCPUs", cfg.CPUs, max)
+	}
+	if v.kvm, err = v.sys.CreateVM(); err != nil {
+		return nil, err
+	}
+	if v.mem, err = newMemory(cfg.MemSize); err != nil {
+		return nil, err
+	}
+	if err = v.mem.register(v.kvm); err != nil {
+		return nil, err
+	}
+	irqchip := cfg.Raw == nil
+	if irqchip {
+		if err = v.createIRQChip(); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.ExitStats {
+		v.stats = exitstats.NewRegistry()
+	}
+	if err = v.addDevices(irqchip); err != nil {
+		return nil, err
+	}
+	supported, err := v.sys.SupportedCPUID()
+	if err != nil {
+		return nil, err
+	}
+	syncCap := v.kvm.CheckExtension(kvm.CapSyncRegs)
+	for i := 0; i < cfg.CPUs; i++ {
+		k, err := v.kvm.CreateVCPU(i)
+		if err != nil {
+			return nil, err
+		}
+		v.kcpus = append(v.kcpus, k)
+		if err := setupCPU(k, supported, cfg.CPUs, irqchip); err != nil {
+			return nil, err
+		}
+		vc := vcpu.Config{IO: v.IOBus, MMIO: v.MMIOBus, SyncRegs: cfg.SyncRegs}
+		if v.stats != nil {
+			vc.Stats, vc.Registry = v.stats.NewVCPU(i), v.stats
+		}
+		v.vcpus = append(v.vcpus, vcpu.New(k, vc, syncCap))
+	}
+	if cfg.Raw != nil {
+		err = v.loadRaw(cfg.Raw)
+	} else {
+		err = v.loadLinux()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// maxCPUs is the vCPU limit: what KVM allows, and what an 8-bit xAPIC ID
+// in the MP table can number (255 is the broadcast ID).
+func (v *VM) maxCPUs() int {
+	n := v.sys.CheckExtension(kvm.CapMaxVCPUs)
+	if n == 0 {
+		n = v.sys.CheckExtension(kvm.CapNRVCPUs)
+	}
+	if n == 0 {
+		n = 4 // the documented default when neither is reported
+	}
+	if n > 254 {
+		n = 254
+	}
+	return n
+}
+
+func (v *VM) createIRQChip() error {
+	if err := v.kvm.SetTSSAddr(tssAddr); err != nil {
+		return err
+	}
+	if err := v.kvm.SetIdentityMapAddr(identityMapAddr); err != nil {
+		return err
+	}
+	if err := v.kvm.CreateIRQChip(); err != nil {
+		return err
+	}
+	return v.kvm.CreatePIT2()
+}
+
+// irqLine drives one in-kernel irqchip input for a legacy device.
+type irqLine struct {
+	vm  *kvm.VM
+	gsi uint32
+}
+
+func (l irqLine) SetLevel(high bool) error { return l.vm.IRQLine(l.gsi, high) }
+
+func (v *VM) addDevices(irqchip bool) error {
+	v.IOBus = devices.NewBus("io")
+	v.MMIOBus = devices.NewBus("mmio")
+	var irq devices.IRQLine
+	if irqchip {
+		irq = irqLine{v.kvm, com1IRQ}
+	}
+	out := v.cfg.Console
+	if out == nil {
+		out = io.Discard
+	}
+	v.serial = devices.NewSerial(irq, &readyWatcher{vm: v, out: out, marker: v.readyMarker()})
+	reset := func() { v.end(Outcome{Reason: vcpu.Reset, VCPU: -1}) }
+	for _, d := range []struct {
+		name       string
+		base, size uint64
+		dev        devices.Device
+	}{
+		{"serial", com1Port, devices.SerialSize, v.serial},
+		{"i8042", devices.I8042Base, devices.I8042Size, devices.NewI8042(reset)},
+		{"rtc", devices.RTCBase, devices.RTCSize, devices.NewRTC(nil)},
+		{"debug", debugPort, 4, devices.NewDebugPort(v.noteDebug)},
+		// The POST port: Linux writes it for I/O delays.
+		{"post", 0x80, 1, devices.NewDiscard(0xff)},
+	} {
+		if _, err := v.IOBus.Register(d.name, d.base, d.size, d.dev); err != nil {
+			return fmt.Errorf("register %s: %w", d.name, err)
+		}
+	}
+	return nil
+}
+
+func (v *VM) readyMarker() string {
+	if v.cfg.ReadyMarker != "" {
+		return v.cfg.ReadyMarker
+	}
+	return DefaultReadyMarker
+}
+
+func (v *VM) noteDebug(val uint32) {
+	v.readyMu.Lock()
+	if len(v.debug) < 1<<16 {
+		v.debug = append(v.debug, val)
+	}
+	v.readyMu.Unlock()
+}
+
+// DebugWrites returns the values guests wrote to the debug port.
+func (v *VM) DebugWrites() []uint32 {
+	v.readyMu.Lock()
+	defer v.readyMu.Unlock()
+	return append([]uint32(nil), v.debug...)
+}
+
+// ReadyAfter is how long after New the guest printed its ready marker, or 0.
+func (v *VM) ReadyAfter() time.Duration {
+	v.readyMu.Lock()
+	defer v.readyMu.Unlock()
+	return v.readyAt
+}
+
+// Input feeds host keyboard input to the serial console.
+func (v *VM) Input(p []byte) { v.serial.Input(p) }
+
+// Stats returns a snapshot of the exit statistics (empty when off).
+func (v *VM) Stats() exitstats.Snapshot { return v.stats.Snapshot() }
+
+// Memory is the guest RAM.
+func (v *VM) Memory() *Memory { return v.mem }
+
+// VCPUs returns the vCPUs, for control and inspection.
+func (v *VM) VCPUs() []*vcpu.VCPU { return v.vcpus }
+
+// Run runs every vCPU until the guest or the host ends the VM, and returns
+// how it ended. All vCPU threads have returned when Run does.
+func (v *VM) Run() Outcome {
+	var wg sync.WaitGroup
+	for i, c := range v.vcpus {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			reason, err := c.Run()
+			if reason != vcpu.Stopped || err != nil {
+				v.end(Outcome{Reason: reason, VCPU: i, Err: err})
+			}
+		}()
+	}
+	<-v.ended
+	for _, c := range v.vcpus {
+		c.Stop()
+	}
+	wg.Wait()
+	v.serial.Flush()
+	return *v.outcome
+}
+
+// Stop ends the VM from the host side (SIGTERM, QMP quit). It does not
+// wait; Run returns once every vCPU has left the guest.
+func (v *VM) Stop() { v.end(Outcome{Reason: vcpu.Stopped, VCPU: -1}) }
+
+// Pause parks every vCPU outside the guest; Resume lets them go on.
+func (v *VM) Pause() {
+	for _, c := range v.vcpus {
+		c.Pause()
+	}
+}
+
+// Resume undoes Pause.
+func (v *VM) Resume() {
+	for _, c := range v.vcpus {
+		c.Resume()
+	}
+}
+
+// end records the first way the VM ended and wakes Run. It never blocks,
+// so devices may call it from a vCPU thread.
+func (v *VM) end(o Outcome) {
+	v.endMu.Lock()
+	defer v.endMu.Unlock()
+	if v.outcome != nil {
+		return
+	}
+	v.outcome = &o
+	close(v.ended)
+	for _, c := range v.vcpus {
+		c.Stop()
+	}
+}
+
+// Close releases every resource; the VM must not be running.
+func (v *VM) Close() error {
+	var errs []error
+	for _, k := range v.kcpus {
+		errs = append(errs, k.Close())
+	}
+	if v.kvm != nil {
+		errs = append(errs, v.kvm.Close())
+	}
+	if v.mem != nil {
+		errs = append(errs, v.mem.close())
+	}
+	if v.sys != nil {
+		errs = append(errs, v.sys.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// readyWatcher passes console output through and notes when the ready
+// marker first appears (it may straddle writes, so a short tail is kept).
+type readyWatcher struct {
+	vm     *VM
+	out    io.Writer
+	marker string
+	tail   []byte
+	seen   bool
+}
+
+func (w *readyWatcher) Write(p []byte) (int, error) {
+	if !w.seen {
+		w.tail = append(w.tail, p...)
+		if bytes.Contains(w.tail, []byte(w.marker)) {
+			w.seen = true
+			w.vm.readyMu.Lock()
+			w.vm.readyAt = time.Since(w.vm.start)
+			w.vm.readyMu.Unlock()
+			w.tail = nil
+		} else if keep := len(w.marker) - 1; len(w.tail) > keep {
+			w.tail = append(w.tail[:0], w.tail[len(w.tail)-keep:]...)
+		}
+	}
+	return w.out.Write(p)
+}
+
+// Uptime is the time since the VM was created.
+func (v *VM) Uptime() time.Duration { return time.Since(v.start) }
