@@ -41,7 +41,7 @@ test: guests
 bench: bench-exits
 
 bench-exits:
-	$(GO) test -run '^$$' -bench BenchmarkPortIOExit -benchtime 20000x -count 3 ./vcpu/
+	$(GO) test -run '^$$' -bench BenchmarkPortIOExit -benchtime 15x ./vmm/
 
 clean:
 	rm -rf bin

@@ -6,7 +6,6 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -164,7 +163,7 @@ func (v *VCPU) Run() (StopReason, error) {
 		run.ValidRegs = kvm.SyncRegsGPR
 	}
 	stats := v.cfg.Stats
-	var last time.Duration // monotonic time of the last re-entry
+	var last int64 // monotonic time of the last re-entry
 	if stats != nil {
 		last = now()
 	}
@@ -178,7 +177,7 @@ func (v *VCPU) Run() (StopReason, error) {
 			}
 		}
 		err := v.k.RunOnce()
-		var exitAt time.Duration
+		var exitAt int64
 		if stats != nil {
 			exitAt = now()
 			stats.RecordGuest(uint64(exitAt - last))
@@ -327,7 +326,3 @@ func internalData(ie *kvm.InternalErrorExit) string {
 	return fmt.Sprintf(", data %#x", ie.Data[:n])
 }
 
-var epoch = time.Now()
-
-// now is a cheap monotonic clock read (vDSO clock_gettime).
-func now() time.Duration { return time.Since(epoch) }

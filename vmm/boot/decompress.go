@@ -117,7 +117,7 @@ func Decompress(payload []byte, limit int) ([]byte, error) {
 	case XZ:
 		err = unxz(out, stream, int(size))
 	case Zstd:
-		err = unzstd(out, stream, limit)
+		err = unzstd(out, stream)
 	case LZ4:
 		err = unlz4(out, stream)
 	case Bzip2:
@@ -211,12 +211,23 @@ func gunzip(out *boundedBuffer, stream []byte) error {
 }
 
 // unzstd decodes in one shot into out's buffer: DecodeAll uses the output as
-// its history, so a frame's window costs no allocation of its own. Its limit
-// is the caller's, not the trailer's, because the decoder refuses a window
-// larger than its memory limit, and "zstd --ultra -22" on a pipe, as the
-// kernel build runs it, declares 128 MiB whatever the kernel's size.
-func unzstd(out *boundedBuffer, stream []byte, limit int) error {
-	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(limit)))
+// its history, so a frame's window costs no allocation of its own. The
+// decoder refuses a window larger than its memory limit, though, and
+// "zstd --ultra -22" on a pipe, as the kernel build runs it, declares a
+// 128 MiB window whatever the kernel's size (and a small guest's limit). So
+// the decoder's limit is raised to the first frame's window, within
+// MaxDecompressed, which bounds what a hostile frame can make it allocate,
+// and the trailer is enforced on the result.
+func unzstd(out *boundedBuffer, stream []byte) error {
+	var h zstd.Header
+	if err := h.Decode(stream); err != nil {
+		return err
+	}
+	mem := uint64(max(out.limit, 1))
+	if !h.SingleSegment {
+		mem = max(mem, min(h.WindowSize, MaxDecompressed))
+	}
+	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(mem))
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,125 @@
+package vmm
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/govmm/govmm/devices"
+	"github.com/govmm/govmm/guests/tiny"
+	"github.com/govmm/govmm/vcpu"
+)
+
+// exitsPerRound is the guest's loop count: enough exits that VM set-up is
+// outside the timed part and the per-exit mean settles.
+const exitsPerRound = 20000
+
+// timeRawGuest runs one tiny guest doing n port-I/O exits under govmm and
+// returns the mean wall time of one exit round trip.
+func timeRawGuest(b *testing.B, n uint32, stats, syncRegs bool) float64 {
+	vm, err := New(Config{
+		Raw:     &RawGuest{Code: tiny.PortLoop16(testPort, n), LoadAddr: tiny.LoadAddr},
+		MemSize: 2 << 20, CPUs: 1, ExitStats: stats, SyncRegs: syncRegs,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer vm.Close()
+	if _, err := vm.IOBus.Register("test", testPort, 1, devices.NewDiscard(0)); err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	out := vm.Run()
+	elapsed := time.Since(start)
+	if out.Err != nil || out.Reason != vcpu.Halted {
+		b.Fatalf("guest ended %v, %v", out.Reason, out.Err)
+	}
+	return float64(elapsed.Nanoseconds()) / float64(n)
+}
+
+// buildBareLoop compiles testdata/bareloop.c with gcc.
+func buildBareLoop(b *testing.B) string {
+	cc, err := exec.LookPath("gcc")
+	if err != nil {
+		b.Skip("gcc not found: cannot build the C baseline")
+	}
+	bin := filepath.Join(b.TempDir(), "bareloop")
+	if out, err := exec.Command(cc, "-O2", "-o", bin, "testdata/bareloop.c").CombinedOutput(); err != nil {
+		b.Fatalf("build bareloop: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func timeBareLoop(b *testing.B, bin string, n uint32) float64 {
+	cmd := exec.Command(bin, strconv.Itoa(int(n)))
+	cmd.Stdin = bytes.NewReader(tiny.PortLoop16(testPort, n))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		b.Fatalf("bareloop: %v", err)
+	}
+	ns, err := strconv.ParseFloat(strings.TrimSpace(string(out)), 64)
+	if err != nil {
+		b.Fatalf("bareloop printed %q", out)
+	}
+	return ns
+}
+
+// BenchmarkPortIOExit measures one user-space port-I/O exit round trip, in
+// one run, for a bare C KVM_RUN loop (the physical limit) and for govmm
+// with statistics off, on, and with sync registers off. The variants are
+// interleaved round by round so that load on the shared host hits all of
+// them alike, and the medians are reported with their ratio to C.
+func BenchmarkPortIOExit(b *testing.B) {
+	needKVM(b)
+	bin := buildBareLoop(b)
+	variants := []struct {
+		name string
+		run  func() float64
+	}{
+		{"c", func() float64 { return timeBareLoop(b, bin, exitsPerRound) }},
+		{"stats-off", func() float64 { return timeRawGuest(b, exitsPerRound, false, true) }},
+		{"stats-on", func() float64 { return timeRawGuest(b, exitsPerRound, true, true) }},
+		{"sync-regs-off", func() float64 { return timeRawGuest(b, exitsPerRound, true, false) }},
+	}
+	samples := make([][]float64, len(variants))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for j, v := range variants {
+			samples[j] = append(samples[j], v.run())
+		}
+	}
+	b.StopTimer()
+	med := make([]float64, len(variants))
+	for j, v := range variants {
+		med[j] = median(samples[j])
+		b.ReportMetric(med[j], v.name+"-ns/exit")
+		if j > 0 {
+			b.ReportMetric(med[j]/med[0], v.name+"/c")
+		}
+	}
+	var sb strings.Builder
+	for j, v := range variants {
+		fmt.Fprintf(&sb, "  %s %.0f (%.3fx)", v.name, med[j], med[j]/med[0])
+	}
+	b.Logf("median ns per exit over %d rounds of %d exits:%s", b.N, exitsPerRound, sb.String())
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
