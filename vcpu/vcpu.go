@@ -325,4 +325,3 @@ func internalData(ie *kvm.InternalErrorExit) string {
 	}
 	return fmt.Sprintf(", data %#x", ie.Data[:n])
 }
-
