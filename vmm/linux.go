@@ -1,11 +1,18 @@
 package vmm
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 
+	"github.com/govmm/govmm/devices"
+	"github.com/govmm/govmm/vmm/acpi"
 	"github.com/govmm/govmm/vmm/boot"
 )
+
+// zeroPageACPIRSDP is boot_params.acpi_rsdp_addr: with it the guest need
+// not scan low memory for the RSDP.
+const zeroPageACPIRSDP = 0x070
 
 // defaultCmdlineMax is the command line limit of a kernel whose setup
 // header does not say (a bare ELF): COMMAND_LINE_SIZE on x86-64.
@@ -30,9 +37,7 @@ func (v *VM) loadLinux() error {
 		if err != nil {
 			return fmt.Errorf("kernel %s: %w", v.cfg.Kernel, err)
 		}
-		params.Header = hdr.Raw
-		params.CmdlineMax = int(hdr.CmdlineSize)
-		params.InitrdAddrMax = uint64(hdr.InitrdAddrMax)
+		hdr.Apply(&params)
 	}
 	k, err := boot.LoadELF(v.mem.b, elf)
 	if err != nil {
@@ -54,8 +59,21 @@ func (v *VM) loadLinux() error {
 	if err := boot.WritePageTables(v.mem.b, max(k.End, 1<<30)); err != nil {
 		return err
 	}
+	// ACPI describes the CPUs and gives the guest a clean power-off; the
+	// MP table stays as the fallback for acpi=off.
 	if err := boot.WriteMPTable(v.mem.b, v.cfg.CPUs); err != nil {
 		return err
 	}
+	if _, err := acpi.Write(v.mem.b, acpi.DefaultRSDPAddr, acpi.DefaultTablesAddr, acpi.Config{
+		CPUs:             v.cfg.CPUs,
+		IOAPICID:         uint8(v.cfg.CPUs),
+		SleepControlPort: acpiPMPort + devices.ACPIPMSleepControl,
+		SleepStatusPort:  acpiPMPort + devices.ACPIPMSleepStatus,
+		ResetPort:        acpiPMPort + devices.ACPIPMReset,
+		Serial:           []acpi.SerialPort{{Port: com1Port, GSI: com1IRQ}},
+	}); err != nil {
+		return fmt.Errorf("ACPI tables: %w", err)
+	}
+	binary.LittleEndian.PutUint64(v.mem.b[boot.ZeroPageAddr+zeroPageACPIRSDP:], acpi.DefaultRSDPAddr)
 	return setupBootCPU(v.kcpus[0], k.Entry, true, boot.ZeroPageAddr)
 }

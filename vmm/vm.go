@@ -23,9 +23,10 @@ const (
 
 // Legacy I/O ports and ISA interrupts of the PC platform.
 const (
-	com1Port  = 0x3f8
-	com1IRQ   = 4
-	debugPort = 0x510 // written by test guests; the value is recorded
+	com1Port   = 0x3f8
+	com1IRQ    = 4
+	debugPort  = 0x510 // written by test guests; the value is recorded
+	acpiPMPort = 0x600 // HW-reduced ACPI sleep control/status and reset
 )
 
 // Outcome is how a VM run ended.
@@ -188,6 +189,7 @@ func (v *VM) addDevices(irqchip bool) error {
 	}
 	v.serial = devices.NewSerial(irq, &readyWatcher{vm: v, out: out, marker: v.readyMarker()})
 	reset := func() { v.end(Outcome{Reason: vcpu.Reset, VCPU: -1}) }
+	powerOff := func() { v.end(Outcome{Reason: vcpu.PowerOff, VCPU: -1}) }
 	for _, d := range []struct {
 		name       string
 		base, size uint64
@@ -199,6 +201,7 @@ func (v *VM) addDevices(irqchip bool) error {
 		{"debug", debugPort, 4, devices.NewDebugPort(v.noteDebug)},
 		// The POST port: Linux writes it for I/O delays.
 		{"post", 0x80, 1, devices.NewDiscard(0xff)},
+		{"acpi-pm", acpiPMPort, devices.ACPIPMSize, devices.NewACPIPM(powerOff, reset)},
 	} {
 		if _, err := v.IOBus.Register(d.name, d.base, d.size, d.dev); err != nil {
 			return fmt.Errorf("register %s: %w", d.name, err)

@@ -13,7 +13,6 @@ const (
 	offE820Entries     = 0x1e8
 	offE820Table       = 0x2d0
 	e820EntrySize      = 20
-	e820MaxEntries     = 128 // E820_MAX_ENTRIES_ZEROPAGE
 
 	// Protocol version written for a bare ELF, which carries no header of its
 	// own: 2.15, what the kernels this loader targets speak.

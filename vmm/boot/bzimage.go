@@ -18,7 +18,6 @@ const (
 	offLoadFlags      = 0x211
 	offRamdiskImage   = 0x218
 	offRamdiskSize    = 0x21c
-	offHeapEndPtr     = 0x224
 	offCmdLinePtr     = 0x228
 	offInitrdAddrMax  = 0x22c
 	offKernelAlign    = 0x230
@@ -42,15 +41,14 @@ const (
 // Boot protocol flags and limits.
 const (
 	LoadedHigh  = 0x01 // loadflags: protected-mode code loaded at 0x100000
-	CanUseHeap  = 0x80 // loadflags: heap_end_ptr is valid
 	XLFKernel64 = 0x01 // xloadflags: the kernel has the 64-bit entry at 0x200
 
-	MinVersion       = 0x0206 // oldest protocol with cmdline_size; earlier images are 16/32-bit era
-	payloadVersion   = 0x0208 // payload_offset/length first appear here
-	xloadflagsVersio = 0x020c
+	MinVersion        = 0x0206 // oldest protocol with cmdline_size; earlier images are 16/32-bit era
+	payloadVersion    = 0x0208 // payload_offset/length first appear here
+	xloadflagsVersion = 0x020c
 
-	defaultInitrdAddrMax = 0x37ffffff // protocol < 2.03
-	defaultCmdlineSize   = 255        // protocol < 2.06, without the NUL
+	defaultInitrdAddrMax = 0x37ffffff // protocol < 2.03 (or a zero field)
+	defaultCmdlineSize   = 255        // protocol < 2.06 (or a zero field), without the NUL
 	sectorSize           = 512
 )
 
@@ -127,7 +125,7 @@ func ParseSetupHeader(img []byte) (*SetupHeader, error) {
 	if h.Version >= 0x020b {
 		h.HandoverOffset = le.Uint32(img[offHandover:])
 	}
-	if h.Version >= xloadflagsVersio {
+	if h.Version >= xloadflagsVersion {
 		h.XLoadFlags = le.Uint16(img[offXLoadFlags:])
 	}
 	if h.InitrdAddrMax == 0 {
@@ -183,7 +181,7 @@ func UnpackBzImage(img []byte, limit int) (elf []byte, hdr *SetupHeader, err err
 }
 
 func (h *SetupHeader) unpack(img []byte, limit int) (compressed, elf []byte, err error) {
-	if h.Version >= xloadflagsVersio && h.XLoadFlags&XLFKernel64 == 0 {
+	if h.Version >= xloadflagsVersion && h.XLoadFlags&XLFKernel64 == 0 {
 		return nil, nil, fmt.Errorf("bzImage: not a 64-bit kernel (XLF_KERNEL_64 clear in xloadflags %#x)", h.XLoadFlags)
 	}
 	compressed, err = h.payload(img)
@@ -198,4 +196,13 @@ func (h *SetupHeader) unpack(img []byte, limit int) (compressed, elf []byte, err
 		return nil, nil, fmt.Errorf("bzImage payload: decompressed data is not an ELF vmlinux")
 	}
 	return compressed, elf, nil
+}
+
+// Apply fills the kernel-dependent fields of p from the header: the
+// command-line limit, the initrd ceiling and the header bytes the zero page
+// must carry.
+func (h *SetupHeader) Apply(p *Params) {
+	p.CmdlineMax = int(h.CmdlineSize) + 1
+	p.InitrdAddrMax = uint64(h.InitrdAddrMax)
+	p.Header = h.Raw
 }

@@ -110,6 +110,19 @@ func TestRealBzImage(t *testing.T) {
 		t.Errorf("loaded bytes differ between the unpacked payload and vmlinux")
 	}
 	t.Logf("kernel: entry %#x, loaded %#x..%#x", ka.Entry, ka.Start, ka.End)
+
+	// The kernel's own header fields reach the zero page; loader fields win.
+	p := Params{Cmdline: "console=ttyS0 quiet", Initrd: make([]byte, 1<<20)}
+	h.Apply(&p)
+	addr, err := WriteBootParams(memA, ka, &p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zp := memA[ZeroPageAddr:]
+	if binary.LittleEndian.Uint32(zp[0x260:]) != h.InitSize || binary.LittleEndian.Uint32(zp[0x238:]) != h.CmdlineSize ||
+		zp[0x210] != 0xff || binary.LittleEndian.Uint32(zp[0x218:]) != uint32(addr) || addr < ka.End {
+		t.Errorf("zero page header % x (initrd at %#x)", zp[0x1f1:0x26c], addr)
+	}
 }
 
 func BenchmarkUnpackRealBzImage(b *testing.B) {

@@ -110,14 +110,14 @@ func Decompress(payload []byte, limit int) ([]byte, error) {
 	// a small trailer stops early. Being untrusted, the trailer is grown
 	// towards rather than allocated up front beyond what the compressed data
 	// could plausibly produce.
-	out := newBoundedBuffer(int(min(size, uint64(len(stream))*64+1<<20)), int(size))
+	out := newBoundedBuffer(int(min(size, uint64(len(stream))*8+64<<10)), int(size))
 	switch c {
 	case Gzip:
 		err = gunzip(out, stream)
 	case XZ:
 		err = unxz(out, stream, int(size))
 	case Zstd:
-		err = unzstd(out, stream)
+		err = unzstd(out, stream, limit)
 	case LZ4:
 		err = unlz4(out, stream)
 	case Bzip2:
@@ -164,15 +164,6 @@ func (b *boundedBuffer) grow(n int) {
 	b.buf = nb
 }
 
-func (b *boundedBuffer) Write(p []byte) (int, error) {
-	if len(p) > b.limit-len(b.buf) {
-		return 0, errTooLarge(b.limit)
-	}
-	b.grow(len(p))
-	b.buf = append(b.buf, p...)
-	return len(p), nil
-}
-
 // ReadFrom reads r to EOF straight into the buffer's spare capacity.
 func (b *boundedBuffer) ReadFrom(r io.Reader) (int64, error) {
 	start, idle := len(b.buf), 0
@@ -214,18 +205,20 @@ func gunzip(out *boundedBuffer, stream []byte) error {
 // its history, so a frame's window costs no allocation of its own. The
 // decoder refuses a window larger than its memory limit, though, and
 // "zstd --ultra -22" on a pipe, as the kernel build runs it, declares a
-// 128 MiB window whatever the kernel's size (and a small guest's limit). So
-// the decoder's limit is raised to the first frame's window, within
-// MaxDecompressed, which bounds what a hostile frame can make it allocate,
-// and the trailer is enforced on the result.
-func unzstd(out *boundedBuffer, stream []byte) error {
+// 128 MiB window whatever the kernel's size. So the decoder's limit is
+// raised to the first frame's window within the caller's limit, and the
+// trailer is enforced on the result.
+func unzstd(out *boundedBuffer, stream []byte, limit int) error {
 	var h zstd.Header
 	if err := h.Decode(stream); err != nil {
 		return err
 	}
 	mem := uint64(max(out.limit, 1))
-	if !h.SingleSegment {
-		mem = max(mem, min(h.WindowSize, MaxDecompressed))
+	if !h.SingleSegment && h.WindowSize > mem {
+		if h.WindowSize > uint64(limit) {
+			return fmt.Errorf("frame window of %d bytes exceeds the limit of %d", h.WindowSize, limit)
+		}
+		mem = h.WindowSize
 	}
 	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(mem))
 	if err != nil {

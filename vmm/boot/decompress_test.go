@@ -157,7 +157,7 @@ func TestDecompressFormats(t *testing.T) {
 			if !bytes.Equal(out, raw) {
 				t.Fatalf("Decompress: %d bytes differ from the %d-byte original", len(out), len(raw))
 			}
-			elf, hdr, err := UnpackBzImage(makeBzImage(payload), 1<<20)
+			elf, hdr, err := UnpackBzImage(makeBzImage(payload), 256<<20)
 			if err != nil || !bytes.Equal(elf, raw) || hdr.Version != 0x020f {
 				t.Fatalf("UnpackBzImage: %v (equal=%v)", err, bytes.Equal(elf, raw))
 			}

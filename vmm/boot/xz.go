@@ -21,7 +21,6 @@ const (
 	xzStreamFooterLen = 12
 	xzFilterBCJX86    = 0x04
 	xzFilterLZMA2     = 0x21
-	xzMaxFilters      = 4
 )
 
 var (

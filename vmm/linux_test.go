@@ -1,0 +1,139 @@
+package vmm
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/govmm/govmm/vcpu"
+)
+
+// Guest images: the PVM-capable kernel shared by these machines, and the
+// initramfs `make guests` builds.
+const (
+	guestDir  = "../../shared/guest"
+	initramfs = "../guests/out/rootfs.cpio.gz"
+)
+
+// needGuest returns the kernel path, skipping where there is none and
+// failing where the initramfs was not built.
+func needGuest(t *testing.T, kernel string) string {
+	t.Helper()
+	needKVM(t)
+	p := guestDir + "/" + kernel
+	if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+		t.Skipf("no guest kernel %s on this machine", p)
+	}
+	if _, err := os.Stat(initramfs); err != nil {
+		t.Fatalf("initramfs missing (%v): run `make guests` first", err)
+	}
+	return p
+}
+
+// syncBuffer is a console that tests can read while the guest writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// bootLinux boots kernel with the test initramfs and extra command line
+// words, and returns the VM (closed by the test's cleanup), its outcome
+// and its console output.
+func bootLinux(t *testing.T, kernel string, cpus int, extra string) (*VM, Outcome, string) {
+	t.Helper()
+	console := &syncBuffer{}
+	vm, err := New(Config{
+		Kernel: needGuest(t, kernel), Initrd: initramfs,
+		Cmdline: DefaultCmdline + " " + extra,
+		MemSize: 512 << 20, CPUs: cpus,
+		Console: console, ExitStats: true, SyncRegs: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vm.Close() })
+	// A guest that never ends is a failure, not a hung test run.
+	watchdog := time.AfterFunc(bootTimeout, vm.Stop)
+	out := vm.Run()
+	if !watchdog.Stop() {
+		t.Fatalf("guest still running after %v; console:\n%s", bootTimeout, console)
+	}
+	return vm, out, console.String()
+}
+
+// bootTimeout bounds one test boot; a normal one takes well under a second
+// (4 vCPUs: about 0.5 s).
+const bootTimeout = 60 * time.Second
+
+var readyLine = regexp.MustCompile(`GOVMM-READY uptime=[0-9.]+ cpus=(\d+)`)
+
+func TestBootLinux(t *testing.T) {
+	for _, tc := range []struct {
+		kernel string
+		cpus   int
+	}{
+		{"vmlinux", 1}, {"vmlinux", 2}, {"vmlinux", 4},
+		{"bzImage", 2},
+	} {
+		t.Run(fmt.Sprintf("%s/smp%d", tc.kernel, tc.cpus), func(t *testing.T) {
+			vm, out, console := bootLinux(t, tc.kernel, tc.cpus, "")
+			if out.Err != nil || out.Reason != vcpu.PowerOff {
+				t.Fatalf("guest ended %v (%v), want power-off; console:\n%s", out.Reason, out.Err, console)
+			}
+			m := readyLine.FindStringSubmatch(console)
+			if m == nil {
+				t.Fatalf("no ready line on the console:\n%s", console)
+			}
+			if m[1] != fmt.Sprint(tc.cpus) {
+				t.Errorf("guest sees %s CPUs, want %d", m[1], tc.cpus)
+			}
+			if vm.ReadyAfter() == 0 {
+				t.Error("ready marker seen on the console but not timed")
+			}
+			tot := vm.Stats().Total()
+			serial, ok := tot.Row("IO:serial")
+			if !ok || serial.Count == 0 {
+				t.Errorf("no serial exits in the table")
+			}
+			var sum uint64
+			for _, r := range tot.Rows {
+				sum += r.Count
+			}
+			if sum != tot.Exits().Count {
+				t.Errorf("rows add up to %d exits, TOTAL says %d", sum, tot.Exits().Count)
+			}
+		})
+	}
+}
+
+func TestGuestReboot(t *testing.T) {
+	_, out, console := bootLinux(t, "vmlinux", 2, "govmm.exit=reboot")
+	if out.Err != nil || out.Reason != vcpu.Reset || !out.GuestRequested() {
+		t.Fatalf("guest ended %v (%v), want reset; console:\n%s", out.Reason, out.Err, console)
+	}
+}
+
+func TestTripleFaultIsACrash(t *testing.T) {
+	// reboot=t makes the guest's reboot a triple fault: KVM_EXIT_SHUTDOWN.
+	_, out, console := bootLinux(t, "vmlinux", 1, "govmm.exit=reboot reboot=t")
+	if out.Reason != vcpu.Shutdown || out.GuestRequested() {
+		t.Fatalf("guest ended %v (%v), want a shutdown exit; console:\n%s", out.Reason, out.Err, console)
+	}
+}
