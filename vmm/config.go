@@ -64,26 +64,29 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// ParseSize parses a memory size such as 512M, 1G, 65536K or a plain byte
-// count, the way QEMU's -m does (a bare number is MiB there; here a bare
-// number is MiB too, so "-m 512" habits carry over).
+// ParseSize parses a memory size such as 512M, 1G or 65536K. A bare number
+// is MiB, as with QEMU's -m, so "-m 512" habits carry over.
 func ParseSize(s string) (uint64, error) {
 	t := strings.TrimSpace(s)
 	if t == "" {
 		return 0, fmt.Errorf("empty size")
 	}
 	mult := uint64(1 << 20)
-	switch last := t[len(t)-1]; last {
-	case 'k', 'K':
-		mult = 1 << 10
-	case 'm', 'M':
-		mult = 1 << 20
-	case 'g', 'G':
-		mult = 1 << 30
-	case 'b', 'B':
-		mult = 1
-	}
-	if t[len(t)-1] < '0' || t[len(t)-1] > '9' {
+	if suffix := t[len(t)-1]; suffix < '0' || suffix > '9' {
+		switch suffix {
+		case 'b', 'B':
+			mult = 1
+		case 'k', 'K':
+			mult = 1 << 10
+		case 'm', 'M':
+			mult = 1 << 20
+		case 'g', 'G':
+			mult = 1 << 30
+		case 't', 'T':
+			mult = 1 << 40
+		default:
+			return 0, fmt.Errorf("size %q: unknown suffix %q (use K, M, G or T)", s, suffix)
+		}
 		t = t[:len(t)-1]
 	}
 	n, err := strconv.ParseUint(t, 10, 64)

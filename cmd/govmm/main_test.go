@@ -1,0 +1,277 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	guestDir  = "../../../shared/guest"
+	initramfs = "../../guests/out/rootfs.cpio.gz"
+)
+
+var govmmBin string
+
+// TestMain builds the govmm binary once: these tests run it as a user does.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "govmm-cli")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	govmmBin = filepath.Join(dir, "govmm")
+	if out, err := exec.Command("go", "build", "-o", govmmBin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build govmm: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func needKVM(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat("/dev/kvm"); errors.Is(err, os.ErrNotExist) {
+		t.Skip("no /dev/kvm on this machine")
+	}
+}
+
+func needGuest(t *testing.T) string {
+	t.Helper()
+	needKVM(t)
+	k := guestDir + "/vmlinux"
+	if _, err := os.Stat(k); errors.Is(err, os.ErrNotExist) {
+		t.Skipf("no guest kernel %s on this machine", k)
+	}
+	if _, err := os.Stat(initramfs); err != nil {
+		t.Fatalf("initramfs missing (%v): run `make guests` first", err)
+	}
+	return k
+}
+
+// writeFile makes a test input file of the given content.
+func writeFile(t *testing.T, name string, data []byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Bad input: each is a one-line error naming the problem and a non-zero
+// exit, before or instead of any guest running.
+func TestBadInput(t *testing.T) {
+	needKVM(t)
+	kernel := guestDir + "/vmlinux"
+	bz, err := os.ReadFile(guestDir + "/bzImage")
+	if err != nil {
+		t.Skipf("no guest bzImage: %v", err)
+	}
+	truncated := writeFile(t, "truncated-bzImage", bz[:len(bz)/2])
+	notKernel := writeFile(t, "notes.txt", []byte("this is not a kernel\n"))
+	bigInitrd := filepath.Join(t.TempDir(), "big.cpio")
+	if err := os.WriteFile(bigInitrd, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(bigInitrd, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // in the error line
+	}{
+		{"no kernel flag", []string{"run"}, "--kernel is required"},
+		{"missing kernel file", []string{"run", "--kernel", "/nonexistent/bzImage"}, "no such file"},
+		{"unknown flag", []string{"run", "--kernel", kernel, "--frobnicate"}, "frobnicate"},
+		{"unknown command", []string{"walk"}, "unknown command"},
+		{"mem 0", []string{"run", "--kernel", kernel, "--mem", "0"}, "--mem"},
+		{"mem garbage", []string{"run", "--kernel", kernel, "--mem", "lots"}, "--mem"},
+		{"mem too large", []string{"run", "--kernel", kernel, "--mem", "1T"}, "--mem"},
+		{"smp 0", []string{"run", "--kernel", kernel, "--smp", "0"}, "--smp 0"},
+		{"smp too many", []string{"run", "--kernel", kernel, "--smp", "100000"}, "--smp 100000"},
+		{"truncated bzImage", []string{"run", "--kernel", truncated}, "truncated-bzImage"},
+		{"not a kernel", []string{"run", "--kernel", notKernel}, "not a Linux kernel"},
+		{"initrd larger than memory", []string{"run", "--kernel", kernel, "--mem", "32M", "--initrd", bigInitrd}, "initrd"},
+		{"cmdline too long", []string{"run", "--kernel", kernel, "--append", strings.Repeat("x", 5000)}, "command line"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(govmmBin, tc.args...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			cmd.Stdin = nil
+			start := time.Now()
+			err := cmd.Run()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+				t.Fatalf("exit %v, want a non-zero status; stderr:\n%s", err, stderr.String())
+			}
+			msg := strings.TrimRight(stderr.String(), "\n")
+			if strings.Contains(msg, "\n") {
+				t.Errorf("error is not one line:\n%s", msg)
+			}
+			if !strings.HasPrefix(msg, "govmm: ") || !strings.Contains(msg, tc.want) {
+				t.Errorf("error %q does not name %q", msg, tc.want)
+			}
+			if d := time.Since(start); d > 10*time.Second {
+				t.Errorf("took %v to fail", d)
+			}
+		})
+	}
+}
+
+// openPTY returns the master and slave ends of a new pseudo-terminal.
+func openPTY(t *testing.T) (*os.File, *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals: %v", err)
+	}
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetUint32(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(); s.Close() })
+	return m, s
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// SIGTERM to a running govmm on a terminal: it exits promptly and cleanly,
+// and the terminal is back in the mode it was in.
+func TestSIGTERMStopsVMAndRestoresTerminal(t *testing.T) {
+	kernel := needGuest(t)
+	master, slave := openPTY(t)
+	before, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(govmmBin, "run", "--kernel", kernel, "--initrd", initramfs,
+		"--smp", "2", "--append", "console=ttyS0 reboot=k panic=-1 quiet govmm.run=sleep,60")
+	cmd.Stdin, cmd.Stdout = slave, slave
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	console := &syncBuffer{}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := master.Read(buf)
+			console.Write(buf[:n])
+			if err != nil {
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(console.String(), "GOVMM-READY") {
+		if time.Now().After(deadline) {
+			t.Fatalf("guest not ready in time; console:\n%s\nstderr:\n%s", console, stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	during, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if during.Lflag&unix.ICANON != 0 {
+		t.Errorf("terminal not in raw mode while the guest runs")
+	}
+	sent := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if took := time.Since(sent); took > time.Second {
+			t.Errorf("govmm took %v to exit after SIGTERM", took)
+		}
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v; stderr:\n%s", err, stderr.String())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("govmm still running 5 s after SIGTERM; stderr:\n%s", stderr.String())
+	}
+	after, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Lflag != before.Lflag || after.Iflag != before.Iflag || after.Oflag != before.Oflag || after.Cflag != before.Cflag {
+		t.Errorf("terminal not restored: lflag %#x -> %#x, iflag %#x -> %#x", before.Lflag, after.Lflag, before.Iflag, after.Iflag)
+	}
+	// The process is gone, and with it every vCPU thread.
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d/task", cmd.Process.Pid)); err == nil {
+		t.Errorf("govmm's threads still exist after exit")
+	}
+	if !strings.Contains(stderr.String(), "TIMEINGUEST") {
+		t.Errorf("no exit table after SIGTERM; stderr:\n%s", stderr.String())
+	}
+}
+
+// A guest that powers off: exit status 0 and an exit table with serial
+// exits on stderr.
+func TestRunPrintsExitTable(t *testing.T) {
+	kernel := needGuest(t)
+	cmd := exec.Command(govmmBin, "run", "--kernel", kernel, "--initrd", initramfs, "--smp", "2")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("govmm run: %v\nstderr:\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "GOVMM-READY") {
+		t.Errorf("no ready line on the console:\n%s", stdout.String())
+	}
+	for _, want := range []string{"power-off", "IO:serial", "TIMEINGUEST", "TOTAL"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+		}
+	}
+	cmd = exec.Command(govmmBin, "run", "--kernel", kernel, "--initrd", initramfs, "--exit-stats=false")
+	stderr.Reset()
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("govmm run --exit-stats=false: %v\nstderr:\n%s", err, stderr.String())
+	}
+	if strings.Contains(stderr.String(), "TIMEINGUEST") {
+		t.Errorf("--exit-stats=false still printed a table:\n%s", stderr.String())
+	}
+}
