@@ -52,6 +52,10 @@ func (c *Config) Validate() error {
 	if c.Raw == nil && c.Kernel == "" {
 		return fmt.Errorf("no kernel given (--kernel)")
 	}
+	if c.Raw != nil && c.CPUs != 1 {
+		// Without an irqchip nothing could send the other vCPUs a SIPI.
+		return fmt.Errorf("a raw guest runs on exactly one vCPU, not %d", c.CPUs)
+	}
 	if c.CPUs < 1 {
 		return fmt.Errorf("--smp %d: need at least one vCPU", c.CPUs)
 	}
