@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"runtime/debug"
 
 	"github.com/govmm/govmm/devices"
 	"github.com/govmm/govmm/vmm/acpi"
@@ -75,5 +76,11 @@ func (v *VM) loadLinux() error {
 		return fmt.Errorf("ACPI tables: %w", err)
 	}
 	binary.LittleEndian.PutUint64(v.mem.b[boot.ZeroPageAddr+zeroPageACPIRSDP:], acpi.DefaultRSDPAddr)
+	if format == boot.BzImage {
+		// The image and its unpacked ELF (tens of MiB) are garbage now:
+		// hand the pages back rather than carry them as RSS for the
+		// VM's lifetime.
+		debug.FreeOSMemory()
+	}
 	return setupBootCPU(v.kcpus[0], k.Entry, true, boot.ZeroPageAddr)
 }

@@ -47,3 +47,18 @@ func (m *Memory) close() error {
 	m.b = nil
 	return err
 }
+
+// Resident returns how many bytes of guest RAM are backed by host memory:
+// the part of the VMM's RSS that is the guest's, not the VMM's own.
+func (m *Memory) Resident() (uint64, error) {
+	page := uint64(unix.Getpagesize())
+	vec := make([]byte, (uint64(len(m.b))+page-1)/page)
+	if err := mincore(m.b, vec); err != nil {
+		return 0, fmt.Errorf("mincore guest memory: %w", err)
+	}
+	var n uint64
+	for _, v := range vec {
+		n += uint64(v & 1)
+	}
+	return n * page, nil
+}

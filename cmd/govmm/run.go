@@ -114,5 +114,8 @@ func report(w io.Writer, vm *vmm.VM, out vmm.Outcome, sig os.Signal) {
 	if r := vm.ReadyAfter(); r > 0 {
 		fmt.Fprintf(w, " (ready after %.3f s)", r.Seconds())
 	}
+	if touched, err := vm.Memory().Resident(); err == nil {
+		fmt.Fprintf(w, "; guest RAM touched %.1f MiB", float64(touched)/(1<<20))
+	}
 	fmt.Fprintln(w)
 }
