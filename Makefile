@@ -43,7 +43,7 @@ test: guests
 bench: bench-exits
 
 bench-exits:
-	$(GO) test -run '^$$' -bench BenchmarkPortIOExit -benchtime 15x ./vmm/
+	$(GO) test -run '^$$' -bench BenchmarkPortIOExit -benchtime 25x ./vmm/
 
 clean:
 	rm -rf bin

@@ -5,6 +5,7 @@ package main
 
 import (
 	"fmt"
+	"log"
 	"os"
 )
 
@@ -15,6 +16,10 @@ commands:
 `
 
 func main() {
+	// Device warnings (unclaimed guest accesses) share stderr with the
+	// exit table: tag them, and leave timestamps to the reader.
+	log.SetFlags(0)
+	log.SetPrefix("govmm: ")
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
