@@ -47,6 +47,9 @@ type Config struct {
 	// every exit (KVM_CAP_SYNC_REGS) so PC needs no ioctl. When false, or
 	// when the capability is missing, each exit costs a KVM_GET_REGS.
 	SyncRegs bool
+	// HostCPUs, when not empty, are the host CPUs the vCPU's thread may
+	// run on (sched_setaffinity).
+	HostCPUs []int
 }
 
 // VCPU is one virtual CPU and its run loop.
@@ -152,6 +155,15 @@ func (v *VCPU) Run() (StopReason, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	v.tid.Store(int32(unix.Gettid()))
+	if len(v.cfg.HostCPUs) > 0 {
+		var set unix.CPUSet
+		for _, c := range v.cfg.HostCPUs {
+			set.Set(c)
+		}
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			return Crashed, fmt.Errorf("vCPU %d: pin to host CPUs %v: %w", v.ID(), v.cfg.HostCPUs, err)
+		}
+	}
 	defer func() {
 		v.tid.Store(0)
 		v.mu.Lock()

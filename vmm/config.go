@@ -42,6 +42,8 @@ type Config struct {
 
 	ExitStats bool // time every exit (exitstats)
 	SyncRegs  bool // use KVM_CAP_SYNC_REGS where KVM has it
+
+	Knobs Knobs // halt polling, HLT pass-through, vCPU pinning
 }
 
 // DefaultReadyMarker is the line guests/init prints once user space runs.

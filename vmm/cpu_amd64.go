@@ -18,11 +18,12 @@ const (
 
 	featHTT               = 1 << 28 // leaf 1 EDX: more than one logical CPU
 	kvmFeaturePollControl = 1 << 12 // guest haltpoll needs host cooperation
+	kvmHintsRealtime      = 1 << 0  // leaf 0x40000001 EDX: vCPUs never preempted
 )
 
 // cpuidFor fixes up the supported CPUID table for vCPU id of n: the APIC
 // ID and logical-processor count the guest uses to number its CPUs.
-func cpuidFor(supported []kvm.CPUIDEntry, id, n int) []kvm.CPUIDEntry {
+func cpuidFor(supported []kvm.CPUIDEntry, id, n int, pvHaltPoll bool) []kvm.CPUIDEntry {
 	out := make([]kvm.CPUIDEntry, len(supported))
 	copy(out, supported)
 	for i := range out {
@@ -42,8 +43,14 @@ func cpuidFor(supported []kvm.CPUIDEntry, id, n int) []kvm.CPUIDEntry {
 			e.ECX = 0                 // node 0
 		case cpuidKVMFeatures:
 			// POLL_CONTROL asks the host to honour a guest MSR; it is
-			// opt-in (QEMU leaves it off by default too).
+			// opt-in (QEMU leaves it off by default too). The guest's
+			// cpuidle-haltpoll driver also wants the REALTIME hint.
 			e.EAX &^= kvmFeaturePollControl
+			e.EDX &^= kvmHintsRealtime
+			if pvHaltPoll {
+				e.EAX |= kvmFeaturePollControl
+				e.EDX |= kvmHintsRealtime
+			}
 		}
 	}
 	return out
@@ -81,8 +88,8 @@ func bootMSRs() []kvm.MSR {
 // setupCPU gives every vCPU its CPUID, MSRs, FPU and LAPIC wiring. Only
 // the boot CPU gets registers: application processors wait for INIT/SIPI
 // from the in-kernel LAPIC.
-func setupCPU(v *kvm.VCPU, supported []kvm.CPUIDEntry, n int, irqchip bool) error {
-	if err := v.SetCPUID(cpuidFor(supported, v.ID, n)); err != nil {
+func setupCPU(v *kvm.VCPU, supported []kvm.CPUIDEntry, n int, irqchip, pvHaltPoll bool) error {
+	if err := v.SetCPUID(cpuidFor(supported, v.ID, n, pvHaltPoll)); err != nil {
 		return err
 	}
 	if err := v.SetMSRs(bootMSRs()); err != nil {

@@ -87,7 +87,13 @@ func New(cfg Config) (_ *VM, err error) {
 	if max := v.maxCPUs(); cfg.CPUs > max {
 		return nil, fmt.Errorf("--smp %d: this host's KVM allows at most %d vCPUs", cfg.CPUs, max)
 	}
+	if err := cfg.Knobs.validate(v.sys); err != nil {
+		return nil, err
+	}
 	if v.kvm, err = v.sys.CreateVM(); err != nil {
+		return nil, err
+	}
+	if err := cfg.Knobs.applyVM(v.kvm); err != nil {
 		return nil, err
 	}
 	if v.mem, err = newMemory(cfg.MemSize); err != nil {
@@ -119,10 +125,10 @@ func New(cfg Config) (_ *VM, err error) {
 			return nil, err
 		}
 		v.kcpus = append(v.kcpus, k)
-		if err := setupCPU(k, supported, cfg.CPUs, irqchip); err != nil {
+		if err := setupCPU(k, supported, cfg.CPUs, irqchip, cfg.Knobs.PVHaltPoll); err != nil {
 			return nil, err
 		}
-		vc := vcpu.Config{IO: v.IOBus, MMIO: v.MMIOBus, SyncRegs: cfg.SyncRegs}
+		vc := vcpu.Config{IO: v.IOBus, MMIO: v.MMIOBus, SyncRegs: cfg.SyncRegs, HostCPUs: cfg.Knobs.hostCPUs(i)}
 		if v.stats != nil {
 			vc.Stats, vc.Registry = v.stats.NewVCPU(i), v.stats
 		}

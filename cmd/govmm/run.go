@@ -1,12 +1,15 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/govmm/govmm/vmm"
@@ -30,6 +33,11 @@ func runCommand(args []string) error {
 	mem := fs.String("mem", "512M", "guest memory (K, M or G suffix; a bare number is MiB)")
 	exitStats := fs.Bool("exit-stats", true, "time every exit and print the exit table at shutdown")
 	syncRegs := fs.Bool("sync-regs", true, "read registers from the kvm_run page (KVM_CAP_SYNC_REGS) instead of by ioctl")
+	statsJSON := fs.String("exit-stats-json", "", "write the final exit table as JSON to `FILE`")
+	haltPoll := fs.String("halt-poll-ns", "", "per-VM halt polling window in `ns` (KVM_CAP_HALT_POLL); default: the kvm module's")
+	hltPass := fs.Bool("hlt-passthrough", false, "let the guest run HLT and PAUSE without exiting (KVM_CAP_X86_DISABLE_EXITS); an idle vCPU then burns 100% of a host CPU")
+	pvHaltPoll := fs.Bool("pv-haltpoll", false, "advertise KVM_FEATURE_POLL_CONTROL so the guest's cpuidle-haltpoll driver polls before halting")
+	affinity := fs.String("cpu-affinity", "", "pin vCPU threads: `LIST` of host CPUs, vCPU i on LIST[i % len] (e.g. 0,1)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(os.Stdout)
@@ -59,7 +67,12 @@ func runCommand(args []string) error {
 			return fmt.Errorf("%s %s: not a regular file", f.flag, f.path)
 		}
 	}
+	knobs, err := parseKnobs(*haltPoll, *hltPass, *pvHaltPoll, *affinity)
+	if err != nil {
+		return err
+	}
 	cfg := vmm.Config{
+		Knobs:  knobs,
 		Kernel: *kernel, Initrd: *initrd, Cmdline: *cmdline,
 		CPUs: *smp, MemSize: memSize,
 		Console:   os.Stdout,
@@ -93,6 +106,12 @@ func runCommand(args []string) error {
 		fmt.Fprintln(os.Stderr)
 		vm.Stats().WriteTable(os.Stderr)
 	}
+	if *statsJSON != "" {
+		if err := writeJSON(*statsJSON, vm.Stats()); err != nil {
+			fmt.Fprintf(os.Stderr, "govmm: --exit-stats-json: %v\n", err)
+			return exitCode(1)
+		}
+	}
 	switch {
 	case out.Err != nil:
 		fmt.Fprintf(os.Stderr, "govmm: %v\n", out.Err)
@@ -118,4 +137,40 @@ func report(w io.Writer, vm *vmm.VM, out vmm.Outcome, sig os.Signal) {
 		fmt.Fprintf(w, "; guest RAM touched %.1f MiB", float64(touched)/(1<<20))
 	}
 	fmt.Fprintln(w)
+}
+
+// parseKnobs turns the tuning flags into vmm.Knobs.
+func parseKnobs(haltPoll string, hltPass, pvHaltPoll bool, affinity string) (vmm.Knobs, error) {
+	k := vmm.Knobs{HLTPassthrough: hltPass, PVHaltPoll: pvHaltPoll}
+	if haltPoll != "" {
+		ns, err := strconv.ParseUint(haltPoll, 10, 32)
+		if err != nil {
+			return k, fmt.Errorf("--halt-poll-ns %q: want a number of nanoseconds below 2^32", haltPoll)
+		}
+		k.HaltPollNs = &ns
+	}
+	if affinity != "" {
+		for _, f := range strings.Split(affinity, ",") {
+			c, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || c < 0 {
+				return k, fmt.Errorf("--cpu-affinity %q: want a comma-separated list of host CPU numbers", affinity)
+			}
+			k.CPUAffinity = append(k.CPUAffinity, c)
+		}
+	}
+	return k, nil
+}
+
+// writeJSON saves v as indented JSON, through a temporary file so a
+// reader never sees half a table.
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
