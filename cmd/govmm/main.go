@@ -13,6 +13,7 @@ const usage = `usage: govmm <command> [flags]
 
 commands:
   run     boot a guest (govmm run --help for flags)
+  stat    compare saved exit tables (govmm stat --diff A.json B.json)
 `
 
 func main() {
@@ -28,6 +29,8 @@ func main() {
 	switch os.Args[1] {
 	case "run":
 		err = runCommand(os.Args[2:])
+	case "stat":
+		err = statCommand(os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return

@@ -275,3 +275,28 @@ func TestRunPrintsExitTable(t *testing.T) {
 		t.Errorf("--exit-stats=false still printed a table:\n%s", stderr.String())
 	}
 }
+
+// --exit-stats-json saves the table; `govmm stat --diff` compares two.
+func TestSavedTablesDiff(t *testing.T) {
+	kernel := needGuest(t)
+	dir := t.TempDir()
+	for _, name := range []string{"a.json", "b.json"} {
+		cmd := exec.Command(govmmBin, "run", "--kernel", kernel, "--initrd", initramfs, "--exit-stats-json", filepath.Join(dir, name))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("govmm run: %v\n%s", err, out)
+		}
+	}
+	out, err := exec.Command(govmmBin, "stat", "--diff", filepath.Join(dir, "a.json"), filepath.Join(dir, "b.json")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("govmm stat --diff: %v\n%s", err, out)
+	}
+	for _, want := range []string{"IO:serial", "TIMEINGUEST", "count A", "count B"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("diff lacks %q:\n%s", want, out)
+		}
+	}
+	bad := writeFile(t, "bad.json", []byte("{not json"))
+	if out, err := exec.Command(govmmBin, "stat", "--diff", bad, filepath.Join(dir, "a.json")).CombinedOutput(); err == nil {
+		t.Errorf("a corrupt table was accepted:\n%s", out)
+	}
+}
