@@ -44,6 +44,7 @@ type Config struct {
 	SyncRegs  bool // use KVM_CAP_SYNC_REGS where KVM has it
 
 	Knobs Knobs // halt polling, HLT pass-through, vCPU pinning
+	Boot  Boot  // how a bzImage is entered
 }
 
 // DefaultReadyMarker is the line guests/init prints once user space runs.

@@ -173,22 +173,35 @@ func realModeSregs(s *kvm.Sregs) {
 	}
 }
 
-// setupBootCPU sets the first vCPU's registers for the entry point.
-func setupBootCPU(v *kvm.VCPU, entry uint64, longMode bool, rsi uint64) error {
+// cpuMode is the mode the boot CPU starts in.
+type cpuMode int
+
+const (
+	realMode cpuMode = iota
+	protectedMode
+	longMode
+)
+
+// setupBootCPU sets the first vCPU's registers for the entry point; rsi
+// points at the zero page where there is one.
+func setupBootCPU(v *kvm.VCPU, entry uint64, mode cpuMode, rsi uint64) error {
 	s, err := v.GetSregs()
 	if err != nil {
 		return err
 	}
-	if longMode {
+	switch mode {
+	case longMode:
 		longModeSregs(&s)
-	} else {
+	case protectedMode:
+		protectedModeSregs(&s)
+	default:
 		realModeSregs(&s)
 	}
 	if err := v.SetSregs(s); err != nil {
 		return err
 	}
 	r := kvm.Regs{RIP: entry, RSI: rsi, RFLAGS: 2}
-	if longMode {
+	if mode == longMode {
 		r.RSP, r.RBP = boot.StackAddr, boot.StackAddr
 	}
 	if err := v.SetRegs(r); err != nil {

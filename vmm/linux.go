@@ -31,18 +31,33 @@ func (v *VM) loadLinux() error {
 	if err != nil {
 		return fmt.Errorf("kernel %s: %w", v.cfg.Kernel, err)
 	}
-	elf, params := img, boot.Params{CmdlineMax: defaultCmdlineMax}
-	if format == boot.BzImage {
-		var hdr *boot.SetupHeader
-		elf, hdr, err = boot.UnpackBzImage(img, int(v.mem.Size()))
+	params := boot.Params{CmdlineMax: defaultCmdlineMax}
+	var k *boot.Kernel
+	mode := longMode
+	switch {
+	case format == boot.BzImage && v.cfg.Boot == BootProtected:
+		hdr, err := boot.ParseSetupHeader(img)
 		if err != nil {
 			return fmt.Errorf("kernel %s: %w", v.cfg.Kernel, err)
 		}
 		hdr.Apply(&params)
-	}
-	k, err := boot.LoadELF(v.mem.b, elf)
-	if err != nil {
-		return fmt.Errorf("kernel %s: %w", v.cfg.Kernel, err)
+		if k, err = v.loadProtected(img, hdr); err != nil {
+			return fmt.Errorf("kernel %s: %w", v.cfg.Kernel, err)
+		}
+		mode = protectedMode
+	case format == boot.BzImage:
+		elf, hdr, err := boot.UnpackBzImage(img, int(v.mem.Size()))
+		if err != nil {
+			return fmt.Errorf("kernel %s: %w", v.cfg.Kernel, err)
+		}
+		hdr.Apply(&params)
+		if k, err = boot.LoadELF(v.mem.b, elf); err != nil {
+			return fmt.Errorf("kernel %s: %w", v.cfg.Kernel, err)
+		}
+	default:
+		if k, err = boot.LoadELF(v.mem.b, img); err != nil {
+			return fmt.Errorf("kernel %s: %w", v.cfg.Kernel, err)
+		}
 	}
 	if v.cfg.Initrd != "" {
 		if params.Initrd, err = os.ReadFile(v.cfg.Initrd); err != nil {
@@ -54,11 +69,13 @@ func (v *VM) loadLinux() error {
 	if _, err := boot.WriteBootParams(v.mem.b, k, &params); err != nil {
 		return err
 	}
-	if err := boot.WriteGDT(v.mem.b); err != nil {
-		return err
-	}
-	if err := boot.WritePageTables(v.mem.b, max(k.End, 1<<30)); err != nil {
-		return err
+	if mode == longMode {
+		if err := boot.WriteGDT(v.mem.b); err != nil {
+			return err
+		}
+		if err := boot.WritePageTables(v.mem.b, max(k.End, 1<<30)); err != nil {
+			return err
+		}
 	}
 	// ACPI describes the CPUs and gives the guest a clean power-off; the
 	// MP table stays as the fallback for acpi=off.
@@ -82,5 +99,5 @@ func (v *VM) loadLinux() error {
 		// VM's lifetime.
 		debug.FreeOSMemory()
 	}
-	return setupBootCPU(v.kcpus[0], k.Entry, true, boot.ZeroPageAddr)
+	return setupBootCPU(v.kcpus[0], k.Entry, mode, boot.ZeroPageAddr)
 }

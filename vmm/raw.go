@@ -25,5 +25,9 @@ func (v *VM) loadRaw(r *RawGuest) error {
 			return err
 		}
 	}
-	return setupBootCPU(v.kcpus[0], r.LoadAddr, r.LongMode, 0)
+	mode := realMode
+	if r.LongMode {
+		mode = longMode
+	}
+	return setupBootCPU(v.kcpus[0], r.LoadAddr, mode, 0)
 }

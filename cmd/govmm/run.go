@@ -33,6 +33,7 @@ func runCommand(args []string) error {
 	mem := fs.String("mem", "512M", "guest memory (K, M or G suffix; a bare number is MiB)")
 	exitStats := fs.Bool("exit-stats", true, "time every exit and print the exit table at shutdown")
 	syncRegs := fs.Bool("sync-regs", true, "read registers from the kvm_run page (KVM_CAP_SYNC_REGS) instead of by ioctl")
+	bootMode := fs.String("boot", "direct", "how to enter a bzImage: `direct` (govmm unpacks the payload, 64-bit entry) or protected (32-bit entry; the kernel decompresses itself)")
 	statsJSON := fs.String("exit-stats-json", "", "write the final exit table as JSON to `FILE`")
 	haltPoll := fs.String("halt-poll-ns", "", "per-VM halt polling window in `ns` (KVM_CAP_HALT_POLL); default: the kvm module's")
 	hltPass := fs.Bool("hlt-passthrough", false, "let the guest run HLT and PAUSE without exiting (KVM_CAP_X86_DISABLE_EXITS); an idle vCPU then burns 100% of a host CPU")
@@ -71,7 +72,17 @@ func runCommand(args []string) error {
 	if err != nil {
 		return err
 	}
+	var boot vmm.Boot
+	switch *bootMode {
+	case "direct":
+		boot = vmm.BootDirect
+	case "protected":
+		boot = vmm.BootProtected
+	default:
+		return fmt.Errorf("--boot %q: want direct or protected", *bootMode)
+	}
 	cfg := vmm.Config{
+		Boot:   boot,
 		Knobs:  knobs,
 		Kernel: *kernel, Initrd: *initrd, Cmdline: *cmdline,
 		CPUs: *smp, MemSize: memSize,
