@@ -240,7 +240,9 @@ func (v *VCPU) handle(run *kvm.Run) (exitstats.Kind, StopReason, error) {
 	case kvm.ExitHLT:
 		return v.kinds.reason(run.ExitReason), Halted, nil
 	case kvm.ExitShutdown:
-		return v.kinds.reason(run.ExitReason), Shutdown, nil
+		// A triple fault: the guest cannot go on. (Linux's reboot=t asks
+		// for one on purpose; it is still not a clean end.)
+		return v.kinds.reason(run.ExitReason), Shutdown, v.fault("triple fault (KVM_EXIT_SHUTDOWN)")
 	case kvm.ExitSystemEvent:
 		k := v.kinds.reason(run.ExitReason)
 		switch t := run.SystemEvent().Type; t {

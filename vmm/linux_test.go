@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -90,7 +91,7 @@ func TestBootLinux(t *testing.T) {
 		cpus   int
 	}{
 		{"vmlinux", 1}, {"vmlinux", 2}, {"vmlinux", 4},
-		{"bzImage", 2},
+		{"bzImage", 1}, {"bzImage", 2}, {"bzImage", 4},
 	} {
 		t.Run(fmt.Sprintf("%s/smp%d", tc.kernel, tc.cpus), func(t *testing.T) {
 			vm, out, console := bootLinux(t, tc.kernel, tc.cpus, "")
@@ -133,8 +134,11 @@ func TestGuestReboot(t *testing.T) {
 func TestTripleFaultIsACrash(t *testing.T) {
 	// reboot=t makes the guest's reboot a triple fault: KVM_EXIT_SHUTDOWN.
 	_, out, console := bootLinux(t, "vmlinux", 1, "govmm.exit=reboot reboot=t")
-	if out.Reason != vcpu.Shutdown || out.GuestRequested() {
+	if out.Reason != vcpu.Shutdown || out.GuestRequested() || out.Err == nil {
 		t.Fatalf("guest ended %v (%v), want a shutdown exit; console:\n%s", out.Reason, out.Err, console)
+	}
+	if msg := out.Err.Error(); !strings.Contains(msg, "vCPU") || !strings.Contains(msg, "RIP") || !strings.Contains(msg, "triple fault") {
+		t.Errorf("crash message %q does not name the vCPU, RIP and reason", msg)
 	}
 }
 
