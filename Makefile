@@ -11,12 +11,14 @@ SMP     ?= 2
 MEM     ?= 512M
 APPEND  ?= console=ttyS0 reboot=k panic=-1 quiet
 
-.PHONY: help build guests run test check bench bench-exits deps clean
+.PHONY: help build guests run test check bench bench-exits bench-boot bench-semtest deps clean
 help:
 	@echo "make deps         install the Debian packages the build and tests need (root)"
 	@echo "make run          build govmm and the guest, boot it (--smp $(SMP)), print the exit table"
 	@echo "make test         go vet + the full test suite (needs /dev/kvm for the VM tests)"
 	@echo "make bench-exits  cost of one port-I/O exit: C loop vs govmm (stats on/off, sync regs off)"
+	@echo "make bench-boot   boot time and RSS: govmm vs QEMU microvm vs the C reference VMM"
+	@echo "make bench-semtest sem_test on the host, in govmm (each knob) and in QEMU"
 	@echo "make guests       the busybox initramfs and sem_test (guests/out/)"
 
 build: $(BIN)
@@ -40,7 +42,14 @@ test: guests
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
 
-bench: bench-exits
+bench: bench-exits bench-boot bench-semtest
+
+bench-boot: guests
+	$(GO) test -run '^$$' -bench BenchmarkBoot -benchtime 5x -timeout 30m ./cmd/govmm/
+
+# SEMTEST_ITEMS / SEMTEST_SPIN override sem_test's arguments.
+bench-semtest: guests
+	$(GO) test -run '^$$' -bench BenchmarkSemTest -benchtime 3x -timeout 60m ./cmd/govmm/
 
 bench-exits:
 	$(GO) test -run '^$$' -bench BenchmarkPortIOExit -benchtime 25x ./vmm/
