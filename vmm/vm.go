@@ -65,7 +65,8 @@ type VM struct {
 	debug   []uint32      // values written to the debug port (readyMu)
 
 	endMu   sync.Mutex
-	outcome *Outcome
+	outcome *Outcome // how the VM ended; nil while it runs (endMu)
+	paused  bool     // Pause was called and Resume not since (endMu)
 	ended   chan struct{}
 }
 
@@ -285,7 +286,11 @@ func (v *VM) Run() Outcome {
 func (v *VM) Stop() { v.end(Outcome{Reason: vcpu.Stopped, VCPU: -1}) }
 
 // Pause parks every vCPU outside the guest; Resume lets them go on.
+// Pausing a VM that has not started makes it start paused.
 func (v *VM) Pause() {
+	v.endMu.Lock()
+	v.paused = true
+	v.endMu.Unlock()
 	for _, c := range v.vcpus {
 		c.Pause()
 	}
@@ -293,9 +298,26 @@ func (v *VM) Pause() {
 
 // Resume undoes Pause.
 func (v *VM) Resume() {
+	v.endMu.Lock()
+	v.paused = false
+	v.endMu.Unlock()
 	for _, c := range v.vcpus {
 		c.Resume()
 	}
+}
+
+// Status is the VM's run state in QEMU's words: "running", "paused" or
+// "shutdown".
+func (v *VM) Status() string {
+	v.endMu.Lock()
+	defer v.endMu.Unlock()
+	switch {
+	case v.outcome != nil:
+		return "shutdown"
+	case v.paused:
+		return "paused"
+	}
+	return "running"
 }
 
 // end records the first way the VM ended and wakes Run. It never blocks,
