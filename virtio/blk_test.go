@@ -1,0 +1,385 @@
+package virtio
+
+import (
+	"bytes"
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// testImage creates a disk image of sectors sectors whose byte i holds
+// i*7 mod 251, so that any misplaced sector shows.
+func testImage(t testing.TB, name string, sectors int) (string, []byte) {
+	t.Helper()
+	data := make([]byte, sectors*SectorSize)
+	for i := range data {
+		data[i] = byte(i * 7 % 251)
+	}
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, data
+}
+
+func blkHeader(typ uint32, sector uint64) []byte {
+	h := make([]byte, blkHeaderLen)
+	binary.LittleEndian.PutUint32(h[0:], typ)
+	binary.LittleEndian.PutUint64(h[8:], sector)
+	return h
+}
+
+// blkEnv is a block device activated on a test driver.
+type blkEnv struct {
+	*testDriver
+	b   *Block
+	irq *testIRQ
+}
+
+func newBlkEnv(t *testing.T, path string, readOnly bool, features uint64) *blkEnv {
+	t.Helper()
+	b, err := NewBlock(path, readOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	d := newTestDriver(t, b.QueueSizes()[0])
+	irq := newTestIRQ()
+	if err := b.Activate(d.mem, features|FeatureVersion1, []*Queue{d.q}, irq); err != nil {
+		t.Fatal(err)
+	}
+	return &blkEnv{testDriver: d, b: b, irq: irq}
+}
+
+// do submits one request and returns its used length and status byte
+// (the last byte of the last writable buffer).
+func (e *blkEnv) do(bufs ...testBuf) (n uint32, status byte) {
+	e.t.Helper()
+	head, addrs := e.add(bufs...)
+	if err := e.b.Notify(0); err != nil {
+		e.t.Fatalf("Notify: %v", err)
+	}
+	id, n := e.mustUsed()
+	if id != uint32(head) {
+		e.t.Fatalf("used id %d, want %d", id, head)
+	}
+	for i := len(bufs) - 1; i >= 0; i-- {
+		if bufs[i].write && bufs[i].n > 0 {
+			return n, e.mem[addrs[i]+uint64(bufs[i].n)-1]
+		}
+	}
+	return n, 0xff
+}
+
+func TestBlockReadWrite(t *testing.T) {
+	path, disk := testImage(t, "disk.img", 64)
+	e := newBlkEnv(t, path, false, blkFFlush)
+
+	// Read sectors 3-4 into two buffers, with the status byte in its own.
+	head, addrs := e.add(rd(blkHeader(blkTIn, 3)), wr(700), wr(324), wr(1))
+	if err := e.b.Notify(0); err != nil {
+		t.Fatal(err)
+	}
+	if id, n := e.mustUsed(); id != uint32(head) || n != 1025 {
+		t.Fatalf("used %d/%d, want %d/1025", id, n, head)
+	}
+	got := append(append([]byte{}, e.mem[addrs[1]:addrs[1]+700]...), e.mem[addrs[2]:addrs[2]+324]...)
+	if !bytes.Equal(got, disk[3*512:5*512]) {
+		t.Error("read data differs from the image")
+	}
+	if e.mem[addrs[3]] != blkSOK {
+		t.Errorf("status %d", e.mem[addrs[3]])
+	}
+	if e.irq.count(0) != 1 {
+		t.Errorf("%d interrupts, want 1", e.irq.count(0))
+	}
+
+	// Write sector 10 from two buffers; status shares the last buffer
+	// with nothing else.
+	w := bytes.Repeat([]byte("0123456789abcdef"), 32)
+	if _, st := e.do(rd(blkHeader(blkTOut, 10)), rd(w[:100]), rd(w[100:]), wr(1)); st != blkSOK {
+		t.Fatalf("write status %d", st)
+	}
+	if _, st := e.do(rd(blkHeader(blkTFlush, 0)), wr(1)); st != blkSOK {
+		t.Fatalf("flush status %d", st)
+	}
+	f, _ := os.ReadFile(path)
+	if !bytes.Equal(f[10*512:11*512], w) || !bytes.Equal(f[:10*512], disk[:10*512]) || !bytes.Equal(f[11*512:], disk[11*512:]) {
+		t.Error("image after write is wrong")
+	}
+	// And read it back through the device.
+	_, addrs = e.add(rd(blkHeader(blkTIn, 10)), wr(513))
+	e.b.Notify(0)
+	e.mustUsed()
+	if !bytes.Equal(e.mem[addrs[1]:addrs[1]+512], w) || e.mem[addrs[1]+512] != blkSOK {
+		t.Error("read back differs")
+	}
+}
+
+func TestBlockGetID(t *testing.T) {
+	path, _ := testImage(t, "a-rather-long-disk-image-name.img", 8)
+	e := newBlkEnv(t, path, false, 0)
+	_, addrs := e.add(rd(blkHeader(blkTGetID, 0)), wr(20), wr(1))
+	e.b.Notify(0)
+	if _, n := e.mustUsed(); n != 21 {
+		t.Errorf("used len %d, want 21", n)
+	}
+	if got := string(e.mem[addrs[1] : addrs[1]+20]); got != "a-rather-long-disk-i" {
+		t.Errorf("id %q", got)
+	}
+	if e.mem[addrs[2]] != blkSOK {
+		t.Errorf("status %d", e.mem[addrs[2]])
+	}
+	// A short ID buffer gets what fits.
+	path2, _ := testImage(t, "d.img", 8)
+	e2 := newBlkEnv(t, path2, false, 0)
+	_, addrs = e2.add(rd(blkHeader(blkTGetID, 0)), wr(21))
+	e2.b.Notify(0)
+	if got := e2.mem[addrs[1] : addrs[1]+21]; string(got) != "d.img\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00" {
+		t.Errorf("id buffer %q", got)
+	}
+}
+
+// TestBlockBadRequests: every malformed request fails alone, with IOERR
+// where a status byte exists, and the device keeps serving.
+func TestBlockBadRequests(t *testing.T) {
+	path, _ := testImage(t, "disk.img", 16)
+	e := newBlkEnv(t, path, false, blkFFlush)
+	tests := []struct {
+		name string
+		bufs []testBuf
+		want byte
+	}{
+		{"read past the end", []testBuf{rd(blkHeader(blkTIn, 16)), wr(513)}, blkSIOErr},
+		{"read straddling the end", []testBuf{rd(blkHeader(blkTIn, 15)), wr(1025)}, blkSIOErr},
+		{"sector overflow", []testBuf{rd(blkHeader(blkTIn, 1<<62)), wr(513)}, blkSIOErr},
+		{"huge sector", []testBuf{rd(blkHeader(blkTIn, ^uint64(0))), wr(513)}, blkSIOErr},
+		{"write past the end", []testBuf{rd(blkHeader(blkTOut, 16)), rd(make([]byte, 512)), wr(1)}, blkSIOErr},
+		{"partial sector read", []testBuf{rd(blkHeader(blkTIn, 0)), wr(101)}, blkSIOErr},
+		{"partial sector write", []testBuf{rd(blkHeader(blkTOut, 0)), rd(make([]byte, 100)), wr(1)}, blkSIOErr},
+		{"short header", []testBuf{rd(make([]byte, 8)), wr(1)}, blkSIOErr},
+		{"no header", []testBuf{wr(513)}, blkSIOErr},
+		{"unknown type", []testBuf{rd(blkHeader(99, 0)), wr(1)}, blkSUnsupp},
+	}
+	for _, tt := range tests {
+		if _, st := e.do(tt.bufs...); st != tt.want {
+			t.Errorf("%s: status %d, want %d", tt.name, st, tt.want)
+		}
+	}
+	// No writable byte at all: nothing to report, used with length 0.
+	if n, _ := e.do(rd(blkHeader(blkTIn, 0))); n != 0 {
+		t.Errorf("request without status: used len %d", n)
+	}
+	if _, st := e.do(rd(blkHeader(blkTIn, 0)), wr(513)); st != blkSOK {
+		t.Errorf("valid read after bad ones: status %d", st)
+	}
+}
+
+func TestBlockReadOnly(t *testing.T) {
+	path, disk := testImage(t, "ro.img", 8)
+	e := newBlkEnv(t, path, true, blkFFlush)
+	if e.b.Features()&blkFRO == 0 {
+		t.Error("VIRTIO_BLK_F_RO not offered")
+	}
+	if _, st := e.do(rd(blkHeader(blkTOut, 0)), rd(make([]byte, 512)), wr(1)); st != blkSIOErr {
+		t.Errorf("write to read-only disk: status %d", st)
+	}
+	if _, st := e.do(rd(blkHeader(blkTFlush, 0)), wr(1)); st != blkSOK {
+		t.Errorf("flush of read-only disk: status %d", st)
+	}
+	if _, st := e.do(rd(blkHeader(blkTIn, 1)), wr(513)); st != blkSOK {
+		t.Errorf("read of read-only disk: status %d", st)
+	}
+	if f, _ := os.ReadFile(path); !bytes.Equal(f, disk) {
+		t.Error("read-only image changed")
+	}
+}
+
+func TestBlockConfig(t *testing.T) {
+	path, _ := testImage(t, "disk.img", 100)
+	// A trailing partial sector is not part of the disk.
+	f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	f.Write([]byte("tail"))
+	f.Close()
+	b, err := NewBlock(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if b.Type() != IDBlock || b.Name() != "virtio-blk" || len(b.QueueSizes()) != 1 {
+		t.Errorf("identity %d %q %v", b.Type(), b.Name(), b.QueueSizes())
+	}
+	want := uint64(blkFSegMax | blkFBlkSize | blkFFlush | RingFeatures)
+	if b.Features() != want {
+		t.Errorf("features %#x, want %#x", b.Features(), want)
+	}
+	cfg := make([]byte, 24)
+	b.ReadConfig(0, cfg)
+	if c := binary.LittleEndian.Uint64(cfg[0:]); c != 100 {
+		t.Errorf("capacity %d, want 100", c)
+	}
+	if s := binary.LittleEndian.Uint32(cfg[12:]); s != blkSegMax {
+		t.Errorf("seg_max %d", s)
+	}
+	if s := binary.LittleEndian.Uint32(cfg[20:]); s != 512 {
+		t.Errorf("blk_size %d", s)
+	}
+	// Partial and out-of-range reads.
+	part := []byte{0xff, 0xff}
+	b.ReadConfig(1, part[:1])
+	if part[0] != 0 {
+		t.Errorf("capacity byte 1 = %d", part[0])
+	}
+	b.ReadConfig(1<<20, part)
+	if part[0] != 0 || part[1] != 0 {
+		t.Error("out-of-range config not zero")
+	}
+	b.WriteConfig(0, []byte{1, 2, 3, 4})
+	b.ReadConfig(0, cfg[:8])
+	if binary.LittleEndian.Uint64(cfg) != 100 {
+		t.Error("config write changed capacity")
+	}
+	// The image is locked against a second writer, and a writer
+	// against readers.
+	if b2, err := NewBlock(path, false); err == nil {
+		b2.Close()
+		t.Error("second writable open of an image in use succeeded")
+	}
+	if b2, err := NewBlock(path, true); err == nil {
+		b2.Close()
+		t.Error("read-only open of an image open for writing succeeded")
+	}
+	ro, _ := testImage(t, "shared.img", 8)
+	r1, err := NewBlock(ro, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r1.Close()
+	r2, err := NewBlock(ro, true)
+	if err != nil {
+		t.Errorf("second read-only open: %v", err)
+	} else {
+		r2.Close()
+	}
+	if _, err := NewBlock(filepath.Join(t.TempDir(), "missing"), false); err == nil {
+		t.Error("NewBlock of a missing file succeeded")
+	}
+}
+
+// TestBlockBrokenQueue: a malformed queue breaks the device until reset,
+// requests completed before it still complete.
+func TestBlockBrokenQueue(t *testing.T) {
+	path, _ := testImage(t, "disk.img", 8)
+	e := newBlkEnv(t, path, false, 0)
+	e.add(rd(blkHeader(blkTIn, 0)), wr(513))
+	e.writeDesc(e.desc, 5, e.alloc(16), 16, descFlagNext, 5)
+	e.publish(5)
+	err := e.b.Notify(0)
+	if err == nil || !strings.Contains(err.Error(), "virtio-blk") {
+		t.Fatalf("Notify on a looping chain: %v", err)
+	}
+	e.mustUsed()
+	if e.irq.count(0) != 1 {
+		t.Error("completed request not signalled")
+	}
+	if e.b.Notify(0) == nil {
+		t.Error("broken device recovered without reset")
+	}
+	e.b.Reset()
+	if err := e.b.Notify(0); err != nil {
+		t.Errorf("Notify after Reset: %v", err)
+	}
+	if err := e.b.Notify(1); err == nil {
+		t.Error("Notify(1) on a one-queue device succeeded")
+	}
+	if err := e.b.Activate(e.mem, 0, []*Queue{nil}, e.irq); err == nil {
+		t.Error("Activate without the queue succeeded")
+	}
+	if err := e.b.Close(); err != nil {
+		t.Error(err)
+	}
+	if err := e.b.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if err := e.b.Activate(e.mem, 0, []*Queue{e.q}, e.irq); err == nil {
+		t.Error("Activate after Close succeeded")
+	}
+}
+
+// TestBlockWriteThrough: a driver without FLUSH still gets its writes.
+func TestBlockWriteThrough(t *testing.T) {
+	path, _ := testImage(t, "disk.img", 8)
+	e := newBlkEnv(t, path, false, 0)
+	w := bytes.Repeat([]byte{0x5a}, 1024)
+	if _, st := e.do(rd(blkHeader(blkTOut, 6)), rd(w), wr(1)); st != blkSOK {
+		t.Fatalf("status %d", st)
+	}
+	if f, _ := os.ReadFile(path); !bytes.Equal(f[6*512:], w) {
+		t.Error("write lost")
+	}
+}
+
+// TestBlockManySegments needs more iovecs than one preadv takes.
+func TestBlockManySegments(t *testing.T) {
+	path, disk := testImage(t, "disk.img", 2048)
+	b, err := NewBlock(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	d := newTestDriver(t, 2)
+	irq := newTestIRQ()
+	b.Activate(d.mem, 0, []*Queue{d.q}, irq)
+	const segs = 2000 // 512-byte buffers, plus header and status
+	table := d.alloc(16 * (segs + 2))
+	hdr := d.alloc(16)
+	copy(d.mem[hdr:], blkHeader(blkTIn, 5))
+	d.writeDesc(table, 0, hdr, 16, descFlagNext, 1)
+	data := d.alloc(segs * 512)
+	for i := range segs {
+		d.writeDesc(table, uint16(i+1), data+uint64(i)*512, 512, descFlagNext|descFlagWrite, uint16(i+2))
+	}
+	status := d.alloc(1)
+	d.mem[status] = 0xff
+	d.writeDesc(table, segs+1, status, 1, descFlagWrite, 0)
+	d.writeDesc(d.desc, 0, table, 16*(segs+2), descFlagIndirect, 0)
+	d.publish(0)
+	if err := b.Notify(0); err != nil {
+		t.Fatal(err)
+	}
+	if _, n := d.mustUsed(); n != segs*512+1 {
+		t.Errorf("used len %d", n)
+	}
+	if d.mem[status] != blkSOK || !bytes.Equal(d.mem[data:data+segs*512], disk[5*512:(5+segs)*512]) {
+		t.Errorf("status %d, data matches %v", d.mem[status], bytes.Equal(d.mem[data:data+segs*512], disk[5*512:(5+segs)*512]))
+	}
+}
+
+func BenchmarkBlockRead4K(b *testing.B) {
+	path, _ := testImage(b, "disk.img", 2048)
+	blk, err := NewBlock(path, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer blk.Close()
+	d := newTestDriver(b, 256)
+	irq := newTestIRQ()
+	if err := blk.Activate(d.mem, FeatureRingEventIdx, []*Queue{d.q}, irq); err != nil {
+		b.Fatal(err)
+	}
+	head, addrs := d.chain(rd(blkHeader(blkTIn, 0)), wr(4096), wr(1))
+	b.SetBytes(4096)
+	b.ResetTimer()
+	for i := range b.N {
+		binary.LittleEndian.PutUint64(d.mem[addrs[0]+8:], uint64(i%256)*8)
+		d.publish(head)
+		if err := blk.Notify(0); err != nil {
+			b.Fatal(err)
+		}
+		if _, n, ok := d.popUsed(); !ok || n != 4097 || d.mem[addrs[2]] != blkSOK {
+			b.Fatalf("request %d: used %v len %d status %d", i, ok, n, d.mem[addrs[2]])
+		}
+	}
+}

@@ -1,0 +1,355 @@
+package virtio
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+)
+
+// NetHdrLen is the size of struct virtio_net_hdr_v1, which precedes every
+// frame on both queues once VIRTIO_F_VERSION_1 is negotiated, and on the
+// tap (OpenTap sets its vnet header size to match).
+const NetHdrLen = 12
+
+// virtio-net feature bits and status (virtio 1.2, 5.1.3 and 5.1.4).
+const (
+	netFMAC    = 1 << 5
+	netFStatus = 1 << 16
+
+	netSLinkUp = 1
+)
+
+const (
+	netQueueSize = 256
+	// netMaxPacket is the largest header+frame we read from the tap or
+	// accept from the guest: without GSO offloads a frame is at most the
+	// MTU plus the Ethernet header, and 64 KiB covers any MTU.
+	netMaxPacket = NetHdrLen + 64<<10
+	// netNumBuffersOff is where num_buffers sits in the header.
+	netNumBuffersOff = 10
+)
+
+// Net is a virtio network device bridged to a tap. Transmit runs in
+// Notify; receive runs in a goroutine that reads the tap and waits,
+// without spinning, for the guest to post receive buffers.
+//
+// No offload features are offered, so the only valid virtio-net header
+// is all zero (num_buffers 1 on receive). The device writes that header
+// itself in both directions instead of passing the guest's or the
+// kernel's through: a hostile guest cannot reach the tap's GSO parsing,
+// and the guest never sees flags it did not negotiate.
+type Net struct {
+	warn   warner
+	tap    io.ReadWriteCloser
+	mac    net.HardwareAddr
+	config [12]byte // mac, status, max_virtqueue_pairs, mtu
+
+	// mu guards the receive side and wakes the receive goroutine; txMu
+	// guards the transmit side. Activation state is written with both
+	// held (mu first), so either is enough to read it.
+	mu      sync.Mutex
+	cond    *sync.Cond // on mu: buffers posted, activated, reset, closed
+	txMu    sync.Mutex
+	active  bool
+	closed  bool
+	gen     uint64        // activations so far, to drop frames read before a reset
+	started bool          // the receive goroutine runs
+	done    chan struct{} // closed when the receive goroutine returns
+
+	// Set by Activate, cleared by Reset.
+	mem      Memory
+	features uint64
+	irq      Interrupt
+	rxq      *Queue
+	txq      *Queue
+	rxErr    error // the queue error that broke receiveq, until Reset
+	txErr    error // likewise for transmitq
+
+	txBuf     []byte // one frame gathered from the guest; txMu guards it
+	rxDropped atomic.Uint64
+	txDropped atomic.Uint64
+}
+
+// NewNet returns a network device on tap, which must carry one frame per
+// Read and Write with a NetHdrLen-byte virtio_net_hdr_v1 before it (as a
+// Tap from OpenTap does). A mac that is not 6 bytes long is replaced by
+// a random locally administered address.
+func NewNet(tap io.ReadWriteCloser, mac net.HardwareAddr) *Net {
+	if len(mac) != 6 {
+		mac = make(net.HardwareAddr, 6)
+		rand.Read(mac)
+		mac[0] = mac[0]&^0x01 | 0x02 // unicast, locally administered
+	}
+	n := &Net{
+		warn: warner{name: "virtio-net"},
+		tap:  tap,
+		mac:  append(net.HardwareAddr(nil), mac...),
+		done: make(chan struct{}),
+	}
+	n.cond = sync.NewCond(&n.mu)
+	copy(n.config[0:6], n.mac)
+	n.config[6] = netSLinkUp
+	n.config[8] = 1 // max_virtqueue_pairs, meaningful only with MQ
+	return n
+}
+
+// MAC is the device's Ethernet address.
+func (n *Net) MAC() net.HardwareAddr { return n.mac }
+
+// Dropped returns how many frames were dropped on receive (no room in
+// the guest's buffer, device down) and on transmit (malformed, tap
+// error).
+func (n *Net) Dropped() (rx, tx uint64) { return n.rxDropped.Load(), n.txDropped.Load() }
+
+// Name implements Device.
+func (n *Net) Name() string { return "virtio-net" }
+
+// Type implements Device.
+func (n *Net) Type() uint16 { return IDNet }
+
+// Features implements Device: a fixed MAC and a link status, nothing
+// else. Without MRG_RXBUF each receive buffer holds a whole frame.
+func (n *Net) Features() uint64 { return RingFeatures | netFMAC | netFStatus }
+
+// QueueSizes implements Device: receiveq1 and transmitq1.
+func (n *Net) QueueSizes() []uint16 { return []uint16{netQueueSize, netQueueSize} }
+
+// ReadConfig implements Device: struct virtio_net_config (5.1.4).
+func (n *Net) ReadConfig(offset uint64, data []byte) { readConfig(n.config[:], offset, data) }
+
+// WriteConfig implements Device. The config is read-only for a 1.x
+// driver (only legacy drivers wrote the MAC).
+func (n *Net) WriteConfig(offset uint64, data []byte) {}
+
+// Activate implements Device. The first activation starts the receive
+// goroutine, which lives until Close.
+func (n *Net) Activate(mem Memory, features uint64, queues []*Queue, irq Interrupt) error {
+	if len(queues) < 2 || queues[0] == nil || queues[1] == nil {
+		return errors.New("virtio-net: receiveq or transmitq not enabled")
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.txMu.Lock()
+	defer n.txMu.Unlock()
+	if n.closed {
+		return errors.New("virtio-net: device closed")
+	}
+	n.mem, n.features, n.irq = mem, features, irq
+	n.rxq, n.txq, n.rxErr, n.txErr = queues[0], queues[1], nil, nil
+	n.active = true
+	n.gen++
+	if !n.started {
+		n.started = true
+		go n.receiveLoop()
+	}
+	n.cond.Broadcast()
+	return nil
+}
+
+// Reset implements Device. The receive goroutine stops using the queue
+// before Reset returns, and stops reading the tap after the frame it
+// may be waiting for (frames stay queued in the tap while the device is
+// down).
+func (n *Net) Reset() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.txMu.Lock()
+	defer n.txMu.Unlock()
+	n.resetLocked()
+	n.cond.Broadcast()
+}
+
+func (n *Net) resetLocked() {
+	n.active = false
+	n.mem, n.features, n.irq = nil, 0, nil
+	n.rxq, n.txq, n.rxErr, n.txErr = nil, nil, nil, nil
+}
+
+// Close stops the device, closes the tap and waits for the receive
+// goroutine to return.
+func (n *Net) Close() error {
+	n.mu.Lock()
+	n.txMu.Lock()
+	if n.closed {
+		n.txMu.Unlock()
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	n.resetLocked()
+	started := n.started
+	n.cond.Broadcast()
+	n.txMu.Unlock()
+	n.mu.Unlock()
+
+	// Closing the tap ends a Read in progress.
+	err := n.tap.Close()
+	if started {
+		<-n.done
+	}
+	if err != nil {
+		return fmt.Errorf("virtio-net: close tap: %w", err)
+	}
+	return nil
+}
+
+// Notify implements Device. On receiveq it only wakes the receive
+// goroutine, which may be waiting for buffers.
+func (n *Net) Notify(queue int) error {
+	switch queue {
+	case 0:
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		n.cond.Broadcast()
+		return n.rxErr
+	case 1:
+		n.txMu.Lock()
+		defer n.txMu.Unlock()
+		return n.transmitLocked()
+	}
+	return fmt.Errorf("virtio-net: notify for queue %d, device has two", queue)
+}
+
+// transmitLocked sends every available frame to the tap; txMu must be
+// held.
+func (n *Net) transmitLocked() error {
+	if n.txq == nil || n.txErr != nil {
+		return n.txErr
+	}
+	if n.txBuf == nil {
+		n.txBuf = make([]byte, netMaxPacket)
+	}
+	pushed := false
+	for {
+		c, err := n.txq.Pop(n.mem)
+		if err != nil {
+			n.txErr = fmt.Errorf("virtio-net: transmitq: %w", err)
+			break
+		}
+		if c == nil {
+			break
+		}
+		n.transmit(c)
+		if err := n.txq.Push(n.mem, c.Head, 0); err != nil {
+			n.txErr = fmt.Errorf("virtio-net: transmitq: %w", err)
+			break
+		}
+		pushed = true
+	}
+	if pushed && n.txq.NeedsInterrupt(n.mem, n.features) {
+		if err := n.irq.Queue(1); err != nil {
+			return fmt.Errorf("virtio-net: interrupt: %w", err)
+		}
+	}
+	return n.txErr
+}
+
+// transmit writes the frame in c to the tap, or drops it.
+func (n *Net) transmit(c *Chain) {
+	l := c.ReadableLen()
+	if l < NetHdrLen || l > netMaxPacket {
+		n.txDropped.Add(1)
+		n.warn.warn("transmit: dropped a %d-byte packet (header %d, limit %d)", l, NetHdrLen, netMaxPacket)
+		return
+	}
+	p := n.txBuf[:l]
+	c.Gather(p[NetHdrLen:], NetHdrLen)
+	clear(p[:NetHdrLen])
+	if _, err := n.tap.Write(p); err != nil {
+		n.txDropped.Add(1)
+		n.warn.warn("transmit: write tap: %v", err)
+	}
+}
+
+// receiveLoop reads frames from the tap and hands them to the guest,
+// until Close.
+func (n *Net) receiveLoop() {
+	defer close(n.done)
+	buf := make([]byte, netMaxPacket)
+	for {
+		// Read only while active: while the device is down frames wait
+		// in the tap's queue (which drops when full, like a wire).
+		n.mu.Lock()
+		for !n.active && !n.closed {
+			n.cond.Wait()
+		}
+		closed, gen := n.closed, n.gen
+		n.mu.Unlock()
+		if closed {
+			return
+		}
+		m, err := n.tap.Read(buf)
+		if err != nil {
+			n.mu.Lock()
+			closed := n.closed
+			n.mu.Unlock()
+			if !closed {
+				// A tap that fails a read (its interface deleted) will
+				// not recover: stop rather than spin.
+				n.warn.warn("receive: read tap: %v; receive stopped", err)
+			}
+			return
+		}
+		n.receive(buf[:m], gen)
+	}
+}
+
+// receive puts one frame read from the tap into the next receive
+// buffer, waiting for the guest to post one.
+func (n *Net) receive(p []byte, gen uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(p) < NetHdrLen {
+		n.rxDropped.Add(1)
+		return
+	}
+	var c *Chain
+	for {
+		if !n.active || n.gen != gen || n.rxErr != nil {
+			// Reset (or broken) since the frame was read: it belongs
+			// to a link that went down.
+			n.rxDropped.Add(1)
+			return
+		}
+		var err error
+		c, err = n.rxq.Pop(n.mem)
+		if err != nil {
+			n.rxErr = fmt.Errorf("virtio-net: receiveq: %w", err)
+			n.warn.warn("%v", n.rxErr)
+			n.rxDropped.Add(1)
+			return
+		}
+		if c != nil {
+			break
+		}
+		// Pop found the ring empty after asking for a notification,
+		// so the driver's next buffer comes with a Notify(0).
+		n.cond.Wait()
+	}
+	if c.WritableLen() < uint64(len(p)) {
+		// Without MRG_RXBUF a buffer must hold the whole frame; leave
+		// it for a smaller frame rather than hand back a truncated one.
+		n.rxq.Unpop()
+		n.rxDropped.Add(1)
+		n.warn.warn("receive: dropped a %d-byte packet: receive buffer of %d bytes", len(p), c.WritableLen())
+		return
+	}
+	var hdr [NetHdrLen]byte
+	hdr[netNumBuffersOff] = 1 // without MRG_RXBUF, always 1 (5.1.6.4)
+	c.Scatter(hdr[:], 0)
+	c.Scatter(p[NetHdrLen:], NetHdrLen)
+	if err := n.rxq.Push(n.mem, c.Head, uint32(len(p))); err != nil {
+		n.rxErr = fmt.Errorf("virtio-net: receiveq: %w", err)
+		n.warn.warn("%v", n.rxErr)
+		return
+	}
+	if n.rxq.NeedsInterrupt(n.mem, n.features) {
+		if err := n.irq.Queue(0); err != nil {
+			n.warn.warn("receive: interrupt: %v", err)
+		}
+	}
+}
