@@ -5,8 +5,16 @@ SHELL := /bin/bash
 GO      ?= go
 BIN     := bin/govmm
 GUEST   ?= ../shared/guest
+# A stock kernel runs only inside KVM's instruction emulator on a PVM host
+# (kvm_pvm): boot the shared patched kernel there, and elsewhere Debian's
+# stock kernel, which `make guests` fetches (guests/README.md).
+ifneq ($(wildcard /sys/module/kvm_pvm),)
 KERNEL  ?= $(GUEST)/vmlinux
-INITRD  := guests/out/rootfs.cpio.gz
+INITRD  ?= guests/out/rootfs.cpio.gz
+else
+KERNEL  ?= guests/out/debian/vmlinuz
+INITRD  ?= guests/out/debian/rootfs.cpio.gz
+endif
 SMP     ?= 2
 MEM     ?= 512M
 APPEND  ?= console=ttyS0 reboot=k panic=-1 quiet
@@ -19,7 +27,7 @@ help:
 	@echo "make bench-exits  cost of one port-I/O exit: C loop vs govmm (stats on/off, sync regs off)"
 	@echo "make bench-boot   boot time and RSS: govmm vs QEMU microvm vs the C reference VMM"
 	@echo "make bench-semtest sem_test on the host, in govmm (each knob) and in QEMU"
-	@echo "make guests       the busybox initramfs and sem_test (guests/out/)"
+	@echo "make guests       the busybox initramfs and sem_test (guests/out/); off PVM hosts also Debian's kernel"
 
 build: $(BIN)
 $(BIN): $(shell find . -name '*.go' -not -path './guests/out/*') go.mod
