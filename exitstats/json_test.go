@@ -76,6 +76,7 @@ func TestJSONFields(t *testing.T) {
 	want := map[string]any{
 		"name": "HLT", "count": 2.0, "min_ns": 2.0, "max_ns": 4.0, "sum_ns": 6.0,
 		"sum_sq_ns2": 20.0, "avg_ns": 3.0, "stddev_ns": 1.0, "share": 0.5,
+		"buckets": []any{2.0}, // both in bucket 0; the zeros after it left out
 	}
 	if got := doc.VCPUs[0].Rows[0]; !reflect.DeepEqual(got, want) {
 		t.Errorf("row json = %v, want %v", got, want)
@@ -107,6 +108,8 @@ func TestReadJSONErrors(t *testing.T) {
 		`{"vcpus":[{"id":"zero"}]}`,
 		`{"vcpus":[{"rows":[{"count":-1}]}]}`,
 		`{"vcpus":[{"guest":{"sum_ns":1e30}}]}`,
+		`{"vcpus":[{"rows":[{"buckets":[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1]}]}]}`,
+		`{"vcpus":[{"guest":{"buckets":[-1]}}]}`,
 	}
 	for _, in := range tests {
 		if _, err := ReadJSON(strings.NewReader(in)); err == nil {

@@ -20,6 +20,10 @@ type Stats struct {
 	// SumSq is a float64 because it outgrows any integer type a JSON reader
 	// handles; the VCPU accumulates it exactly and rounds only here.
 	SumSq float64 `json:"sum_sq_ns2"`
+	// Buckets counts the durations by size (see BucketUpperBound). In a
+	// snapshot taken from a VCPU they add up to Count; a table read from
+	// JSON written before buckets existed has them all zero.
+	Buckets Buckets `json:"buckets"`
 }
 
 // Avg returns the mean duration in ns, or 0 for an empty row.
@@ -61,6 +65,7 @@ func (s *Stats) Add(o Stats) {
 	s.Count = addSat(s.Count, o.Count)
 	s.Sum = addSat(s.Sum, o.Sum)
 	s.SumSq += o.SumSq
+	s.Buckets.Add(&o.Buckets)
 }
 
 // statsJSON adds the derived values to the JSON so that a reader of a saved
@@ -73,17 +78,30 @@ type statsJSON struct {
 	SumSq  float64 `json:"sum_sq_ns2"`
 	Avg    float64 `json:"avg_ns"`
 	Stddev float64 `json:"stddev_ns"`
+	// Buckets lists the bucket counts from bucket 0 up to the last non-zero
+	// one: most exits are short, so the tail of zeros is left out.
+	Buckets []uint64 `json:"buckets,omitempty"`
 }
 
 func (s Stats) toJSON() statsJSON {
+	n := len(s.Buckets)
+	for n > 0 && s.Buckets[n-1] == 0 {
+		n--
+	}
 	return statsJSON{
 		Count: s.Count, Min: s.Min, Max: s.Max, Sum: s.Sum,
 		SumSq: finite(s.SumSq), Avg: finite(s.Avg()), Stddev: finite(s.Stddev()),
+		Buckets: s.Buckets[:n:n],
 	}
 }
 
-func (j statsJSON) stats() Stats {
-	return Stats{Count: j.Count, Min: j.Min, Max: j.Max, Sum: j.Sum, SumSq: j.SumSq}
+func (j statsJSON) stats() (Stats, error) {
+	if len(j.Buckets) > NumBuckets {
+		return Stats{}, fmt.Errorf("%d buckets, at most %d", len(j.Buckets), NumBuckets)
+	}
+	s := Stats{Count: j.Count, Min: j.Min, Max: j.Max, Sum: j.Sum, SumSq: j.SumSq}
+	copy(s.Buckets[:], j.Buckets)
+	return s, nil
 }
 
 // MarshalJSON writes the fields of s plus avg_ns and stddev_ns.
@@ -96,7 +114,11 @@ func (s *Stats) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*s = j.stats()
+	st, err := j.stats()
+	if err != nil {
+		return err
+	}
+	*s = st
 	return nil
 }
 
@@ -127,7 +149,11 @@ func (r *Row) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*r = Row{Name: j.Name, Stats: j.statsJSON.stats(), Share: j.Share}
+	st, err := j.statsJSON.stats()
+	if err != nil {
+		return fmt.Errorf("row %q: %w", j.Name, err)
+	}
+	*r = Row{Name: j.Name, Stats: st, Share: j.Share}
 	return nil
 }
 

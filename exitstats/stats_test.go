@@ -12,6 +12,15 @@ func near(got, want float64) bool {
 	return math.Abs(got-want) <= 1e-9*math.Max(math.Abs(got), math.Abs(want))
 }
 
+// bucketsAt returns buckets holding one duration in each bucket listed.
+func bucketsAt(idx ...int) Buckets {
+	var b Buckets
+	for _, i := range idx {
+		b[i]++
+	}
+	return b
+}
+
 func TestRecordStats(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -20,14 +29,17 @@ func TestRecordStats(t *testing.T) {
 		avg    float64
 		stddev float64
 	}{
-		{"one", []uint64{7}, Stats{Count: 1, Min: 7, Max: 7, Sum: 7, SumSq: 49}, 7, 0},
-		{"equal", []uint64{5, 5, 5}, Stats{Count: 3, Min: 5, Max: 5, Sum: 15, SumSq: 75}, 5, 0},
-		{"textbook", []uint64{2, 4, 4, 4, 5, 5, 7, 9}, Stats{Count: 8, Min: 2, Max: 9, Sum: 40, SumSq: 232}, 5, 2},
-		{"quarter", []uint64{4, 3, 2, 1}, Stats{Count: 4, Min: 1, Max: 4, Sum: 10, SumSq: 30}, 2.5, math.Sqrt(1.25)},
-		{"zero first", []uint64{0, 10}, Stats{Count: 2, Min: 0, Max: 10, Sum: 10, SumSq: 100}, 5, 5},
-		{"one second and one ns", []uint64{1e9, 1}, Stats{Count: 2, Min: 1, Max: 1e9, Sum: 1e9 + 1, SumSq: 1e18 + 1}, 500000000.5, 499999999.5},
+		{"one", []uint64{7}, Stats{Count: 1, Min: 7, Max: 7, Sum: 7, SumSq: 49, Buckets: bucketsAt(0)}, 7, 0},
+		{"equal", []uint64{5, 5, 5}, Stats{Count: 3, Min: 5, Max: 5, Sum: 15, SumSq: 75, Buckets: bucketsAt(0, 0, 0)}, 5, 0},
+		{"textbook", []uint64{2, 4, 4, 4, 5, 5, 7, 9}, Stats{Count: 8, Min: 2, Max: 9, Sum: 40, SumSq: 232,
+			Buckets: bucketsAt(0, 0, 0, 0, 0, 0, 0, 0)}, 5, 2},
+		{"quarter", []uint64{4, 3, 2, 1}, Stats{Count: 4, Min: 1, Max: 4, Sum: 10, SumSq: 30, Buckets: bucketsAt(0, 0, 0, 0)}, 2.5, math.Sqrt(1.25)},
+		{"zero first", []uint64{0, 10}, Stats{Count: 2, Min: 0, Max: 10, Sum: 10, SumSq: 100, Buckets: bucketsAt(0, 0)}, 5, 5},
+		{"one second and one ns", []uint64{1e9, 1}, Stats{Count: 2, Min: 1, Max: 1e9, Sum: 1e9 + 1, SumSq: 1e18 + 1,
+			Buckets: bucketsAt(24, 0)}, 500000000.5, 499999999.5},
 		{"saturated", []uint64{math.MaxUint64, math.MaxUint64, math.MaxUint64},
-			Stats{Count: 3, Min: math.MaxUint64, Max: math.MaxUint64, Sum: math.MaxUint64, SumSq: 0x1p128}, math.NaN(), math.NaN()},
+			Stats{Count: 3, Min: math.MaxUint64, Max: math.MaxUint64, Sum: math.MaxUint64, SumSq: 0x1p128,
+				Buckets: bucketsAt(NumBuckets-1, NumBuckets-1, NumBuckets-1)}, math.NaN(), math.NaN()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -74,8 +86,8 @@ func TestSumSqPast64Bits(t *testing.T) {
 }
 
 func TestStatsAdd(t *testing.T) {
-	a := Stats{Count: 2, Min: 3, Max: 9, Sum: 12, SumSq: 90}
-	b := Stats{Count: 1, Min: 1, Max: 4, Sum: 4, SumSq: 16}
+	a := Stats{Count: 2, Min: 3, Max: 9, Sum: 12, SumSq: 90, Buckets: bucketsAt(0, 3)}
+	b := Stats{Count: 1, Min: 1, Max: 4, Sum: 4, SumSq: 16, Buckets: bucketsAt(3)}
 	tests := []struct {
 		name string
 		s, o Stats
@@ -83,10 +95,12 @@ func TestStatsAdd(t *testing.T) {
 	}{
 		{"empty plus a", Stats{}, a, a},
 		{"a plus empty", a, Stats{}, a},
-		{"a plus b", a, b, Stats{Count: 3, Min: 1, Max: 9, Sum: 16, SumSq: 106}},
-		{"b plus a", b, a, Stats{Count: 3, Min: 1, Max: 9, Sum: 16, SumSq: 106}},
-		{"saturates", Stats{Count: 1, Min: 1, Max: 1, Sum: math.MaxUint64}, b,
-			Stats{Count: 2, Min: 1, Max: 4, Sum: math.MaxUint64, SumSq: 16}},
+		{"a plus b", a, b, Stats{Count: 3, Min: 1, Max: 9, Sum: 16, SumSq: 106, Buckets: bucketsAt(0, 3, 3)}},
+		{"b plus a", b, a, Stats{Count: 3, Min: 1, Max: 9, Sum: 16, SumSq: 106, Buckets: bucketsAt(0, 3, 3)}},
+		{"saturates", Stats{Count: 1, Min: 1, Max: 1, Sum: math.MaxUint64, Buckets: Buckets{2: math.MaxUint64}}, b,
+			Stats{Count: 2, Min: 1, Max: 4, Sum: math.MaxUint64, SumSq: 16, Buckets: Buckets{2: math.MaxUint64, 3: 1}}},
+		{"bucket saturates", Stats{Count: 1, Min: 4, Max: 4, Sum: 4, Buckets: Buckets{3: math.MaxUint64}}, b,
+			Stats{Count: 2, Min: 1, Max: 4, Sum: 8, SumSq: 16, Buckets: Buckets{3: math.MaxUint64}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -136,8 +150,8 @@ func TestTotal(t *testing.T) {
 		t.Errorf("ID = %d, want -1", tot.ID)
 	}
 	want := []Row{
-		{Name: "HLT", Stats: Stats{Count: 1, Min: 100, Max: 100, Sum: 100, SumSq: 10000}, Share: 0.4},
-		{Name: "IO:serial", Stats: Stats{Count: 2, Min: 10, Max: 30, Sum: 40, SumSq: 1000}, Share: 0.16},
+		{Name: "HLT", Stats: Stats{Count: 1, Min: 100, Max: 100, Sum: 100, SumSq: 10000, Buckets: bucketsAt(0)}, Share: 0.4},
+		{Name: "IO:serial", Stats: Stats{Count: 2, Min: 10, Max: 30, Sum: 40, SumSq: 1000, Buckets: bucketsAt(0, 0)}, Share: 0.16},
 	}
 	if len(tot.Rows) != len(want) {
 		t.Fatalf("rows = %+v, want %+v", tot.Rows, want)
@@ -147,7 +161,7 @@ func TestTotal(t *testing.T) {
 			t.Errorf("row %d = %+v, want %+v", i, g, want[i])
 		}
 	}
-	if g := (Stats{Count: 2, Min: 10, Max: 100, Sum: 110, SumSq: 10100}); tot.Guest != g || !near(tot.GuestShare, 0.44) {
+	if g := (Stats{Count: 2, Min: 10, Max: 100, Sum: 110, SumSq: 10100, Buckets: bucketsAt(0, 0)}); tot.Guest != g || !near(tot.GuestShare, 0.44) {
 		t.Errorf("guest = %+v share %v, want %+v share 0.44", tot.Guest, tot.GuestShare, g)
 	}
 	if e := tot.Exits(); e.Count != 3 || e.Sum != 140 || e.Min != 10 || e.Max != 100 {

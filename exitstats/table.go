@@ -52,7 +52,14 @@ func writeBlock(b *strings.Builder, title string, v VCPUSnapshot) {
 		tableLine(GuestName, v.Guest, v.GuestShare),
 		tableLine(TotalName, exits, exitShare))
 
-	width := make([]int, len(tableHeader))
+	writeCells(b, title, cells, 1)
+}
+
+// writeCells prints a title line and then cells as aligned columns: the
+// first leftCols columns (names) left-aligned, the rest (numbers)
+// right-aligned. Every line of cells must have as many cells as the first.
+func writeCells(b *strings.Builder, title string, cells [][]string, leftCols int) {
+	width := make([]int, len(cells[0]))
 	for _, line := range cells {
 		for i, c := range line {
 			width[i] = max(width[i], utf8.RuneCountInString(c))
@@ -63,12 +70,14 @@ func writeBlock(b *strings.Builder, title string, v VCPUSnapshot) {
 	for _, line := range cells {
 		for i, c := range line {
 			pad := strings.Repeat(" ", width[i]-utf8.RuneCountInString(c))
-			if i == 0 { // names read best left-aligned, numbers right-aligned
+			if i > 0 {
+				b.WriteString("  ")
+			}
+			if i < leftCols {
 				b.WriteString(c)
 				b.WriteString(pad)
 				continue
 			}
-			b.WriteString("  ")
 			b.WriteString(pad)
 			b.WriteString(c)
 		}

@@ -25,17 +25,25 @@ type VCPU struct {
 // counter accumulates one row. Every field is atomic only so that readers
 // racing with the writer are well defined (and -race stays quiet); the
 // sequence lock, not the atomics, is what makes a copy consistent.
+//
+// There is no count field: the count is the sum of the buckets. Each atomic
+// store is a full barrier on the hot path, so the bucket store replaces the
+// count store rather than adding one.
 type counter struct {
-	count atomic.Uint64
-	min   atomic.Uint64
-	max   atomic.Uint64
-	sum   atomic.Uint64 // saturates instead of wrapping
+	min atomic.Uint64 // math.MaxUint64 until the first duration
+	max atomic.Uint64
+	sum atomic.Uint64 // saturates instead of wrapping
 	// The sum of squares is kept exactly in 128 bits: a float64 running sum
 	// would lose the low bits of every small exit once the sum is large, and
 	// 1e9 exits of 1 s each (1e27 ns^2) fit with room to spare.
-	sqLo atomic.Uint64
-	sqHi atomic.Uint64
+	sqLo    atomic.Uint64
+	sqHi    atomic.Uint64
+	buckets [NumBuckets]atomic.Uint64 // see bucketOf
 }
+
+// init readies an empty counter: min starts high so that add needs no
+// "first duration" case.
+func (c *counter) init() { c.min.Store(math.MaxUint64) }
 
 // ID returns the vCPU id given to NewVCPU.
 func (v *VCPU) ID() int {
@@ -80,19 +88,14 @@ func (v *VCPU) RecordGuest(ns uint64) {
 // section. It skips stores that would not change a field, because each atomic
 // store is a full barrier on the vCPU's hot path.
 func (c *counter) add(ns uint64) {
-	n := c.count.Load()
-	if n == 0 {
+	if ns < c.min.Load() {
 		c.min.Store(ns)
-		c.max.Store(ns)
-	} else {
-		if ns < c.min.Load() {
-			c.min.Store(ns)
-		}
-		if ns > c.max.Load() {
-			c.max.Store(ns)
-		}
 	}
-	c.count.Store(n + 1)
+	if ns > c.max.Load() {
+		c.max.Store(ns)
+	}
+	b := &c.buckets[bucketOf(ns)]
+	b.Store(b.Load() + 1)
 	c.sum.Store(addSat(c.sum.Load(), ns))
 
 	sqHi, sqLo := bits.Mul64(ns, ns)
@@ -110,13 +113,19 @@ func (c *counter) add(ns uint64) {
 
 // load copies the counter; the caller provides the consistency.
 func (c *counter) load() Stats {
-	return Stats{
-		Count: c.count.Load(),
-		Min:   c.min.Load(),
+	s := Stats{
 		Max:   c.max.Load(),
 		Sum:   c.sum.Load(),
 		SumSq: float64(c.sqHi.Load())*0x1p64 + float64(c.sqLo.Load()),
 	}
+	for i := range c.buckets {
+		s.Buckets[i] = c.buckets[i].Load()
+	}
+	s.Count = s.Buckets.Total()
+	if s.Count > 0 {
+		s.Min = c.min.Load()
+	}
+	return s
 }
 
 // read copies the first len(rows) rows and the guest row as one consistent

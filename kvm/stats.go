@@ -3,6 +3,7 @@ package kvm
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 
 	"golang.org/x/sys/unix"
 )
@@ -19,6 +20,15 @@ const (
 	StatLogHist    StatType = 4
 )
 
+var statTypeNames = [...]string{"cumulative", "instant", "peak", "linear-hist", "log-hist"}
+
+func (t StatType) String() string {
+	if int(t) < len(statTypeNames) {
+		return statTypeNames[t]
+	}
+	return fmt.Sprintf("StatType(%d)", uint8(t))
+}
+
 // StatUnit is the unit of one binary statistic (KVM_STATS_UNIT_*).
 type StatUnit uint8
 
@@ -30,6 +40,15 @@ const (
 	UnitCycles  StatUnit = 3
 	UnitBoolean StatUnit = 4
 )
+
+var statUnitNames = [...]string{"none", "bytes", "seconds", "cycles", "boolean"}
+
+func (u StatUnit) String() string {
+	if int(u) < len(statUnitNames) {
+		return statUnitNames[u]
+	}
+	return fmt.Sprintf("StatUnit(%d)", uint8(u))
+}
 
 // StatDesc describes one statistic, read from the fd's descriptor block.
 type StatDesc struct {
@@ -52,6 +71,41 @@ type StatsFile struct {
 	Descs   []StatDesc
 	dataOff int64
 	dataLen int
+}
+
+// Scale is what a raw value is multiplied by to be in Unit: base^Exponent
+// (1e-9 for a nanosecond count in seconds).
+func (d StatDesc) Scale() float64 {
+	if d.Pow2 {
+		return math.Ldexp(1, int(d.Exponent))
+	}
+	return math.Pow10(int(d.Exponent))
+}
+
+// IsHistogram reports whether the statistic has one value per bucket.
+func (d StatDesc) IsHistogram() bool {
+	return d.Type == StatLinearHist || d.Type == StatLogHist
+}
+
+// BucketUpperBound returns the inclusive upper bound, in raw units, of
+// bucket i of a histogram, or ok false for the last bucket, which takes
+// every larger value, and for anything that is not a bucket. KVM files a
+// value v in bucket v/BucketSize (linear) or fls64(v) (logarithmic: bucket 0
+// holds 0, bucket i > 0 holds 2^(i-1) to 2^i - 1), capped at the last one.
+func (d StatDesc) BucketUpperBound(i int) (bound uint64, ok bool) {
+	if !d.IsHistogram() || i < 0 || i >= d.Size-1 {
+		return 0, false
+	}
+	if d.Type == StatLinearHist {
+		if d.BucketSize == 0 {
+			return 0, false
+		}
+		return uint64(i+1)*uint64(d.BucketSize) - 1, true
+	}
+	if i >= 64 {
+		return 0, false // fls64 never exceeds 64: later buckets stay empty
+	}
+	return 1<<i - 1, true
 }
 
 const statsHeaderSize = 24

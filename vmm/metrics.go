@@ -1,0 +1,164 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/govmm/govmm/exitstats"
+	"github.com/govmm/govmm/kvm"
+)
+
+// metricsStates are the states of the govmm_vm_state gauge: "created"
+// until Run starts a vCPU, "paused" while Pause holds every vCPU, and
+// "stopped" once the VM has ended.
+var metricsStates = []string{"created", "running", "paused", "stopped"}
+
+// metricsState returns the VM's state for the gauge. It never waits for a
+// vCPU thread in the guest, so a scrape may call it at any time.
+func (v *VM) metricsState() string {
+	select {
+	case <-v.ended:
+		return "stopped"
+	default:
+	}
+	running, paused := false, len(v.vcpus) > 0
+	for _, c := range v.vcpus {
+		if c.ThreadID() != 0 {
+			running = true
+		}
+		// Paused takes the vCPU's pause lock, which the vCPU thread holds
+		// only while parking, never on its way through an exit.
+		if !c.Paused() {
+			paused = false
+		}
+	}
+	switch {
+	case !running:
+		return "created"
+	case paused:
+		return "paused"
+	}
+	return "running"
+}
+
+// errNoStatsFD means the kernel cannot report its own statistics.
+var errNoStatsFD = errors.New("this kernel has no KVM_CAP_BINARY_STATS_FD")
+
+// openKernelStats opens the binary stats fds of the VM and of every vCPU.
+// Each fd holds a reference to the VM in the kernel, so it stays readable
+// after Close; the caller closes it.
+func (v *VM) openKernelStats() (*exitstats.KernelStats, error) {
+	if v.kvm.CheckExtension(kvm.CapBinaryStatsFD) == 0 {
+		return nil, errNoStatsFD
+	}
+	vmStats, err := v.kvm.StatsFD()
+	if err != nil {
+		return nil, err
+	}
+	files := make([]*kvm.StatsFile, 0, len(v.kcpus))
+	for _, k := range v.kcpus {
+		f, err := k.StatsFD()
+		if err != nil {
+			exitstats.NewKernelStats(vmStats, files).Close()
+			return nil, fmt.Errorf("vCPU %d: %w", k.ID, err)
+		}
+		files = append(files, f)
+	}
+	return exitstats.NewKernelStats(vmStats, files), nil
+}
+
+// WriteKernelTable prints KVM's own counters for this VM, the in-kernel
+// half of the exit table (exitstats.WriteKernelTable). Where the kernel has
+// no stats fd it prints one line saying so.
+func (v *VM) WriteKernelTable(w io.Writer) error {
+	ks, err := v.openKernelStats()
+	if err != nil && !errors.Is(err, errNoStatsFD) {
+		return err
+	}
+	defer ks.Close()
+	return exitstats.WriteKernelTable(w, ks)
+}
+
+// ServeMetrics serves Prometheus metrics on /metrics at addr (host:port;
+// port 0 picks a free one): the exit statistics, KVM's binary stats of
+// the VM and each vCPU, VM gauges, and the Go runtime and process
+// collectors. It returns the address it listens on and a function that
+// stops the server and closes the stats fds; call it before or after
+// Close, but call it. The stats fds are opened here, not in New, so a VM
+// nobody scrapes holds none. Where the kernel has no stats fd, that is
+// logged once and the rest is served.
+func (v *VM) ServeMetrics(addr string) (net.Addr, func() error, error) {
+	ks, err := v.openKernelStats()
+	if err != nil {
+		log.Printf("metrics: in-kernel KVM statistics left out: %v", err)
+		ks = nil
+	}
+	reg := prometheus.NewRegistry()
+	vmCollector := exitstats.NewCollector(exitstats.CollectorConfig{
+		Registry: v.stats,
+		Kernel:   ks,
+		VMInfo:   v.metricsInfo,
+	})
+	for _, c := range []prometheus.Collector{
+		vmCollector,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		if err := reg.Register(c); err != nil {
+			ks.Close()
+			return nil, nil, fmt.Errorf("metrics: %w", err)
+		}
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		ks.Close()
+		return nil, nil, fmt.Errorf("metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog: log.Default(),
+		// A failed stats fd read drops the KVM metrics of that scrape,
+		// not the exit statistics beside them.
+		ErrorHandling: promhttp.ContinueOnError,
+		// Scrapes are cheap, but a crowd of them must not pile up.
+		MaxRequestsInFlight: 4,
+		Timeout:             10 * time.Second,
+	}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	var once sync.Once
+	var closeErr error
+	closeMetrics := func() error {
+		once.Do(func() {
+			err := srv.Close()
+			if e := <-served; !errors.Is(e, http.ErrServerClosed) {
+				err = errors.Join(err, e)
+			}
+			closeErr = errors.Join(err, ks.Close())
+		})
+		return closeErr
+	}
+	return ln.Addr(), closeMetrics, nil
+}
+
+// metricsInfo feeds the VM gauges.
+func (v *VM) metricsInfo() exitstats.VMInfo {
+	return exitstats.VMInfo{
+		VCPUs:       v.cfg.CPUs,
+		MemoryBytes: v.mem.Size(),
+		State:       v.metricsState(),
+		States:      metricsStates,
+	}
+}
