@@ -1,6 +1,7 @@
 package kvm
 
 import (
+	"errors"
 	"fmt"
 	"unsafe"
 
@@ -77,7 +78,17 @@ func (s *System) MSRIndexList() ([]uint32, error) {
 
 // CreateVM creates a VM of the default type.
 func (s *System) CreateVM() (*VM, error) {
-	fd, err := ioctl(s.fd, reqCreateVM, 0)
+	var fd uintptr
+	var err error
+	// A signal (Go's preemption SIGURG) can interrupt VM creation before
+	// anything was created; retrying is what QEMU does too. Only here:
+	// KVM_RUN's EINTR is information for the vCPU loop.
+	for {
+		fd, err = ioctl(s.fd, reqCreateVM, 0)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("KVM_CREATE_VM: %w", err)
 	}
