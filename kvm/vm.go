@@ -117,7 +117,17 @@ func (vm *VM) IRQFD(efd int, gsi uint32) error {
 // instead of exiting to user space. pio selects port I/O over MMIO;
 // datamatch, when non-nil, restricts it to writes of that value.
 func (vm *VM) IOEventFD(efd int, addr uint64, size uint32, pio bool, datamatch *uint64) error {
-	e := ioeventfd{Addr: addr, Len: size, FD: int32(efd)}
+	return vm.ioEventFD(efd, addr, size, pio, datamatch, 0)
+}
+
+// IOEventFDDeassign undoes IOEventFD; the arguments must match the
+// assignment exactly.
+func (vm *VM) IOEventFDDeassign(efd int, addr uint64, size uint32, pio bool, datamatch *uint64) error {
+	return vm.ioEventFD(efd, addr, size, pio, datamatch, ioeventfdDeassign)
+}
+
+func (vm *VM) ioEventFD(efd int, addr uint64, size uint32, pio bool, datamatch *uint64, flags uint32) error {
+	e := ioeventfd{Addr: addr, Len: size, FD: int32(efd), Flags: flags}
 	if pio {
 		e.Flags |= ioeventfdPIO
 	}
@@ -126,7 +136,11 @@ func (vm *VM) IOEventFD(efd int, addr uint64, size uint32, pio bool, datamatch *
 		e.Datamatch = *datamatch
 	}
 	if _, err := ioctlPtr(vm.fd, reqIOEventFD, unsafe.Pointer(&e)); err != nil {
-		return fmt.Errorf("KVM_IOEVENTFD at %#x: %w", addr, err)
+		op := "KVM_IOEVENTFD"
+		if flags&ioeventfdDeassign != 0 {
+			op += " deassign"
+		}
+		return fmt.Errorf("%s at %#x: %w", op, addr, err)
 	}
 	return nil
 }

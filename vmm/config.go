@@ -45,6 +45,12 @@ type Config struct {
 
 	Knobs Knobs // halt polling, HLT pass-through, vCPU pinning
 	Boot  Boot  // how a bzImage is entered
+
+	// virtio-pci devices (Linux guests only; see pci.go).
+	Disks       []DiskConfig // virtio-blk disks, in PCI slot order
+	RNG         bool         // a virtio-rng entropy device
+	NoIOEventFD bool         // queue notifications exit to user space instead of signalling an ioeventfd
+	NoIRQFD     bool         // interrupts by KVM_SIGNAL_MSI ioctl instead of an irqfd write
 }
 
 // DefaultReadyMarker is the line guests/init prints once user space runs.
@@ -58,6 +64,9 @@ func (c *Config) Validate() error {
 	if c.Raw != nil && c.CPUs != 1 {
 		// Without an irqchip nothing could send the other vCPUs a SIPI.
 		return fmt.Errorf("a raw guest runs on exactly one vCPU, not %d", c.CPUs)
+	}
+	if c.Raw != nil && (len(c.Disks) > 0 || c.RNG) {
+		return fmt.Errorf("virtio devices need a Linux guest, not a raw one")
 	}
 	if c.CPUs < 1 {
 		return fmt.Errorf("--smp %d: need at least one vCPU", c.CPUs)

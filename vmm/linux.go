@@ -89,6 +89,7 @@ func (v *VM) loadLinux() error {
 		SleepStatusPort:  acpiPMPort + devices.ACPIPMSleepStatus,
 		ResetPort:        acpiPMPort + devices.ACPIPMReset,
 		Serial:           []acpi.SerialPort{{Port: com1Port, GSI: com1IRQ}},
+		PCI:              v.acpiPCI(), // pci.go
 	}); err != nil {
 		return fmt.Errorf("ACPI tables: %w", err)
 	}

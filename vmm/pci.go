@@ -1,0 +1,166 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/govmm/govmm/devices"
+	"github.com/govmm/govmm/virtio"
+	"github.com/govmm/govmm/vmm/acpi"
+	"github.com/govmm/govmm/vmm/boot"
+)
+
+// The PCI MMIO window: the 32-bit hole from 3 GiB (where RAM stops, see
+// boot.E820Map) up to the IOAPIC. govmm places BARs from its bottom, as
+// firmware would; Linux keeps them, or moves them within the window.
+const (
+	pciMMIOBase = boot.PCIHoleStart
+	pciMMIOEnd  = acpi.DefaultIOAPICAddr
+)
+
+// DiskConfig is one virtio-blk disk.
+type DiskConfig struct {
+	Path     string // raw image file or block device
+	ReadOnly bool
+}
+
+// pciDevices is the VM's PCI bus: the host bridge behind ports
+// 0xcf8-0xcff and one virtio-pci function per device.
+type pciDevices struct {
+	host       *devices.PCIHostBridge
+	router     *gsiRouter
+	transports []*virtio.Transport
+	nextBAR    uint64
+	names      map[string]int // device name -> instances so far
+}
+
+// addPCI creates the PCI bus and the configured virtio devices. Called
+// for Linux guests only (a raw guest has no irqchip to route MSIs to).
+func (v *VM) addPCI() error {
+	p := &pciDevices{
+		host:    devices.NewPCIHostBridge(v.MMIOBus, v.IOBus),
+		router:  newGSIRouter(v.kvm, !v.cfg.NoIRQFD),
+		nextBAR: pciMMIOBase,
+		names:   map[string]int{},
+	}
+	v.pci = p
+	if _, err := v.IOBus.Register("pci", devices.PCIConfigPort, devices.PCIConfigPortSize, p.host); err != nil {
+		return fmt.Errorf("register PCI host bridge: %w", err)
+	}
+	for _, d := range v.cfg.Disks {
+		blk, err := virtio.NewBlock(d.Path, d.ReadOnly)
+		if err != nil {
+			return err
+		}
+		if err := v.addVirtio(blk); err != nil {
+			return err
+		}
+	}
+	if v.cfg.RNG {
+		if err := v.addVirtio(virtio.NewRNG()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addVirtio puts dev on the PCI bus with its BAR at the next free place
+// in the window. It owns dev from here on, also when it fails.
+func (v *VM) addVirtio(dev virtio.Device) error {
+	p := v.pci
+	// Rows of the exit table are per name: a second disk is virtio-blk1.
+	name := dev.Name()
+	if n := p.names[name]; n > 0 {
+		name = fmt.Sprintf("%s%d", name, n)
+	}
+	p.names[dev.Name()]++
+	c := virtio.TransportConfig{Name: name, Memory: v.mem, MSI: p.router}
+	if !v.cfg.NoIOEventFD {
+		c.IOEventFDs = v.kvm
+	}
+	t, err := virtio.NewTransport(dev, c)
+	if err != nil {
+		if cl, ok := dev.(io.Closer); ok {
+			cl.Close()
+		}
+		return err
+	}
+	p.transports = append(p.transports, t)
+	addr := (p.nextBAR + virtio.BARSize - 1) &^ (virtio.BARSize - 1)
+	if addr+virtio.BARSize > pciMMIOEnd {
+		return fmt.Errorf("%s: PCI MMIO window full", name)
+	}
+	if err := t.ConfigSpace().SetBARAddress(0, addr); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	p.nextBAR = addr + virtio.BARSize
+	if _, err := p.host.AddDevice(t); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}
+
+// acpiPCI describes the host bridge for the DSDT: with ACPI on, Linux
+// scans PCI only below a bridge declared there.
+func (v *VM) acpiPCI() *acpi.PCIHostBridge {
+	if v.pci == nil {
+		return nil
+	}
+	return &acpi.PCIHostBridge{MMIO32Base: pciMMIOBase, MMIO32Size: pciMMIOEnd - pciMMIOBase}
+}
+
+// closePCI stops the device goroutines and closes the devices (a disk
+// image is flushed). The vCPUs must have stopped.
+func (v *VM) closePCI() error {
+	if v.pci == nil {
+		return nil
+	}
+	var errs []error
+	for _, t := range v.pci.transports {
+		errs = append(errs, t.Close())
+	}
+	v.pci.transports = nil
+	return errors.Join(errs...)
+}
+
+// VirtioQueueCounters are one virtio queue's notification and interrupt
+// counts.
+type VirtioQueueCounters struct {
+	Device string
+	Queue  int
+	virtio.QueueCounters
+}
+
+// VirtioCounters returns, per virtio device and queue, how guest
+// notifications arrived (ioeventfd or MMIO exit) and how many interrupts
+// the device raised.
+func (v *VM) VirtioCounters() []VirtioQueueCounters {
+	if v.pci == nil {
+		return nil
+	}
+	var out []VirtioQueueCounters
+	for _, t := range v.pci.transports {
+		for q, c := range t.Counters() {
+			out = append(out, VirtioQueueCounters{Device: t.Name(), Queue: q, QueueCounters: c})
+		}
+	}
+	return out
+}
+
+// WriteVirtioTable prints VirtioCounters as a table after a blank line
+// (nothing without virtio devices).
+func (v *VM) WriteVirtioTable(w io.Writer) {
+	rows := v.VirtioCounters()
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "virtio device\tqueue\tnotify ioeventfd\tnotify MMIO exit\tinterrupts\t")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t\n", r.Device, r.Queue, r.NotifyEventFD, r.NotifyMMIO, r.Interrupts)
+	}
+	tw.Flush()
+}
