@@ -1,0 +1,353 @@
+package qmp
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+)
+
+// call is one command being executed.
+type call struct {
+	s    *Server
+	c    *client
+	args map[string]json.RawMessage
+	// afterReply, if set, runs once the reply has been written (quit).
+	afterReply func()
+}
+
+type command struct {
+	name   string
+	params []string // the arguments it accepts; anything else is rejected as QEMU does
+	run    func(*call) (any, *qmpError)
+}
+
+// commands is what we implement, in the order query-commands lists it.
+// Read-only after init, which it needs because query-commands reads it
+// (a variable initializer would be an initialization cycle).
+var commands []command
+
+func init() {
+	commands = []command{
+		{name: "qmp_capabilities", params: []string{"enable"}, run: (*call).capabilities},
+		{name: "query-commands", run: (*call).queryCommands},
+		{name: "query-version", run: (*call).queryVersion},
+		{name: "query-status", run: (*call).queryStatus},
+		{name: "query-kvm", run: (*call).queryKVM},
+		{name: "query-cpus-fast", run: (*call).queryCPUsFast},
+		{name: "query-cpus", run: (*call).queryCPUs},
+		{name: "query-block", run: func(*call) (any, *qmpError) { return []struct{}{}, nil }},
+		{name: "query-pci", run: func(*call) (any, *qmpError) { return []struct{}{}, nil }},
+		{name: "query-exit-stats", run: (*call).queryExitStats},
+		{name: "stop", run: (*call).stop},
+		{name: "cont", run: (*call).cont},
+		{name: "system_powerdown", run: (*call).systemPowerdown},
+		{name: "system_reset", run: (*call).systemReset},
+		{name: "quit", run: (*call).quit},
+	}
+}
+
+func findCommand(name string) *command {
+	for i := range commands {
+		if commands[i].name == name {
+			return &commands[i]
+		}
+	}
+	return nil
+}
+
+// reply queues a command's reply and returns a channel closed once it is
+// written. A reply that cannot be marshaled becomes a GenericError rather
+// than a dropped answer, which would leave the client waiting.
+func (c *client) reply(id json.RawMessage, ret any, qerr *qmpError) <-chan struct{} {
+	r := response{ID: id}
+	if qerr != nil {
+		r.Error = qerr
+	} else {
+		r.Return = ret
+	}
+	b, err := encode(r)
+	if err != nil {
+		b, _ = encode(response{ID: id, Error: genericError("cannot encode reply: %v", err)})
+	}
+	return c.send(b)
+}
+
+// dispatch executes one request and answers it, following QEMU 7.2's
+// monitor_qmp_dispatch and qmp_dispatch step by step.
+func (s *Server) dispatch(c *client, msg []byte) {
+	req, qerr := parseRequest(msg, c.oob)
+	if qerr != nil {
+		c.reply(req.id, nil, qerr)
+		return
+	}
+	c.mu.Lock()
+	negotiated := c.negotiated
+	c.mu.Unlock()
+
+	// Before negotiation only qmp_capabilities exists; QEMU then rewrites
+	// the CommandNotFound message into a hint. After it, qmp_capabilities
+	// no longer exists, with its own message.
+	var cmd *command
+	switch {
+	case !negotiated && req.command != "qmp_capabilities":
+		c.reply(req.id, nil, &qmpError{classCommandNotFound, "Expecting capabilities negotiation with 'qmp_capabilities'"})
+		return
+	case negotiated && req.command == "qmp_capabilities":
+		c.reply(req.id, nil, &qmpError{classCommandNotFound, "Capabilities negotiation is already complete, command ignored"})
+		return
+	default:
+		cmd = findCommand(req.command)
+	}
+	if cmd == nil {
+		c.reply(req.id, nil, &qmpError{classCommandNotFound, fmt.Sprintf("The command %s has not been found", req.command)})
+		return
+	}
+	if req.oob {
+		// None of our commands may jump the queue.
+		c.reply(req.id, nil, genericError("The command %s does not support OOB", req.command))
+		return
+	}
+	for _, k := range sortedKeys(req.args) {
+		if !slices.Contains(cmd.params, k) {
+			c.reply(req.id, nil, genericError("Parameter '%s' is unexpected", k))
+			return
+		}
+	}
+
+	cl := &call{s: s, c: c, args: req.args}
+	s.cmdMu.Lock()
+	ret, qerr := cmd.run(cl)
+	s.cmdMu.Unlock()
+
+	flushed := c.reply(req.id, ret, qerr)
+	if cmd.name == "qmp_capabilities" && qerr == nil {
+		// Only now may events flow: they must follow the reply, and never
+		// share its write (go-qemu reads the reply with a buffering
+		// decoder and would swallow whatever came with it).
+		c.mu.Lock()
+		c.negotiated = true
+		c.mu.Unlock()
+	}
+	if cl.afterReply != nil {
+		c.wait(flushed, quitFlushTimeout)
+		cl.afterReply()
+	}
+}
+
+func sortedKeys(m map[string]json.RawMessage) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+var empty = struct{}{}
+
+func (cl *call) capabilities() (any, *qmpError) {
+	raw, ok := cl.args["enable"]
+	if !ok {
+		return empty, nil
+	}
+	var caps []json.RawMessage
+	if raw[0] != '[' || json.Unmarshal(raw, &caps) != nil {
+		return nil, genericError("Invalid parameter type for 'enable', expected: array")
+	}
+	oob := false
+	for i, c := range caps {
+		var s string
+		if c[0] != '"' || json.Unmarshal(c, &s) != nil {
+			return nil, genericError("Invalid parameter type for 'enable[%d]', expected: string", i)
+		}
+		if s != "oob" {
+			return nil, genericError("Parameter 'enable[%d]' does not accept value '%s'", i, s)
+		}
+		oob = true
+	}
+	cl.c.oob = oob
+	return empty, nil
+}
+
+type commandInfo struct {
+	Name string `json:"name"`
+}
+
+func (cl *call) queryCommands() (any, *qmpError) {
+	out := make([]commandInfo, len(commands))
+	for i, c := range commands {
+		out[i] = commandInfo{c.name}
+	}
+	return out, nil
+}
+
+func (cl *call) queryVersion() (any, *qmpError) { return ourVersion, nil }
+
+// statusInfo is QEMU 7.2's StatusInfo. singlestep is gone from QEMU 8.1
+// on, but 7.2 clients (go-qemu's StatusInfo) still expect it.
+type statusInfo struct {
+	Status     string `json:"status"`
+	Singlestep bool   `json:"singlestep"`
+	Running    bool   `json:"running"`
+}
+
+func (cl *call) queryStatus() (any, *qmpError) {
+	st := cl.s.m.Status()
+	name := st.Status
+	if name == "" {
+		name = "paused"
+		if st.Running {
+			name = "running"
+		}
+	}
+	return statusInfo{Status: name, Running: st.Running}, nil
+}
+
+type kvmInfo struct {
+	Enabled bool `json:"enabled"`
+	Present bool `json:"present"`
+}
+
+// queryKVM: present means "this VMM can use KVM", which govmm always can;
+// enabled is whether this VM does.
+func (cl *call) queryKVM() (any, *qmpError) {
+	return kvmInfo{Enabled: cl.s.m.KVMEnabled(), Present: true}, nil
+}
+
+type cpuProps struct {
+	CoreID   int `json:"core-id"`
+	ThreadID int `json:"thread-id"`
+	SocketID int `json:"socket-id"`
+}
+
+// propsOf places vCPUs as cores of one socket, one thread each, which is
+// how QEMU 7.2 lays out "-smp N" and how govmm describes them to the guest.
+func propsOf(cpu CPU) cpuProps { return cpuProps{CoreID: cpu.Index} }
+
+// qomPath follows QEMU's naming so clients that parse it keep working.
+func qomPath(cpu CPU) string { return fmt.Sprintf("/machine/unattached/device[%d]", cpu.Index) }
+
+type cpuInfoFast struct {
+	CPUIndex int      `json:"cpu-index"`
+	QOMPath  string   `json:"qom-path"`
+	ThreadID int      `json:"thread-id"`
+	Props    cpuProps `json:"props"`
+	Target   string   `json:"target"`
+}
+
+func (cl *call) queryCPUsFast() (any, *qmpError) {
+	cpus := cl.s.m.CPUs()
+	out := make([]cpuInfoFast, len(cpus))
+	for i, cpu := range cpus {
+		out[i] = cpuInfoFast{CPUIndex: cpu.Index, QOMPath: qomPath(cpu), ThreadID: cpu.ThreadID, Props: propsOf(cpu), Target: "x86_64"}
+	}
+	return out, nil
+}
+
+// cpuInfo is the x86 branch of the CpuInfo union that query-cpus returned
+// until QEMU 6.2 removed it; go-qemu's Domain.CPUs still calls it.
+type cpuInfo struct {
+	Arch     string   `json:"arch"`
+	CPU      int      `json:"CPU"`
+	Current  bool     `json:"current"`
+	Halted   bool     `json:"halted"`
+	QOMPath  string   `json:"qom_path"`
+	ThreadID int      `json:"thread_id"`
+	Props    cpuProps `json:"props"`
+	PC       int64    `json:"pc"` // QAPI int is signed: a kernel RIP goes out negative
+}
+
+func (cl *call) queryCPUs() (any, *qmpError) {
+	cpus := cl.s.m.CPUs()
+	out := make([]cpuInfo, len(cpus))
+	for i, cpu := range cpus {
+		out[i] = cpuInfo{
+			Arch:     "x86",
+			CPU:      cpu.Index,
+			Current:  i == 0, // the monitor's current CPU defaults to the first
+			Halted:   cpu.Halted,
+			QOMPath:  qomPath(cpu),
+			ThreadID: cpu.ThreadID,
+			Props:    propsOf(cpu),
+			PC:       int64(cpu.PC),
+		}
+	}
+	return out, nil
+}
+
+// queryExitStats is ours: the exit table as JSON. It is marshaled here so
+// that a table that cannot be marshaled is an error reply, not a lost one.
+func (cl *call) queryExitStats() (any, *qmpError) {
+	v := cl.s.m.ExitStats()
+	if v == nil {
+		return empty, nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, genericError("query-exit-stats: %v", err)
+	}
+	return json.RawMessage(b), nil
+}
+
+// The state-changing commands emit their events before returning, so the
+// events precede the reply, which is the order QEMU 7.2 produces.
+
+// stop: QEMU emits STOP only when the VM was running.
+func (cl *call) stop() (any, *qmpError) {
+	wasRunning := cl.s.m.Status().Running
+	if err := cl.s.m.Stop(); err != nil {
+		return nil, genericError("%v", err)
+	}
+	if wasRunning {
+		cl.s.Emit("STOP", nil)
+	}
+	return empty, nil
+}
+
+// cont: QEMU emits RESUME only when the VM was not already running.
+func (cl *call) cont() (any, *qmpError) {
+	wasRunning := cl.s.m.Status().Running
+	if err := cl.s.m.Cont(); err != nil {
+		return nil, genericError("%v", err)
+	}
+	if !wasRunning {
+		cl.s.Emit("RESUME", nil)
+	}
+	return empty, nil
+}
+
+// systemPowerdown: QEMU emits POWERDOWN whatever the run state, even on a
+// -S machine that has never run.
+func (cl *call) systemPowerdown() (any, *qmpError) {
+	if err := cl.s.m.Powerdown(); err != nil {
+		return nil, genericError("%v", err)
+	}
+	cl.s.Emit("POWERDOWN", nil)
+	return empty, nil
+}
+
+// shutdownData is the data of RESET and SHUTDOWN events (QEMU's
+// ShutdownCause names).
+type shutdownData struct {
+	Guest  bool   `json:"guest"`
+	Reason string `json:"reason"`
+}
+
+func (cl *call) systemReset() (any, *qmpError) {
+	if err := cl.s.m.Reset(); err != nil {
+		return nil, genericError("%v", err)
+	}
+	cl.s.Emit("RESET", shutdownData{Guest: false, Reason: "host-qmp-system-reset"})
+	return empty, nil
+}
+
+// quit: QEMU 7.2 sends SHUTDOWN, then the reply, then goes away. The
+// machine is ended on its own goroutine after the reply is out, so that
+// Quit may tear down this server (Close, waiting for Serve) without
+// deadlocking against the connection goroutine that called it.
+func (cl *call) quit() (any, *qmpError) {
+	cl.s.Emit("SHUTDOWN", shutdownData{Guest: false, Reason: "host-qmp-quit"})
+	s := cl.s
+	cl.afterReply = func() { s.quitOnce.Do(func() { go s.m.Quit() }) }
+	return empty, nil
+}

@@ -1,0 +1,64 @@
+package qmp
+
+// Machine is what the QMP server controls; the VMM implements it. Every
+// method may be called from the server's connection goroutines, several at
+// once when several clients are connected, so implementations must be safe
+// for concurrent use. The server serializes commands among themselves (as
+// QEMU's main loop does), but not against the VMM's own goroutines.
+//
+// The server emits the events that QEMU emits for a QMP command (STOP after
+// stop, RESUME after cont, POWERDOWN, RESET, SHUTDOWN after quit); a
+// Machine must not emit those again for QMP-initiated actions. It calls
+// Server.Emit only for what the guest or the host did on its own (a guest
+// reboot, a guest power-off, a signal).
+type Machine interface {
+	// Status is the VM's run state in QEMU's RunState words.
+	Status() Status
+	// Stop pauses all vCPUs (QMP stop). Stopping a stopped VM is not an error.
+	Stop() error
+	// Cont resumes the vCPUs (QMP cont). Its error, if any, reaches the
+	// client as a GenericError; QEMU refuses cont after a guest shutdown
+	// with "Resetting the Virtual Machine is required".
+	Cont() error
+	// Powerdown asks the guest to power off (ACPI power button).
+	Powerdown() error
+	// Reset resets the VM (QMP system_reset).
+	Reset() error
+	// Quit ends the VM. The server calls it at most once, on a goroutine
+	// of its own, once the SHUTDOWN event and the {"return": {}} reply
+	// have been written (or the client has gone, or 2 s have passed), so
+	// Quit may call Server.Close and wait for Server.Serve to return. The
+	// server does not close itself: ending the VM is the VMM's call.
+	Quit()
+	// CPUs describes every vCPU, in index order.
+	CPUs() []CPU
+	// ExitStats is the JSON-marshalable table that our own command
+	// query-exit-stats returns.
+	ExitStats() any
+	// KVMEnabled reports whether the VM runs under KVM (query-kvm).
+	KVMEnabled() bool
+}
+
+// Status is the VM's run state.
+type Status struct {
+	// Running is true while the vCPUs are allowed to run.
+	Running bool
+	// Status is a QEMU RunState name: "running", "paused", "prelaunch",
+	// "shutdown", "guest-panicked", "internal-error", ... Clients such as
+	// go-qemu reject names outside QEMU's enum, so stick to those. When
+	// empty, the server derives "running" or "paused" from Running.
+	Status string
+}
+
+// CPU describes one vCPU.
+type CPU struct {
+	// Index is the vCPU's index, 0-based (QEMU's cpu-index).
+	Index int
+	// ThreadID is the host thread (TID) that runs the vCPU.
+	ThreadID int
+	// PC is the guest RIP as last seen. query-cpus sends it as a signed
+	// 64-bit number, as QEMU did, so a kernel address is negative.
+	PC uint64
+	// Halted is true while the vCPU waits in HLT.
+	Halted bool
+}
