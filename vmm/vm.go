@@ -32,16 +32,17 @@ const (
 // Outcome is how a VM run ended.
 type Outcome struct {
 	Reason vcpu.StopReason
-	VCPU   int   // the vCPU that ended it, -1 when the host did
+	VCPU   int   // the vCPU whose exit ended it, -1 for a device or the host
+	ByHost bool  // the host ended it (signal, QMP), not the guest
 	Err    error // set for crashes
 }
 
 // GuestRequested reports whether the guest itself asked to stop (reboot,
-// power-off, or a halt in a raw guest): a clean end for the command line.
+// power-off, or a halt in a raw guest).
 func (o Outcome) GuestRequested() bool {
 	switch o.Reason {
 	case vcpu.Reset, vcpu.PowerOff, vcpu.Halted:
-		return o.Err == nil
+		return o.Err == nil && !o.ByHost
 	}
 	return false
 }
@@ -56,6 +57,7 @@ type VM struct {
 	kcpus []*kvm.VCPU
 
 	IOBus, MMIOBus *devices.Bus
+	pci            *pciDevices // PCI host bridge and virtio devices; nil for raw guests
 	serial         *devices.Serial
 	stats          *exitstats.Registry // nil when statistics are off
 
@@ -214,6 +216,9 @@ func (v *VM) addDevices(irqchip bool) error {
 			return fmt.Errorf("register %s: %w", d.name, err)
 		}
 	}
+	if irqchip {
+		return v.addPCI() // pci.go
+	}
 	return nil
 }
 
@@ -283,7 +288,7 @@ func (v *VM) Run() Outcome {
 
 // Stop ends the VM from the host side (SIGTERM, QMP quit). It does not
 // wait; Run returns once every vCPU has left the guest.
-func (v *VM) Stop() { v.end(Outcome{Reason: vcpu.Stopped, VCPU: -1}) }
+func (v *VM) Stop() { v.end(Outcome{Reason: vcpu.Stopped, VCPU: -1, ByHost: true}) }
 
 // Pause parks every vCPU outside the guest; Resume lets them go on.
 // Pausing a VM that has not started makes it start paused.
@@ -337,7 +342,8 @@ func (v *VM) end(o Outcome) {
 
 // Close releases every resource; the VM must not be running.
 func (v *VM) Close() error {
-	var errs []error
+	// Devices first: their ioeventfds are deassigned through the VM fd.
+	errs := []error{v.closePCI()}
 	for _, k := range v.kcpus {
 		errs = append(errs, k.Close())
 	}

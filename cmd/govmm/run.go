@@ -34,11 +34,19 @@ func runCommand(args []string) error {
 	exitStats := fs.Bool("exit-stats", true, "time every exit and print the exit table at shutdown")
 	syncRegs := fs.Bool("sync-regs", true, "read registers from the kvm_run page (KVM_CAP_SYNC_REGS) instead of by ioctl")
 	bootMode := fs.String("boot", "direct", "how to enter a bzImage: `direct` (govmm unpacks the payload, 64-bit entry) or protected (32-bit entry; the kernel decompresses itself)")
+	qmpAddr := fs.String("qmp", "", "serve QMP on `unix:PATH` (socket created 0600)")
+	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics on http://`HOST:PORT`/metrics")
 	statsJSON := fs.String("exit-stats-json", "", "write the final exit table as JSON to `FILE`")
 	haltPoll := fs.String("halt-poll-ns", "", "per-VM halt polling window in `ns` (KVM_CAP_HALT_POLL); default: the kvm module's")
 	hltPass := fs.Bool("hlt-passthrough", false, "let the guest run HLT and PAUSE without exiting (KVM_CAP_X86_DISABLE_EXITS); an idle vCPU then burns 100% of a host CPU")
 	pvHaltPoll := fs.Bool("pv-haltpoll", false, "advertise KVM_FEATURE_POLL_CONTROL so the guest's cpuidle-haltpoll driver polls before halting")
 	affinity := fs.String("cpu-affinity", "", "pin vCPU threads: `LIST` of host CPUs, vCPU i on LIST[i % len] (e.g. 0,1)")
+	// virtio-pci devices and their fast paths (disk.go).
+	var disks diskFlags
+	fs.Var(&disks, "disk", "a virtio-blk disk: raw image `path[,ro]` (repeatable)")
+	rng := fs.Bool("rng", false, "a virtio-rng entropy device")
+	noIOEventFD := fs.Bool("no-ioeventfd", false, "virtqueue notifications exit to govmm (MMIO) instead of signalling an ioeventfd in the kernel")
+	noIRQFD := fs.Bool("no-irqfd", false, "send virtio interrupts with the KVM_SIGNAL_MSI ioctl instead of an irqfd write")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(os.Stdout)
@@ -88,12 +96,33 @@ func runCommand(args []string) error {
 		CPUs: *smp, MemSize: memSize,
 		Console:   os.Stdout,
 		ExitStats: *exitStats, SyncRegs: *syncRegs,
+		Disks: disks, RNG: *rng, NoIOEventFD: *noIOEventFD, NoIRQFD: *noIRQFD,
 	}
 	vm, err := vmm.New(cfg)
 	if err != nil {
 		return err
 	}
 	defer vm.Close()
+
+	if *qmpAddr != "" {
+		path, ok := strings.CutPrefix(*qmpAddr, "unix:")
+		if !ok || path == "" {
+			return fmt.Errorf("--qmp %q: want unix:PATH", *qmpAddr)
+		}
+		stop, err := vm.ServeQMP(path)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	if *metricsAddr != "" {
+		addr, stop, err := vm.ServeMetrics(*metricsAddr)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		fmt.Fprintf(os.Stderr, "govmm: metrics on http://%s/metrics\n", addr)
+	}
 
 	term := makeRaw(os.Stdin)
 	defer term.restore()
@@ -113,26 +142,31 @@ func runCommand(args []string) error {
 	out := vm.Run()
 	term.restore()
 	report(os.Stderr, vm, out, signalled)
-	if *exitStats {
-		fmt.Fprintln(os.Stderr)
-		vm.Stats().WriteTable(os.Stderr)
-	}
-	if *statsJSON != "" {
-		if err := writeJSON(*statsJSON, vm.Stats()); err != nil {
-			fmt.Fprintf(os.Stderr, "govmm: --exit-stats-json: %v\n", err)
-			return exitCode(1)
+	if *exitStats || *statsJSON != "" {
+		table := vm.ExitTable()
+		if *exitStats {
+			fmt.Fprintln(os.Stderr)
+			table.User.WriteTable(os.Stderr)
+			if table.Kernel != nil {
+				fmt.Fprintln(os.Stderr)
+				table.Kernel.WriteTable(os.Stderr)
+			}
+			vm.WriteVirtioTable(os.Stderr)
+		}
+		if *statsJSON != "" {
+			if err := writeJSON(*statsJSON, table); err != nil {
+				fmt.Fprintf(os.Stderr, "govmm: --exit-stats-json: %v\n", err)
+				return exitCode(1)
+			}
 		}
 	}
-	switch {
-	case out.Err != nil:
+	// The guest powering off or rebooting, a signal and a QMP quit are
+	// all clean ends; a crash is not.
+	if out.Err != nil {
 		fmt.Fprintf(os.Stderr, "govmm: %v\n", out.Err)
 		return exitCode(1)
-	case out.GuestRequested(), signalled != nil:
-		return nil
-	default:
-		fmt.Fprintf(os.Stderr, "govmm: guest stopped: %s\n", out.Reason)
-		return exitCode(1)
 	}
+	return nil
 }
 
 func report(w io.Writer, vm *vmm.VM, out vmm.Outcome, sig os.Signal) {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -40,13 +42,20 @@ func statCommand(args []string) error {
 	return exitstats.WriteDiff(os.Stdout, a, b)
 }
 
+// readTable reads the user-space half of a table saved with
+// --exit-stats-json.
 func readTable(path string) (exitstats.Snapshot, error) {
-	f, err := os.Open(path)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return exitstats.Snapshot{}, err
 	}
-	defer f.Close()
-	s, err := exitstats.ReadJSON(f)
+	var saved struct {
+		User json.RawMessage `json:"user"`
+	}
+	if err := json.Unmarshal(b, &saved); err != nil || saved.User == nil {
+		return exitstats.Snapshot{}, fmt.Errorf("%s: not a table saved by govmm run --exit-stats-json", path)
+	}
+	s, err := exitstats.ReadJSON(bytes.NewReader(saved.User))
 	if err != nil {
 		return s, fmt.Errorf("%s: %w", path, err)
 	}

@@ -1,0 +1,163 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"sync"
+
+	"github.com/govmm/govmm/exitstats"
+	"github.com/govmm/govmm/vcpu"
+	"github.com/govmm/govmm/vmm/qmp"
+)
+
+// ExitTable is the whole exit table of a running VM: the exits user space
+// handled and KVM's own counters. QMP's query-exit-stats returns it and
+// `govmm stat` reads it.
+type ExitTable struct {
+	User   exitstats.Snapshot        `json:"user"`
+	Kernel *exitstats.KernelSnapshot `json:"kernel,omitempty"`
+}
+
+// control adapts a VM to the QMP server (qmp.Machine).
+type control struct {
+	vm     *VM
+	kstats *exitstats.KernelStats // nil where the kernel has no stats fd
+
+	mu    sync.Mutex
+	cause string // QEMU ShutdownCause of a host-side end, set before it
+	srv   *qmp.Server
+}
+
+// ServeQMP serves the QEMU Machine Protocol on a unix socket at path
+// (created 0600). It returns a function that stops serving.
+func (v *VM) ServeQMP(path string) (func() error, error) {
+	c := &control{vm: v}
+	ks, err := v.openKernelStats()
+	if err != nil && !errors.Is(err, errNoStatsFD) {
+		return nil, err
+	}
+	c.kstats = ks
+	srv, err := qmp.Listen(path, c)
+	if err != nil {
+		ks.Close()
+		return nil, fmt.Errorf("QMP socket: %w", err)
+	}
+	c.srv = srv
+	go func() {
+		if err := srv.Serve(); err != nil {
+			log.Printf("QMP: %v", err)
+		}
+	}()
+	go c.emitShutdown()
+	return func() error {
+		return errors.Join(srv.Close(), ks.Close())
+	}, nil
+}
+
+// emitShutdown tells QMP clients how the VM ended, in QEMU's words, unless
+// a QMP command ended it and the server has said so already.
+func (c *control) emitShutdown() {
+	<-c.vm.ended
+	c.mu.Lock()
+	cause := c.cause
+	c.mu.Unlock()
+	if cause == "host-qmp-quit" {
+		return // the server sent SHUTDOWN before its reply to quit
+	}
+	o := c.vm.outcome
+	guest := o.VCPU >= 0 || !o.ByHost
+	if cause == "" {
+		switch o.Reason {
+		case vcpu.PowerOff:
+			cause = "guest-shutdown"
+		case vcpu.Reset, vcpu.Shutdown:
+			cause = "guest-reset"
+		case vcpu.Crashed:
+			cause = "guest-panic"
+		default:
+			cause = "host-signal"
+		}
+	}
+	c.srv.Emit("SHUTDOWN", map[string]any{"guest": guest, "reason": cause})
+}
+
+// endByHost ends the VM for a QMP command, remembering its cause.
+func (c *control) endByHost(reason vcpu.StopReason, cause string) {
+	c.mu.Lock()
+	if c.cause == "" {
+		c.cause = cause
+	}
+	c.mu.Unlock()
+	c.vm.end(Outcome{Reason: reason, VCPU: -1, ByHost: true})
+}
+
+func (c *control) Status() qmp.Status {
+	s := c.vm.Status()
+	return qmp.Status{Running: s == "running", Status: s}
+}
+
+func (c *control) Stop() error {
+	c.vm.Pause()
+	return nil
+}
+
+func (c *control) Cont() error {
+	if c.vm.Status() == "shutdown" {
+		return errors.New("Resetting the Virtual Machine is required")
+	}
+	c.vm.Resume()
+	return nil
+}
+
+// Powerdown ends the VM as a power-off. govmm has no ACPI power button
+// yet, so the guest is not asked first: it is like holding the button.
+func (c *control) Powerdown() error {
+	c.endByHost(vcpu.PowerOff, "host-qmp-system-powerdown")
+	return nil
+}
+
+// Reset ends the VM as a reboot does: govmm does not restart a guest in
+// place (as QEMU with -no-reboot).
+func (c *control) Reset() error {
+	c.endByHost(vcpu.Reset, "host-qmp-system-reset")
+	return nil
+}
+
+func (c *control) Quit() { c.endByHost(vcpu.Stopped, "host-qmp-quit") }
+
+func (c *control) CPUs() []qmp.CPU {
+	var out []qmp.CPU
+	for _, v := range c.vm.vcpus {
+		// Halted would need KVM_GET_MP_STATE, which waits for a vCPU
+		// inside KVM_RUN: not worth stalling a query for.
+		out = append(out, qmp.CPU{Index: v.ID(), ThreadID: v.ThreadID(), PC: v.PC()})
+	}
+	return out
+}
+
+func (c *control) ExitStats() any { return c.vm.exitTable(c.kstats) }
+
+// exitTable reads both halves of the table; ks may be nil.
+func (v *VM) exitTable(ks *exitstats.KernelStats) ExitTable {
+	t := ExitTable{User: v.Stats()}
+	if ks != nil {
+		if snap, err := ks.Snapshot(); err == nil {
+			t.Kernel = &snap
+		}
+	}
+	return t
+}
+
+// ExitTable returns the exit table with KVM's counters beside it (opening
+// the stats fds for this one reading).
+func (v *VM) ExitTable() ExitTable {
+	ks, err := v.openKernelStats()
+	if err != nil {
+		return ExitTable{User: v.Stats()}
+	}
+	defer ks.Close()
+	return v.exitTable(ks)
+}
+
+func (c *control) KVMEnabled() bool { return true }
