@@ -13,7 +13,8 @@ const usage = `usage: govmm <command> [flags]
 
 commands:
   run     boot a guest (govmm run --help for flags)
-  stat    compare saved exit tables (govmm stat --diff A.json B.json)
+  stat    live exit rates of a running VM (govmm stat --qmp unix:PATH),
+          or compare saved exit tables (govmm stat --diff A.json B.json)
 `
 
 func main() {

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
+	"time"
 
 	"github.com/govmm/govmm/exitstats"
 )
@@ -17,15 +19,28 @@ func statCommand(args []string) error {
 	fs := flag.NewFlagSet("govmm stat", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	diff := fs.Bool("diff", false, "compare two tables saved with --exit-stats-json: govmm stat --diff A.json B.json")
+	qmpAddr := fs.String("qmp", "", "live view of the govmm serving QMP at `unix:PATH`")
+	once := fs.Bool("once", false, "with --qmp: print one snapshot (rates over one interval) and exit")
+	interval := fs.Duration("interval", time.Second, "with --qmp: refresh interval")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Println("usage: govmm stat --diff A.json B.json")
+			fmt.Println("usage: govmm stat --qmp unix:PATH [--once] [--interval 1s]\n       govmm stat --diff A.json B.json")
 			return nil
 		}
 		return err
 	}
+	if *qmpAddr != "" {
+		path, ok := strings.CutPrefix(*qmpAddr, "unix:")
+		if !ok || path == "" {
+			return fmt.Errorf("stat --qmp %q: want unix:PATH", *qmpAddr)
+		}
+		if *interval < 10*time.Millisecond {
+			return fmt.Errorf("stat --interval %v: too short", *interval)
+		}
+		return liveView(os.Stdout, path, *interval, *once)
+	}
 	if !*diff {
-		return fmt.Errorf("stat: nothing to do (try --diff A.json B.json)")
+		return fmt.Errorf("stat: nothing to do (try --qmp unix:PATH or --diff A.json B.json)")
 	}
 	if fs.NArg() != 2 {
 		return fmt.Errorf("stat --diff: want two saved tables, got %d arguments", fs.NArg())

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/govmm/govmm/exitstats"
+	"github.com/govmm/govmm/kvm"
+	"github.com/govmm/govmm/vmm"
+	"github.com/govmm/govmm/vmm/qmp"
+)
+
+// sample is one reading of a running VM's exit table.
+type sample struct {
+	at    time.Time
+	table vmm.ExitTable
+}
+
+func readSample(c *qmp.Client) (sample, error) {
+	s := sample{at: time.Now()}
+	err := c.Execute("query-exit-stats", nil, &s.table)
+	return s, err
+}
+
+// liveRow is one line of the live view.
+type liveRow struct {
+	name  string
+	rate  float64 // per second
+	share float64 // percent of wall time (summed over vCPUs)
+	avgUs float64 // mean handling time in this interval
+}
+
+// userRates derives per-second rates and time shares from two readings of
+// the user-space table (all vCPUs together), TIMEINGUEST included.
+func userRates(a, b sample) []liveRow {
+	dt := b.at.Sub(a.at).Seconds()
+	ta, tb := a.table.User.Total(), b.table.User.Total()
+	var rows []liveRow
+	add := func(name string, sa, sb exitstats.Stats) {
+		n := float64(sb.Count) - float64(sa.Count)
+		if n <= 0 {
+			return
+		}
+		ns := float64(sb.Sum) - float64(sa.Sum)
+		rows = append(rows, liveRow{name: name, rate: n / dt, share: ns / (dt * 1e9) * 100, avgUs: ns / n / 1e3})
+	}
+	for _, r := range tb.Rows {
+		prev, _ := ta.Row(r.Name)
+		add(r.Name, prev, r.Stats)
+	}
+	add(exitstats.GuestName, ta.Guest, tb.Guest)
+	sort.Slice(rows, func(i, j int) bool { return rows[i].share > rows[j].share })
+	return rows
+}
+
+// kernelRates derives per-second rates of KVM's cumulative counters,
+// summed over vCPUs; counters in seconds become a share of wall time.
+func kernelRates(a, b sample) []liveRow {
+	if a.table.Kernel == nil || b.table.Kernel == nil {
+		return nil
+	}
+	dt := b.at.Sub(a.at).Seconds()
+	prev := map[string]float64{}
+	for _, v := range a.table.Kernel.VCPUs {
+		for _, s := range v.Stats {
+			if s.Type == kvm.StatCumulative {
+				prev[s.Name] += float64(s.Value())
+			}
+		}
+	}
+	cur := map[string]float64{}
+	scale := map[string]float64{}
+	for _, v := range b.table.Kernel.VCPUs {
+		for _, s := range v.Stats {
+			if s.Type == kvm.StatCumulative {
+				cur[s.Name] += float64(s.Value())
+				scale[s.Name] = s.Scale()
+				if s.Unit != kvm.UnitSeconds {
+					scale[s.Name] = 0
+				}
+			}
+		}
+	}
+	var rows []liveRow
+	for name, v := range cur {
+		d := v - prev[name]
+		if d <= 0 {
+			continue
+		}
+		r := liveRow{name: name, rate: d / dt}
+		if scale[name] > 0 {
+			r.share, r.rate = d*scale[name]/dt*100, 0
+		}
+		rows = append(rows, r)
+	}
+	sort.Slice(rows, func(i, j int) bool {
+		if rows[i].share != rows[j].share {
+			return rows[i].share > rows[j].share
+		}
+		return rows[i].rate > rows[j].rate
+	})
+	return rows
+}
+
+// writeLive prints one frame of the live view.
+func writeLive(w io.Writer, title string, a, b sample) error {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%s  (%.1f s interval)\n\n", title, b.at.Sub(a.at).Seconds())
+	tw := tabwriter.NewWriter(&sb, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "user-space exit\texits/s\tavg(us)\t%%time\t\n")
+	user := userRates(a, b)
+	for _, r := range user {
+		fmt.Fprintf(tw, "%s\t%.0f\t%.3f\t%.2f\t\n", r.name, r.rate, r.avgUs, r.share)
+	}
+	if len(user) == 0 {
+		fmt.Fprintf(tw, "(none: every exit stayed in KVM)\t\t\t\t\n")
+	}
+	tw.Flush()
+	if k := kernelRates(a, b); len(k) > 0 {
+		sb.WriteString("\n")
+		tw = tabwriter.NewWriter(&sb, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintf(tw, "in-kernel (KVM stats)\tper s\t%%time\t\n")
+		for _, r := range k {
+			rate, share := fmt.Sprintf("%.0f", r.rate), ""
+			if r.share > 0 {
+				rate, share = "", fmt.Sprintf("%.2f", r.share)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t\n", r.name, rate, share)
+		}
+		tw.Flush()
+	}
+	_, err := io.WriteString(w, sb.String())
+	return err
+}
+
+// liveView polls a running govmm over QMP and redraws every interval;
+// with once it prints a single frame after one interval.
+func liveView(w io.Writer, path string, interval time.Duration, once bool) error {
+	c, err := qmp.Dial(path, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	prev, err := readSample(c)
+	if err != nil {
+		return err
+	}
+	for {
+		time.Sleep(interval)
+		cur, err := readSample(c)
+		if err != nil {
+			return err
+		}
+		if !once {
+			io.WriteString(w, "\x1b[H\x1b[2J") // home and clear, as kvm_stat
+		}
+		if err := writeLive(w, "govmm stat "+path, prev, cur); err != nil {
+			return err
+		}
+		if once {
+			return nil
+		}
+		prev = cur
+	}
+}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/govmm/govmm/vmm"
+	"github.com/govmm/govmm/vmm/qmp"
+)
+
+// kernelExits is KVM's own exit count over all vCPUs.
+func kernelExits(t *testing.T, c *qmp.Client) uint64 {
+	t.Helper()
+	var table vmm.ExitTable
+	if err := c.Execute("query-exit-stats", nil, &table); err != nil {
+		t.Fatal(err)
+	}
+	if table.Kernel == nil {
+		t.Skip("this kernel has no KVM stats fd: cannot watch exits")
+	}
+	n, ok := table.Kernel.VCPUTotal("exits")
+	if !ok {
+		t.Skip("KVM stats have no exits counter")
+	}
+	return n
+}
+
+func status(t *testing.T, c *qmp.Client) string {
+	t.Helper()
+	var s struct {
+		Status  string `json:"status"`
+		Running bool   `json:"running"`
+	}
+	if err := c.Execute("query-status", nil, &s); err != nil {
+		t.Fatal(err)
+	}
+	return s.Status
+}
+
+// Pausing a running Linux guest over QMP stops its vCPUs (KVM's exit count
+// stops), cont resumes them, system_powerdown ends govmm with status 0;
+// the live view reads the same socket.
+func TestQMPPauseResumePowerdown(t *testing.T) {
+	kernel := needGuest(t)
+	sock := filepath.Join(t.TempDir(), "qmp.sock")
+	cmd := exec.Command(govmmBin, "run", "--kernel", kernel, "--initrd", initramfs, "--smp", "2",
+		"--qmp", "unix:"+sock, "--append", "console=ttyS0 reboot=k panic=-1 quiet govmm.run=sem_test,10000000,2000")
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	var c *qmp.Client
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var err error
+		if c, err = qmp.Dial(sock, time.Second); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no QMP socket: %v\n%s", err, stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	defer c.Close()
+	time.Sleep(500 * time.Millisecond) // let the guest boot and start sem_test, which exits all the time
+	if s := status(t, c); s != "running" {
+		t.Fatalf("status %q, want running", s)
+	}
+	if err := c.Execute("stop", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if s := status(t, c); s != "paused" {
+		t.Fatalf("status after stop %q, want paused", s)
+	}
+	e1 := kernelExits(t, c)
+	time.Sleep(300 * time.Millisecond)
+	if e2 := kernelExits(t, c); e2 != e1 {
+		t.Errorf("paused vCPUs made %d exits in 300 ms", e2-e1)
+	}
+	if err := c.Execute("cont", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if s := status(t, c); s != "running" {
+		t.Fatalf("status after cont %q, want running", s)
+	}
+	e3 := kernelExits(t, c)
+	time.Sleep(300 * time.Millisecond)
+	if e4 := kernelExits(t, c); e4 <= e3 {
+		t.Errorf("no exits in 300 ms after cont (%d -> %d)", e3, e4)
+	}
+	live, err := exec.Command(govmmBin, "stat", "--qmp", "unix:"+sock, "--once", "--interval", "200ms").CombinedOutput()
+	if err != nil || !strings.Contains(string(live), "exits") {
+		t.Errorf("govmm stat --once: %v\n%s", err, live)
+	}
+	var events []string
+	if err := c.Execute("system_powerdown", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range c.Events {
+		events = append(events, e.Name)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("govmm after system_powerdown: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("govmm still running 5 s after system_powerdown")
+	}
+	want := []string{"STOP", "RESUME", "POWERDOWN"}
+	if strings.Join(events, ",") != strings.Join(want, ",") {
+		t.Errorf("events %v, want %v", events, want)
+	}
+}
