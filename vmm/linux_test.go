@@ -179,3 +179,26 @@ func TestProtectedModeBootRunsDecompressor(t *testing.T) {
 		t.Errorf("outcome %v (%v), want stopped", out.Reason, out.Err)
 	}
 }
+
+// A short sem_test run in the guest: the program finishes, and its cost
+// shows in the exit tables (the hand-overs are halts and wake-ups, which
+// KVM handles itself, so they appear in its counters).
+func TestSemTestInGuest(t *testing.T) {
+	vm, out, console := bootLinux(t, "vmlinux", 2, "govmm.run=sem_test,2000,2000")
+	if out.Err != nil || out.Reason != vcpu.PowerOff {
+		t.Fatalf("guest ended %v (%v); console:\n%s", out.Reason, out.Err, console)
+	}
+	if !regexp.MustCompile(`sem_test items=2000 spin=2000 seconds=[0-9.]+`).MatchString(console) ||
+		!strings.Contains(console, "GOVMM-RESULT rc=0") {
+		t.Fatalf("sem_test did not finish; console:\n%s", console)
+	}
+	table := vm.ExitTable()
+	if table.Kernel == nil {
+		t.Skip("no KVM stats fd: cannot see the halts")
+	}
+	halts, _ := table.Kernel.VCPUTotal("halt_exits")
+	wakeups, _ := table.Kernel.VCPUTotal("halt_wakeup")
+	if halts < 2000 {
+		t.Errorf("only %d halt exits for 2000 blocking hand-overs (%d wake-ups)", halts, wakeups)
+	}
+}
