@@ -1,11 +1,13 @@
 package vmm
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log"
 	"sync"
 
+	"github.com/govmm/govmm/devices"
 	"github.com/govmm/govmm/exitstats"
 	"github.com/govmm/govmm/vcpu"
 	"github.com/govmm/govmm/vmm/qmp"
@@ -161,3 +163,42 @@ func (v *VM) ExitTable() ExitTable {
 }
 
 func (c *control) KVMEnabled() bool { return true }
+
+// Blocks lists the virtio-blk disks for query-block.
+func (c *control) Blocks() []qmp.Block {
+	var out []qmp.Block
+	for i, d := range c.vm.cfg.Disks {
+		out = append(out, qmp.Block{Device: fmt.Sprintf("virtio-blk%d", i), File: d.Path, ReadOnly: d.ReadOnly})
+	}
+	return out
+}
+
+// PCIFunctions lists bus 0 for query-pci, read from each function's
+// configuration header.
+func (c *control) PCIFunctions() []qmp.PCIFunction {
+	p := c.vm.pci
+	if p == nil {
+		return nil
+	}
+	var out []qmp.PCIFunction
+	for slot := 0; slot < devices.PCIMaxSlots; slot++ {
+		f := p.host.Function(slot)
+		if f == nil {
+			continue
+		}
+		var hdr [0x30]byte
+		for off := 0; off < len(hdr); off += 4 {
+			f.ReadConfig(uint64(off), hdr[off:off+4])
+		}
+		le := binary.LittleEndian
+		out = append(out, qmp.PCIFunction{
+			Slot:            slot,
+			Vendor:          le.Uint16(hdr[0x00:]),
+			Device:          le.Uint16(hdr[0x02:]),
+			Class:           le.Uint16(hdr[0x0a:]),
+			SubsystemVendor: le.Uint16(hdr[0x2c:]),
+			Subsystem:       le.Uint16(hdr[0x2e:]),
+		})
+	}
+	return out
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -46,8 +47,12 @@ func status(t *testing.T, c *qmp.Client) string {
 func TestQMPPauseResumePowerdown(t *testing.T) {
 	kernel := needGuest(t)
 	sock := filepath.Join(t.TempDir(), "qmp.sock")
+	disk := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(govmmBin, "run", "--kernel", kernel, "--initrd", initramfs, "--smp", "2",
-		"--qmp", "unix:"+sock, "--append", "console=ttyS0 reboot=k panic=-1 quiet govmm.run=sem_test,10000000,2000")
+		"--qmp", "unix:"+sock, "--disk", disk+",ro", "--append", "console=ttyS0 reboot=k panic=-1 quiet govmm.run=sem_test,10000000,2000")
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -92,6 +97,39 @@ func TestQMPPauseResumePowerdown(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if e4 := kernelExits(t, c); e4 <= e3 {
 		t.Errorf("no exits in 300 ms after cont (%d -> %d)", e3, e4)
+	}
+	var blocks []struct {
+		Device   string `json:"device"`
+		Inserted struct {
+			File     string `json:"file"`
+			ReadOnly bool   `json:"ro"`
+		} `json:"inserted"`
+	}
+	if err := c.Execute("query-block", nil, &blocks); err != nil {
+		t.Fatal(err)
+	}
+	if len(blocks) != 1 || blocks[0].Inserted.File != disk || !blocks[0].Inserted.ReadOnly {
+		t.Errorf("query-block: %+v, want the read-only disk %s", blocks, disk)
+	}
+	var buses []struct {
+		Devices []struct {
+			ID struct {
+				Vendor int `json:"vendor"`
+				Device int `json:"device"`
+			} `json:"id"`
+		} `json:"devices"`
+	}
+	if err := c.Execute("query-pci", nil, &buses); err != nil {
+		t.Fatal(err)
+	}
+	foundBlk := false
+	for _, b := range buses {
+		for _, d := range b.Devices {
+			foundBlk = foundBlk || d.ID.Vendor == 0x1af4 && d.ID.Device == 0x1042
+		}
+	}
+	if !foundBlk {
+		t.Errorf("query-pci lists no virtio-blk (1af4:1042): %+v", buses)
 	}
 	live, err := exec.Command(govmmBin, "stat", "--qmp", "unix:"+sock, "--once", "--interval", "200ms").CombinedOutput()
 	if err != nil || !strings.Contains(string(live), "exits") {

@@ -35,8 +35,8 @@ func init() {
 		{name: "query-kvm", run: (*call).queryKVM},
 		{name: "query-cpus-fast", run: (*call).queryCPUsFast},
 		{name: "query-cpus", run: (*call).queryCPUs},
-		{name: "query-block", run: func(*call) (any, *qmpError) { return []struct{}{}, nil }},
-		{name: "query-pci", run: func(*call) (any, *qmpError) { return []struct{}{}, nil }},
+		{name: "query-block", run: (*call).queryBlock},
+		{name: "query-pci", run: (*call).queryPCI},
 		{name: "query-exit-stats", run: (*call).queryExitStats},
 		{name: "stop", run: (*call).stop},
 		{name: "cont", run: (*call).cont},
@@ -350,4 +350,49 @@ func (cl *call) quit() (any, *qmpError) {
 	s := cl.s
 	cl.afterReply = func() { s.quitOnce.Do(func() { go s.m.Quit() }) }
 	return empty, nil
+}
+
+// queryBlock answers in QEMU 7.2's BlockInfo shape, with the fields
+// go-qemu's BlockDevice reads.
+func (c *call) queryBlock() (any, *qmpError) {
+	out := []map[string]any{}
+	bl, ok := c.s.m.(BlockLister)
+	if !ok {
+		return out, nil
+	}
+	for _, b := range bl.Blocks() {
+		out = append(out, map[string]any{
+			"device": b.Device, "locked": false, "removable": false,
+			"type": "unknown", "io-status": "ok",
+			"inserted": map[string]any{
+				"file": b.File, "ro": b.ReadOnly, "drv": "raw",
+				"backing_file_depth": 0, "encrypted": false,
+				"detect_zeroes": "off", "cache": map[string]any{"writeback": true, "direct": false, "no-flush": false},
+				"bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0, "iops_rd": 0, "iops_wr": 0,
+				"write_threshold": 0, "node-name": b.Device,
+			},
+		})
+	}
+	return out, nil
+}
+
+// queryPCI answers in QEMU 7.2's PciInfo shape: one bus, its functions.
+func (c *call) queryPCI() (any, *qmpError) {
+	pl, ok := c.s.m.(PCILister)
+	if !ok {
+		return []struct{}{}, nil
+	}
+	devs := []map[string]any{}
+	for _, f := range pl.PCIFunctions() {
+		devs = append(devs, map[string]any{
+			"bus": 0, "slot": f.Slot, "function": f.Function,
+			"class_info": map[string]any{"class": f.Class},
+			"id": map[string]any{
+				"vendor": f.Vendor, "device": f.Device,
+				"subsystem-vendor": f.SubsystemVendor, "subsystem": f.Subsystem,
+			},
+			"regions": []struct{}{}, "qdev_id": f.Name,
+		})
+	}
+	return []map[string]any{{"bus": 0, "devices": devs}}, nil
 }

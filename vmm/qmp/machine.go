@@ -62,3 +62,29 @@ type CPU struct {
 	// Halted is true while the vCPU waits in HLT.
 	Halted bool
 }
+
+// Block is one disk, for query-block.
+type Block struct {
+	Device   string // the name QMP clients use for it
+	File     string // the image behind it
+	ReadOnly bool
+}
+
+// BlockLister is implemented by a Machine with disks.
+type BlockLister interface {
+	Blocks() []Block
+}
+
+// PCIFunction is one function on PCI bus 0, for query-pci.
+type PCIFunction struct {
+	Slot, Function             int
+	Vendor, Device             uint16
+	SubsystemVendor, Subsystem uint16
+	Class                      uint16 // base class << 8 | subclass
+	Name                       string // qdev_id
+}
+
+// PCILister is implemented by a Machine with a PCI bus.
+type PCILister interface {
+	PCIFunctions() []PCIFunction
+}
