@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/govmm/govmm/devices"
 	"github.com/govmm/govmm/guests/tiny"
+	"github.com/govmm/govmm/internal/testenv"
 	"github.com/govmm/govmm/vcpu"
 )
 
@@ -115,14 +115,4 @@ func BenchmarkPortIOExit(b *testing.B) {
 	b.Logf("median per exit over %d rounds of %d exits:%s", b.N, exitsPerRound, sb.String())
 }
 
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
+var median = testenv.Median

@@ -1,16 +1,15 @@
 package vmm
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/govmm/govmm/internal/testenv"
 	"github.com/govmm/govmm/vcpu"
 )
 
@@ -37,22 +36,7 @@ func needGuest(t *testing.T, kernel string) string {
 }
 
 // syncBuffer is a console that tests can read while the guest writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testenv.SyncBuffer
 
 // bootLinux boots kernel with the test initramfs and extra command line
 // words, and returns the VM (closed by the test's cleanup), its outcome
