@@ -23,32 +23,21 @@ import (
 // "stopped" once the VM has ended.
 var metricsStates = []string{"created", "running", "paused", "stopped"}
 
-// metricsState returns the VM's state for the gauge. It never waits for a
-// vCPU thread in the guest, so a scrape may call it at any time.
+// metricsState returns the VM's state for the gauge: Status, with
+// "created" until a vCPU thread has started. It never waits for a vCPU.
 func (v *VM) metricsState() string {
-	select {
-	case <-v.ended:
+	switch v.Status() {
+	case "shutdown":
 		return "stopped"
-	default:
-	}
-	running, paused := false, len(v.vcpus) > 0
-	for _, c := range v.vcpus {
-		if c.ThreadID() != 0 {
-			running = true
-		}
-		// Paused takes the vCPU's pause lock, which the vCPU thread holds
-		// only while parking, never on its way through an exit.
-		if !c.Paused() {
-			paused = false
-		}
-	}
-	switch {
-	case !running:
-		return "created"
-	case paused:
+	case "paused":
 		return "paused"
 	}
-	return "running"
+	for _, c := range v.vcpus {
+		if c.ThreadID() != 0 {
+			return "running"
+		}
+	}
+	return "created"
 }
 
 // errNoStatsFD means the kernel cannot report its own statistics.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -20,7 +19,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"golang.org/x/sys/unix"
 
 	"github.com/govmm/govmm/guests/tiny"
 	"github.com/govmm/govmm/kvm"
@@ -30,22 +28,14 @@ import (
 // metricsExits is how many port-I/O exits the metrics tests' guest makes.
 const metricsExits = 2000
 
-// newVM is New, retried when a setup ioctl returned EINTR: the kvm package
-// leaves EINTR to its callers, and on this host KVM_CREATE_VM can return it
-// when a Go preemption signal lands during VM creation (seen while a
-// previous run's garbage is being collected). A failed New has already
-// released everything it took, so trying again is safe.
+// newVM is New, failing the test on an error.
 func newVM(tb testing.TB, cfg Config) *VM {
 	tb.Helper()
-	for try := 1; ; try++ {
-		vm, err := New(cfg)
-		if err == nil {
-			return vm
-		}
-		if !errors.Is(err, unix.EINTR) || try == 5 {
-			tb.Fatal(err)
-		}
+	vm, err := New(cfg)
+	if err != nil {
+		tb.Fatal(err)
 	}
+	return vm
 }
 
 // ranPortLoop boots a real-mode guest doing n port-I/O exits to the test
