@@ -48,6 +48,7 @@ type Config struct {
 
 	// virtio-pci devices (Linux guests only; see pci.go).
 	Disks       []DiskConfig // virtio-blk disks, in PCI slot order
+	Nets        []NetConfig  // virtio-net interfaces on host taps, in PCI slot order (net.go)
 	RNG         bool         // a virtio-rng entropy device
 	NoIOEventFD bool         // queue notifications exit to user space instead of signalling an ioeventfd
 	NoIRQFD     bool         // interrupts by KVM_SIGNAL_MSI ioctl instead of an irqfd write
@@ -65,8 +66,13 @@ func (c *Config) Validate() error {
 		// Without an irqchip nothing could send the other vCPUs a SIPI.
 		return fmt.Errorf("a raw guest runs on exactly one vCPU, not %d", c.CPUs)
 	}
-	if c.Raw != nil && (len(c.Disks) > 0 || c.RNG) {
+	if c.Raw != nil && (len(c.Disks) > 0 || len(c.Nets) > 0 || c.RNG) {
 		return fmt.Errorf("virtio devices need a Linux guest, not a raw one")
+	}
+	for _, n := range c.Nets {
+		if err := n.validate(); err != nil {
+			return err
+		}
 	}
 	if c.CPUs < 1 {
 		return fmt.Errorf("--smp %d: need at least one vCPU", c.CPUs)

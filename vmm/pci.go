@@ -58,6 +58,9 @@ func (v *VM) addPCI() error {
 			return err
 		}
 	}
+	if err := v.addNets(); err != nil { // net.go
+		return err
+	}
 	if v.cfg.RNG {
 		if err := v.addVirtio(virtio.NewRNG()); err != nil {
 			return err

@@ -44,6 +44,8 @@ func runCommand(args []string) error {
 	// virtio-pci devices and their fast paths (disk.go).
 	var disks diskFlags
 	fs.Var(&disks, "disk", "a virtio-blk disk: raw image `path[,ro]` (repeatable)")
+	var nets netFlags // net.go
+	fs.Var(&nets, "net", "a virtio-net interface `tap=NAME[,mac=MAC]` on host tap NAME (repeatable); the MAC defaults to a random local one")
 	rng := fs.Bool("rng", false, "a virtio-rng entropy device")
 	noIOEventFD := fs.Bool("no-ioeventfd", false, "virtqueue notifications exit to govmm (MMIO) instead of signalling an ioeventfd in the kernel")
 	noIRQFD := fs.Bool("no-irqfd", false, "send virtio interrupts with the KVM_SIGNAL_MSI ioctl instead of an irqfd write")
@@ -96,7 +98,7 @@ func runCommand(args []string) error {
 		CPUs: *smp, MemSize: memSize,
 		Console:   os.Stdout,
 		ExitStats: *exitStats, SyncRegs: *syncRegs,
-		Disks: disks, RNG: *rng, NoIOEventFD: *noIOEventFD, NoIRQFD: *noIRQFD,
+		Disks: disks, Nets: nets, RNG: *rng, NoIOEventFD: *noIOEventFD, NoIRQFD: *noIRQFD,
 	}
 	vm, err := vmm.New(cfg)
 	if err != nil {

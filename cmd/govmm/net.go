@@ -1,0 +1,55 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/govmm/govmm/vmm"
+)
+
+// netFlags collects repeated --net tap=NAME[,mac=MAC] flags.
+type netFlags []vmm.NetConfig
+
+func (n *netFlags) String() string {
+	var s []string
+	for _, c := range *n {
+		v := "tap=" + c.Tap
+		if c.MAC != nil {
+			v += ",mac=" + c.MAC.String()
+		}
+		s = append(s, v)
+	}
+	return strings.Join(s, " ")
+}
+
+// Set parses one --net value: key=value pairs separated by commas, as
+// in QEMU's -netdev/-device options.
+func (n *netFlags) Set(v string) error {
+	var c vmm.NetConfig
+	for _, o := range strings.Split(v, ",") {
+		key, val, ok := strings.Cut(o, "=")
+		switch {
+		case !ok:
+			return fmt.Errorf("option %q: want key=value (tap=NAME[,mac=MAC])", o)
+		case key == "tap":
+			if val == "" {
+				return fmt.Errorf("tap=: empty interface name")
+			}
+			c.Tap = val
+		case key == "mac":
+			mac, err := net.ParseMAC(val)
+			if err != nil || len(mac) != 6 {
+				return fmt.Errorf("mac=%s: not an Ethernet address like 52:54:00:12:34:56", val)
+			}
+			c.MAC = mac
+		default:
+			return fmt.Errorf("unknown net option %q (want tap or mac)", key)
+		}
+	}
+	if c.Tap == "" {
+		return fmt.Errorf("missing tap=NAME")
+	}
+	*n = append(*n, c)
+	return nil
+}

@@ -1,0 +1,336 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"reflect"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestNetFlags(t *testing.T) {
+	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
+	var n netFlags
+	for _, v := range []string{"tap=tap0", "tap=tap1,mac=52:54:00:12:34:56", "mac=52-54-00-12-34-56,tap=tap2"} {
+		if err := n.Set(v); err != nil {
+			t.Fatalf("Set(%q): %v", v, err)
+		}
+	}
+	want := netFlags{{Tap: "tap0"}, {Tap: "tap1", MAC: mac}, {Tap: "tap2", MAC: mac}}
+	if !reflect.DeepEqual(n, want) {
+		t.Errorf("nets %+v, want %+v", n, want)
+	}
+	if got := n.String(); got != "tap=tap0 tap=tap1,mac=52:54:00:12:34:56 tap=tap2,mac=52:54:00:12:34:56" {
+		t.Errorf("String() = %q", got)
+	}
+	for _, tc := range []struct{ in, want string }{
+		{"", "want key=value"},
+		{"tap0", "want key=value"},
+		{"tap=", "empty interface name"},
+		{"mac=52:54:00:12:34:56", "missing tap="},
+		{"tap=tap0,mac=52:54:00:12:34", "not an Ethernet address"},
+		{"tap=tap0,mac=00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01", "not an Ethernet address"},
+		{"tap=tap0,model=e1000", `unknown net option "model"`},
+	} {
+		err := (&netFlags{}).Set(tc.in)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Set(%q) = %v, want an error saying %q", tc.in, err, tc.want)
+		}
+	}
+}
+
+// Values that parse but that no VM could use are refused before
+// anything is opened, in one line; so is a tap that cannot be opened.
+func TestNetBadConfig(t *testing.T) {
+	// vmm.New validates the config before it opens /dev/kvm or reads
+	// the kernel, so any regular file will do.
+	kernel := writeFile(t, "vmlinux", []byte("not read"))
+	for _, tc := range []struct{ net, want string }{
+		{"tap=tap0,mac=01:00:5e:00:00:01", "not a unicast address"},
+		{"tap=averyveryverylongtapname", "longer than 15 bytes"},
+		{"tap=tap0,mac=52:54:00:12:34:56,bogus=1", `unknown net option "bogus"`},
+	} {
+		checkOneLineError(t, tc.want, "run", "--kernel", kernel, "--net", tc.net)
+	}
+
+	// An interface that exists and is no tap (every namespace has lo):
+	// TUNSETIFF fails, so nothing is created or changed.
+	needKVM(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to open /dev/kvm and /dev/net/tun")
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Skipf("no tap devices: %v", err)
+	}
+	if _, err := os.Stat(guestDir + "/vmlinux"); err != nil {
+		t.Skipf("no guest kernel: %v", err)
+	}
+	checkOneLineError(t, `open tap "lo": TUNSETIFF`, "run", "--kernel", guestDir+"/vmlinux", "--net", "tap=lo")
+}
+
+// checkOneLineError runs govmm with args and checks that it fails with
+// one line of error that contains want.
+func checkOneLineError(t *testing.T, want string, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, govmmBin, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	msg := strings.TrimRight(stderr.String(), "\n")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+		t.Errorf("govmm %s: exit %v, want a failure", strings.Join(args, " "), err)
+	} else if strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "govmm: ") || !strings.Contains(msg, want) {
+		t.Errorf("govmm %s: error %q does not say %q in one line", strings.Join(args, " "), msg, want)
+	}
+}
+
+// The guest network of TestNet: it exists only inside the test's own
+// network namespace.
+const (
+	netHostAddr  = "10.0.2.1"
+	netGuestAddr = "10.0.2.15"
+	netGuestMAC  = "52:54:00:12:34:56"
+	netTimeout   = 90 * time.Second // one boot and its transfers
+)
+
+// netNamespace makes a network namespace for the test with tap0 in it
+// at netHostAddr/24, up, and deletes both when the test ends. It skips
+// where that needs what the machine lacks.
+func netNamespace(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates a network namespace and a tap")
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Skipf("no tap devices: %v", err)
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("no ip command (apt-get install iproute2)")
+	}
+	ns := "govmm-test-" + rand.Text()[:10]
+	ip(t, "netns", "add", ns)
+	t.Cleanup(func() {
+		// The tap would go with the namespace; deleting it first keeps
+		// the order obvious.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		exec.CommandContext(ctx, "ip", "-n", ns, "link", "del", "tap0").Run()
+		if out, err := exec.CommandContext(ctx, "ip", "netns", "del", ns).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v\n%s", ns, err, out)
+		}
+	})
+	// Made without vnet_hdr: govmm's TUNSETIFF sets the flags it needs
+	// when it attaches, like a VMM given a tap by a management layer.
+	ip(t, "-n", ns, "tuntap", "add", "dev", "tap0", "mode", "tap")
+	ip(t, "-n", ns, "addr", "add", netHostAddr+"/24", "dev", "tap0")
+	ip(t, "-n", ns, "link", "set", "tap0", "up")
+	return ns
+}
+
+// ip runs an ip(8) command, failing the test if it fails.
+func ip(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// listenIn opens a TCP listener inside network namespace ns. The thread
+// that enters ns is locked for the switch; if it cannot switch back,
+// its goroutine ends still locked and the runtime retires the thread.
+func listenIn(t *testing.T, ns, addr string) net.Listener {
+	t.Helper()
+	type result struct {
+		l   net.Listener
+		err error
+	}
+	c := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		home, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			c <- result{err: err}
+			return
+		}
+		defer home.Close()
+		target, err := os.Open("/var/run/netns/" + ns) // iproute2's NETNS_RUN_DIR
+		if err != nil {
+			runtime.UnlockOSThread()
+			c <- result{err: err}
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			c <- result{err: fmt.Errorf("setns %s: %w", ns, err)}
+			return
+		}
+		l, err := net.Listen("tcp", addr)
+		if serr := unix.Setns(int(home.Fd()), unix.CLONE_NEWNET); serr != nil {
+			c <- result{l, err}
+			return // still locked: the thread dies with this goroutine
+		}
+		runtime.UnlockOSThread()
+		c <- result{l, err}
+	}()
+	r := <-c
+	if r.err != nil {
+		t.Fatalf("listen on %s in %s: %v", addr, ns, r.err)
+	}
+	t.Cleanup(func() { r.l.Close() })
+	return r.l
+}
+
+// bootNet runs govmm with --net tap=tap0 inside ns and the guest at
+// netGuestAddr, the guest running run (a govmm.run value).
+func bootNet(t *testing.T, ns, run string) (console, stderr string) {
+	t.Helper()
+	kernel := needGuest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), netTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, govmmBin, "run",
+		"--kernel", kernel, "--initrd", initramfs, "--smp", "2",
+		"--net", "tap=tap0,mac="+netGuestMAC,
+		"--append", fmt.Sprintf("console=ttyS0 reboot=k panic=-1 quiet govmm.ip=%s/24 govmm.run=%s", netGuestAddr, run))
+	cmd.WaitDelay = 5 * time.Second
+	var out, errOut syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("govmm still running after %v; console:\n%s\nstderr:\n%s", netTimeout, out.String(), errOut.String())
+	}
+	if err != nil {
+		t.Fatalf("govmm: %v; console:\n%s\nstderr:\n%s", err, out.String(), errOut.String())
+	}
+	return strings.ReplaceAll(out.String(), "\r", ""), errOut.String()
+}
+
+// TestNet boots a guest with a virtio-net interface on a tap in a
+// namespace of the test's own and checks traffic both ways: ICMP from
+// the guest and to it, ARP with the configured MAC, and a TCP upload
+// and download over HTTP with busybox wget.
+func TestNet(t *testing.T) {
+	needGuest(t)
+	ns := netNamespace(t)
+
+	t.Run("ping", func(t *testing.T) {
+		console, stderr := bootNet(t, ns, "ping,-c,3,-W,2,"+netHostAddr)
+		if !strings.Contains(console, "GOVMM-RESULT rc=0") ||
+			!strings.Contains(console, "3 packets transmitted, 3 packets received, 0% packet loss") {
+			t.Fatalf("guest's ping to the host failed; console:\n%s\nstderr:\n%s", console, stderr)
+		}
+		for _, l := range strings.Split(console, "\n") {
+			if strings.Contains(l, "bytes from") || strings.Contains(l, "round-trip") {
+				t.Log(l)
+			}
+		}
+		if !strings.Contains(stderr, "virtio-net") {
+			t.Errorf("no virtio-net rows in the virtio table:\n%s", stderr)
+		}
+	})
+
+	t.Run("tcp", func(t *testing.T) {
+		// busybox nc -e cat in the guest echoes what the host sends:
+		// 1 MiB each way, compared byte for byte on the host.
+		data := make([]byte, 1<<20)
+		rand.Read(data)
+		l := listenIn(t, ns, netHostAddr+":0")
+		type echo struct {
+			back     []byte
+			err      error
+			hostPing string // ping from the host while the guest echoes
+			neigh    string // the host's ARP entry for the guest
+		}
+		echoes := make(chan echo, 1)
+		go func() {
+			c, err := l.Accept()
+			if err != nil {
+				echoes <- echo{err: err}
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(netTimeout))
+			e := echo{hostPing: hostPing(ns, netGuestAddr)}
+			if out, err := exec.Command("ip", "-n", ns, "neigh", "show", netGuestAddr).CombinedOutput(); err == nil {
+				e.neigh = strings.TrimSpace(string(out))
+			}
+			werr := make(chan error, 1)
+			go func() {
+				_, err := c.Write(data)
+				if err == nil {
+					err = c.(*net.TCPConn).CloseWrite() // cat's EOF
+				}
+				werr <- err
+			}()
+			e.back, e.err = io.ReadAll(c)
+			e.err = errors.Join(e.err, <-werr)
+			echoes <- e
+		}()
+
+		start := time.Now()
+		console, stderr := bootNet(t, ns, fmt.Sprintf("nc,%s,%d,-e,cat", netHostAddr, l.Addr().(*net.TCPAddr).Port))
+		elapsed := time.Since(start)
+		l.Close() // ends an Accept still waiting
+		e := <-echoes
+		if !strings.Contains(console, "GOVMM-RESULT rc=0") || e.err != nil {
+			t.Fatalf("echo through the guest failed (%v); console:\n%s\nstderr:\n%s", e.err, console, stderr)
+		}
+		if !bytes.Equal(e.back, data) {
+			n := 0
+			for n < len(e.back) && n < len(data) && e.back[n] == data[n] {
+				n++
+			}
+			t.Errorf("echo: sent %d bytes, got %d back, first difference at byte %d", len(data), len(e.back), n)
+		}
+		t.Logf("guest echoed %d bytes in a boot of %.1f s", len(e.back), elapsed.Seconds())
+		if !strings.Contains(e.neigh, "lladdr "+netGuestMAC) {
+			t.Errorf("host's neighbour entry for the guest is %q, want lladdr %s", e.neigh, netGuestMAC)
+		}
+		switch {
+		case e.hostPing == "":
+			t.Log("no ping command on the host: host-to-guest ICMP not checked")
+		case strings.Contains(e.hostPing, "1 packets received") || strings.Contains(e.hostPing, "1 received"):
+			t.Logf("host pinged the guest: %s", strings.ReplaceAll(lastLines(e.hostPing, 2), "\n", "; "))
+		default:
+			t.Errorf("host's ping to the guest failed:\n%s", e.hostPing)
+		}
+	})
+}
+
+// hostPing pings addr once from inside ns and returns ping's output,
+// or "" if the host has no ping (iputils or busybox).
+func hostPing(ns, addr string) string {
+	args := []string{"netns", "exec", ns}
+	if p, err := exec.LookPath("ping"); err == nil {
+		args = append(args, p)
+	} else if p, err := exec.LookPath("busybox"); err == nil {
+		args = append(args, p, "ping")
+	} else {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ip", append(args, "-c", "1", "-W", "2", addr)...).CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("%s(%v)", out, err)
+	}
+	return string(out)
+}

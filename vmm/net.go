@@ -1,0 +1,62 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/govmm/govmm/virtio"
+	"golang.org/x/sys/unix"
+)
+
+// NetConfig is one virtio-net interface, bridged to a host tap.
+type NetConfig struct {
+	// Tap is the host interface name. An existing tap is attached to (the
+	// usual case: made beforehand by `ip tuntap add` and addressed or
+	// bridged by the host's setup); a missing one is created, which needs
+	// CAP_NET_ADMIN, and is deleted again when the VM closes.
+	Tap string
+	// MAC is the guest's address; nil picks a random locally
+	// administered one.
+	MAC net.HardwareAddr
+}
+
+// validate checks what can be checked before the tap is opened.
+func (c NetConfig) validate() error {
+	if c.Tap == "" {
+		return errors.New("virtio-net: no tap name")
+	}
+	if len(c.Tap) >= unix.IFNAMSIZ {
+		return fmt.Errorf("virtio-net: tap name %q longer than %d bytes", c.Tap, unix.IFNAMSIZ-1)
+	}
+	if c.MAC == nil {
+		return nil
+	}
+	if len(c.MAC) != 6 {
+		return fmt.Errorf("virtio-net %s: MAC %s is not a 6-byte Ethernet address", c.Tap, c.MAC)
+	}
+	if c.MAC[0]&1 != 0 || [6]byte(c.MAC) == [6]byte{} {
+		// The guest would take it, and no frame would ever reach it.
+		return fmt.Errorf("virtio-net %s: MAC %s is not a unicast address", c.Tap, c.MAC)
+	}
+	return nil
+}
+
+// addNets puts one virtio-net device per configured tap on the PCI bus.
+func (v *VM) addNets() error {
+	for _, c := range v.cfg.Nets {
+		tap, err := virtio.OpenTap(c.Tap)
+		switch {
+		case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
+			return fmt.Errorf("virtio-net: %w (needs root, CAP_NET_ADMIN, or a tap made by `ip tuntap add ... user USER` for this user)", err)
+		case errors.Is(err, unix.EINVAL):
+			return fmt.Errorf("virtio-net: %w (an interface of that name exists and is not a single-queue tap)", err)
+		case err != nil:
+			return fmt.Errorf("virtio-net: %w", err)
+		}
+		if err := v.addVirtio(virtio.NewNet(tap, c.MAC)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
