@@ -47,11 +47,15 @@ type Config struct {
 	Boot  Boot  // how a bzImage is entered
 
 	// virtio-pci devices (Linux guests only; see pci.go).
-	Disks       []DiskConfig // virtio-blk disks, in PCI slot order
-	Nets        []NetConfig  // virtio-net interfaces on host taps, in PCI slot order (net.go)
-	RNG         bool         // a virtio-rng entropy device
-	NoIOEventFD bool         // queue notifications exit to user space instead of signalling an ioeventfd
-	NoIRQFD     bool         // interrupts by KVM_SIGNAL_MSI ioctl instead of an irqfd write
+	Disks []DiskConfig // virtio-blk disks, in PCI slot order
+	Nets  []NetConfig  // virtio-net interfaces on host taps, in PCI slot order (net.go)
+	RNG   bool         // a virtio-rng entropy device
+	// VirtioConsole adds a virtio-console (the guest's hvc0, for
+	// console=hvc0) that shares Console with the serial port and takes
+	// the host's keyboard input.
+	VirtioConsole bool
+	NoIOEventFD   bool // queue notifications exit to user space instead of signalling an ioeventfd
+	NoIRQFD       bool // interrupts by KVM_SIGNAL_MSI ioctl instead of an irqfd write
 }
 
 // DefaultReadyMarker is the line guests/init prints once user space runs.
@@ -66,7 +70,7 @@ func (c *Config) Validate() error {
 		// Without an irqchip nothing could send the other vCPUs a SIPI.
 		return fmt.Errorf("a raw guest runs on exactly one vCPU, not %d", c.CPUs)
 	}
-	if c.Raw != nil && (len(c.Disks) > 0 || len(c.Nets) > 0 || c.RNG) {
+	if c.Raw != nil && (len(c.Disks) > 0 || len(c.Nets) > 0 || c.RNG || c.VirtioConsole) {
 		return fmt.Errorf("virtio devices need a Linux guest, not a raw one")
 	}
 	for _, n := range c.Nets {

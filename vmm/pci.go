@@ -61,6 +61,12 @@ func (v *VM) addPCI() error {
 	if err := v.addNets(); err != nil { // net.go
 		return err
 	}
+	if v.cfg.VirtioConsole {
+		v.vconsole = virtio.NewConsole(v.console)
+		if err := v.addVirtio(v.vconsole); err != nil {
+			return err
+		}
+	}
 	if v.cfg.RNG {
 		if err := v.addVirtio(virtio.NewRNG()); err != nil {
 			return err

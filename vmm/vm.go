@@ -12,6 +12,7 @@ import (
 	"github.com/govmm/govmm/exitstats"
 	"github.com/govmm/govmm/kvm"
 	"github.com/govmm/govmm/vcpu"
+	"github.com/govmm/govmm/virtio"
 )
 
 // Addresses the in-kernel irqchip and Intel VMX need out of the guest's
@@ -59,6 +60,8 @@ type VM struct {
 	IOBus, MMIOBus *devices.Bus
 	pci            *pciDevices // PCI host bridge and virtio devices; nil for raw guests
 	serial         *devices.Serial
+	console        io.Writer           // the host side of the guest's consoles
+	vconsole       *virtio.Console     // nil without Config.VirtioConsole
 	stats          *exitstats.Registry // nil when statistics are off
 
 	start   time.Time
@@ -196,7 +199,8 @@ func (v *VM) addDevices(irqchip bool) error {
 	if out == nil {
 		out = io.Discard
 	}
-	v.serial = devices.NewSerial(irq, &readyWatcher{vm: v, out: out, marker: v.readyMarker()})
+	v.console = &readyWatcher{vm: v, out: out, marker: v.readyMarker()}
+	v.serial = devices.NewSerial(irq, v.console)
 	reset := func() { v.end(Outcome{Reason: vcpu.Reset, VCPU: -1}) }
 	powerOff := func() { v.end(Outcome{Reason: vcpu.PowerOff, VCPU: -1}) }
 	for _, d := range []struct {
@@ -252,7 +256,14 @@ func (v *VM) ReadyAfter() time.Duration {
 }
 
 // Input feeds host keyboard input to the serial console.
-func (v *VM) Input(p []byte) { v.serial.Input(p) }
+// It goes to the virtio console when there is one (the guest's hvc0).
+func (v *VM) Input(p []byte) {
+	if v.vconsole != nil {
+		v.vconsole.Input(p)
+		return
+	}
+	v.serial.Input(p)
+}
 
 // Stats returns a snapshot of the exit statistics (empty when off).
 func (v *VM) Stats() exitstats.Snapshot { return v.stats.Snapshot() }
@@ -361,7 +372,9 @@ func (v *VM) Close() error {
 
 // readyWatcher passes console output through and notes when the ready
 // marker first appears (it may straddle writes, so a short tail is kept).
+// The serial port and the virtio console may write at once.
 type readyWatcher struct {
+	mu     sync.Mutex
 	vm     *VM
 	out    io.Writer
 	marker string
@@ -370,6 +383,8 @@ type readyWatcher struct {
 }
 
 func (w *readyWatcher) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if !w.seen {
 		w.tail = append(w.tail, p...)
 		if bytes.Contains(w.tail, []byte(w.marker)) {

@@ -34,6 +34,7 @@ func runCommand(args []string) error {
 	exitStats := fs.Bool("exit-stats", true, "time every exit and print the exit table at shutdown")
 	syncRegs := fs.Bool("sync-regs", true, "read registers from the kvm_run page (KVM_CAP_SYNC_REGS) instead of by ioctl")
 	bootMode := fs.String("boot", "direct", "how to enter a bzImage: `direct` (govmm unpacks the payload, 64-bit entry) or protected (32-bit entry; the kernel decompresses itself)")
+	console := fs.String("console", "serial", "where keyboard input goes: `serial` (ttyS0) or virtio (a virtio-console, hvc0: use console=hvc0 in --append)")
 	qmpAddr := fs.String("qmp", "", "serve QMP on `unix:PATH` (socket created 0600)")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics on http://`HOST:PORT`/metrics")
 	statsJSON := fs.String("exit-stats-json", "", "write the final exit table as JSON to `FILE`")
@@ -82,6 +83,9 @@ func runCommand(args []string) error {
 	if err != nil {
 		return err
 	}
+	if *console != "serial" && *console != "virtio" {
+		return fmt.Errorf("--console %q: want serial or virtio", *console)
+	}
 	var boot vmm.Boot
 	switch *bootMode {
 	case "direct":
@@ -92,9 +96,10 @@ func runCommand(args []string) error {
 		return fmt.Errorf("--boot %q: want direct or protected", *bootMode)
 	}
 	cfg := vmm.Config{
-		Boot:   boot,
-		Knobs:  knobs,
-		Kernel: *kernel, Initrd: *initrd, Cmdline: *cmdline,
+		Boot:          boot,
+		VirtioConsole: *console == "virtio",
+		Knobs:         knobs,
+		Kernel:        *kernel, Initrd: *initrd, Cmdline: *cmdline,
 		CPUs: *smp, MemSize: memSize,
 		Console:   os.Stdout,
 		ExitStats: *exitStats, SyncRegs: *syncRegs,
