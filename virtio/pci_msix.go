@@ -165,12 +165,16 @@ func fireVectors(vecs []MSIVector) {
 	}
 }
 
+// tableAccess reports whether an access to the MSI-X table or PBA is one
+// the spec allows: dword or qword, naturally aligned (PCI 3.0, 6.8.2).
+func tableAccess(off, n uint64) bool { return (n == 4 || n == 8) && off%n == 0 }
+
 // readTable reads the table: dword or qword accesses, naturally aligned
 // (PCI 3.0, 6.8.2); others read as zero.
 func (m *msix) readTable(off uint64, data []byte) {
 	clear(data)
 	n := uint64(len(data))
-	if (n != 4 && n != 8) || off%n != 0 {
+	if !tableAccess(off, n) {
 		return
 	}
 	m.mu.Lock()
@@ -202,7 +206,7 @@ func (m *msix) readTable(off uint64, data []byte) {
 // re-routed at once; unmasking a vector with its pending bit set sends it.
 func (m *msix) writeTable(off uint64, data []byte) {
 	n := uint64(len(data))
-	if (n != 4 && n != 8) || off%n != 0 {
+	if !tableAccess(off, n) {
 		return
 	}
 	m.mu.Lock()
@@ -233,7 +237,7 @@ func (m *msix) writeTable(off uint64, data []byte) {
 func (m *msix) readPBA(off uint64, data []byte) {
 	clear(data)
 	n := uint64(len(data))
-	if (n != 4 && n != 8) || off%n != 0 {
+	if !tableAccess(off, n) {
 		return
 	}
 	m.mu.Lock()
