@@ -19,7 +19,7 @@ SMP     ?= 2
 MEM     ?= 512M
 APPEND  ?= console=ttyS0 reboot=k panic=-1 quiet
 
-.PHONY: help build guests run test check bench bench-exits bench-boot bench-semtest deps clean
+.PHONY: help build guests run test check bench bench-exits bench-boot bench-semtest bench-blk deps clean
 help:
 	@echo "make deps         install the Debian packages the build and tests need (root)"
 	@echo "make run          build govmm and the guest, boot it (--smp $(SMP)), print the exit table"
@@ -27,6 +27,8 @@ help:
 	@echo "make bench-exits  cost of one port-I/O exit: C loop vs govmm (stats on/off, sync regs off)"
 	@echo "make bench-boot   boot time and RSS: govmm vs QEMU microvm vs the C reference VMM"
 	@echo "make bench-semtest sem_test on the host, in govmm (each knob) and in QEMU"
+	@echo "make bench-blk    virtio-blk MiB/s and exits per MiB: govmm (fast paths on/off) vs QEMU"
+	@echo "make bench-kbuild a kernel build on the host, in govmm (each knob) and in QEMU (root)"
 	@echo "make guests       the busybox initramfs and sem_test (guests/out/); off PVM hosts also Debian's kernel"
 
 build: $(BIN)
@@ -50,7 +52,7 @@ test: guests
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
 
-bench: bench-exits bench-boot bench-semtest
+bench: bench-exits bench-boot bench-semtest bench-blk
 
 bench-boot: guests
 	$(GO) test -run '^$$' -bench BenchmarkBoot -benchtime 5x -timeout 30m ./cmd/govmm/
@@ -58,6 +60,20 @@ bench-boot: guests
 # SEMTEST_ITEMS / SEMTEST_SPIN override sem_test's arguments.
 bench-semtest: guests
 	$(GO) test -run '^$$' -bench BenchmarkSemTest -benchtime 3x -timeout 60m ./cmd/govmm/
+
+# BLK_ROUNDS rounds; BLK_SEQ_MB, BLK_RAND_OPS, ... scale the jobs
+# (cmd/govmm/blk_bench_test.go). The rounds run inside one iteration.
+BLK_ROUNDS ?= 3
+bench-blk: guests
+	BLK_ROUNDS=$(BLK_ROUNDS) $(GO) test -run '^$$' -bench BenchmarkBlockIO -benchtime 1x -timeout 60m ./cmd/govmm/
+
+# Not part of `bench`: the image needs root and Debian's mirror, and one
+# run takes 20-30 minutes. KBUILD_FULL=1 builds vmlinux instead of the
+# bounded default; KBUILD_ONLY=REGEXP picks the guest variants.
+.PHONY: bench-kbuild
+bench-kbuild: guests
+	$(MAKE) -C guests kbuild
+	$(GO) test -run '^$$' -bench BenchmarkKbuild -benchtime 1x -timeout 300m ./cmd/govmm/
 
 bench-exits:
 	$(GO) test -run '^$$' -bench BenchmarkPortIOExit -benchtime 25x ./vmm/
