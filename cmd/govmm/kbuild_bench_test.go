@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -65,17 +64,11 @@ func kbuildExitTables(path string) (*exitstats.Snapshot, *exitstats.KernelSnapsh
 	if err != nil {
 		return nil, nil, err
 	}
-	b, err := os.ReadFile(path)
+	kernel, err := readKernelTable(path)
 	if err != nil {
 		return nil, nil, err
 	}
-	var saved struct {
-		Kernel *exitstats.KernelSnapshot `json:"kernel"`
-	}
-	if err := json.Unmarshal(b, &saved); err != nil {
-		return nil, nil, fmt.Errorf("%s: kernel table: %w", path, err)
-	}
-	return &user, saved.Kernel, nil
+	return &user, kernel, nil
 }
 
 // runKbuild copies the pristine image (every build starts from the same
