@@ -182,7 +182,9 @@ func TestSemTestInGuest(t *testing.T) {
 	}
 	halts, _ := table.Kernel.VCPUTotal("halt_exits")
 	wakeups, _ := table.Kernel.VCPUTotal("halt_wakeup")
-	if halts < 2000 {
+	// Most hand-overs halt the consumer's vCPU; not all, as the guest may
+	// run both threads on one vCPU for a while, more so on a busy host.
+	if halts < 1000 {
 		t.Errorf("only %d halt exits for 2000 blocking hand-overs (%d wake-ups)", halts, wakeups)
 	}
 }
