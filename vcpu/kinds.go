@@ -55,15 +55,16 @@ func (c *kindCache) mmio(r *devices.Range) exitstats.Kind {
 	return c.device(&c.mmioDev, "MMIO:", r)
 }
 
-// device returns the row of a bus range; 0 marks "not resolved yet" since
-// Kind 0 is never a device row (init registers other rows first).
+// device returns the row of a bus range. The cache holds Kind+1 so that 0
+// means "not resolved yet" even for KindOther (what a full registry hands
+// out): a device is looked up once, never per exit.
 func (c *kindCache) device(cache *[]exitstats.Kind, prefix string, r *devices.Range) exitstats.Kind {
 	if c.reg == nil {
 		return 0
 	}
 	if r.ID < len(*cache) {
 		if k := (*cache)[r.ID]; k != 0 {
-			return k
+			return k - 1
 		}
 	} else {
 		grown := make([]exitstats.Kind, r.ID+1)
@@ -71,6 +72,6 @@ func (c *kindCache) device(cache *[]exitstats.Kind, prefix string, r *devices.Ra
 		*cache = grown
 	}
 	k := c.reg.Kind(prefix + r.Name)
-	(*cache)[r.ID] = k
+	(*cache)[r.ID] = k + 1
 	return k
 }

@@ -1,6 +1,7 @@
 package vcpu
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/govmm/govmm/devices"
@@ -65,5 +66,23 @@ func TestStopReasonNames(t *testing.T) {
 		if r.String() != want {
 			t.Errorf("StopReason(%d) = %q, want %q", int(r), r.String(), want)
 		}
+	}
+}
+
+// Once the registry is full, a new device shares the OTHER row, and the
+// cache settles on it instead of asking the registry on every exit.
+func TestKindCacheFullRegistry(t *testing.T) {
+	reg := exitstats.NewRegistry()
+	for i := 0; i < exitstats.MaxKinds; i++ {
+		reg.Kind(fmt.Sprintf("row%d", i))
+	}
+	var c kindCache
+	c.init(reg)
+	r := &devices.Range{Name: "late", ID: 3}
+	if k := c.io(r); k != exitstats.KindOther {
+		t.Fatalf("row %q, want OTHER", reg.Name(k))
+	}
+	if allocs := testing.AllocsPerRun(100, func() { c.io(r) }); allocs != 0 {
+		t.Errorf("%v allocations per exit to a device on the OTHER row", allocs)
 	}
 }
