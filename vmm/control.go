@@ -164,11 +164,16 @@ func (v *VM) ExitTable() ExitTable {
 
 func (c *control) KVMEnabled() bool { return true }
 
-// Blocks lists the virtio-blk disks for query-block.
+// Blocks lists the virtio-blk disks for query-block, named as their rows
+// in the exit table are (virtio-blk, virtio-blk1, ...: see addVirtio).
 func (c *control) Blocks() []qmp.Block {
 	var out []qmp.Block
 	for i, d := range c.vm.cfg.Disks {
-		out = append(out, qmp.Block{Device: fmt.Sprintf("virtio-blk%d", i), File: d.Path, ReadOnly: d.ReadOnly})
+		name := "virtio-blk"
+		if i > 0 {
+			name = fmt.Sprintf("virtio-blk%d", i)
+		}
+		out = append(out, qmp.Block{Device: name, File: d.Path, ReadOnly: d.ReadOnly})
 	}
 	return out
 }
