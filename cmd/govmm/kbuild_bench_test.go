@@ -120,8 +120,10 @@ func runKbuild(ctx context.Context, dir, jsonPath string, args []string) (kbuild
 // By default it builds a bounded part of the tree (kbuild.sh's
 // DEFAULT_TARGETS); KBUILD_FULL=1 builds vmlinux, KBUILD_TARGETS picks
 // other targets, KBUILD_JOBS sets -j. KBUILD_ONLY, a regular expression,
-// picks the guest variants to run (the host always runs); KBUILD_TIMEOUT
-// bounds one run (default 90m).
+// picks the guest variants to run (the host always runs); KBUILD_ROUNDS
+// [1] is the number of round-robin rounds, run inside one benchmark
+// iteration (as BLK_ROUNDS is: -benchtime Nx would first run a whole
+// extra round with b.N = 1); KBUILD_TIMEOUT bounds one run (default 90m).
 func BenchmarkKbuild(b *testing.B) {
 	kernel := guestDir + "/vmlinux"
 	if _, err := os.Stat(kernel); err != nil {
@@ -154,6 +156,11 @@ func BenchmarkKbuild(b *testing.B) {
 			b.Fatalf("KBUILD_ONLY=%q: %v", v, err)
 		}
 		only = re
+	}
+
+	rounds := int(blkEnvInt(b, "KBUILD_ROUNDS", 1))
+	if rounds < 1 {
+		b.Fatal("KBUILD_ROUNDS must be at least 1")
 	}
 
 	dir := b.TempDir()
@@ -212,7 +219,7 @@ func BenchmarkKbuild(b *testing.B) {
 
 	runs := map[string][]kbuildRun{}
 	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
+	for i := 0; i < b.N*rounds; i++ {
 		for _, v := range variants {
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			r, err := runKbuild(ctx, dir, v.json, v.args)
@@ -234,7 +241,7 @@ func BenchmarkKbuild(b *testing.B) {
 	}
 	host, qemu := secs("host"), secs("qemu-microvm")
 	var rep strings.Builder
-	fmt.Fprintf(&rep, "\nkernel build (%s), %d rounds (%s)\n", runs["host"][0].what, b.N, time.Now().Format("2006-01-02"))
+	fmt.Fprintf(&rep, "\nkernel build (%s), %d rounds (%s)\n", runs["host"][0].what, len(runs["host"]), time.Now().Format("2006-01-02"))
 	fmt.Fprintf(&rep, "%-22s %9s %9s %7s %7s %11s %11s\n", "where", "seconds", "wall", "/host", "/qemu", "exits/s", "user-exit/s")
 	for _, v := range variants {
 		rs := runs[v.name]
