@@ -53,8 +53,15 @@ func bootLinux(t *testing.T, kernel string, cpus int, extra string) (*VM, Outcom
 	if err != nil {
 		t.Fatal(err)
 	}
+	return runToEnd(t, vm, console)
+}
+
+// runToEnd runs vm (closed by the test's cleanup) until the guest ends and
+// returns its outcome and console output. A guest that never ends is a
+// failure, not a hung test run.
+func runToEnd(t *testing.T, vm *VM, console *syncBuffer) (*VM, Outcome, string) {
+	t.Helper()
 	t.Cleanup(func() { vm.Close() })
-	// A guest that never ends is a failure, not a hung test run.
 	watchdog := time.AfterFunc(bootTimeout, vm.Stop)
 	out := vm.Run()
 	if !watchdog.Stop() {

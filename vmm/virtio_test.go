@@ -91,13 +91,7 @@ func bootDisk(t *testing.T, img string, mod func(*Config)) (*VM, Outcome, string
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { vm.Close() })
-	watchdog := time.AfterFunc(bootTimeout, vm.Stop)
-	out := vm.Run()
-	if !watchdog.Stop() {
-		t.Fatalf("guest still running after %v; console:\n%s", bootTimeout, console)
-	}
-	return vm, out, console.String()
+	return runToEnd(t, vm, console)
 }
 
 // blkScript reads the input file, writes a transformed copy and 4 MiB of

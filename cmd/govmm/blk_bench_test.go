@@ -78,7 +78,10 @@ const (
 // kvmStatNames are the KVM per-vCPU counters read for both VMMs.
 var kvmStatNames = []string{"exits", "mmio_exits", "io_exits", "halt_exits"}
 
-func blkEnvInt(b *testing.B, name string, def int64) int64 {
+// benchEnvInt reads a benchmark's size or count from the environment
+// (def when unset), with an optional k or m suffix; anything else fails
+// the benchmark. The blk and kbuild benchmarks share it.
+func benchEnvInt(b *testing.B, name string, def int64) int64 {
 	v := os.Getenv(name)
 	if v == "" {
 		return def
@@ -99,11 +102,11 @@ func blkEnvInt(b *testing.B, name string, def int64) int64 {
 
 // blkJobs reads the job list from the environment.
 func blkJobs(b *testing.B) (jobs []blkJob, diskBytes int64) {
-	seq := blkEnvInt(b, "BLK_SEQ_MB", 64) << 20
-	seqBS := blkEnvInt(b, "BLK_SEQ_BS", 64<<10)
-	ops := blkEnvInt(b, "BLK_RAND_OPS", 4000)
-	randBS := blkEnvInt(b, "BLK_RAND_BS", 4<<10)
-	diskBytes = blkEnvInt(b, "BLK_DISK_MB", max(64, seq>>20)) << 20
+	seq := benchEnvInt(b, "BLK_SEQ_MB", 64) << 20
+	seqBS := benchEnvInt(b, "BLK_SEQ_BS", 64<<10)
+	ops := benchEnvInt(b, "BLK_RAND_OPS", 4000)
+	randBS := benchEnvInt(b, "BLK_RAND_BS", 4<<10)
+	diskBytes = benchEnvInt(b, "BLK_DISK_MB", max(64, seq>>20)) << 20
 	if seqBS == 0 || seqBS%512 != 0 || randBS == 0 || randBS%512 != 0 {
 		b.Fatal("BLK_SEQ_BS and BLK_RAND_BS must be multiples of 512")
 	}
@@ -337,7 +340,7 @@ func BenchmarkBlockIO(b *testing.B) {
 		b.Fatalf("%s has no bin/blkbench: run `make guests` first", initramfs)
 	}
 	jobs, diskBytes := blkJobs(b)
-	rounds := int(blkEnvInt(b, "BLK_ROUNDS", 3))
+	rounds := int(benchEnvInt(b, "BLK_ROUNDS", 3))
 	if rounds < 1 {
 		b.Fatal("BLK_ROUNDS must be at least 1")
 	}

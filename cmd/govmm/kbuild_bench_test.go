@@ -158,7 +158,7 @@ func BenchmarkKbuild(b *testing.B) {
 		only = re
 	}
 
-	rounds := int(blkEnvInt(b, "KBUILD_ROUNDS", 1))
+	rounds := int(benchEnvInt(b, "KBUILD_ROUNDS", 1))
 	if rounds < 1 {
 		b.Fatal("KBUILD_ROUNDS must be at least 1")
 	}

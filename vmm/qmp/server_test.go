@@ -533,20 +533,14 @@ func TestNotASocket(t *testing.T) {
 	}
 }
 
+// Close ends Serve (startServer's cleanup checks it returned nil),
+// removes the socket and disconnects the clients; a second Close is a no-op.
 func TestCloseRemovesSocket(t *testing.T) {
-	s, err := Listen(filepath.Join(shortTempDir(t), "c.sock"), newFakeMachine())
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve() }()
+	s := startServer(t, newFakeMachine())
 	c := dial(t, s.Path())
 	c.handshake()
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
-	}
-	if err := <-served; err != nil {
-		t.Errorf("Serve: %v", err)
 	}
 	if _, err := os.Lstat(s.Path()); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("socket still there: %v", err)
@@ -593,12 +587,7 @@ func TestListenErrors(t *testing.T) {
 // What the VMM emits just before Close (SHUTDOWN on a guest power-off)
 // still reaches the clients, as it does when QEMU exits.
 func TestCloseDrainsQueuedEvents(t *testing.T) {
-	s, err := Listen(filepath.Join(shortTempDir(t), "d.sock"), newFakeMachine())
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve() }()
+	s := startServer(t, newFakeMachine())
 	c := dial(t, s.Path())
 	c.handshake()
 	s.Emit("SHUTDOWN", map[string]any{"guest": true, "reason": "guest-shutdown"})
@@ -608,9 +597,6 @@ func TestCloseDrainsQueuedEvents(t *testing.T) {
 	}
 	if _, err := c.readRaw(); err != io.EOF {
 		t.Errorf("want EOF after the event, got %v", err)
-	}
-	if err := <-served; err != nil {
-		t.Error(err)
 	}
 }
 
