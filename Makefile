@@ -68,7 +68,8 @@ bench-blk: guests
 	BLK_ROUNDS=$(BLK_ROUNDS) $(GO) test -run '^$$' -bench BenchmarkBlockIO -benchtime 1x -timeout 60m ./cmd/govmm/
 
 # Not part of `bench`: the image needs root and Debian's mirror, and one
-# round takes 20-30 minutes (a whole-kernel one, about an hour). KBUILD_FULL=1 builds vmlinux instead of the
+# round of every row takes 20-30 minutes (KBUILD_FULL=1 with host, govmm
+# and QEMU alone: about 50). KBUILD_FULL=1 builds vmlinux instead of the
 # bounded default; KBUILD_ONLY=REGEXP picks the guest variants;
 # KBUILD_ROUNDS rounds, run round-robin, reported as medians.
 KBUILD_ROUNDS ?= 1
