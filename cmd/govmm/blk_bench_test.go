@@ -16,9 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digitalocean/go-qemu/qmp"
+
 	"github.com/govmm/govmm/exitstats"
 	"github.com/govmm/govmm/internal/testenv"
-	"github.com/govmm/govmm/vmm/qmp"
 )
 
 // The block I/O benchmark boots the guest once per job and VMM variant
@@ -261,10 +262,10 @@ func runQEMUBlk(args []string, sock string) (blkRun, error) {
 		<-done
 		return blkRun{}, fmt.Errorf("qemu: %v\n%s", err, lastLines(out.String(), 10))
 	}
-	var c *qmp.Client
+	var c *qmp.SocketMonitor
 	for c == nil {
 		var err error
-		if c, err = qmp.Dial(sock, time.Second); err != nil {
+		if c, err = dialQMP(sock, time.Second); err != nil {
 			select {
 			case err := <-done:
 				return blkRun{}, fmt.Errorf("qemu exited: %v\n%s", err, lastLines(out.String(), 10))
@@ -272,12 +273,12 @@ func runQEMUBlk(args []string, sock string) (blkRun, error) {
 			}
 		}
 	}
-	defer c.Close()
+	defer c.Disconnect()
 	for {
 		var st struct {
 			Status string `json:"status"`
 		}
-		if err := c.Execute("query-status", nil, &st); err != nil {
+		if err := runQMP(c, "query-status", nil, &st); err != nil {
 			return fail(err)
 		}
 		if st.Status == "shutdown" {
@@ -296,8 +297,8 @@ func runQEMUBlk(args []string, sock string) (blkRun, error) {
 		} `json:"stats"`
 	}
 	q := map[string]any{"target": "vcpu", "providers": []any{map[string]any{"provider": "kvm", "names": kvmStatNames}}}
-	statsErr := c.Execute("query-stats", q, &stats)
-	c.Execute("quit", nil, nil)
+	statsErr := runQMP(c, "query-stats", q, &stats)
+	runQMP(c, "quit", nil, nil)
 	if err := <-done; err != nil {
 		return blkRun{}, fmt.Errorf("qemu: %v\n%s", err, lastLines(out.String(), 10))
 	}

@@ -8,10 +8,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/digitalocean/go-qemu/qmp"
+
 	"github.com/govmm/govmm/exitstats"
 	"github.com/govmm/govmm/kvm"
 	"github.com/govmm/govmm/vmm"
-	"github.com/govmm/govmm/vmm/qmp"
 )
 
 // sample is one reading of a running VM's exit table.
@@ -20,9 +21,9 @@ type sample struct {
 	table vmm.ExitTable
 }
 
-func readSample(c *qmp.Client) (sample, error) {
+func readSample(mon qmp.Monitor) (sample, error) {
 	s := sample{at: time.Now()}
-	err := c.Execute("query-exit-stats", nil, &s.table)
+	err := runQMP(mon, "query-exit-stats", nil, &s.table)
 	return s, err
 }
 
@@ -140,11 +141,11 @@ func writeLive(w io.Writer, title string, a, b sample) error {
 // liveView polls a running govmm over QMP and redraws every interval;
 // with once it prints a single frame after one interval.
 func liveView(w io.Writer, path string, interval time.Duration, once bool) error {
-	c, err := qmp.Dial(path, 5*time.Second)
+	c, err := dialQMP(path, 5*time.Second)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer c.Disconnect()
 	prev, err := readSample(c)
 	if err != nil {
 		return err

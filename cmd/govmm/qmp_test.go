@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,15 +9,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digitalocean/go-qemu/qmp"
+
 	"github.com/govmm/govmm/vmm"
-	"github.com/govmm/govmm/vmm/qmp"
 )
 
 // kernelExits is KVM's own exit count over all vCPUs.
-func kernelExits(t *testing.T, c *qmp.Client) uint64 {
+func kernelExits(t *testing.T, c qmp.Monitor) uint64 {
 	t.Helper()
 	var table vmm.ExitTable
-	if err := c.Execute("query-exit-stats", nil, &table); err != nil {
+	if err := runQMP(c, "query-exit-stats", nil, &table); err != nil {
 		t.Fatal(err)
 	}
 	if table.Kernel == nil {
@@ -29,16 +31,32 @@ func kernelExits(t *testing.T, c *qmp.Client) uint64 {
 	return n
 }
 
-func status(t *testing.T, c *qmp.Client) string {
+func status(t *testing.T, c qmp.Monitor) string {
 	t.Helper()
 	var s struct {
 		Status  string `json:"status"`
 		Running bool   `json:"running"`
 	}
-	if err := c.Execute("query-status", nil, &s); err != nil {
+	if err := runQMP(c, "query-status", nil, &s); err != nil {
 		t.Fatal(err)
 	}
 	return s.Status
+}
+
+// waitQMP connects to govmm's QMP socket once it is up.
+func waitQMP(t *testing.T, sock string, stderr *syncBuffer) *qmp.SocketMonitor {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := dialQMP(sock, time.Second)
+		if err == nil {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no QMP socket: %v\n%s", err, stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // Pausing a running Linux guest over QMP stops its vCPUs (KVM's exit count
@@ -59,24 +77,26 @@ func TestQMPPauseResumePowerdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	var c *qmp.Client
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var err error
-		if c, err = qmp.Dial(sock, time.Second); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no QMP socket: %v\n%s", err, stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	c := waitQMP(t, sock, &stderr)
+	defer c.Disconnect()
+	// Every event, in order; the channel closes when govmm hangs up.
+	evs, err := c.Events(context.Background())
+	if err != nil {
+		t.Fatal(err)
 	}
-	defer c.Close()
+	eventsDone := make(chan []string, 1)
+	go func() {
+		var names []string
+		for e := range evs {
+			names = append(names, e.Event)
+		}
+		eventsDone <- names
+	}()
 	time.Sleep(500 * time.Millisecond) // let the guest boot and start sem_test, which exits all the time
 	if s := status(t, c); s != "running" {
 		t.Fatalf("status %q, want running", s)
 	}
-	if err := c.Execute("stop", nil, nil); err != nil {
+	if err := runQMP(c, "stop", nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if s := status(t, c); s != "paused" {
@@ -87,7 +107,7 @@ func TestQMPPauseResumePowerdown(t *testing.T) {
 	if e2 := kernelExits(t, c); e2 != e1 {
 		t.Errorf("paused vCPUs made %d exits in 300 ms", e2-e1)
 	}
-	if err := c.Execute("cont", nil, nil); err != nil {
+	if err := runQMP(c, "cont", nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if s := status(t, c); s != "running" {
@@ -105,7 +125,7 @@ func TestQMPPauseResumePowerdown(t *testing.T) {
 			ReadOnly bool   `json:"ro"`
 		} `json:"inserted"`
 	}
-	if err := c.Execute("query-block", nil, &blocks); err != nil {
+	if err := runQMP(c, "query-block", nil, &blocks); err != nil {
 		t.Fatal(err)
 	}
 	if len(blocks) != 1 || blocks[0].Inserted.File != disk || !blocks[0].Inserted.ReadOnly {
@@ -119,7 +139,7 @@ func TestQMPPauseResumePowerdown(t *testing.T) {
 			} `json:"id"`
 		} `json:"devices"`
 	}
-	if err := c.Execute("query-pci", nil, &buses); err != nil {
+	if err := runQMP(c, "query-pci", nil, &buses); err != nil {
 		t.Fatal(err)
 	}
 	foundBlk := false
@@ -135,12 +155,8 @@ func TestQMPPauseResumePowerdown(t *testing.T) {
 	if err != nil || !strings.Contains(string(live), "exits") {
 		t.Errorf("govmm stat --once: %v\n%s", err, live)
 	}
-	var events []string
-	if err := c.Execute("system_powerdown", nil, nil); err != nil {
+	if err := runQMP(c, "system_powerdown", nil, nil); err != nil {
 		t.Fatal(err)
-	}
-	for _, e := range c.Events {
-		events = append(events, e.Name)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -152,7 +168,13 @@ func TestQMPPauseResumePowerdown(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("govmm still running 5 s after system_powerdown")
 	}
-	want := []string{"STOP", "RESUME", "POWERDOWN"}
+	var events []string
+	select {
+	case events = <-eventsDone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the QMP connection is still open 5 s after govmm ended")
+	}
+	want := []string{"STOP", "RESUME", "POWERDOWN", "SHUTDOWN"}
 	if strings.Join(events, ",") != strings.Join(want, ",") {
 		t.Errorf("events %v, want %v", events, want)
 	}
