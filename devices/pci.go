@@ -263,6 +263,35 @@ func (c *PCIConfig) BARAddress(index int) (addr uint64, mapped bool) {
 	return c.bars[index].base, c.bars[index].mapped
 }
 
+// BARInfo describes a declared BAR as a monitor reports it (QMP
+// query-pci): its place, kind and size, and where it decodes now.
+type BARInfo struct {
+	Index        int
+	Kind         BARKind
+	Size         uint64
+	Prefetchable bool
+	Base         uint64 // meaningful only while Mapped
+	Mapped       bool   // decoding is enabled and the BAR has an address
+}
+
+// BARs lists the declared BARs in index order (the upper half of a 64-bit
+// BAR is part of the one before it).
+func (c *PCIConfig) BARs() []BARInfo {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []BARInfo
+	for i, st := range c.bars {
+		if st.cfg.Kind == BARNone {
+			continue
+		}
+		out = append(out, BARInfo{
+			Index: i, Kind: st.cfg.Kind, Size: st.cfg.Size, Prefetchable: st.cfg.Prefetchable,
+			Base: st.base, Mapped: st.mapped,
+		})
+	}
+	return out
+}
+
 // putBAR writes a BAR register (both halves of a 64-bit one) with addr
 // and its type bits; mu must be held.
 func (c *PCIConfig) putBAR(index int, addr uint64) {

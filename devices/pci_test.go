@@ -3,6 +3,7 @@ package devices
 import (
 	"encoding/binary"
 	"errors"
+	"slices"
 	"testing"
 )
 
@@ -226,6 +227,9 @@ func TestPCIBARMapping(t *testing.T) {
 	}
 	// The guest enables memory decoding.
 	p.write(1, 0, PCICommand, 2, PCICommandMemory|PCICommandMaster)
+	if got, want := c.BARs(), []BARInfo{{Index: 0, Kind: BARMem64, Size: 0x8000, Base: 0xc0000000, Mapped: true}}; !slices.Equal(got, want) {
+		t.Errorf("BARs() = %+v, want %+v", got, want)
+	}
 	r := mmio.Find(0xc0005004)
 	if r == nil || r.Name != "dev.notify" || r.Base != 0xc0005000 {
 		t.Fatalf("notify region at %v, want dev.notify at 0xc0005000", r)
@@ -289,6 +293,9 @@ func TestPCIIOBAR(t *testing.T) {
 	}
 	p.write(1, 0, PCIBAR0+4, 4, 0xc000)
 	p.write(1, 0, PCICommand, 2, PCICommandIO)
+	if got, want := c.BARs(), []BARInfo{{Index: 1, Kind: BARIO, Size: 0x20, Base: 0xc000, Mapped: true}}; !slices.Equal(got, want) {
+		t.Errorf("BARs() = %+v, want %+v", got, want)
+	}
 	b := []byte{0}
 	if r := p.bus.Dispatch(0xc010, b, false); r == nil || b[0] != 0x5a {
 		t.Errorf("I/O BAR read %#x via %v", b[0], r)

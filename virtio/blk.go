@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -69,6 +70,8 @@ type Block struct {
 	q        *Queue
 	irq      Interrupt
 	err      error // the queue error that broke the device, until Reset
+
+	stats blkCounters // lock-free: monitors read them while requests run
 }
 
 // NewBlock opens the raw disk image at path (a file or a block device).
@@ -261,29 +264,36 @@ func (b *Block) request(c *Chain, dataLen uint64) (status byte, written uint64) 
 	}
 	typ := binary.LittleEndian.Uint32(hdr[0:])
 	sector := binary.LittleEndian.Uint64(hdr[8:])
+	start := time.Now()
 
 	switch typ {
 	case blkTIn:
 		off, ok := b.span(sector, dataLen)
 		if !ok {
+			b.stats.invalid(opRead)
 			return blkSIOErr, 0
 		}
 		if err := preadvFull(b.fd, c.Buffers(true, 0, dataLen), off); err != nil {
 			b.warn.warn("read sector %d+%d: %v", sector, dataLen/SectorSize, err)
+			b.stats.failed(opRead)
 			return blkSIOErr, 0
 		}
+		b.stats.done(opRead, dataLen, start)
 		return blkSOK, dataLen
 	case blkTOut:
 		if b.readOnly {
+			b.stats.failed(opWrite)
 			return blkSIOErr, 0
 		}
 		n := c.ReadableLen() - blkHeaderLen
 		off, ok := b.span(sector, n)
 		if !ok {
+			b.stats.invalid(opWrite)
 			return blkSIOErr, 0
 		}
 		if err := pwritevFull(b.fd, c.Buffers(false, blkHeaderLen, n), off); err != nil {
 			b.warn.warn("write sector %d+%d: %v", sector, n/SectorSize, err)
+			b.stats.failed(opWrite)
 			return blkSIOErr, 0
 		}
 		if b.features&blkFFlush == 0 {
@@ -291,14 +301,19 @@ func (b *Block) request(c *Chain, dataLen uint64) (status byte, written uint64) 
 			// disk (5.2.6.2): make each write durable before it
 			// completes.
 			if err := b.sync(); err != nil {
+				b.stats.failed(opWrite)
 				return blkSIOErr, 0
 			}
 		}
+		b.stats.done(opWrite, n, start)
+		b.stats.wrote(uint64(off) + n)
 		return blkSOK, 0
 	case blkTFlush:
 		if err := b.sync(); err != nil {
+			b.stats.failed(opFlush)
 			return blkSIOErr, 0
 		}
+		b.stats.done(opFlush, 0, start)
 		return blkSOK, 0
 	case blkTGetID:
 		return blkSOK, uint64(c.Scatter(b.id[:min(dataLen, blkIDLen)], 0))

@@ -7,9 +7,12 @@ import (
 	"log"
 	"sync"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/govmm/govmm/devices"
 	"github.com/govmm/govmm/exitstats"
 	"github.com/govmm/govmm/vcpu"
+	"github.com/govmm/govmm/virtio"
 	"github.com/govmm/govmm/vmm/qmp"
 )
 
@@ -164,22 +167,47 @@ func (v *VM) ExitTable() ExitTable {
 
 func (c *control) KVMEnabled() bool { return true }
 
-// Blocks lists the virtio-blk disks for query-block, named as their rows
-// in the exit table are (virtio-blk, virtio-blk1, ...: see addVirtio).
+// qdevPath is the QOM path QEMU gives the virtio backend of a device
+// created with -device ...,id=name; govmm names devices as its exit table
+// rows do (virtio-blk, virtio-blk1, ...: see addVirtio).
+func qdevPath(name string) string { return "/machine/peripheral/" + name + "/virtio-backend" }
+
+// Blocks lists the virtio-blk disks for query-block and query-blockstats.
 func (c *control) Blocks() []qmp.Block {
+	if c.vm.pci == nil {
+		return nil
+	}
 	var out []qmp.Block
-	for i, d := range c.vm.cfg.Disks {
-		name := "virtio-blk"
-		if i > 0 {
-			name = fmt.Sprintf("virtio-blk%d", i)
-		}
-		out = append(out, qmp.Block{Device: name, File: d.Path, ReadOnly: d.ReadOnly})
+	for _, d := range c.vm.pci.disks {
+		s := d.blk.Stats()
+		out = append(out, qmp.Block{
+			Device: d.name, Qdev: qdevPath(d.name), File: d.cfg.Path, ReadOnly: d.cfg.ReadOnly,
+			Size: d.blk.Capacity() * virtio.SectorSize, ActualSize: allocatedBytes(d.cfg.Path),
+			Stats: qmp.BlockStats{
+				ReadBytes: s.ReadBytes, WriteBytes: s.WriteBytes,
+				ReadOps: s.ReadOps, WriteOps: s.WriteOps, FlushOps: s.FlushOps,
+				ReadTimeNs: s.ReadTimeNs, WriteTimeNs: s.WriteTimeNs, FlushTimeNs: s.FlushTimeNs,
+				FailedReadOps: s.FailedReadOps, FailedWriteOps: s.FailedWriteOps, FailedFlushOps: s.FailedFlushOps,
+				InvalidReadOps: s.InvalidReadOps, InvalidWriteOps: s.InvalidWriteOps,
+				WriteHighestOffset: s.WriteHighestOffset,
+			},
+		})
 	}
 	return out
 }
 
+// allocatedBytes is the space a file takes on the host (QEMU's
+// actual-size), 0 if it cannot be read.
+func allocatedBytes(path string) uint64 {
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return 0
+	}
+	return uint64(st.Blocks) * 512 // st_blocks counts 512-byte units
+}
+
 // PCIFunctions lists bus 0 for query-pci, read from each function's
-// configuration header.
+// configuration header and BARs.
 func (c *control) PCIFunctions() []qmp.PCIFunction {
 	p := c.vm.pci
 	if p == nil {
@@ -191,19 +219,35 @@ func (c *control) PCIFunctions() []qmp.PCIFunction {
 		if f == nil {
 			continue
 		}
-		var hdr [0x30]byte
+		var hdr [0x40]byte
 		for off := 0; off < len(hdr); off += 4 {
 			f.ReadConfig(uint64(off), hdr[off:off+4])
 		}
 		le := binary.LittleEndian
-		out = append(out, qmp.PCIFunction{
+		pf := qmp.PCIFunction{
 			Slot:            slot,
 			Vendor:          le.Uint16(hdr[0x00:]),
 			Device:          le.Uint16(hdr[0x02:]),
 			Class:           le.Uint16(hdr[0x0a:]),
 			SubsystemVendor: le.Uint16(hdr[0x2c:]),
 			Subsystem:       le.Uint16(hdr[0x2e:]),
-		})
+			IRQLine:         hdr[devices.PCIInterruptLine],
+			IRQPin:          hdr[devices.PCIInterruptPin],
+		}
+		if named, ok := f.(interface{ Name() string }); ok {
+			pf.Name = named.Name()
+		}
+		for _, b := range f.ConfigSpace().BARs() {
+			r := qmp.PCIRegion{
+				BAR: b.Index, IO: b.Kind == devices.BARIO, Mem64: b.Kind == devices.BARMem64,
+				Prefetchable: b.Prefetchable, Size: b.Size, Address: -1,
+			}
+			if b.Mapped {
+				r.Address = int64(b.Base)
+			}
+			pf.Regions = append(pf.Regions, r)
+		}
+		out = append(out, pf)
 	}
 	return out
 }

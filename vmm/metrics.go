@@ -98,11 +98,15 @@ func (v *VM) ServeMetrics(addr string) (net.Addr, func() error, error) {
 		Kernel:   ks,
 		VMInfo:   v.metricsInfo,
 	})
-	for _, c := range []prometheus.Collector{
+	cs := []prometheus.Collector{
 		vmCollector,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-	} {
+	}
+	if v.pci != nil && len(v.pci.disks) > 0 {
+		cs = append(cs, blockCollector{disks: v.pci.disks})
+	}
+	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			ks.Close()
 			return nil, nil, fmt.Errorf("metrics: %w", err)

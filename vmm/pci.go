@@ -32,8 +32,16 @@ type pciDevices struct {
 	host       *devices.PCIHostBridge
 	router     *gsiRouter
 	transports []*virtio.Transport
+	disks      []pciDisk
 	nextBAR    uint64
 	names      map[string]int // device name -> instances so far
+}
+
+// pciDisk is one virtio-blk disk on the bus.
+type pciDisk struct {
+	name string // its transport's: virtio-blk, virtio-blk1, ...
+	cfg  DiskConfig
+	blk  *virtio.Block
 }
 
 // addPCI creates the PCI bus and the configured virtio devices. Called
@@ -57,6 +65,7 @@ func (v *VM) addPCI() error {
 		if err := v.addVirtio(blk); err != nil {
 			return err
 		}
+		p.disks = append(p.disks, pciDisk{name: p.transports[len(p.transports)-1].Name(), cfg: d, blk: blk})
 	}
 	if err := v.addNets(); err != nil { // net.go
 		return err

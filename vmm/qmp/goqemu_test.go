@@ -73,13 +73,16 @@ func TestGoQEMUClient(t *testing.T) {
 	if p, err := d.PackageVersion(); err != nil || p != "govmm" {
 		t.Errorf("PackageVersion: %q, %v", p, err)
 	}
-	for _, name := range []string{"query-status", "query-cpus", "query-block", "query-pci", "system_powerdown", "system_reset", "query-exit-stats"} {
+	for _, name := range []string{"query-status", "query-cpus", "query-block", "query-blockstats", "query-pci", "system_powerdown", "system_reset", "query-exit-stats"} {
 		if ok, err := d.Supported(name); err != nil || !ok {
 			t.Errorf("Supported(%s): %v, %v", name, ok, err)
 		}
 	}
 	if _, err := d.BlockDevices(); err != nil {
 		t.Errorf("BlockDevices: %v", err)
+	}
+	if _, err := d.BlockStats(); err != nil {
+		t.Errorf("BlockStats: %v", err)
 	}
 	if _, err := d.PCIDevices(); err != nil {
 		t.Errorf("PCIDevices: %v", err)

@@ -63,11 +63,28 @@ type CPU struct {
 	Halted bool
 }
 
-// Block is one disk, for query-block.
+// Block is one disk, for query-block and query-blockstats.
 type Block struct {
-	Device   string // the name QMP clients use for it
-	File     string // the image behind it
-	ReadOnly bool
+	Device     string // the name QMP clients use for it
+	Qdev       string // QOM path of the device model it is attached to
+	File       string // the image behind it
+	ReadOnly   bool
+	Size       uint64 // what the guest sees, in bytes (QEMU's virtual-size)
+	ActualSize uint64 // bytes the image occupies on the host
+	Stats      BlockStats
+}
+
+// BlockStats are a disk's I/O counters since the VM started, as QEMU's
+// BlockDeviceStats counts them: completed requests, their bytes and their
+// total service time; requests that failed on the host; requests the
+// guest got wrong (outside the disk).
+type BlockStats struct {
+	ReadBytes, WriteBytes                         uint64
+	ReadOps, WriteOps, FlushOps                   uint64
+	ReadTimeNs, WriteTimeNs, FlushTimeNs          uint64
+	FailedReadOps, FailedWriteOps, FailedFlushOps uint64
+	InvalidReadOps, InvalidWriteOps               uint64
+	WriteHighestOffset                            uint64
 }
 
 // BlockLister is implemented by a Machine with disks.
@@ -81,7 +98,21 @@ type PCIFunction struct {
 	Vendor, Device             uint16
 	SubsystemVendor, Subsystem uint16
 	Class                      uint16 // base class << 8 | subclass
+	IRQPin, IRQLine            uint8  // configuration registers 0x3d and 0x3c
+	Regions                    []PCIRegion
 	Name                       string // qdev_id
+}
+
+// PCIRegion is one BAR, as query-pci reports it.
+type PCIRegion struct {
+	BAR          int
+	IO           bool // an I/O BAR; otherwise memory
+	Mem64        bool
+	Prefetchable bool
+	Size         uint64
+	// Address is where the BAR decodes; -1 while it does not (decoding
+	// disabled), as QEMU reports an unmapped BAR.
+	Address int64
 }
 
 // PCILister is implemented by a Machine with a PCI bus.
