@@ -4,46 +4,44 @@ import (
 	"math"
 	"math/bits"
 	"runtime"
-	"sync/atomic"
 )
 
 // VCPU holds the counters of one vCPU. Exactly one goroutine, the vCPU
-// thread, may call Record and RecordGuest; any goroutine may call Snapshot at
-// the same time. A nil *VCPU is valid: its methods do nothing.
+// thread, may call RecordExit, Record and RecordGuest; any goroutine may call
+// Snapshot at the same time. A nil *VCPU is valid: its methods do nothing.
 type VCPU struct {
 	id  int
 	reg *Registry // bounds Kinds in Record and names rows in Snapshot
 
-	// seq is odd while the writer is updating a counter. Readers retry when
-	// they saw it odd or saw it change, so they never return a row (or a
-	// set of rows) that is half of one update and half of another.
-	seq   atomic.Uint64
+	// seq is odd while the writer is updating the counters. Readers retry
+	// when they saw it odd or saw it change, so they never return a row (or
+	// a set of rows) that is half of one update and half of another. No
+	// store on the write side is a locked instruction (word.go).
+	seq   word
 	guest counter
 	rows  [MaxKinds]counter // indexed by Kind
 }
 
-// counter accumulates one row. Every field is atomic only so that readers
-// racing with the writer are well defined (and -race stays quiet); the
-// sequence lock, not the atomics, is what makes a copy consistent.
+// counter accumulates one row. Its fields are words (word.go): stored by the
+// single writer, made consistent for readers by VCPU.seq.
 //
-// There is no count field: the count is the sum of the buckets. Each atomic
-// store is a full barrier on the hot path, so the bucket store replaces the
-// count store rather than adding one.
+// There is no count field: the count is the sum of the buckets, so one
+// store fewer per exit.
 type counter struct {
-	min atomic.Uint64 // math.MaxUint64 until the first duration
-	max atomic.Uint64
-	sum atomic.Uint64 // saturates instead of wrapping
+	min word // math.MaxUint64 until the first duration
+	max word
+	sum word // saturates instead of wrapping
 	// The sum of squares is kept exactly in 128 bits: a float64 running sum
 	// would lose the low bits of every small exit once the sum is large, and
 	// 1e9 exits of 1 s each (1e27 ns^2) fit with room to spare.
-	sqLo    atomic.Uint64
-	sqHi    atomic.Uint64
-	buckets [NumBuckets]atomic.Uint64 // see bucketOf
+	sqLo    word
+	sqHi    word
+	buckets [NumBuckets]word // see bucketOf
 }
 
 // init readies an empty counter: min starts high so that add needs no
 // "first duration" case.
-func (c *counter) init() { c.min.Store(math.MaxUint64) }
+func (c *counter) init() { c.min.store(math.MaxUint64) }
 
 // ID returns the vCPU id given to NewVCPU.
 func (v *VCPU) ID() int {
@@ -53,6 +51,21 @@ func (v *VCPU) ID() int {
 	return v.id
 }
 
+// RecordExit charges one exit: guestNS nanoseconds from KVM_RUN entry to the
+// exit to the TIMEINGUEST row, and handleNS of user-space handling to row k.
+// It is Record and RecordGuest in one write section, the vCPU loop's one call
+// per exit. It takes no lock and does not allocate.
+func (v *VCPU) RecordExit(k Kind, guestNS, handleNS uint64) {
+	if v == nil {
+		return
+	}
+	c := v.row(k)
+	s := v.begin()
+	v.guest.add(guestNS)
+	c.add(handleNS)
+	v.seq.store(s + 2)
+}
+
 // Record charges ns nanoseconds of user-space handling to row k. A Kind the
 // registry never handed out is charged to KindOther. It takes no lock and
 // does not allocate.
@@ -60,16 +73,10 @@ func (v *VCPU) Record(k Kind, ns uint64) {
 	if v == nil {
 		return
 	}
-	if uint32(k) >= v.reg.n.Load() {
-		k = KindOther
-	}
-	c := &v.rows[k]
-	// Only this goroutine writes seq, so Load+Store is enough; an atomic
-	// add would cost a locked instruction for nothing.
-	s := v.seq.Load()
-	v.seq.Store(s + 1)
+	c := v.row(k)
+	s := v.begin()
 	c.add(ns)
-	v.seq.Store(s + 2)
+	v.seq.store(s + 2)
 }
 
 // RecordGuest charges ns nanoseconds, from KVM_RUN entry to the exit, to the
@@ -78,52 +85,67 @@ func (v *VCPU) RecordGuest(ns uint64) {
 	if v == nil {
 		return
 	}
-	s := v.seq.Load()
-	v.seq.Store(s + 1)
+	s := v.begin()
 	v.guest.add(ns)
-	v.seq.Store(s + 2)
+	v.seq.store(s + 2)
 }
 
-// add must be called by the single writer inside a sequence-lock write
-// section. It skips stores that would not change a field, because each atomic
-// store is a full barrier on the vCPU's hot path.
-func (c *counter) add(ns uint64) {
-	if ns < c.min.Load() {
-		c.min.Store(ns)
+// row returns the counter of Kind k, KindOther for one never handed out.
+func (v *VCPU) row(k Kind) *counter {
+	if uint32(k) >= v.reg.n.Load() {
+		k = KindOther
 	}
-	if ns > c.max.Load() {
-		c.max.Store(ns)
+	return &v.rows[k]
+}
+
+// begin opens a write section and returns the even sequence number it
+// found; the caller closes the section by storing that number plus 2. Only
+// the vCPU thread writes seq, so a load and a store are enough.
+func (v *VCPU) begin() uint64 {
+	s := v.seq.load()
+	v.seq.store(s + 1)
+	return s
+}
+
+// add must be called by the single writer inside a write section. It skips
+// the stores that would not change a field.
+func (c *counter) add(ns uint64) {
+	if ns < c.min.load() {
+		c.min.store(ns)
+	}
+	if ns > c.max.load() {
+		c.max.store(ns)
 	}
 	b := &c.buckets[bucketOf(ns)]
-	b.Store(b.Load() + 1)
-	c.sum.Store(addSat(c.sum.Load(), ns))
+	b.store(b.load() + 1)
+	c.sum.store(addSat(c.sum.load(), ns))
 
 	sqHi, sqLo := bits.Mul64(ns, ns)
-	oldHi := c.sqHi.Load()
-	lo, carry := bits.Add64(c.sqLo.Load(), sqLo, 0)
+	oldHi := c.sqHi.load()
+	lo, carry := bits.Add64(c.sqLo.load(), sqLo, 0)
 	hi, carry := bits.Add64(oldHi, sqHi, carry)
 	if carry != 0 {
 		hi, lo = math.MaxUint64, math.MaxUint64
 	}
-	c.sqLo.Store(lo)
+	c.sqLo.store(lo)
 	if hi != oldHi {
-		c.sqHi.Store(hi)
+		c.sqHi.store(hi)
 	}
 }
 
 // load copies the counter; the caller provides the consistency.
 func (c *counter) load() Stats {
 	s := Stats{
-		Max:   c.max.Load(),
-		Sum:   c.sum.Load(),
-		SumSq: float64(c.sqHi.Load())*0x1p64 + float64(c.sqLo.Load()),
+		Max:   c.max.load(),
+		Sum:   c.sum.load(),
+		SumSq: float64(c.sqHi.load())*0x1p64 + float64(c.sqLo.load()),
 	}
 	for i := range c.buckets {
-		s.Buckets[i] = c.buckets[i].Load()
+		s.Buckets[i] = c.buckets[i].load()
 	}
 	s.Count = s.Buckets.Total()
 	if s.Count > 0 {
-		s.Min = c.min.Load()
+		s.Min = c.min.load()
 	}
 	return s
 }
@@ -132,13 +154,13 @@ func (c *counter) load() Stats {
 // state of the vCPU.
 func (v *VCPU) read(rows []Stats) Stats {
 	for tries := 0; ; tries++ {
-		s := v.seq.Load()
+		s := v.seq.load()
 		if s&1 == 0 {
 			for k := range rows {
 				rows[k] = v.rows[k].load()
 			}
 			guest := v.guest.load()
-			if v.seq.Load() == s {
+			if v.seq.load() == s {
 				return guest
 			}
 		}

@@ -189,20 +189,25 @@ func (v *VCPU) Run() (StopReason, error) {
 			}
 		}
 		err := v.k.RunOnce()
+		// The time in guest and the handling of this exit are charged
+		// together once it is handled: one write section per exit.
 		var exitAt int64
 		if stats != nil {
 			exitAt = now()
-			stats.RecordGuest(uint64(exitAt - last))
 		}
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				// A signal (Go's preemption, or our kick) ended the
 				// run: count it and loop to look at requests.
 				if stats != nil {
+					entered := last
 					last = now()
-					stats.Record(v.kinds.intr, uint64(last-exitAt))
+					stats.RecordExit(v.kinds.intr, uint64(exitAt-entered), uint64(last-exitAt))
 				}
 				continue
+			}
+			if stats != nil {
+				stats.RecordGuest(uint64(exitAt - last))
 			}
 			if errors.Is(err, unix.EAGAIN) {
 				continue
@@ -212,8 +217,9 @@ func (v *VCPU) Run() (StopReason, error) {
 		v.notePC()
 		kind, reason, err := v.handle(run)
 		if stats != nil {
+			entered := last
 			last = now()
-			stats.Record(kind, uint64(last-exitAt))
+			stats.RecordExit(kind, uint64(exitAt-entered), uint64(last-exitAt))
 		}
 		if err != nil || reason != running {
 			return reason, err
