@@ -8,9 +8,11 @@ import (
 	"testing"
 )
 
+// The shared guest kernel, found as the other packages' tests find it:
+// ../shared/guest beside the repository.
 const (
-	realBzImage = "/work/shared/guest/bzImage"
-	realVmlinux = "/work/shared/guest/vmlinux"
+	realBzImage = "../../../shared/guest/bzImage"
+	realVmlinux = "../../../shared/guest/vmlinux"
 )
 
 // readReal returns a real guest file or skips the test.
