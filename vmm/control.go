@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log"
-	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -29,9 +28,7 @@ type control struct {
 	vm     *VM
 	kstats *exitstats.KernelStats // nil where the kernel has no stats fd
 
-	mu    sync.Mutex
-	cause string // QEMU ShutdownCause of a host-side end, set before it
-	srv   *qmp.Server
+	srv *qmp.Server
 }
 
 // ServeQMP serves the QEMU Machine Protocol on a unix socket at path
@@ -54,8 +51,17 @@ func (v *VM) ServeQMP(path string) (func() error, error) {
 			log.Printf("QMP: %v", err)
 		}
 	}()
-	go c.emitShutdown()
+	emitted := make(chan struct{})
+	go func() {
+		defer close(emitted)
+		c.emitShutdown()
+	}()
 	return func() error {
+		select {
+		case <-v.ended:
+			<-emitted // SHUTDOWN is queued before Close drains the clients
+		default:
+		}
 		return errors.Join(srv.Close(), ks.Close())
 	}, nil
 }
@@ -64,37 +70,16 @@ func (v *VM) ServeQMP(path string) (func() error, error) {
 // a QMP command ended it and the server has said so already.
 func (c *control) emitShutdown() {
 	<-c.vm.ended
-	c.mu.Lock()
-	cause := c.cause
-	c.mu.Unlock()
-	if cause == "host-qmp-quit" {
+	o := c.vm.outcome
+	if o.Cause == CauseHostQuit {
 		return // the server sent SHUTDOWN before its reply to quit
 	}
-	o := c.vm.outcome
-	guest := o.VCPU >= 0 || !o.ByHost
-	if cause == "" {
-		switch o.Reason {
-		case vcpu.PowerOff:
-			cause = "guest-shutdown"
-		case vcpu.Reset, vcpu.Shutdown:
-			cause = "guest-reset"
-		case vcpu.Crashed:
-			cause = "guest-panic"
-		default:
-			cause = "host-signal"
-		}
-	}
-	c.srv.Emit("SHUTDOWN", map[string]any{"guest": guest, "reason": cause})
+	c.srv.Emit("SHUTDOWN", map[string]any{"guest": !o.ByHost, "reason": o.Cause})
 }
 
-// endByHost ends the VM for a QMP command, remembering its cause.
+// endByHost ends the VM for a QMP command.
 func (c *control) endByHost(reason vcpu.StopReason, cause string) {
-	c.mu.Lock()
-	if c.cause == "" {
-		c.cause = cause
-	}
-	c.mu.Unlock()
-	c.vm.end(Outcome{Reason: reason, VCPU: -1, ByHost: true})
+	c.vm.end(Outcome{Reason: reason, VCPU: -1, ByHost: true, Cause: cause})
 }
 
 func (c *control) Status() qmp.Status {
@@ -115,21 +100,18 @@ func (c *control) Cont() error {
 	return nil
 }
 
-// Powerdown ends the VM as a power-off. govmm has no ACPI power button
-// yet, so the guest is not asked first: it is like holding the button.
-func (c *control) Powerdown() error {
-	c.endByHost(vcpu.PowerOff, "host-qmp-system-powerdown")
-	return nil
-}
+// Powerdown presses the ACPI power button and returns: the guest decides.
+// Its power-off, if it comes, ends the VM with SHUTDOWN guest-shutdown.
+func (c *control) Powerdown() error { return c.vm.PressPowerButton() }
 
 // Reset ends the VM as a reboot does: govmm does not restart a guest in
 // place (as QEMU with -no-reboot).
 func (c *control) Reset() error {
-	c.endByHost(vcpu.Reset, "host-qmp-system-reset")
+	c.endByHost(vcpu.Reset, CauseHostReset)
 	return nil
 }
 
-func (c *control) Quit() { c.endByHost(vcpu.Stopped, "host-qmp-quit") }
+func (c *control) Quit() { c.endByHost(vcpu.Stopped, CauseHostQuit) }
 
 func (c *control) CPUs() []qmp.CPU {
 	var out []qmp.CPU

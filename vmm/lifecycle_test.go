@@ -1,6 +1,10 @@
 package vmm
 
 import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,5 +76,117 @@ func TestPauseResumeStop(t *testing.T) {
 			t.Errorf("table counts %d exits, the device saw %d", st.Count, dev.n.Load())
 		}
 		vm.Close()
+	}
+}
+
+// bootWithDisk starts the test initramfs with a raw disk image and extra
+// command line words; the caller runs it. The VM is closed by cleanup.
+func bootWithDisk(t *testing.T, disk, extra string) (*VM, *syncBuffer) {
+	t.Helper()
+	console := &syncBuffer{}
+	vm, err := New(Config{
+		Kernel: needGuest(t, "vmlinux"), Initrd: initramfs,
+		Cmdline: DefaultCmdline + " " + extra,
+		MemSize: 512 << 20, CPUs: 2,
+		Console: console, ExitStats: true, SyncRegs: true,
+		Disks: []DiskConfig{{Path: disk}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vm.Close() })
+	return vm, console
+}
+
+// waitConsole waits until the console shows want, failing if the VM ends
+// first or it takes longer than bootTimeout.
+func waitConsole(t *testing.T, console *syncBuffer, done <-chan Outcome, want string) {
+	t.Helper()
+	deadline := time.After(bootTimeout)
+	for !strings.Contains(console.String(), want) {
+		select {
+		case out := <-done:
+			t.Fatalf("guest ended (%s, %v) before %q; console:\n%s", out.Words(), out.Err, want, console)
+		case <-deadline:
+			t.Fatalf("no %q after %v; console:\n%s", want, bootTimeout, console)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// The power button asks the guest, which syncs and powers off itself:
+// data it wrote and never synced is on the disk afterwards, and the VM
+// ends as a guest power-off.
+func TestPowerButtonGuestSyncsAndPowersOff(t *testing.T) {
+	const text = "written before the button and never synced"
+	disk := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	vm, console := bootWithDisk(t, disk, "govmm.run=hold-write,/dev/vda,"+strings.ReplaceAll(text, " ", "_"))
+	done := make(chan Outcome, 1)
+	go func() { done <- vm.Run() }()
+	waitConsole(t, console, done, "GOVMM-WRITTEN")
+	want := strings.ReplaceAll(text, " ", "_")
+	// Still only in the guest's page cache: the test can tell a sync from
+	// no sync.
+	if b, err := os.ReadFile(disk); err != nil {
+		t.Fatal(err)
+	} else if bytes.HasPrefix(b, []byte(want)) {
+		t.Fatal("the data reached the disk before the button: the test proves nothing")
+	}
+	if err := vm.PressPowerButton(); err != nil {
+		t.Fatal(err)
+	}
+	var out Outcome
+	select {
+	case out = <-done:
+	case <-time.After(bootTimeout):
+		vm.Stop()
+		t.Fatalf("guest still running %v after the power button; console:\n%s", bootTimeout, console)
+	}
+	if out.Err != nil || out.Reason != vcpu.PowerOff || out.Cause != CauseGuestOff || out.ByHost {
+		t.Fatalf("ended %v (%s, %v), want a guest power-off; console:\n%s", out.Reason, out.Cause, out.Err, console)
+	}
+	if !strings.Contains(console.String(), "power button pressed") {
+		t.Errorf("the guest's button handler did not run; console:\n%s", console)
+	}
+	if vm.PowerdownAskedAt() == 0 {
+		t.Error("the press was not recorded")
+	}
+	vm.Close() // flushes the image
+	b, err := os.ReadFile(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(b, []byte(want)) {
+		t.Errorf("disk starts %q, want %q: the guest's shutdown did not write back its cache", b[:len(want)], want)
+	}
+}
+
+// A guest with no handler for the button ignores it and keeps running,
+// as under QEMU; the host can still stop it.
+func TestPowerButtonIgnored(t *testing.T) {
+	disk := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	vm, console := bootWithDisk(t, disk, "govmm.button=ignore govmm.run=hold-write,/dev/vda,x")
+	done := make(chan Outcome, 1)
+	go func() { done <- vm.Run() }()
+	waitConsole(t, console, done, "GOVMM-WRITTEN")
+	if err := vm.PressPowerButton(); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing in the guest answers, so nothing can end it: give it a
+	// second to do the wrong thing (a guest that did would fail here).
+	select {
+	case out := <-done:
+		t.Fatalf("guest without a handler ended (%s); console:\n%s", out.Words(), console)
+	case <-time.After(time.Second):
+	}
+	vm.Stop()
+	if out := <-done; out.Reason != vcpu.Stopped || out.Cause != CauseHostSignal {
+		t.Errorf("ended %v (%s), want stopped by the host", out.Reason, out.Cause)
 	}
 }

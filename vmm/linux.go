@@ -90,6 +90,7 @@ func (v *VM) loadLinux() error {
 		ResetPort:        acpiPMPort + devices.ACPIPMReset,
 		Serial:           []acpi.SerialPort{{Port: com1Port, GSI: com1IRQ}},
 		PCI:              v.acpiPCI(), // pci.go
+		PowerButton:      &acpi.PowerButton{GSI: powerButtonGSI},
 	}); err != nil {
 		return fmt.Errorf("ACPI tables: %w", err)
 	}

@@ -28,14 +28,70 @@ const (
 	com1IRQ    = 4
 	debugPort  = 0x510 // written by test guests; the value is recorded
 	acpiPMPort = 0x600 // HW-reduced ACPI sleep control/status and reset
+	// powerButtonGSI is the Generic Event Device's interrupt (the power
+	// button): ISA IRQ 9, the ACPI SCI's on a PC, free here.
+	powerButtonGSI = 9
+)
+
+// QEMU's ShutdownCause names, which QMP clients see in SHUTDOWN and RESET
+// events.
+const (
+	CauseHostQuit   = "host-qmp-quit"
+	CauseHostReset  = "host-qmp-system-reset"
+	CauseHostSignal = "host-signal"
+	CauseGuestOff   = "guest-shutdown"
+	CauseGuestReset = "guest-reset"
+	CauseGuestPanic = "guest-panic"
 )
 
 // Outcome is how a VM run ended.
 type Outcome struct {
 	Reason vcpu.StopReason
-	VCPU   int   // the vCPU whose exit ended it, -1 for a device or the host
-	ByHost bool  // the host ended it (signal, QMP), not the guest
-	Err    error // set for crashes
+	VCPU   int    // the vCPU whose exit ended it, -1 for a device or the host
+	ByHost bool   // the host ended it (signal, QMP), not the guest
+	Cause  string // QEMU's ShutdownCause (Cause* above)
+	Err    error  // set for crashes
+}
+
+// causeOf is the ShutdownCause of an end that did not name one.
+func causeOf(o Outcome) string {
+	switch {
+	case o.ByHost:
+		return CauseHostSignal
+	case o.Reason == vcpu.PowerOff || o.Reason == vcpu.Halted:
+		return CauseGuestOff
+	case o.Reason == vcpu.Reset || o.Reason == vcpu.Shutdown:
+		return CauseGuestReset
+	case o.Reason == vcpu.Crashed:
+		return CauseGuestPanic
+	}
+	return CauseHostSignal
+}
+
+// Words says, for a person, how the VM ended and who asked for it.
+func (o Outcome) Words() string {
+	switch {
+	case o.Err != nil && o.Reason == vcpu.Shutdown:
+		return "guest crashed (triple fault)"
+	case o.Err != nil:
+		return "guest crashed"
+	}
+	switch o.Cause {
+	case CauseGuestOff:
+		if o.Reason == vcpu.Halted {
+			return "guest halted"
+		}
+		return "guest powered off"
+	case CauseGuestReset:
+		return "guest asked for a reset"
+	case CauseHostReset:
+		return "host asked for a reset over QMP"
+	case CauseHostQuit:
+		return "host asked to quit over QMP"
+	case CauseHostSignal:
+		return "host stopped the VM"
+	}
+	return o.Reason.String()
 }
 
 // GuestRequested reports whether the guest itself asked to stop (reboot,
@@ -69,10 +125,11 @@ type VM struct {
 	readyAt time.Duration // 0 until the ready marker appeared
 	debug   []uint32      // values written to the debug port (readyMu)
 
-	endMu   sync.Mutex
-	outcome *Outcome // how the VM ended; nil while it runs (endMu)
-	paused  bool     // Pause was called and Resume not since (endMu)
-	ended   chan struct{}
+	endMu       sync.Mutex
+	outcome     *Outcome      // how the VM ended; nil while it runs (endMu)
+	paused      bool          // Pause was called and Resume not since (endMu)
+	powerdownAt time.Duration // uptime of the first power button press, 0 if none (endMu)
+	ended       chan struct{}
 }
 
 // New builds a VM: memory, irqchip, devices, the guest image and vCPUs. It
@@ -301,6 +358,40 @@ func (v *VM) Run() Outcome {
 // wait; Run returns once every vCPU has left the guest.
 func (v *VM) Stop() { v.end(Outcome{Reason: vcpu.Stopped, VCPU: -1, ByHost: true}) }
 
+// PressPowerButton presses the ACPI power button: the guest is asked to
+// shut down and decides for itself (Linux reports KEY_POWER to user
+// space, whose handler powers off). It never waits: a paused guest finds
+// the interrupt pending when it resumes, and a guest that ignores the
+// button keeps running, as under QEMU.
+func (v *VM) PressPowerButton() error {
+	if v.cfg.Raw != nil {
+		return nil // no irqchip, no ACPI: nothing to press
+	}
+	v.endMu.Lock()
+	if v.powerdownAt == 0 {
+		v.powerdownAt = max(v.Uptime(), 1)
+	}
+	v.endMu.Unlock()
+	// An edge on the GED's interrupt line; KVM's IOAPIC latches it even
+	// while the guest has it masked.
+	l := irqLine{v.kvm, powerButtonGSI}
+	if err := l.SetLevel(true); err != nil {
+		return fmt.Errorf("power button: %w", err)
+	}
+	if err := l.SetLevel(false); err != nil {
+		return fmt.Errorf("power button: %w", err)
+	}
+	return nil
+}
+
+// PowerdownAskedAt is the uptime at which the host first pressed the power
+// button, or 0 if it never did.
+func (v *VM) PowerdownAskedAt() time.Duration {
+	v.endMu.Lock()
+	defer v.endMu.Unlock()
+	return v.powerdownAt
+}
+
 // Pause parks every vCPU outside the guest; Resume lets them go on.
 // Pausing a VM that has not started makes it start paused.
 func (v *VM) Pause() {
@@ -343,6 +434,9 @@ func (v *VM) end(o Outcome) {
 	defer v.endMu.Unlock()
 	if v.outcome != nil {
 		return
+	}
+	if o.Cause == "" {
+		o.Cause = causeOf(o)
 	}
 	v.outcome = &o
 	close(v.ended)

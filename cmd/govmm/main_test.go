@@ -246,7 +246,7 @@ func TestRunPrintsExitTable(t *testing.T) {
 	if !strings.Contains(stdout.String(), "GOVMM-READY") {
 		t.Errorf("no ready line on the console:\n%s", stdout.String())
 	}
-	for _, want := range []string{"power-off", "IO:serial", "TIMEINGUEST", "TOTAL"} {
+	for _, want := range []string{"guest powered off", "IO:serial", "TIMEINGUEST", "TOTAL"} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
 		}

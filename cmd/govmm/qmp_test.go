@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -59,40 +60,149 @@ func waitQMP(t *testing.T, sock string, stderr *syncBuffer) *qmp.SocketMonitor {
 	}
 }
 
-// Pausing a running Linux guest over QMP stops its vCPUs (KVM's exit count
-// stops), cont resumes them, system_powerdown ends govmm with status 0;
-// the live view reads the same socket.
-func TestQMPPauseResumePowerdown(t *testing.T) {
+// eventLog keeps a QMP connection's events in arrival order.
+type eventLog struct {
+	mu      sync.Mutex
+	events  []qmp.Event
+	hungUp  bool          // the connection is gone (mu)
+	changed chan struct{} // closed and replaced whenever the log changes (mu)
+	waited  int           // events before this index were returned by wait (mu)
+}
+
+// watchEvents starts recording mon's events; the log ends when govmm
+// hangs up.
+func watchEvents(t *testing.T, mon qmp.Monitor) *eventLog {
+	t.Helper()
+	evs, err := mon.Events(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &eventLog{changed: make(chan struct{})}
+	go func() {
+		for e := range evs {
+			l.mu.Lock()
+			l.events = append(l.events, e)
+			close(l.changed)
+			l.changed = make(chan struct{})
+			l.mu.Unlock()
+		}
+		l.mu.Lock()
+		l.hungUp = true
+		close(l.changed)
+		l.mu.Unlock()
+	}()
+	return l
+}
+
+// names lists the events so far, comma-separated.
+func (l *eventLog) names() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var names []string
+	for _, e := range l.events {
+		names = append(names, e.Event)
+	}
+	return strings.Join(names, ",")
+}
+
+// wait returns the next event called name after the one the previous wait
+// returned, failing the test after timeout or when the connection ends.
+func (l *eventLog) wait(t *testing.T, name string, timeout time.Duration) qmp.Event {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		l.mu.Lock()
+		for ; l.waited < len(l.events); l.waited++ {
+			if e := l.events[l.waited]; e.Event == name {
+				l.waited++
+				l.mu.Unlock()
+				return e
+			}
+		}
+		hungUp, changed := l.hungUp, l.changed
+		l.mu.Unlock()
+		if hungUp {
+			t.Fatalf("QMP connection ended without %s (events %s)", name, l.names())
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("no %s within %v (events %s)", name, timeout, l.names())
+		}
+	}
+}
+
+// qmpVM is a running govmm with a QMP connection.
+type qmpVM struct {
+	cmd    *exec.Cmd
+	sock   string
+	mon    *qmp.SocketMonitor
+	events *eventLog
+	stderr *syncBuffer
+}
+
+// startQMP starts govmm on the test initramfs with a QMP socket, extra
+// kernel command line words and extra flags, and connects once the guest
+// is ready (so its power button handler listens).
+func startQMP(t *testing.T, extra string, flags ...string) *qmpVM {
+	t.Helper()
 	kernel := needGuest(t)
 	sock := filepath.Join(t.TempDir(), "qmp.sock")
+	args := append([]string{"run", "--kernel", kernel, "--initrd", initramfs, "--smp", "2",
+		"--qmp", "unix:" + sock, "--append", "console=ttyS0 reboot=k panic=-1 quiet " + extra}, flags...)
+	cmd := exec.Command(govmmBin, args...)
+	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	c := waitQMP(t, sock, stderr)
+	t.Cleanup(func() { c.Disconnect() })
+	events := watchEvents(t, c)
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(stdout.String(), "GOVMM-READY") {
+		if time.Now().After(deadline) {
+			t.Fatalf("guest not ready\nconsole:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return &qmpVM{cmd: cmd, sock: sock, mon: c, events: events, stderr: stderr}
+}
+
+// shutdownOf decodes a SHUTDOWN or RESET event's data.
+func shutdownOf(e qmp.Event) (guest bool, reason string) {
+	guest, _ = e.Data["guest"].(bool)
+	reason, _ = e.Data["reason"].(string)
+	return guest, reason
+}
+
+// waitExit waits for govmm to exit with status 0.
+func waitExit(t *testing.T, cmd *exec.Cmd, stderr *syncBuffer) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("govmm: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("govmm still running 30 s later\n%s", stderr.String())
+	}
+}
+
+// Pausing a running Linux guest over QMP stops its vCPUs (KVM's exit count
+// stops), cont resumes them, system_powerdown asks the guest, which powers
+// off: govmm ends with status 0; the live view reads the same socket.
+func TestQMPPauseResumePowerdown(t *testing.T) {
 	disk := filepath.Join(t.TempDir(), "disk.img")
 	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(govmmBin, "run", "--kernel", kernel, "--initrd", initramfs, "--smp", "2",
-		"--qmp", "unix:"+sock, "--disk", disk+",ro", "--append", "console=ttyS0 reboot=k panic=-1 quiet govmm.run=sem_test,10000000,2000")
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	c := waitQMP(t, sock, &stderr)
-	defer c.Disconnect()
-	// Every event, in order; the channel closes when govmm hangs up.
-	evs, err := c.Events(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	eventsDone := make(chan []string, 1)
-	go func() {
-		var names []string
-		for e := range evs {
-			names = append(names, e.Event)
-		}
-		eventsDone <- names
-	}()
-	time.Sleep(500 * time.Millisecond) // let the guest boot and start sem_test, which exits all the time
+	// sem_test exits all the time, so a paused guest is easy to tell.
+	vm := startQMP(t, "govmm.run=sem_test,10000000,2000", "--disk", disk+",ro")
+	cmd, c, events, stderr, sock := vm.cmd, vm.mon, vm.events, vm.stderr, vm.sock
 	if s := status(t, c); s != "running" {
 		t.Fatalf("status %q, want running", s)
 	}
@@ -155,27 +265,49 @@ func TestQMPPauseResumePowerdown(t *testing.T) {
 	if err != nil || !strings.Contains(string(live), "exits") {
 		t.Errorf("govmm stat --once: %v\n%s", err, live)
 	}
+	// The button asks the guest, whose init syncs and powers off.
 	if err := runQMP(c, "system_powerdown", nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("govmm after system_powerdown: %v\n%s", err, stderr.String())
+	if guest, reason := shutdownOf(events.wait(t, "SHUTDOWN", 30*time.Second)); !guest || reason != "guest-shutdown" {
+		t.Errorf("SHUTDOWN guest=%v reason=%s, want the guest's own (guest-shutdown)", guest, reason)
+	}
+	waitExit(t, cmd, stderr)
+	if got, want := events.names(), "STOP,RESUME,POWERDOWN,SHUTDOWN"; got != want {
+		t.Errorf("events %s, want %s", got, want)
+	}
+	for _, w := range []string{"guest powered off", "host asked for power-down over QMP"} {
+		if !strings.Contains(stderr.String(), w) {
+			t.Errorf("stderr lacks %q:\n%s", w, stderr.String())
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("govmm still running 5 s after system_powerdown")
 	}
-	var events []string
-	select {
-	case events = <-eventsDone:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the QMP connection is still open 5 s after govmm ended")
+}
+
+// After stop, system_powerdown presses the button of a guest that cannot
+// run to answer it: as under QEMU the VM stays paused (POWERDOWN, no
+// SHUTDOWN) and nothing waits. cont lets the guest see the press and power
+// off.
+func TestQMPPowerdownWhilePaused(t *testing.T) {
+	vm := startQMP(t, "govmm.run=sleep,600")
+	cmd, c, events, stderr := vm.cmd, vm.mon, vm.events, vm.stderr
+	if err := runQMP(c, "stop", nil, nil); err != nil {
+		t.Fatal(err)
 	}
-	want := []string{"STOP", "RESUME", "POWERDOWN", "SHUTDOWN"}
-	if strings.Join(events, ",") != strings.Join(want, ",") {
-		t.Errorf("events %v, want %v", events, want)
+	if err := runQMP(c, "system_powerdown", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	events.wait(t, "POWERDOWN", 10*time.Second)
+	if s := status(t, c); s != "paused" {
+		t.Errorf("status after a press while paused: %q, want paused", s)
+	}
+	if err := runQMP(c, "cont", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if guest, reason := shutdownOf(events.wait(t, "SHUTDOWN", 30*time.Second)); !guest || reason != "guest-shutdown" {
+		t.Errorf("SHUTDOWN guest=%v reason=%s, want guest-shutdown", guest, reason)
+	}
+	waitExit(t, cmd, stderr)
+	if got, want := events.names(), "STOP,POWERDOWN,RESUME,SHUTDOWN"; got != want {
+		t.Errorf("events %s, want %s", got, want)
 	}
 }

@@ -176,14 +176,19 @@ func runCommand(args []string) error {
 	return nil
 }
 
+// report says on w how the VM ended and who asked: the guest (powered
+// off, asked for a reset) or the host (QMP, a signal).
 func report(w io.Writer, vm *vmm.VM, out vmm.Outcome, sig os.Signal) {
-	what := out.Reason.String()
+	what := out.Words()
 	if sig != nil {
-		what = "stopped by signal " + sig.String()
+		what = "host stopped the VM with signal " + sig.String()
 	}
-	fmt.Fprintf(w, "\ngovmm: guest %s after %.3f s", what, vm.Uptime().Seconds())
+	fmt.Fprintf(w, "\ngovmm: %s after %.3f s", what, vm.Uptime().Seconds())
 	if r := vm.ReadyAfter(); r > 0 {
 		fmt.Fprintf(w, " (ready after %.3f s)", r.Seconds())
+	}
+	if at := vm.PowerdownAskedAt(); at > 0 {
+		fmt.Fprintf(w, "; host asked for power-down over QMP at %.3f s", at.Seconds())
 	}
 	if touched, err := vm.Memory().Resident(); err == nil {
 		fmt.Fprintf(w, "; guest RAM touched %.1f MiB", float64(touched)/(1<<20))

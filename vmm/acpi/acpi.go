@@ -69,6 +69,21 @@ type Config struct {
 	// only below host bridges the DSDT declares: without one no PCI
 	// device is found.
 	PCI *PCIHostBridge
+
+	// PowerButton, when set, adds an ACPI power button the VMM can press.
+	PowerButton *PowerButton
+}
+
+// PowerButton is an ACPI power button (PNP0C0C) behind a Generic Event
+// Device (ACPI0013). A HW-reduced platform has no fixed-feature button and
+// no SCI, so, as in QEMU's microvm and Cloud Hypervisor, the VMM pulses the
+// GED's interrupt and the GED's _EVT method notifies the button with 0x80
+// ("pressed"). Linux's button driver then reports KEY_POWER on an input
+// device; powering off is up to the guest's user space.
+type PowerButton struct {
+	// GSI is the GED's interrupt: edge-triggered, active high. It must
+	// not be shared with another device.
+	GSI uint32
 }
 
 // SerialPort is one 16550 UART: 8 I/O ports at Port, edge-triggered,
@@ -248,6 +263,13 @@ func (c *Config) validate() error {
 	for _, s := range c.Serial {
 		if s.Port == 0 || s.Port > 0xffff-7 {
 			return fmt.Errorf("%w: serial port at %#x", ErrConfig, s.Port)
+		}
+	}
+	if b := c.PowerButton; b != nil {
+		for _, s := range c.Serial {
+			if s.GSI == b.GSI {
+				return fmt.Errorf("%w: power button GSI %d is a serial port's", ErrConfig, b.GSI)
+			}
 		}
 	}
 	if p := c.PCI; p != nil {
@@ -452,6 +474,9 @@ func (c *Config) dsdt() []byte {
 	if c.PCI != nil {
 		sb = append(sb, c.PCI.aml())
 	}
+	if c.PowerButton != nil {
+		sb = append(sb, c.PowerButton.aml()...)
+	}
 	var body []byte
 	if len(sb) > 0 {
 		body = amlScope(`\_SB_`, sb...)
@@ -460,6 +485,37 @@ func (c *Config) dsdt() []byte {
 	t := header("DSDT", headerLen+len(body), dsdtRevision, "GVMMDSDT")
 	copy(t[headerLen:], body)
 	return seal(t)
+}
+
+// aml returns, as ASL:
+//
+//	Device (PWRB) {
+//	    Name (_HID, EisaId ("PNP0C0C"))
+//	    Name (_UID, Zero)
+//	}
+//	Device (GED) {
+//	    Name (_HID, "ACPI0013")
+//	    Name (_UID, Zero)
+//	    Name (_CRS, ResourceTemplate () {
+//	        Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive) { GSI }
+//	    })
+//	    Method (_EVT, 1, NotSerialized) { Notify (\_SB.PWRB, 0x80) }
+//	}
+//
+// The button is the GED's only event, so _EVT needs no selector register.
+func (b *PowerButton) aml() [][]byte {
+	return [][]byte{
+		amlDevice("PWRB",
+			amlName("_HID", amlDWord(amlEISAID("PNP0C0C"))),
+			amlName("_UID", amlInteger(0)),
+		),
+		amlDevice("GED",
+			amlName("_HID", amlString("ACPI0013")),
+			amlName("_UID", amlInteger(0)),
+			amlName("_CRS", amlResourceTemplate(resInterrupt(b.GSI, false, false))),
+			amlMethod("_EVT", 1, amlNotify(`\_SB_.PWRB`, 0x80)),
+		),
+	}
 }
 
 // aml returns Device (PCI0): a PCI host bridge for segment 0, with the

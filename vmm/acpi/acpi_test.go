@@ -367,6 +367,15 @@ func pciConfig() Config {
 	return cfg
 }
 
+// A power button must not share its interrupt with a serial port.
+func TestPowerButtonGSI(t *testing.T) {
+	cfg := testConfig(1)
+	cfg.PowerButton = &PowerButton{GSI: 4}
+	if _, err := Write(make([]byte, testMemSize), DefaultRSDPAddr, DefaultTablesAddr, cfg); !errors.Is(err, ErrConfig) {
+		t.Errorf("GSI shared with COM1: err %v, want ErrConfig", err)
+	}
+}
+
 func TestEISAID(t *testing.T) {
 	for id, want := range map[string]uint32{"PNP0501": 0x0105d041, "PNP0A03": 0x030ad041} {
 		if got := amlEISAID(id); got != want {
@@ -400,7 +409,9 @@ func TestDSDTDisassembles(t *testing.T) {
 	if err != nil {
 		t.Skip("iasl not installed (apt-get install acpica-tools)")
 	}
-	for name, cfg := range map[string]Config{"default": testConfig(2), "pci": pciConfig()} {
+	button := testConfig(1)
+	button.PowerButton = &PowerButton{GSI: 9}
+	for name, cfg := range map[string]Config{"default": testConfig(2), "pci": pciConfig(), "button": button} {
 		t.Run(name, func(t *testing.T) {
 			mem, _ := writeTables(t, cfg)
 			dsdt := parse(t, mem).dsdt
@@ -439,6 +450,15 @@ func TestDSDTDisassembles(t *testing.T) {
 					`Name (_PRT, Package (0x02)`,
 					`0x0002FFFF,`,
 					`0x13`,
+				)
+			}
+			if name == "button" {
+				want = append(want,
+					`Device (PWRB)`, `EisaId ("PNP0C0C")`,
+					`Device (GED)`, `Name (_HID, "ACPI0013"`,
+					`0x00000009,`,
+					`Method (_EVT, 1, NotSerialized)`,
+					`Notify (\_SB.PWRB, 0x80)`,
 				)
 			}
 			for _, w := range want {

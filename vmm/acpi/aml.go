@@ -22,10 +22,12 @@ const (
 	amlStringPrefix = 0x0d
 	amlQWordPrefix  = 0x0e
 	amlScopeOp      = 0x10
+	amlMethodOp     = 0x14
 	amlBufferOp     = 0x11
 	amlPackageOp    = 0x12
 	amlExtOpPrefix  = 0x5b
 	amlDeviceOp     = 0x82 // after amlExtOpPrefix
+	amlNotifyOp     = 0x86
 	amlRootChar     = '\\'
 	amlDualNamePfx  = 0x2e
 	amlMultiNamePfx = 0x2f
@@ -173,6 +175,20 @@ func amlScope(path string, body ...[]byte) []byte {
 func amlDevice(path string, body ...[]byte) []byte {
 	inner := amlConcat(amlNameString(path), amlConcat(body...))
 	return amlConcat([]byte{amlExtOpPrefix, amlDeviceOp}, amlPkgLength(len(inner)), inner)
+}
+
+// amlMethod is Method(path, args, NotSerialized) { body }.
+func amlMethod(path string, args int, body ...[]byte) []byte {
+	if args < 0 || args > 7 {
+		panic(fmt.Sprintf("acpi: AML method with %d arguments", args))
+	}
+	inner := amlConcat(amlNameString(path), []byte{byte(args)}, amlConcat(body...))
+	return amlConcat([]byte{amlMethodOp}, amlPkgLength(len(inner)), inner)
+}
+
+// amlNotify is Notify(path, value).
+func amlNotify(path string, value uint64) []byte {
+	return amlConcat([]byte{amlNotifyOp}, amlNameString(path), amlInteger(value))
 }
 
 // amlPackage is Package() { elems }, at most 255 elements.

@@ -318,12 +318,13 @@ func (cl *call) cont() (any, *qmpError) {
 }
 
 // systemPowerdown: QEMU emits POWERDOWN whatever the run state, even on a
-// -S machine that has never run.
+// -S machine that has never run, and before the button reaches the guest,
+// so POWERDOWN always precedes the SHUTDOWN of the guest's power-off.
 func (cl *call) systemPowerdown() (any, *qmpError) {
+	cl.s.Emit("POWERDOWN", nil)
 	if err := cl.s.m.Powerdown(); err != nil {
 		return nil, genericError("%v", err)
 	}
-	cl.s.Emit("POWERDOWN", nil)
 	return empty, nil
 }
 

@@ -20,7 +20,9 @@ type Machine interface {
 	// client as a GenericError; QEMU refuses cont after a guest shutdown
 	// with "Resetting the Virtual Machine is required".
 	Cont() error
-	// Powerdown asks the guest to power off (ACPI power button).
+	// Powerdown asks the guest to power off (ACPI power button). The
+	// server has emitted POWERDOWN already; Powerdown must not wait for
+	// the guest's answer.
 	Powerdown() error
 	// Reset resets the VM (QMP system_reset).
 	Reset() error
