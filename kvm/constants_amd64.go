@@ -95,6 +95,15 @@ const (
 	CapBinaryStatsFD    Cap = 203
 )
 
+// vCPU multiprocessing states (KVM_GET_MP_STATE).
+const (
+	MPStateRunnable      = 0
+	MPStateUninitialized = 1 // an AP waiting for INIT/SIPI
+	MPStateInitReceived  = 2
+	MPStateHalted        = 3 // in HLT, waiting for an interrupt
+	MPStateSIPIReceived  = 4
+)
+
 // Bits of KVM_CAP_X86_DISABLE_EXITS.
 const (
 	DisableExitsMWAIT  = 1 << 0

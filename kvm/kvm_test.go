@@ -5,6 +5,8 @@ import (
 	"os"
 	"testing"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // Sizes of the kernel structs (x86-64), from include/uapi: a mismatch here
@@ -130,5 +132,52 @@ func TestStatsFD(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("vCPU stats %q lack an \"exits\" counter: %d descriptors", st.ID, len(st.Descs))
+	}
+}
+
+// immediate_exit: set, KVM_RUN returns EINTR without entering the guest;
+// cleared, the other bytes of its word are untouched; a kick that races
+// with Close, or comes after it, is a no-op rather than a write to an
+// unmapped page.
+func TestImmediateExit(t *testing.T) {
+	if off := unsafe.Offsetof(Run{}.immediateExit); off != 1 {
+		t.Fatalf("immediate_exit at offset %d, want 1", off)
+	}
+	s := openKVM(t)
+	vm, err := s.CreateVM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Close()
+	v, err := vm.CreateVCPU(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Run.RequestInterruptWindow = 1
+	v.RequestImmediateExit()
+	if !v.Run.immediateExitSet() || v.Run.immediateExit != 1 {
+		t.Fatalf("immediate_exit not set: byte %d", v.Run.immediateExit)
+	}
+	if err := v.RunOnce(); !errors.Is(err, unix.EINTR) {
+		t.Errorf("KVM_RUN with immediate_exit: %v, want EINTR", err)
+	}
+	v.ClearImmediateExit()
+	if v.Run.immediateExitSet() || v.Run.RequestInterruptWindow != 1 {
+		t.Errorf("after clear: immediate_exit %d, request_interrupt_window %d (want 0, 1)", v.Run.immediateExit, v.Run.RequestInterruptWindow)
+	}
+	kicked := make(chan struct{})
+	go func() {
+		for i := 0; i < 1000; i++ {
+			v.RequestImmediateExit()
+		}
+		close(kicked)
+	}()
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	<-kicked
+	v.RequestImmediateExit()
+	if err := v.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
 	}
 }

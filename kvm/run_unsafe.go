@@ -1,6 +1,24 @@
 package kvm
 
-import "unsafe"
+import (
+	"sync/atomic"
+	"unsafe"
+)
+
+// Go has no 8-bit atomics, so kvm_run.immediate_exit (byte 1) is changed
+// through the aligned 32-bit word at the start of kvm_run that holds it,
+// with an atomic OR or AND that leaves the other bytes
+// (request_interrupt_window and padding) alone. On x86 both are LOCKed
+// instructions, full barriers. kvm_run is little-endian, like the host.
+const immediateExitBits = 0xff << 8
+
+func (r *Run) firstWord() *uint32 { return (*uint32)(unsafe.Pointer(r)) }
+
+func (r *Run) setImmediateExit()   { atomic.OrUint32(r.firstWord(), 1<<8) }
+func (r *Run) clearImmediateExit() { atomic.AndUint32(r.firstWord(), ^uint32(immediateExitBits)) }
+
+// immediateExitSet reports the flag, for tests.
+func (r *Run) immediateExitSet() bool { return atomic.LoadUint32(r.firstWord())&immediateExitBits != 0 }
 
 // The exit union is reinterpreted according to ExitReason; callers must
 // only ask for the view that matches it.

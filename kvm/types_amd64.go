@@ -203,7 +203,7 @@ type SyncRegs struct {
 // only ever used through a pointer into the vCPU's mmap.
 type Run struct {
 	RequestInterruptWindow     uint8
-	ImmediateExit              uint8
+	immediateExit              uint8 // only through RequestImmediateExit / ClearImmediateExit
 	_                          [6]uint8
 	ExitReason                 ExitReason
 	ReadyForInterruptInjection uint8

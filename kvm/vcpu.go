@@ -2,6 +2,7 @@ package kvm
 
 import (
 	"fmt"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -13,18 +14,54 @@ type VCPU struct {
 	ID     int
 	runMem []byte // the whole mapping: the I/O data area lies past Run
 	// Run is the shared kvm_run page. Only the vCPU's own thread touches it
-	// while KVM_RUN can be in progress, except ImmediateExit (see Kick).
+	// while KVM_RUN can be in progress, except immediate_exit, which any
+	// goroutine may set with RequestImmediateExit.
 	Run *Run
+
+	// unmapMu orders RequestImmediateExit, which any goroutine may call
+	// at any time, against Close's munmap: a kick after Close is a no-op,
+	// never a write to an unmapped page.
+	unmapMu sync.Mutex
+	closed  bool // Close has run (unmapMu)
 }
 
-// Close unmaps kvm_run and closes the vCPU fd.
+// Close unmaps kvm_run and closes the vCPU fd. The vCPU's thread must have
+// left RunOnce for good; RequestImmediateExit may race with Close.
 func (v *VCPU) Close() error {
+	v.unmapMu.Lock()
+	defer v.unmapMu.Unlock()
+	if v.closed {
+		return nil
+	}
+	v.closed = true
 	if v.runMem != nil {
 		unix.Munmap(v.runMem)
 		v.runMem, v.Run = nil, nil
 	}
 	return unix.Close(v.fd)
 }
+
+// RequestImmediateExit sets kvm_run.immediate_exit, so that the next
+// KVM_RUN returns EINTR at once instead of entering the guest. It is safe
+// from any goroutine, also during or after Close. It does not interrupt a
+// KVM_RUN in progress: that takes a signal to the vCPU thread.
+//
+// The atomic OR is a full barrier: paired with ClearImmediateExit's, also a
+// full barrier, a caller that publishes a request before calling this, and
+// a vCPU thread that clears the flag before it reads requests, cannot both
+// miss each other (see vcpu.VCPU.request).
+func (v *VCPU) RequestImmediateExit() {
+	v.unmapMu.Lock()
+	if v.Run != nil {
+		v.Run.setImmediateExit()
+	}
+	v.unmapMu.Unlock()
+}
+
+// ClearImmediateExit clears kvm_run.immediate_exit with a full barrier:
+// loads that follow it (the vCPU's pending requests) cannot be reordered
+// before it. Only the vCPU's own thread calls it, between runs.
+func (v *VCPU) ClearImmediateExit() { v.Run.clearImmediateExit() }
 
 // RunOnce enters the guest once (KVM_RUN). It returns unix.EINTR when a
 // signal or ImmediateExit ended the run before an exit, and does not retry.
@@ -151,7 +188,8 @@ func (v *VCPU) GetVCPUEvents() (VCPUEvents, error) {
 	return e, wrap(err, "KVM_GET_VCPU_EVENTS", v.ID)
 }
 
-// MPState returns the vCPU's multiprocessing state (KVM_MP_STATE_*).
+// MPState returns the vCPU's multiprocessing state (MPState*). Like every
+// vCPU ioctl it waits while another thread is inside KVM_RUN.
 func (v *VCPU) MPState() (uint32, error) {
 	var s uint32
 	_, err := ioctlPtr(v.fd, reqGetMPState, unsafe.Pointer(&s))

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -53,27 +54,44 @@ type Config struct {
 }
 
 // VCPU is one virtual CPU and its run loop.
+//
+// Other goroutines steer the loop with request bits (pause, stop, sample)
+// and a kick (see request); the loop serves them between runs, on its own
+// thread, so nothing but that thread ever touches the vCPU while it may be
+// inside KVM_RUN. Every change of a request bit is followed by a Broadcast
+// of cond under mu, so a loop parked on cond, and a caller waiting for the
+// loop, always wake to look again.
 type VCPU struct {
 	k        *kvm.VCPU
 	cfg      Config
 	syncRegs bool
 
-	tid      atomic.Int32  // OS thread id while Run is executing, else 0
-	requests atomic.Uint32 // pending reqPause / reqStop bits
+	tid      atomic.Int32  // OS thread id while Run is executing, else 0 (set under mu)
+	requests atomic.Uint32 // pending req* bits
 	pc       atomic.Uint64 // guest RIP at the last exit
 
-	mu      sync.Mutex
-	cond    *sync.Cond
-	paused  bool // the loop is parked (mu)
-	resumed bool // Resume was called since the last park (mu)
+	mu     sync.Mutex
+	cond   *sync.Cond
+	paused bool   // the loop is parked (mu)
+	sample State  // the state the loop last sampled for State (mu)
+	gen    uint64 // counts samples (mu)
 
 	kinds kindCache // exitstats rows, owned by the vCPU thread
 }
 
+// Request bits. Stop wins over the others; a pause lasts until Resume.
 const (
-	reqPause = 1 << iota
-	reqStop
+	reqPause  = 1 << iota // park outside the guest until Resume
+	reqStop               // return Stopped from Run
+	reqSample             // sample State on the vCPU thread and re-enter
 )
+
+// State is a vCPU's architectural state as a monitor shows it.
+type State struct {
+	PC     uint64 // guest RIP
+	Halted bool   // in HLT, waiting for an interrupt (KVM_MP_STATE_HALTED)
+	Err    error  // why PC and Halted could not be read; they are then the last known
+}
 
 // New wraps a created vCPU. syncRegsCap is what KVM_CHECK_EXTENSION
 // reported for KVM_CAP_SYNC_REGS (a bit mask of supported sets).
@@ -97,30 +115,27 @@ func (v *VCPU) PC() uint64 { return v.pc.Load() }
 // running.
 func (v *VCPU) ThreadID() int { return int(v.tid.Load()) }
 
-// Stop asks Run to return Stopped at its next exit, forcing one now.
+// Stop asks Run to return Stopped at its next exit, forcing one now. A
+// parked vCPU wakes and returns; a vCPU whose Run has not started returns
+// as soon as it does. Stop does not wait.
 func (v *VCPU) Stop() { v.request(reqStop) }
 
-// Pause parks the vCPU outside the guest and waits until it is parked (or
-// has returned from Run).
+// Pause parks the vCPU outside the guest and waits until it is parked, has
+// returned from Run (or not started it), or Resume has withdrawn the
+// pause. A vCPU paused before Run starts parks before its first entry.
 func (v *VCPU) Pause() {
-	v.mu.Lock()
-	v.resumed = false
-	v.mu.Unlock()
 	v.request(reqPause)
 	v.mu.Lock()
-	for !v.paused && v.tid.Load() != 0 && v.requests.Load()&reqPause != 0 {
+	for !v.paused && v.tid.Load() != 0 && v.requests.Load()&(reqPause|reqStop) == reqPause {
 		v.cond.Wait()
 	}
 	v.mu.Unlock()
 }
 
-// Resume lets a paused vCPU re-enter the guest.
+// Resume lets a paused vCPU re-enter the guest. It does not wait.
 func (v *VCPU) Resume() {
-	v.mu.Lock()
-	v.resumed = true
 	v.requests.And(^uint32(reqPause))
-	v.cond.Broadcast()
-	v.mu.Unlock()
+	v.wake()
 }
 
 // Paused reports whether the loop is parked.
@@ -130,21 +145,80 @@ func (v *VCPU) Paused() bool {
 	return v.paused
 }
 
-// request posts a request bit and kicks the vCPU out of the guest. The
-// order matters: the bit is visible before immediate_exit is set, and the
-// loop clears immediate_exit before it reads the bits, so either the loop
-// sees the bit or its next KVM_RUN returns at once.
+// request posts a request bit, wakes a parked loop and kicks a running
+// one out of the guest.
+//
+// A kick is never lost: the bit is published (an atomic OR) before
+// immediate_exit is set, and the loop clears immediate_exit before it
+// reads the bits, both with full barriers (kvm.VCPU.ClearImmediateExit).
+// Either the loop's read sees the bit, or its clear came first, so the
+// flag is set when it next calls KVM_RUN, which then returns at once.
+// With plain stores x86 could let the clear drain from the store buffer
+// after the read, wiping out a flag set in between.
+//
+// immediate_exit only acts on the next entry; a vCPU already inside
+// KVM_RUN is pulled out by a signal to its thread. SIGURG is the Go
+// runtime's own preemption signal: it has a handler on every thread and is
+// otherwise harmless, and any handled signal makes KVM_RUN return EINTR.
 func (v *VCPU) request(bit uint32) {
 	v.requests.Or(bit)
-	if r := v.k.Run; r != nil {
-		r.ImmediateExit = 1
-	}
+	v.k.RequestImmediateExit()
 	if tid := v.tid.Load(); tid != 0 {
-		// SIGURG is the Go runtime's own preemption signal: it has a
-		// handler on every thread and is otherwise harmless, and any
-		// handled signal makes KVM_RUN return EINTR.
 		unix.Tgkill(unix.Getpid(), int(tid), unix.SIGURG)
 	}
+	v.wake()
+}
+
+// wake tells the loop and waiters that the requests changed. Taking mu
+// orders the change before any waiter's next look at the bits.
+func (v *VCPU) wake() {
+	v.mu.Lock()
+	v.cond.Broadcast()
+	v.mu.Unlock()
+}
+
+// State returns the vCPU's current RIP and whether it is halted. A vCPU
+// that is parked, or not in Run, is read directly; a running one is kicked
+// so that its own thread samples the registers between two runs (KVM's
+// vCPU ioctls would otherwise wait for KVM_RUN to return, for ever in a
+// halted guest). If no sample arrives by deadline, State returns the RIP of
+// the last exit and an error.
+func (v *VCPU) State(deadline time.Time) State {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.paused || v.tid.Load() == 0 {
+		// Neither can change while mu is held: the loop leaves its park,
+		// and Run starts, only with mu.
+		return v.readState()
+	}
+	gen := v.gen
+	v.mu.Unlock()
+	v.request(reqSample)
+	timer := time.AfterFunc(time.Until(deadline), v.wake)
+	defer timer.Stop()
+	v.mu.Lock()
+	for {
+		switch {
+		case v.gen != gen:
+			return v.sample
+		case v.paused || v.tid.Load() == 0:
+			return v.readState()
+		case !time.Now().Before(deadline):
+			return State{PC: v.PC(), Err: fmt.Errorf("vCPU %d: no state sample before the deadline", v.ID())}
+		}
+		v.cond.Wait()
+	}
+}
+
+// readState reads RIP and the MP state with ioctls. The caller is the
+// vCPU's thread between runs, or holds mu while the loop cannot run.
+func (v *VCPU) readState() State {
+	regs, err := v.k.GetRegs()
+	if err != nil {
+		return State{PC: v.PC(), Err: err}
+	}
+	mp, err := v.k.MPState()
+	return State{PC: regs.RIP, Halted: mp == kvm.MPStateHalted, Err: err}
 }
 
 // Run executes the vCPU on the calling goroutine, locked to its OS thread,
@@ -154,7 +228,9 @@ func (v *VCPU) request(bit uint32) {
 func (v *VCPU) Run() (StopReason, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	v.mu.Lock()
 	v.tid.Store(int32(unix.Gettid()))
+	v.mu.Unlock()
 	if len(v.cfg.HostCPUs) > 0 {
 		var set unix.CPUSet
 		for _, c := range v.cfg.HostCPUs {
@@ -165,8 +241,8 @@ func (v *VCPU) Run() (StopReason, error) {
 		}
 	}
 	defer func() {
-		v.tid.Store(0)
 		v.mu.Lock()
+		v.tid.Store(0)
 		v.cond.Broadcast()
 		v.mu.Unlock()
 	}()
@@ -179,8 +255,13 @@ func (v *VCPU) Run() (StopReason, error) {
 	if stats != nil {
 		last = now()
 	}
+	// afterKick is set when KVM_RUN returned EINTR: a request may have set
+	// immediate_exit and been withdrawn (Resume) since, and only
+	// serveRequests clears the flag that would otherwise end every run.
+	afterKick := false
 	for {
-		if v.requests.Load() != 0 {
+		if afterKick || v.requests.Load() != 0 {
+			afterKick = false
 			if stop := v.serveRequests(); stop {
 				return Stopped, nil
 			}
@@ -204,6 +285,7 @@ func (v *VCPU) Run() (StopReason, error) {
 					last = now()
 					stats.RecordExit(v.kinds.intr, uint64(exitAt-entered), uint64(last-exitAt))
 				}
+				afterKick = true
 				continue
 			}
 			if stats != nil {
@@ -295,28 +377,42 @@ func (v *VCPU) handleIO() (exitstats.Kind, StopReason, error) {
 	return v.kinds.io(r), running, nil
 }
 
-// serveRequests handles posted requests; it reports whether to stop.
+// serveRequests handles posted requests on the vCPU thread, between runs;
+// it reports whether to stop.
 func (v *VCPU) serveRequests() bool {
 	for {
-		// Clear immediate_exit before reading the bits: a request that
-		// arrives after the read sets it again (see request).
-		v.k.Run.ImmediateExit = 0
+		// Clear immediate_exit before reading the bits (see request).
+		v.k.ClearImmediateExit()
 		r := v.requests.Load()
 		if r&reqStop != 0 {
 			return true
 		}
+		if r&reqSample != 0 {
+			v.requests.And(^uint32(reqSample))
+			s := v.readState()
+			v.mu.Lock()
+			v.sample, v.gen = s, v.gen+1
+			v.cond.Broadcast()
+			v.mu.Unlock()
+		}
 		if r&reqPause == 0 {
-			return false
+			return false // a request posted since has set immediate_exit
 		}
-		v.mu.Lock()
-		v.paused = true
-		v.cond.Broadcast()
-		for !v.resumed && v.requests.Load()&reqStop == 0 {
-			v.cond.Wait()
-		}
-		v.paused = false
-		v.mu.Unlock()
+		v.park()
 	}
+}
+
+// park waits outside the guest until the pause is withdrawn or a stop
+// comes. A State caller reads the parked vCPU itself, under mu.
+func (v *VCPU) park() {
+	v.mu.Lock()
+	v.paused = true
+	v.cond.Broadcast()
+	for v.requests.Load()&(reqPause|reqStop) == reqPause {
+		v.cond.Wait()
+	}
+	v.paused = false
+	v.mu.Unlock()
 }
 
 // notePC records the guest RIP of this exit.

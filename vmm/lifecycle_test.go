@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -188,5 +189,106 @@ func TestPowerButtonIgnored(t *testing.T) {
 	vm.Stop()
 	if out := <-done; out.Reason != vcpu.Stopped || out.Cause != CauseHostSignal {
 		t.Errorf("ended %v (%s), want stopped by the host", out.Reason, out.Cause)
+	}
+}
+
+// startPortLoop runs a raw guest that exits to a test device for ever,
+// and returns once it does. The VM is stopped and closed at cleanup.
+func startPortLoop(t *testing.T) (*VM, <-chan Outcome) {
+	t.Helper()
+	needKVM(t)
+	vm, err := New(Config{
+		Raw:     &RawGuest{Code: tiny.PortLoop16(testPort, 0), LoadAddr: tiny.LoadAddr},
+		MemSize: 2 << 20, CPUs: 1, ExitStats: true, SyncRegs: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := &counter{}
+	if _, err := vm.IOBus.Register("test", testPort, 1, dev); err != nil {
+		vm.Close()
+		t.Fatal(err)
+	}
+	done := make(chan Outcome, 1)
+	ran := make(chan struct{})
+	go func() {
+		done <- vm.Run()
+		close(ran)
+	}()
+	t.Cleanup(func() {
+		vm.Stop()
+		<-ran
+		vm.Close()
+	})
+	waitFor(t, "exits", func() bool { return dev.n.Load() > 10 })
+	return vm, done
+}
+
+// A paused VM ends when told: Stop (SIGTERM, QMP quit, Ctrl-A x) and an
+// end from a device both wake the parked vCPUs, and Run returns. Before,
+// the vCPUs slept on for ever.
+func TestStopWhilePaused(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		end  func(vm *VM)
+		want vcpu.StopReason
+	}{
+		{"host stop", (*VM).Stop, vcpu.Stopped},
+		{"power-off", func(vm *VM) { vm.end(Outcome{Reason: vcpu.PowerOff, VCPU: -1}) }, vcpu.PowerOff},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vm, done := startPortLoop(t)
+			vm.Pause()
+			if s := vm.Status(); s != "paused" {
+				t.Fatalf("status %q, want paused", s)
+			}
+			tc.end(vm)
+			select {
+			case out := <-done:
+				if out.Reason != tc.want {
+					t.Errorf("outcome %v (%v), want %v", out.Reason, out.Err, tc.want)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Run did not return 10 s after the end of a paused VM")
+			}
+			if s := vm.Status(); s != "shutdown" {
+				t.Errorf("status %q, want shutdown", s)
+			}
+		})
+	}
+}
+
+// Pause and Resume of the VM from several goroutines, with a Stop among
+// them: every call returns and Run ends. Run with -race.
+func TestConcurrentPauseResumeStop(t *testing.T) {
+	vm, done := startPortLoop(t)
+	var wg sync.WaitGroup
+	for g := 0; g < 3; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				vm.Pause()
+				vm.Resume()
+				if g == 0 && i == 25 {
+					vm.Stop()
+				}
+			}
+		}()
+	}
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Pause/Resume did not return within 10 s")
+	}
+	select {
+	case out := <-done:
+		if out.Reason != vcpu.Stopped || out.Err != nil {
+			t.Errorf("outcome %v (%v), want stopped", out.Reason, out.Err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return 10 s after Stop")
 	}
 }

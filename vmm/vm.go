@@ -125,6 +125,9 @@ type VM struct {
 	readyAt time.Duration // 0 until the ready marker appeared
 	debug   []uint32      // values written to the debug port (readyMu)
 
+	// pauseMu serializes Pause and Resume, so that the vCPUs end up as
+	// paused says. end never takes it: a stop never waits for a pause.
+	pauseMu     sync.Mutex
 	endMu       sync.Mutex
 	outcome     *Outcome      // how the VM ended; nil while it runs (endMu)
 	paused      bool          // Pause was called and Resume not since (endMu)
@@ -393,8 +396,11 @@ func (v *VM) PowerdownAskedAt() time.Duration {
 }
 
 // Pause parks every vCPU outside the guest; Resume lets them go on.
-// Pausing a VM that has not started makes it start paused.
+// Pausing a VM that has not started makes it start paused. Stop ends a
+// paused VM as it does a running one.
 func (v *VM) Pause() {
+	v.pauseMu.Lock()
+	defer v.pauseMu.Unlock()
 	v.endMu.Lock()
 	v.paused = true
 	v.endMu.Unlock()
@@ -405,6 +411,8 @@ func (v *VM) Pause() {
 
 // Resume undoes Pause.
 func (v *VM) Resume() {
+	v.pauseMu.Lock()
+	defer v.pauseMu.Unlock()
 	v.endMu.Lock()
 	v.paused = false
 	v.endMu.Unlock()

@@ -77,3 +77,41 @@ func CPUID64(leaf uint32, port uint8) []byte {
 		0xf4, // hlt
 	)
 }
+
+// Spin16 is a real-mode guest that loops for ever without an exit; its
+// RIP is always in [LoadAddr, LoadAddr+len(Spin16())).
+func Spin16() []byte {
+	return []byte{
+		0x40,       // 1: inc ax
+		0xeb, 0xfd, //    jmp 1b
+	}
+}
+
+// HaltLoop16 is a real-mode guest that halts with interrupts off, for
+// ever: with an in-kernel irqchip it waits in KVM (KVM_MP_STATE_HALTED)
+// at RIP HaltedAt; without one each HLT exits to the VMM.
+func HaltLoop16() []byte {
+	return []byte{
+		0xfa,       //    cli
+		0xf4,       // 1: hlt
+		0xeb, 0xfd, //    jmp 1b
+	}
+}
+
+// HaltedAt is the RIP of a vCPU halted in HaltLoop16: just past its HLT.
+const HaltedAt = LoadAddr + 2
+
+// WaitPort16 is a real-mode guest that reads a byte from port until it is
+// not zero, then spins for ever at SpinAt without exiting. Its RIP tells
+// which of the two loops it is in: below SpinAt, or at it.
+func WaitPort16(port uint8) []byte {
+	return []byte{
+		0xe4, port, // 1: in al, port
+		0x84, 0xc0, //    test al, al
+		0x74, 0xfa, //    jz 1b
+		0xeb, 0xfe, // 2: jmp 2b   (SpinAt)
+	}
+}
+
+// SpinAt is the RIP of WaitPort16's final loop.
+const SpinAt = LoadAddr + 6
