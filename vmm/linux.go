@@ -3,8 +3,10 @@ package vmm
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"os"
 	"runtime/debug"
+	"syscall"
 
 	"github.com/govmm/govmm/devices"
 	"github.com/govmm/govmm/vmm/acpi"
@@ -23,46 +25,54 @@ const defaultCmdlineMax = 2048
 // unpacks itself) and initrd, writes the zero page, page tables, GDT and
 // SMP tables, and points the boot CPU at the 64-bit entry.
 func (v *VM) loadLinux() error {
-	img, err := os.ReadFile(v.cfg.Kernel)
+	kf, ksize, err := openBootFile(v.cfg.Kernel)
 	if err != nil {
-		return fmt.Errorf("read kernel: %w", err)
+		return fmt.Errorf("kernel: %w", err)
 	}
-	format, err := boot.DetectKernel(img)
+	defer kf.Close()
+	head := make([]byte, min(ksize, 4096))
+	if _, err := io.ReadFull(kf, head); err != nil {
+		return fmt.Errorf("read kernel %s: %w", v.cfg.Kernel, err)
+	}
+	format, err := boot.DetectKernel(head)
 	if err != nil {
 		return fmt.Errorf("kernel %s: %w", v.cfg.Kernel, err)
 	}
 	params := boot.Params{CmdlineMax: defaultCmdlineMax}
 	var k *boot.Kernel
 	mode := longMode
-	switch {
-	case format == boot.BzImage && v.cfg.Boot == BootProtected:
-		hdr, err := boot.ParseSetupHeader(img)
-		if err != nil {
+	if format == boot.ELF {
+		// Read segment by segment into guest memory: a vmlinux with
+		// debug info can be larger than the guest.
+		if k, err = boot.LoadELFFrom(v.mem.b, kf, ksize); err != nil {
 			return fmt.Errorf("kernel %s: %w", v.cfg.Kernel, err)
 		}
-		hdr.Apply(&params)
-		if k, err = v.loadProtected(img, hdr); err != nil {
+	} else {
+		// A bzImage is read whole, and all of it (protected mode) or
+		// more (its unpacked payload) must fit in guest memory: a
+		// larger file is refused before it is read.
+		if uint64(ksize) > v.mem.Size() {
+			return fmt.Errorf("kernel %s: bzImage of %d bytes is larger than guest memory (%d bytes)", v.cfg.Kernel, ksize, v.mem.Size())
+		}
+		img := make([]byte, ksize)
+		if _, err := kf.ReadAt(img, 0); err != nil {
+			return fmt.Errorf("read kernel %s: %w", v.cfg.Kernel, err)
+		}
+		if k, mode, err = v.loadBzImage(img, &params); err != nil {
 			return fmt.Errorf("kernel %s: %w", v.cfg.Kernel, err)
 		}
-		mode = protectedMode
-	case format == boot.BzImage:
-		elf, hdr, err := boot.UnpackBzImage(img, int(v.mem.Size()))
-		if err != nil {
-			return fmt.Errorf("kernel %s: %w", v.cfg.Kernel, err)
-		}
-		hdr.Apply(&params)
-		if k, err = boot.LoadELF(v.mem.b, elf); err != nil {
-			return fmt.Errorf("kernel %s: %w", v.cfg.Kernel, err)
-		}
-	default:
-		if k, err = boot.LoadELF(v.mem.b, img); err != nil {
-			return fmt.Errorf("kernel %s: %w", v.cfg.Kernel, err)
-		}
+		// The image and its unpacked ELF (tens of MiB) are garbage
+		// now: hand the pages back rather than carry them as RSS for
+		// the VM's lifetime.
+		debug.FreeOSMemory()
 	}
 	if v.cfg.Initrd != "" {
-		if params.Initrd, err = os.ReadFile(v.cfg.Initrd); err != nil {
-			return fmt.Errorf("read initrd: %w", err)
+		f, size, err := openBootFile(v.cfg.Initrd)
+		if err != nil {
+			return fmt.Errorf("initrd: %w", err)
 		}
+		defer f.Close()
+		params.Initrd = io.NewSectionReader(f, 0, size)
 	}
 	params.Cmdline = v.cfg.Cmdline
 	params.MemSize = v.mem.Size()
@@ -95,11 +105,48 @@ func (v *VM) loadLinux() error {
 		return fmt.Errorf("ACPI tables: %w", err)
 	}
 	binary.LittleEndian.PutUint64(v.mem.b[boot.ZeroPageAddr+zeroPageACPIRSDP:], acpi.DefaultRSDPAddr)
-	if format == boot.BzImage {
-		// The image and its unpacked ELF (tens of MiB) are garbage now:
-		// hand the pages back rather than carry them as RSS for the
-		// VM's lifetime.
-		debug.FreeOSMemory()
-	}
 	return setupBootCPU(v.kcpus[0], k.Entry, mode, boot.ZeroPageAddr)
+}
+
+// loadBzImage loads a bzImage for the 64-bit entry (its payload unpacked
+// by govmm, to at most guest memory's size) or, with BootProtected, for the
+// 32-bit entry, and fills p from its setup header.
+func (v *VM) loadBzImage(img []byte, p *boot.Params) (*boot.Kernel, cpuMode, error) {
+	if v.cfg.Boot == BootProtected {
+		hdr, err := boot.ParseSetupHeader(img)
+		if err != nil {
+			return nil, 0, err
+		}
+		hdr.Apply(p)
+		k, err := v.loadProtected(img, hdr)
+		return k, protectedMode, err
+	}
+	elf, hdr, err := boot.UnpackBzImage(img, int(v.mem.Size()))
+	if err != nil {
+		return nil, 0, err
+	}
+	hdr.Apply(p)
+	k, err := boot.LoadELF(v.mem.b, elf)
+	return k, longMode, err
+}
+
+// openBootFile opens a kernel or initrd, which must be a regular file, and
+// returns its size. Nothing is read: sizes are checked against guest
+// memory first. O_NONBLOCK keeps a FIFO from blocking the open until it is
+// refused; it changes nothing for a regular file.
+func openBootFile(path string) (*os.File, int64, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, 0, fmt.Errorf("%s: not a regular file", path)
+	}
+	return f, st.Size(), nil
 }

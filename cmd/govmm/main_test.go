@@ -82,11 +82,13 @@ func TestBadInput(t *testing.T) {
 	}
 	truncated := writeFile(t, "truncated-bzImage", bz[:len(bz)/2])
 	notKernel := writeFile(t, "notes.txt", []byte("this is not a kernel\n"))
-	bigInitrd := filepath.Join(t.TempDir(), "big.cpio")
-	if err := os.WriteFile(bigInitrd, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(bigInitrd, 64<<20); err != nil {
+	bigInitrd := testenv.SparseFile(t, "big.cpio", nil, 64<<20)
+	// Files larger than any guest, sparse: refused unread, not read
+	// until the heap runs out.
+	hugeInitrd := testenv.SparseFile(t, "huge.cpio", nil, 30<<30)
+	hugeBzImage := testenv.SparseFile(t, "huge-bzImage", bz[:0x400], 30<<30)
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -95,6 +97,11 @@ func TestBadInput(t *testing.T) {
 		want string // in the error line
 	}{
 		{"no kernel flag", []string{"run"}, "--kernel is required"},
+		{"kernel is a directory", []string{"run", "--kernel", t.TempDir()}, "not a regular file"},
+		{"kernel is a FIFO", []string{"run", "--kernel", fifo}, "not a regular file"},
+		{"initrd is a FIFO", []string{"run", "--kernel", kernel, "--initrd", fifo}, "not a regular file"},
+		{"initrd of 30 GiB", []string{"run", "--kernel", kernel, "--initrd", hugeInitrd}, "initrd (32212254720 bytes) does not fit"},
+		{"bzImage of 30 GiB", []string{"run", "--kernel", hugeBzImage}, "larger than guest memory"},
 		{"missing kernel file", []string{"run", "--kernel", "/nonexistent/bzImage"}, "no such file"},
 		{"unknown flag", []string{"run", "--kernel", kernel, "--frobnicate"}, "frobnicate"},
 		{"unknown command", []string{"walk"}, "unknown command"},

@@ -69,16 +69,6 @@ func runCommand(args []string) error {
 	if *kernel == "" {
 		return fmt.Errorf("--kernel is required")
 	}
-	for _, f := range []struct{ flag, path string }{{"--kernel", *kernel}, {"--initrd", *initrd}} {
-		if f.path == "" {
-			continue
-		}
-		if st, err := os.Stat(f.path); err != nil {
-			return fmt.Errorf("%s: %w", f.flag, err)
-		} else if !st.Mode().IsRegular() {
-			return fmt.Errorf("%s %s: not a regular file", f.flag, f.path)
-		}
-	}
 	knobs, err := parseKnobs(*haltPoll, *hltPass, *pvHaltPoll, *affinity)
 	if err != nil {
 		return err

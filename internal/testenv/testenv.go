@@ -1,12 +1,15 @@
 // Package testenv holds what govmm's tests and benchmarks share: a
-// console buffer that can be read while a guest writes it, and the median
-// that benchmarks report.
+// console buffer that can be read while a guest writes it, the median
+// that benchmarks report, and sparse files far larger than a guest.
 package testenv
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
+	"testing"
 )
 
 // SyncBuffer is an io.Writer that tests may read while a guest writes it.
@@ -38,4 +41,19 @@ func Median(xs []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// SparseFile writes head at the start of a file of size bytes in a fresh
+// temporary directory; the rest is a hole, so a file far larger than the
+// disk costs nothing.
+func SparseFile(t testing.TB, name string, head []byte, size int64) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, head, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(p, size); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -2,6 +2,7 @@ package boot
 
 import (
 	"fmt"
+	"io"
 	"strings"
 )
 
@@ -82,7 +83,10 @@ type Params struct {
 	// cmdline_size+1 from a bzImage header, DefaultCmdlineMax (used when 0)
 	// for a bare ELF.
 	CmdlineMax int
-	Initrd     []byte // nil for none
+	// Initrd is the initial ramdisk, nil for none. It is read straight
+	// into guest memory once its place is known, so an initrd never
+	// passes through the heap and one too large is refused unread.
+	Initrd *io.SectionReader
 	// InitrdAddrMax is the highest address the initrd may occupy, from the
 	// bzImage header; 0 (a bare ELF) means anywhere below 4 GiB.
 	InitrdAddrMax uint64
@@ -94,11 +98,12 @@ type Params struct {
 	Header []byte
 }
 
-// WriteBootParams places the initrd, writes the command line and the zero
-// page, and returns the initrd's address (0 without one). The initrd goes as
-// high as it fits, page aligned, below RAM's top, InitrdAddrMax and the PCI
-// hole, and above the kernel's End, where nothing early in boot touches it.
-// All checks happen before the first write.
+// WriteBootParams places and reads in the initrd, writes the command line
+// and the zero page, and returns the initrd's address (0 without one). The
+// initrd goes as high as it fits, page aligned, below RAM's top,
+// InitrdAddrMax and the PCI hole, and above the kernel's End, where nothing
+// early in boot touches it. All checks happen before the first write (a
+// failing read of the initrd can leave part of it in memory).
 func WriteBootParams(mem []byte, k *Kernel, p *Params) (initrdAddr uint64, err error) {
 	if k == nil || p == nil {
 		return 0, fmt.Errorf("boot params: nil kernel or params")
@@ -130,13 +135,18 @@ func WriteBootParams(mem []byte, k *Kernel, p *Params) (initrdAddr uint64, err e
 		return 0, fmt.Errorf("boot params: command line contains a NUL byte")
 	}
 
-	size := uint64(len(p.Initrd))
+	var size uint64
+	if p.Initrd != nil {
+		size = uint64(p.Initrd.Size())
+	}
 	if size > 0 {
 		initrdAddr, err = placeInitrd(k, p, memSize)
 		if err != nil {
 			return 0, err
 		}
-		copy(mem[initrdAddr:], p.Initrd)
+		if err := readFull(p.Initrd, mem[initrdAddr:initrdAddr+size], 0); err != nil {
+			return 0, fmt.Errorf("read initrd: %w", err)
+		}
 	}
 
 	zp := mem[ZeroPageAddr : ZeroPageAddr+zeroPageSize]
@@ -177,7 +187,7 @@ func WriteBootParams(mem []byte, k *Kernel, p *Params) (initrdAddr uint64, err e
 }
 
 func placeInitrd(k *Kernel, p *Params, memSize uint64) (uint64, error) {
-	size := uint64(len(p.Initrd))
+	size := uint64(p.Initrd.Size())
 	addrMax := p.InitrdAddrMax
 	if addrMax == 0 {
 		addrMax = defaultELFInitrdAddrMax

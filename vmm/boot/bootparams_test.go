@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"reflect"
 	"strings"
 	"syscall"
@@ -42,11 +43,11 @@ func TestWriteBootParams(t *testing.T) {
 		cmdSize    uint32
 	}{
 		{"ELF, no initrd", Params{Cmdline: "console=ttyS0 quiet", MemSize: memSize}, 0, 0x20f, 2047},
-		{"ELF, initrd at the top", Params{Cmdline: "x", Initrd: initrd, MemSize: memSize}, (memSize - 600000) &^ 0xfff, 0x20f, 2047},
-		{"ELF, MemSize from len(mem)", Params{Initrd: initrd}, (memSize - 600000) &^ 0xfff, 0x20f, 2047},
-		{"initrd below InitrdAddrMax", Params{Initrd: initrd, MemSize: memSize, InitrdAddrMax: 0x2ffffff}, (0x3000000 - 600000) &^ 0xfff, 0x20f, 2047},
-		{"bzImage header", bzParams(bzHdr, Params{Cmdline: "root=/dev/vda", Initrd: initrd, MemSize: memSize}), (memSize - 600000) &^ 0xfff, 0x20f, 2047},
-		{"ELF, smaller MemSize", Params{Initrd: initrd, MemSize: 32 << 20}, (32<<20 - 600000) &^ 0xfff, 0x20f, 2047},
+		{"ELF, initrd at the top", Params{Cmdline: "x", Initrd: initrdOf(initrd), MemSize: memSize}, (memSize - 600000) &^ 0xfff, 0x20f, 2047},
+		{"ELF, MemSize from len(mem)", Params{Initrd: initrdOf(initrd)}, (memSize - 600000) &^ 0xfff, 0x20f, 2047},
+		{"initrd below InitrdAddrMax", Params{Initrd: initrdOf(initrd), MemSize: memSize, InitrdAddrMax: 0x2ffffff}, (0x3000000 - 600000) &^ 0xfff, 0x20f, 2047},
+		{"bzImage header", bzParams(bzHdr, Params{Cmdline: "root=/dev/vda", Initrd: initrdOf(initrd), MemSize: memSize}), (memSize - 600000) &^ 0xfff, 0x20f, 2047},
+		{"ELF, smaller MemSize", Params{Initrd: initrdOf(initrd), MemSize: 32 << 20}, (32<<20 - 600000) &^ 0xfff, 0x20f, 2047},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -69,7 +70,7 @@ func TestWriteBootParams(t *testing.T) {
 				{"type_of_loader", uint64(zp[0x210]), 0xff},
 				{"loadflags", uint64(zp[0x211]), LoadedHigh},
 				{"ramdisk_image", uint64(u32(zp, 0x218)), tt.wantInitrd},
-				{"ramdisk_size", uint64(u32(zp, 0x21c)), uint64(len(tt.p.Initrd))},
+				{"ramdisk_size", uint64(u32(zp, 0x21c)), initrdSize(tt.p.Initrd)},
 				{"cmd_line_ptr", uint64(u32(zp, 0x228)), CmdlineAddr},
 				{"cmdline_size", uint64(u32(zp, 0x238)), uint64(tt.cmdSize)},
 				{"ext_ramdisk_image", uint64(u32(zp, 0x0c0)), 0},
@@ -96,7 +97,7 @@ func TestWriteBootParams(t *testing.T) {
 			if string(cmd) != tt.p.Cmdline+"\x00" {
 				t.Errorf("command line %q", cmd)
 			}
-			if tt.p.Initrd != nil && !bytes.Equal(mem[addr:addr+uint64(len(tt.p.Initrd))], tt.p.Initrd) {
+			if tt.p.Initrd != nil && !bytes.Equal(mem[addr:addr+uint64(len(initrd))], initrd) {
 				t.Errorf("initrd not copied")
 			}
 		})
@@ -112,9 +113,10 @@ func TestWriteBootParamsErrors(t *testing.T) {
 		k          *Kernel
 		p          Params
 	}{
-		{"initrd too large", "initrd (50331648 bytes) does not fit in guest memory", k, Params{Initrd: make([]byte, 48<<20)}},
-		{"initrd over InitrdAddrMax", "does not fit", k, Params{Initrd: make([]byte, 8<<20), InitrdAddrMax: 0x1ffffff}},
-		{"initrd larger than memory", "does not fit", k, Params{Initrd: make([]byte, 1), MemSize: 0x1a1c000}},
+		{"initrd too large", "initrd (50331648 bytes) does not fit in guest memory", k, Params{Initrd: initrdOf(make([]byte, 48<<20))}},
+		{"initrd over InitrdAddrMax", "does not fit", k, Params{Initrd: initrdOf(make([]byte, 8<<20)), InitrdAddrMax: 0x1ffffff}},
+		{"initrd larger than memory", "does not fit", k, Params{Initrd: initrdOf(make([]byte, 1)), MemSize: 0x1a1c000}},
+		{"initrd shorter than its size", "read initrd: unexpected EOF", k, Params{Initrd: io.NewSectionReader(bytes.NewReader(nil), 0, 4096)}},
 		{"cmdline too long", "2048 bytes is longer than the kernel's limit of 2047", k, Params{Cmdline: long}},
 		{"cmdline too long for a small limit", "of 300 bytes is longer than the kernel's limit of 255", k, Params{Cmdline: long[:300], CmdlineMax: 256}},
 		{"cmdline longer than low memory", "does not fit below the MP table", k, Params{Cmdline: strings.Repeat("a", 1<<20), CmdlineMax: 1 << 30}},
@@ -176,7 +178,7 @@ func TestWriteBootParamsAbove3G(t *testing.T) {
 	}
 	defer syscall.Munmap(mem)
 	k := &Kernel{Entry: 0x1000000, Start: 0x1000000, End: 0x2000000}
-	addr, err := WriteBootParams(mem, k, &Params{Initrd: make([]byte, 3*4096+1)})
+	addr, err := WriteBootParams(mem, k, &Params{Initrd: initrdOf(make([]byte, 3*4096+1))})
 	if err != nil {
 		t.Fatal(err)
 	}

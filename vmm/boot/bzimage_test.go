@@ -109,7 +109,7 @@ func TestRealBzImage(t *testing.T) {
 	t.Logf("kernel: entry %#x, loaded %#x..%#x", ka.Entry, ka.Start, ka.End)
 
 	// The kernel's own header fields reach the zero page; loader fields win.
-	p := Params{Cmdline: "console=ttyS0 quiet", Initrd: make([]byte, 1<<20)}
+	p := Params{Cmdline: "console=ttyS0 quiet", Initrd: initrdOf(make([]byte, 1<<20))}
 	h.Apply(&p)
 	addr, err := WriteBootParams(memA, ka, &p)
 	if err != nil {

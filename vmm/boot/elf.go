@@ -3,6 +3,7 @@ package boot
 import (
 	"bytes"
 	"fmt"
+	"io"
 )
 
 // ELF64 constants (the subset a vmlinux loader needs).
@@ -29,13 +30,27 @@ type elfSegment struct {
 }
 
 // LoadELF copies the PT_LOAD segments of an x86-64 ELF vmlinux to their
-// physical addresses in mem, zeroing each segment's bss tail, and returns
-// where it went. Every segment is checked before any byte is copied, so a bad
-// image leaves mem untouched. Segments may not reach below HighMemStart,
-// where the boot structures of this package live.
+// physical addresses in mem; see LoadELFFrom.
 func LoadELF(mem []byte, elf []byte) (*Kernel, error) {
-	if len(elf) < elfHeaderSize {
-		return nil, fmt.Errorf("ELF: %d bytes is too short for an ELF header", len(elf))
+	return LoadELFFrom(mem, bytes.NewReader(elf), int64(len(elf)))
+}
+
+// LoadELFFrom copies the PT_LOAD segments of the size-byte x86-64 ELF
+// vmlinux in r to their physical addresses in mem, zeroing each segment's
+// bss tail, and returns where it went. Only the headers and the segments
+// are read, straight into mem: a vmlinux with debug info may be larger
+// than guest memory, and need not pass through the heap. Every segment is
+// checked before any byte is copied, so a bad image leaves mem untouched
+// (a failing read can still leave part of a segment behind). Segments may
+// not reach below HighMemStart, where the boot structures of this package
+// live.
+func LoadELFFrom(mem []byte, r io.ReaderAt, size int64) (*Kernel, error) {
+	if size < elfHeaderSize {
+		return nil, fmt.Errorf("ELF: %d bytes is too short for an ELF header", size)
+	}
+	elf := make([]byte, elfHeaderSize)
+	if err := readFull(r, elf, 0); err != nil {
+		return nil, fmt.Errorf("ELF: read header: %w", err)
 	}
 	switch {
 	case !bytes.Equal(elf[:4], elfMagic):
@@ -57,13 +72,16 @@ func LoadELF(mem []byte, elf []byte) (*Kernel, error) {
 		return nil, fmt.Errorf("ELF: program header entry size %d is below %d", phentsize, elfPhdrSize)
 	}
 	// phnum*phentsize fits easily in 32 bits, so only phoff can overflow.
-	if phoff > uint64(len(elf)) || phnum*phentsize > uint64(len(elf))-phoff {
-		return nil, fmt.Errorf("ELF: %d program headers at %#x lie beyond the end of the %d-byte file", phnum, phoff, len(elf))
+	if phoff > uint64(size) || phnum*phentsize > uint64(size)-phoff {
+		return nil, fmt.Errorf("ELF: %d program headers at %#x lie beyond the end of the %d-byte file", phnum, phoff, size)
 	}
 
 	var segs []elfSegment
+	ph := make([]byte, elfPhdrSize)
 	for i := uint64(0); i < phnum; i++ {
-		ph := elf[phoff+i*phentsize:]
+		if err := readFull(r, ph, int64(phoff+i*phentsize)); err != nil {
+			return nil, fmt.Errorf("ELF: read program header %d: %w", i, err)
+		}
 		if le.Uint32(ph) != elfPTLoad {
 			continue
 		}
@@ -80,8 +98,8 @@ func LoadELF(mem []byte, elf []byte) (*Kernel, error) {
 		switch {
 		case s.filesz > s.memsz:
 			return nil, fmt.Errorf("ELF: segment %d: file size %#x exceeds memory size %#x", i, s.filesz, s.memsz)
-		case s.off > uint64(len(elf)) || s.filesz > uint64(len(elf))-s.off:
-			return nil, fmt.Errorf("ELF: segment %d: file range %#x+%#x lies beyond the end of the %d-byte file", i, s.off, s.filesz, len(elf))
+		case s.off > uint64(size) || s.filesz > uint64(size)-s.off:
+			return nil, fmt.Errorf("ELF: segment %d: file range %#x+%#x lies beyond the end of the %d-byte file", i, s.off, s.filesz, size)
 		case s.paddr > uint64(len(mem)) || s.memsz > uint64(len(mem))-s.paddr:
 			return nil, fmt.Errorf("ELF: segment %d: %#x+%#x lies beyond guest memory (%#x bytes)", i, s.paddr, s.memsz, len(mem))
 		case s.paddr < HighMemStart:
@@ -103,8 +121,10 @@ func LoadELF(mem []byte, elf []byte) (*Kernel, error) {
 		return nil, fmt.Errorf("ELF: entry point %#x is not inside a loadable segment", entry)
 	}
 	for _, s := range segs {
-		n := copy(mem[s.paddr:s.paddr+s.memsz], elf[s.off:s.off+s.filesz])
-		clear(mem[s.paddr+uint64(n) : s.paddr+s.memsz])
+		if err := readFull(r, mem[s.paddr:s.paddr+s.filesz], int64(s.off)); err != nil {
+			return nil, fmt.Errorf("ELF: read segment at %#x: %w", s.off, err)
+		}
+		clear(mem[s.paddr+s.filesz : s.paddr+s.memsz])
 	}
 	return k, nil
 }
@@ -122,4 +142,17 @@ func physEntry(entry uint64, segs []elfSegment) (uint64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// readFull fills dst from r at off. io.ReaderAt may return io.EOF along
+// with a full read at the end of the input; that is no error here.
+func readFull(r io.ReaderAt, dst []byte, off int64) error {
+	n, err := r.ReadAt(dst, off)
+	if n == len(dst) {
+		return nil
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
 }

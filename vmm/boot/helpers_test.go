@@ -3,6 +3,7 @@ package boot
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
 	"math/rand/v2"
 	"os"
 	"testing"
@@ -14,6 +15,19 @@ const (
 	realBzImage = "../../../shared/guest/bzImage"
 	realVmlinux = "../../../shared/guest/vmlinux"
 )
+
+// initrdOf wraps b as Params.Initrd.
+func initrdOf(b []byte) *io.SectionReader {
+	return io.NewSectionReader(bytes.NewReader(b), 0, int64(len(b)))
+}
+
+// initrdSize is r's size, 0 for none.
+func initrdSize(r *io.SectionReader) uint64 {
+	if r == nil {
+		return 0
+	}
+	return uint64(r.Size())
+}
 
 // readReal returns a real guest file or skips the test.
 func readReal(t testing.TB, path string) []byte {
