@@ -19,11 +19,12 @@ SMP     ?= 2
 MEM     ?= 512M
 APPEND  ?= console=ttyS0 reboot=k panic=-1 quiet
 
-.PHONY: help build guests run test check bench bench-exits bench-boot bench-semtest bench-blk deps clean
+.PHONY: help build guests run test fuzz check bench bench-exits bench-boot bench-semtest bench-blk deps clean
 help:
 	@echo "make deps         install the Debian packages the build and tests need (root)"
 	@echo "make run          build govmm and the guest, boot it (--smp $(SMP)), print the exit table"
 	@echo "make test         go vet + the full test suite (needs /dev/kvm for the VM tests)"
+	@echo "make fuzz         every fuzz target for FUZZTIME (default $(FUZZTIME)) each, one after another"
 	@echo "make bench-exits  cost of one port-I/O exit: C loop vs govmm (stats on/off, sync regs off)"
 	@echo "make bench-boot   boot time and RSS: govmm vs QEMU microvm vs the C reference VMM"
 	@echo "make bench-semtest sem_test on the host, in govmm (each knob) and in QEMU"
@@ -51,6 +52,21 @@ run: build guests
 test: guests
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
+
+# go test -fuzz takes one target per run: list each package's targets and
+# run them in turn. `make test` already runs every target's seed corpus
+# (testdata/fuzz/<target>/ and the seeds added in code). FUZZTIME is a
+# duration or an execution count (10000000x); FUZZFLAGS adds flags, e.g.
+# -parallel 1 to leave the other cores alone.
+FUZZTIME  ?= 30s
+FUZZFLAGS ?=
+fuzz:
+	for pkg in $$($(GO) list ./...); do \
+		for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+			echo "== $$pkg $$target"; \
+			$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $(FUZZFLAGS) $$pkg; \
+		done; \
+	done
 
 bench: bench-exits bench-boot bench-semtest bench-blk
 

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/govmm/govmm/internal/testenv"
 )
 
 // testMem is guest RAM for tests: a byte slice at guest address 0, with
@@ -90,7 +92,15 @@ func newTestDriver(t testing.TB, size uint16) *testDriver {
 // avail ring availSkew bytes past the next 4-byte boundary.
 func newTestDriverAt(t testing.TB, q *Queue, size uint16, desc, availSkew uint64) *testDriver {
 	t.Helper()
-	d := &testDriver{t: t, mem: make(testMem, testMemSize), q: q, size: size, desc: desc}
+	return newTestDriverIn(t, make(testMem, testMemSize), q, size, desc, availSkew)
+}
+
+// newTestDriverIn is newTestDriverAt in memory the caller provides (the
+// fuzz targets reuse theirs); it resets q first.
+func newTestDriverIn(t testing.TB, mem testMem, q *Queue, size uint16, desc, availSkew uint64) *testDriver {
+	t.Helper()
+	q.Reset()
+	d := &testDriver{t: t, mem: mem, q: q, size: size, desc: desc}
 	n := uint64(size)
 	d.avail = align(desc+16*n, 4) + availSkew
 	d.used = align(d.avail+6+2*n, 4)
@@ -670,16 +680,16 @@ func FuzzQueuePop(f *testing.F) {
 		binary.LittleEndian.PutUint16(hdr[5:], uint16(d.used))
 		return append(hdr, d.mem[:0x1400]...)
 	}
-	f.Add(seed(8, func(d *testDriver) { d.add(rd([]byte("header")), wr(64), wr(1)) }))
-	f.Add(seed(4, func(d *testDriver) { d.add(wr(16)); d.add(rd([]byte("x"))) }))
-	f.Add(seed(8, func(d *testDriver) {
+	testenv.AddSeed(f, "chain", seed(8, func(d *testDriver) { d.add(rd([]byte("header")), wr(64), wr(1)) }))
+	testenv.AddSeed(f, "two-chains", seed(4, func(d *testDriver) { d.add(wr(16)); d.add(rd([]byte("x"))) }))
+	testenv.AddSeed(f, "indirect", seed(8, func(d *testDriver) {
 		table := d.alloc(32)
 		d.writeDesc(table, 0, d.alloc(8), 8, descFlagNext, 1)
 		d.writeDesc(table, 1, d.alloc(8), 8, descFlagWrite, 0)
 		d.writeDesc(d.desc, 0, table, 32, descFlagIndirect, 0)
 		d.publish(0)
 	}))
-	f.Add(seed(2, func(d *testDriver) {
+	testenv.AddSeed(f, "loop", seed(2, func(d *testDriver) {
 		d.writeDesc(d.desc, 0, d.alloc(8), 8, descFlagNext, 1)
 		d.writeDesc(d.desc, 1, d.alloc(8), 8, descFlagNext, 0)
 		d.publish(0)

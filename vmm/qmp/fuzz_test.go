@@ -3,16 +3,21 @@ package qmp
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"net"
+	"slices"
 	"testing"
+	"testing/iotest"
 	"time"
+
+	"github.com/govmm/govmm/internal/testenv"
 )
 
 // FuzzRequestParsing: no input makes the framer or the request parser
 // panic, texts stay within the limit, and whatever parses is sound.
 func FuzzRequestParsing(f *testing.F) {
-	for _, s := range []string{
+	for i, s := range []string{
 		`{"execute":"query-status"}`,
 		`{"execute":"qmp_capabilities","arguments":{"enable":["oob"]},"id":1}`,
 		`{"exec-oob":"x","execute":"y","id":[{}]}`,
@@ -22,7 +27,7 @@ func FuzzRequestParsing(f *testing.F) {
 		`[[[[[[[[[[`,
 		`{"execute":"x","arguments":[]}`,
 	} {
-		f.Add([]byte(s))
+		testenv.AddSeed(f, fmt.Sprint("request-", i), []byte(s))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		fr := framer{r: bufio.NewReader(bytes.NewReader(in))}
@@ -60,14 +65,14 @@ func FuzzRequestParsing(f *testing.F) {
 // handshake: no panic, and the server still answers afterwards (unless the
 // input overran the size limit, which ends the connection by design).
 func FuzzConnection(f *testing.F) {
-	for _, s := range []string{
+	for i, s := range []string{
 		`{"execute":"stop"}{"execute":"cont"}`,
 		`{"execute":"query-cpus","id":{"x":[1]}}`,
 		"\xff\xfe}{",
 		`{"execute":"qmp_capabilities"}`,
 		`{"execute":"query-exit-stats","arguments":{"x":null}}`,
 	} {
-		f.Add([]byte(s))
+		testenv.AddSeed(f, fmt.Sprint("session-", i), []byte(s))
 	}
 	m := newFakeMachine()
 	f.Fuzz(func(t *testing.T, in []byte) {
@@ -90,6 +95,66 @@ func FuzzConnection(f *testing.F) {
 		case <-done:
 		case <-time.After(10 * time.Second):
 			t.Fatal("connection goroutines did not finish")
+		}
+	})
+}
+
+// frameAll runs a framer over r to the end: the texts it returns, with
+// "\xff" standing for each stray-byte error.
+func frameAll(t *testing.T, r io.Reader) [][]byte {
+	t.Helper()
+	fr := framer{r: bufio.NewReaderSize(r, 16)}
+	var out [][]byte
+	for {
+		msg, err := fr.next()
+		switch {
+		case err == errStray:
+			out = append(out, []byte{0xff})
+			continue
+		case err != nil:
+			return out
+		}
+		if len(msg) > MaxMessageSize || cap(fr.buf) > 2*MaxMessageSize {
+			t.Fatalf("text of %d bytes, buffer of %d", len(msg), cap(fr.buf))
+		}
+		out = append(out, msg)
+	}
+}
+
+// FuzzFramerSplit: the framer returns the same texts whether the input
+// arrives whole or a byte at a time, and those texts are the input's own
+// bytes in order, separated only by whitespace and by what a stray 0xFF
+// dropped.
+func FuzzFramerSplit(f *testing.F) {
+	for name, s := range map[string]string{
+		"commands":   `{"execute":"qmp_capabilities"} {"execute":"query-status","id":"a"}` + "\n",
+		"split-nest": "{\"execute\":\n\"x\",\"arguments\":{\"a\":[1,{\"b\":\"}]\\\"\"}]}}\r\n[1]",
+		"scalars":    `5 null "str"true{"a":1}-0.5e3`,
+		"stray":      "{\"execute\":\xff{\"execute\":\"stop\"}\xff\xff  \"x\xff",
+		"mismatch":   `{"a":[}]}]{"b":1}`,
+		"escapes":    `"\\" "\"}" {"s":"\\\\\"{"}`,
+	} {
+		testenv.AddSeed(f, name, []byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		whole := frameAll(t, bytes.NewReader(in))
+		split := frameAll(t, iotest.OneByteReader(bytes.NewReader(in)))
+		if !slices.EqualFunc(whole, split, bytes.Equal) {
+			t.Fatalf("whole input gave %q, byte by byte %q", whole, split)
+		}
+		pos := 0
+		for _, msg := range whole {
+			if len(msg) == 1 && msg[0] == 0xff {
+				pos += bytes.IndexByte(in[pos:], 0xff) + 1
+				continue
+			}
+			for pos < len(in) && isJSONSpace(in[pos]) {
+				pos++
+			}
+			if !bytes.HasPrefix(in[pos:], msg) {
+				t.Fatalf("text %q is not the input at %d (%q)", msg, pos, in[pos:min(len(in), pos+len(msg))])
+			}
+			pos += len(msg)
 		}
 	})
 }
