@@ -25,7 +25,7 @@ help:
 	@echo "make run          build govmm and the guest, boot it (--smp $(SMP)), print the exit table"
 	@echo "make test         go vet + the full test suite (needs /dev/kvm for the VM tests)"
 	@echo "make fuzz         every fuzz target for FUZZTIME (default $(FUZZTIME)) each, one after another"
-	@echo "make bench-exits  cost of one port-I/O exit: C loop vs govmm (stats on/off, sync regs off)"
+	@echo "make bench-exits  cost of one port-I/O exit: C loop vs govmm (stats on/off, sync regs off), and of recording one exit"
 	@echo "make bench-boot   boot time and RSS: govmm vs QEMU microvm vs the C reference VMM"
 	@echo "make bench-semtest sem_test on the host, in govmm (each knob) and in QEMU"
 	@echo "make bench-blk    virtio-blk MiB/s and exits per MiB: govmm (fast paths on/off) vs QEMU"
@@ -70,12 +70,17 @@ fuzz:
 
 bench: bench-exits bench-boot bench-semtest bench-blk
 
+# Every benchmark runs its rounds inside one iteration (-benchtime 1x: with
+# Nx the testing package would first run, and print, a one-round table),
+# each round in a rotated order, and prints median (min-max, n, failed runs).
+BOOT_ROUNDS ?= 5
 bench-boot: guests
-	$(GO) test -run '^$$' -bench BenchmarkBoot -benchtime 5x -timeout 30m ./cmd/govmm/
+	BOOT_ROUNDS=$(BOOT_ROUNDS) $(GO) test -run '^$$' -bench BenchmarkBoot -benchtime 1x -timeout 30m ./cmd/govmm/
 
 # SEMTEST_ITEMS / SEMTEST_SPIN override sem_test's arguments.
+SEMTEST_ROUNDS ?= 3
 bench-semtest: guests
-	$(GO) test -run '^$$' -bench BenchmarkSemTest -benchtime 3x -timeout 60m ./cmd/govmm/
+	SEMTEST_ROUNDS=$(SEMTEST_ROUNDS) $(GO) test -run '^$$' -bench BenchmarkSemTest -benchtime 1x -timeout 60m ./cmd/govmm/
 
 # BLK_ROUNDS rounds; BLK_SEQ_MB, BLK_RAND_OPS, ... scale the jobs
 # (cmd/govmm/blk_bench_test.go). The rounds run inside one iteration.
@@ -87,15 +92,17 @@ bench-blk: guests
 # round of every row takes 20-30 minutes (KBUILD_FULL=1 with host, govmm
 # and QEMU alone: about 50). KBUILD_FULL=1 builds vmlinux instead of the
 # bounded default; KBUILD_ONLY=REGEXP picks the guest variants;
-# KBUILD_ROUNDS rounds, run round-robin, reported as medians.
+# KBUILD_ROUNDS rounds, each in a rotated order, reported as medians.
 KBUILD_ROUNDS ?= 1
 .PHONY: bench-kbuild
 bench-kbuild: guests
 	$(MAKE) -C guests kbuild
 	KBUILD_ROUNDS=$(KBUILD_ROUNDS) $(GO) test -run '^$$' -bench BenchmarkKbuild -benchtime 1x -timeout 600m ./cmd/govmm/
 
+EXIT_ROUNDS ?= 25
 bench-exits:
-	$(GO) test -run '^$$' -bench BenchmarkPortIOExit -benchtime 25x ./vmm/
+	EXIT_ROUNDS=$(EXIT_ROUNDS) $(GO) test -run '^$$' -bench BenchmarkPortIOExit -benchtime 1x ./vmm/
+	$(GO) test -run '^$$' -bench 'BenchmarkRecord' ./exitstats/
 
 clean:
 	rm -rf bin

@@ -3,6 +3,7 @@ package vmm
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,32 +24,34 @@ const exitsPerRound = 20000
 
 // timeRawGuest runs one tiny guest doing n port-I/O exits under govmm and
 // returns the mean wall time of one exit round trip.
-func timeRawGuest(b *testing.B, n uint32, stats, syncRegs bool) float64 {
+func timeRawGuest(n uint32, stats, syncRegs bool) (float64, error) {
 	vm, err := New(Config{
 		Raw:     &RawGuest{Code: tiny.PortLoop16(testPort, n), LoadAddr: tiny.LoadAddr},
 		MemSize: 2 << 20, CPUs: 1, ExitStats: stats, SyncRegs: syncRegs,
 	})
 	if err != nil {
-		b.Fatal(err)
+		return 0, err
 	}
 	defer vm.Close()
 	if _, err := vm.IOBus.Register("test", testPort, 1, devices.NewDiscard(0)); err != nil {
-		b.Fatal(err)
+		return 0, err
 	}
 	start := time.Now()
 	out := vm.Run()
 	elapsed := time.Since(start)
 	if out.Err != nil || out.Reason != vcpu.Halted {
-		b.Fatalf("guest ended %v, %v", out.Reason, out.Err)
+		return 0, fmt.Errorf("guest ended %v, %v", out.Reason, out.Err)
 	}
-	return float64(elapsed.Nanoseconds()) / float64(n)
+	return float64(elapsed.Nanoseconds()) / float64(n), nil
 }
 
-// buildBareLoop compiles testdata/bareloop.c with gcc.
+// buildBareLoop compiles testdata/bareloop.c with gcc, a declared
+// dependency (make deps): without it the benchmark fails rather than
+// skipping, since the C loop is what every row is compared with.
 func buildBareLoop(b *testing.B) string {
 	cc, err := exec.LookPath("gcc")
 	if err != nil {
-		b.Skip("gcc not found: cannot build the C baseline")
+		b.Fatal("gcc not found (make deps installs it): cannot build the C baseline")
 	}
 	bin := filepath.Join(b.TempDir(), "bareloop")
 	if out, err := exec.Command(cc, "-O2", "-o", bin, "testdata/bareloop.c").CombinedOutput(); err != nil {
@@ -57,62 +60,89 @@ func buildBareLoop(b *testing.B) string {
 	return bin
 }
 
-func timeBareLoop(b *testing.B, bin string, n uint32) float64 {
+func timeBareLoop(bin string, n uint32) (float64, error) {
 	cmd := exec.Command(bin, strconv.Itoa(int(n)))
 	cmd.Stdin = bytes.NewReader(tiny.PortLoop16(testPort, n))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
-		b.Fatalf("bareloop: %v", err)
+		return 0, fmt.Errorf("bareloop: %w", err)
 	}
 	ns, err := strconv.ParseFloat(strings.TrimSpace(string(out)), 64)
 	if err != nil {
-		b.Fatalf("bareloop printed %q", out)
+		return 0, fmt.Errorf("bareloop printed %q", out)
 	}
-	return ns
+	return ns, nil
+}
+
+// exitVariant is one row of BenchmarkPortIOExit: a way to run the guest's
+// exits and time one.
+type exitVariant struct {
+	name string
+	run  func() (float64, error)
 }
 
 // BenchmarkPortIOExit measures one user-space port-I/O exit round trip, in
 // one run, for a bare C KVM_RUN loop (the physical limit) and for govmm
-// with statistics off, on, and with sync registers off. The variants are
-// interleaved round by round so that load on the shared host hits all of
-// them alike, and the medians are reported with their ratio to C.
+// with statistics off, on, and with sync registers off. EXIT_ROUNDS [25]
+// rounds run inside one iteration (run it with -benchtime 1x, as make
+// bench-exits does), each round running every variant in a rotated order
+// (testenv.Order), so load on the shared host hits all of them alike. It
+// prints, per variant, the median ns per exit and the median of the
+// per-round ratios to C, each with its min-max and n, and the failed runs.
 func BenchmarkPortIOExit(b *testing.B) {
 	needKVM(b)
 	bin := buildBareLoop(b)
-	variants := []struct {
-		name string
-		run  func() float64
-	}{
-		{"c", func() float64 { return timeBareLoop(b, bin, exitsPerRound) }},
-		{"stats-off", func() float64 { return timeRawGuest(b, exitsPerRound, false, true) }},
-		{"stats-on", func() float64 { return timeRawGuest(b, exitsPerRound, true, true) }},
-		{"sync-regs-off", func() float64 { return timeRawGuest(b, exitsPerRound, true, false) }},
+	rounds := testenv.Rounds(b, "EXIT_ROUNDS", 25) * b.N
+	variants := []exitVariant{
+		{"c", func() (float64, error) { return timeBareLoop(bin, exitsPerRound) }},
+		{"stats-off", func() (float64, error) { return timeRawGuest(exitsPerRound, false, true) }},
+		{"stats-on", func() (float64, error) { return timeRawGuest(exitsPerRound, true, true) }},
+		{"sync-regs-off", func() (float64, error) { return timeRawGuest(exitsPerRound, true, false) }},
 	}
+	// samples[v][r] is variant v's ns per exit in round r, NaN if it failed.
 	samples := make([][]float64, len(variants))
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		for j, v := range variants {
-			samples[j] = append(samples[j], v.run())
-		}
+	for v := range samples {
+		samples[v] = make([]float64, rounds)
 	}
+	b.ResetTimer()
+	failed := testenv.RunRounds(b, rounds, len(variants), func(v int) string { return variants[v].name }, func(r, v int) error {
+		ns, err := variants[v].run()
+		if err != nil {
+			ns = math.NaN()
+		}
+		samples[v][r] = ns
+		return err
+	})
 	b.StopTimer()
 	// Ratios are taken round by round (each variant against the C loop
 	// of the same round), then the median: drifts in host load cancel.
-	var sb strings.Builder
-	for j, v := range variants {
-		med := median(samples[j])
-		b.ReportMetric(med, v.name+"-ns/exit")
-		ratios := make([]float64, len(samples[j]))
-		for i := range ratios {
-			ratios[i] = samples[j][i] / samples[0][i]
+	var rep strings.Builder
+	fmt.Fprintf(&rep, "\nport-I/O exit round trip, %d rounds of %d exits, variants rotated per round; median (min-max, n):\n", rounds, exitsPerRound)
+	fmt.Fprintf(&rep, "%-15s %-30s %s\n", "variant", "ns per exit", "ratio to c (per round)")
+	for v, vr := range variants {
+		var ns, ratios []float64
+		for r, x := range samples[v] {
+			if math.IsNaN(x) {
+				continue
+			}
+			ns = append(ns, x)
+			if c := samples[0][r]; !math.IsNaN(c) {
+				ratios = append(ratios, x/c)
+			}
 		}
-		if j > 0 {
-			b.ReportMetric(median(ratios), v.name+"/c")
+		sum := testenv.Summarize(ns, failed[v])
+		b.ReportMetric(sum.Median, vr.name+"-ns/exit")
+		fmt.Fprintf(&rep, "%-15s %-30s", vr.name, sum.Format("%.0f"))
+		if v > 0 {
+			ratio := testenv.Summarize(ratios, 0)
+			b.ReportMetric(ratio.Median, vr.name+"/c")
+			fmt.Fprintf(&rep, " %s", ratio.Format("%.3f"))
 		}
-		fmt.Fprintf(&sb, "  %s %.0f ns (%.3fx)", v.name, med, median(ratios))
+		fmt.Fprintln(&rep)
 	}
-	b.Logf("median per exit over %d rounds of %d exits:%s", b.N, exitsPerRound, sb.String())
+	// Printed, not b.Log: the testing package cuts a benchmark log at ten lines.
+	fmt.Print(rep.String())
 }
 
 var median = testenv.Median

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -324,8 +325,9 @@ func runQEMUBlk(args []string, sock string) (blkRun, error) {
 
 // BenchmarkBlockIO runs sequential and random O_DIRECT I/O on a virtio-blk
 // disk in the guest under govmm with its fast paths on and off, and under
-// QEMU on the same kernel, initramfs and image, round-robin in one run. It
-// reports median MiB/s with the ratio to QEMU's virtio-pci disk, and per
+// QEMU on the same kernel, initramfs and image, in one run whose rounds
+// each go through the boots in a rotated order. It reports median MiB/s
+// with min-max, n and failed runs, the ratio to QEMU's virtio-pci disk, and per
 // MiB moved: user-space exits (govmm's table), exits KVM sent to user
 // space and all KVM exits (both VMMs, from KVM's stats), and govmm's
 // notifications and interrupts.
@@ -341,10 +343,7 @@ func BenchmarkBlockIO(b *testing.B) {
 		b.Fatalf("%s has no bin/blkbench: run `make guests` first", initramfs)
 	}
 	jobs, diskBytes := blkJobs(b)
-	rounds := int(benchEnvInt(b, "BLK_ROUNDS", 3))
-	if rounds < 1 {
-		b.Fatal("BLK_ROUNDS must be at least 1")
-	}
+	rounds := testenv.Rounds(b, "BLK_ROUNDS", 3) * b.N
 	dir := b.TempDir()
 	disk := filepath.Join(dir, "scratch.img")
 	makeScratchDisk(b, disk, diskBytes)
@@ -396,25 +395,39 @@ func BenchmarkBlockIO(b *testing.B) {
 	baseJob := blkJob{"seqread", 0, jobs[0].bs}
 	loadBefore, _ := os.ReadFile("/proc/loadavg")
 	type key struct{ job, variant string }
-	runs := map[key][]blkRun{}
-	start := time.Now()
-	b.ResetTimer()
-	for i := 0; i < rounds*b.N; i++ {
-		for _, j := range append([]blkJob{baseJob}, jobs...) {
-			tag := j.mode
-			if j.count == 0 {
-				tag = "baseline"
-			}
-			for _, v := range variants {
-				r, err := runOne(v, j, tag)
-				if err != nil {
-					b.Fatalf("%s %s: %v", v.name, tag, err)
-				}
-				runs[key{tag, v.name}] = append(runs[key{tag, v.name}], r)
-			}
+	// Every (job, variant) boot of a round, the baselines included, in an
+	// order rotated per round (testenv.Order).
+	type boot struct {
+		job blkJob
+		tag string
+		v   blkVariant
+	}
+	var boots []boot
+	for _, j := range append([]blkJob{baseJob}, jobs...) {
+		tag := j.mode
+		if j.count == 0 {
+			tag = "baseline"
+		}
+		for _, v := range variants {
+			boots = append(boots, boot{j, tag, v})
 		}
 	}
+	runs := map[key][]blkRun{}
+	failures := map[key]int{}
+	start := time.Now()
+	b.ResetTimer()
+	failed := testenv.RunRounds(b, rounds, len(boots), func(i int) string { return boots[i].v.name + " " + boots[i].tag }, func(_, i int) error {
+		bt := boots[i]
+		r, err := runOne(bt.v, bt.job, bt.tag)
+		if err == nil {
+			runs[key{bt.tag, bt.v.name}] = append(runs[key{bt.tag, bt.v.name}], r)
+		}
+		return err
+	})
 	b.StopTimer()
+	for i, n := range failed {
+		failures[key{boots[i].tag, boots[i].v.name}] = n
+	}
 
 	// perMiB is the median over rounds of (count - baseline) per MiB
 	// moved; ok is false when the VMM did not report that counter.
@@ -444,13 +457,12 @@ func BenchmarkBlockIO(b *testing.B) {
 		}
 		return testenv.Median(xs), len(xs) > 0
 	}
-	mibps := func(rs []blkRun) (med, lo, hi float64) {
+	mibps := func(k key) testenv.Summary {
 		var xs []float64
-		for _, r := range rs {
+		for _, r := range runs[k] {
 			xs = append(xs, r.bytes/(1<<20)/r.seconds)
 		}
-		sort.Float64s(xs)
-		return testenv.Median(xs), xs[0], xs[len(xs)-1]
+		return testenv.Summarize(xs, failures[k])
 	}
 
 	var rep strings.Builder
@@ -474,22 +486,18 @@ func BenchmarkBlockIO(b *testing.B) {
 	if f := strings.Fields(string(loadBefore)); len(f) > 0 {
 		fmt.Fprintf(&rep, "; host load average %s at the start", f[0])
 	}
-	fmt.Fprintf(&rep, "\nMiB/s: median (min-max) of rounds; /qemu: to qemu-microvm-pci in the same job. Per MiB moved, median of rounds, minus the median boot that moves nothing:\n")
+	fmt.Fprintf(&rep, "\nMiB/s: median (min-max, n, failed runs) of rounds, variants rotated per round; /qemu: ratio of medians to qemu-microvm-pci in the same job.\n")
+	fmt.Fprintf(&rep, "Per MiB moved, median of rounds, minus the median boot that moves nothing (its spread, below, is the uncertainty of these counts):\n")
 	fmt.Fprintf(&rep, "user = exits govmm handled (its table); kvm-user = KVM's mmio_exits+io_exits (exits to the VMM, any VMM); kvm = all KVM exits; halt = KVM halt_exits;\n")
 	fmt.Fprintf(&rep, "efd/mmio = queue notifications by ioeventfd / by MMIO exit; irq = interrupts sent (govmm's virtio counters)\n\n")
-	fmt.Fprintf(&rep, "%-9s %-19s %7s %15s %6s %8s %8s %8s %8s %7s %7s %7s\n",
-		"job", "variant", "MiB/s", "(min-max)", "/qemu", "user", "kvm-user", "kvm", "halt", "efd", "mmio", "irq")
+	fmt.Fprintf(&rep, "%-9s %-19s %-28s %6s %8s %8s %8s %8s %7s %7s %7s\n",
+		"job", "variant", "MiB/s", "/qemu", "user", "kvm-user", "kvm", "halt", "efd", "mmio", "irq")
 	for _, j := range jobs {
-		qemuMed, _, _ := mibps(runs[key{j.mode, "qemu-microvm-pci"}])
+		qemuMed := mibps(key{j.mode, "qemu-microvm-pci"}).Median
 		for _, v := range variants {
 			k := key{j.mode, v.name}
-			med, lo, hi := mibps(runs[k])
-			fmt.Fprintf(&rep, "%-9s %-19s %7.1f %15s", j.mode, v.name, med, fmt.Sprintf("(%.1f-%.1f)", lo, hi))
-			if qemuMed > 0 {
-				fmt.Fprintf(&rep, " %6.2f", med/qemuMed)
-			} else {
-				fmt.Fprintf(&rep, " %6s", "-")
-			}
+			m := mibps(k)
+			fmt.Fprintf(&rep, "%-9s %-19s %-28s %6s", j.mode, v.name, m.Format("%.1f"), ratioOf(m.Median, qemuMed))
 			for i, c := range []string{blkUser, blkKVMUser, blkKVMExits, blkKVMHalts, blkNotifyEFD, blkNotifyMMIO, blkIRQs} {
 				width := 8
 				if i >= 4 {
@@ -502,12 +510,33 @@ func BenchmarkBlockIO(b *testing.B) {
 				}
 			}
 			fmt.Fprintln(&rep)
-			b.ReportMetric(med, j.mode+"-"+v.name+"-MiB/s")
+			if m.N > 0 {
+				b.ReportMetric(m.Median, j.mode+"-"+v.name+"-MiB/s")
+			}
 		}
-		if qemuMed > 0 {
-			govmmMed, _, _ := mibps(runs[key{j.mode, "govmm"}])
-			b.ReportMetric(govmmMed/qemuMed, j.mode+"-govmm/qemu")
+		if g := mibps(key{j.mode, "govmm"}).Median; qemuMed > 0 && g > 0 {
+			b.ReportMetric(g/qemuMed, j.mode+"-govmm/qemu")
 		}
+	}
+	fmt.Fprintf(&rep, "\nboots that move nothing (subtracted above): min-max of their counts, n, failed runs\n")
+	for _, v := range variants {
+		k := key{"baseline", v.name}
+		fmt.Fprintf(&rep, "%-9s %-19s n=%d", "baseline", v.name, len(runs[k]))
+		if failures[k] > 0 {
+			fmt.Fprintf(&rep, ", %d failed", failures[k])
+		}
+		for _, c := range []string{blkUser, blkKVMExits, blkKVMHalts} {
+			var xs []float64
+			for _, r := range runs[k] {
+				if n, ok := r.counts[c]; ok {
+					xs = append(xs, n)
+				}
+			}
+			if len(xs) > 0 {
+				fmt.Fprintf(&rep, "  %s %.0f-%.0f", c, slices.Min(xs), slices.Max(xs))
+			}
+		}
+		fmt.Fprintln(&rep)
 	}
 	if qemuErr != nil {
 		fmt.Fprintf(&rep, "(no QEMU rows: %v)\n", qemuErr)

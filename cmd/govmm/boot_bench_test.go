@@ -32,8 +32,8 @@ type bootRun struct {
 var touchedRE = regexp.MustCompile(`guest RAM touched ([0-9.]+) MiB`)
 
 // timeBoot runs one VMM command to its exit and measures it. A run that
-// fails, or never prints the ready line, is not ok.
-func timeBoot(b *testing.B, timeout time.Duration, name string, args ...string) bootRun {
+// fails, or never prints the ready line, is not ok, and err says why.
+func timeBoot(timeout time.Duration, name string, args ...string) (bootRun, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
@@ -42,17 +42,26 @@ func timeBoot(b *testing.B, timeout time.Duration, name string, args ...string) 
 	start := time.Now()
 	err := cmd.Run()
 	r := bootRun{wall: time.Since(start)}
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		r.maxRSSMiB = float64(ru.Maxrss) / 1024
+	// ProcessState is nil when the command never started.
+	if cmd.ProcessState != nil {
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			r.maxRSSMiB = float64(ru.Maxrss) / 1024
+		}
 	}
 	if m := touchedRE.FindStringSubmatch(errOut.String()); m != nil {
 		r.guestMiB, _ = strconv.ParseFloat(m[1], 64)
 	}
 	r.ok = err == nil && strings.Contains(out.String()+errOut.String(), "GOVMM-READY")
-	if !r.ok && ctx.Err() == nil {
-		b.Logf("%s failed: %v\n%s", filepath.Base(name), err, lastLines(errOut.String(), 5))
+	switch {
+	case r.ok:
+		return r, nil
+	case ctx.Err() != nil:
+		return r, fmt.Errorf("%s: no end within %v", filepath.Base(name), timeout)
+	case err != nil:
+		return r, fmt.Errorf("%s: %v\n%s", filepath.Base(name), err, lastLines(errOut.String(), 5))
+	default:
+		return r, fmt.Errorf("%s: no GOVMM-READY line\n%s", filepath.Base(name), lastLines(errOut.String(), 5))
 	}
-	return r
 }
 
 func lastLines(s string, n int) string {
@@ -79,9 +88,12 @@ func buildPVMBoot(b *testing.B) string {
 
 // BenchmarkBoot boots the shared guest kernel with the test initramfs
 // under govmm, QEMU -M microvm, the C reference VMM and (once, if GOKVM
-// names its binary) gokvm, round-robin in one run, and reports median wall
-// time from start to exit after the guest's reboot, peak RSS, and for
-// govmm the RSS left after the guest RAM it touched.
+// names its binary) gokvm, and reports median wall time from start to exit
+// after the guest's reboot, peak RSS, and for govmm the RSS left after the
+// guest RAM it touched, each with its min-max and n. BOOT_ROUNDS [5]
+// rounds run inside one iteration (-benchtime 1x, as make bench-boot
+// does), every round in a rotated order; failed boots are counted and
+// printed, not dropped.
 func BenchmarkBoot(b *testing.B) {
 	kernel := guestDir + "/vmlinux"
 	if _, err := os.Stat(kernel); err != nil {
@@ -90,6 +102,7 @@ func BenchmarkBoot(b *testing.B) {
 	if _, err := os.Stat(initramfs); err != nil {
 		b.Fatalf("initramfs missing (%v): run `make guests` first", err)
 	}
+	rounds := testenv.Rounds(b, "BOOT_ROUNDS", 5) * b.N
 	variants := []bootVariant{
 		{"govmm", []string{govmmBin, "run", "--kernel", kernel, "--initrd", initramfs, "--smp", "2", "--mem", "512M", "--exit-stats=false", "--append", bootCmdline + " reboot=k"}},
 		{"govmm-bzImage", []string{govmmBin, "run", "--kernel", guestDir + "/bzImage", "--initrd", initramfs, "--smp", "2", "--mem", "512M", "--exit-stats=false", "--append", bootCmdline + " reboot=k"}},
@@ -109,53 +122,72 @@ func BenchmarkBoot(b *testing.B) {
 	}
 	runs := make(map[string][]bootRun)
 	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		for _, v := range variants {
-			runs[v.name] = append(runs[v.name], timeBoot(b, 60*time.Second, v.args[0], v.args[1:]...))
+	failed := testenv.RunRounds(b, rounds, len(variants), func(v int) string { return variants[v].name }, func(_, v int) error {
+		r, err := timeBoot(60*time.Second, variants[v].args[0], variants[v].args[1:]...)
+		if err == nil {
+			runs[variants[v].name] = append(runs[variants[v].name], r)
 		}
-	}
+		return err
+	})
 	b.StopTimer()
+	failures := map[string]int{}
+	for v, n := range failed {
+		failures[variants[v].name] = n
+	}
+	names := variantNames(variants)
 	if gokvm := os.Getenv("GOKVM"); gokvm != "" {
 		// gokvm enters a bzImage through its real-mode setup, which this
 		// PVM host runs in its instruction emulator: one bounded try.
-		r := timeBoot(b, 30*time.Second, gokvm, "boot", "-k", guestDir+"/bzImage", "-i", initramfs, "-m", "512M", "-c", "2", "-p", bootCmdline+" reboot=k")
-		runs["gokvm"] = []bootRun{r}
+		names = append(names, "gokvm")
+		r, err := timeBoot(30*time.Second, gokvm, "boot", "-k", guestDir+"/bzImage", "-i", initramfs, "-m", "512M", "-c", "2", "-p", bootCmdline+" reboot=k")
+		if err != nil {
+			b.Logf("gokvm: %v", err)
+			failures["gokvm"] = 1
+		} else {
+			runs["gokvm"] = []bootRun{r}
+		}
 	}
 	var report strings.Builder
-	fmt.Fprintf(&report, "\n%-14s %6s %10s %10s %12s\n", "vmm", "boots", "wall(s)", "rss(MiB)", "rss-guest")
-	base := 0.0
-	for _, name := range append(variantNames(variants), "gokvm") {
-		rs := runs[name]
-		if len(rs) == 0 {
-			continue
-		}
+	fmt.Fprintf(&report, "\nboot to the guest's reboot, %d rounds, variants rotated per round; median (min-max, n, failed runs):\n", rounds)
+	fmt.Fprintf(&report, "%-14s %-30s %-30s %s\n", "vmm", "wall(s)", "peak rss(MiB)", "rss-guest(MiB)")
+	var govmmWall, qemuWall testenv.Summary
+	for _, name := range names {
 		var wall, rss, over []float64
-		for _, r := range rs {
-			if r.ok {
-				wall = append(wall, r.wall.Seconds())
-				rss = append(rss, r.maxRSSMiB)
-				over = append(over, r.maxRSSMiB-r.guestMiB)
-			}
+		for _, r := range runs[name] {
+			wall = append(wall, r.wall.Seconds())
+			rss = append(rss, r.maxRSSMiB)
+			over = append(over, r.maxRSSMiB-r.guestMiB)
 		}
-		if len(wall) == 0 {
-			fmt.Fprintf(&report, "%-14s %6d %10s   (did not boot within the time limit)\n", name, len(rs), "-")
+		w := testenv.Summarize(wall, failures[name])
+		fmt.Fprintf(&report, "%-14s %-30s", name, w.Format("%.3f"))
+		if w.N == 0 {
+			fmt.Fprintln(&report)
 			continue
 		}
-		w := median(wall)
-		fmt.Fprintf(&report, "%-14s %6d %10.3f %10.1f", name, len(wall), w, median(rss))
+		m := testenv.Summarize(rss, 0)
+		fmt.Fprintf(&report, " %-30s", m.Format("%.1f"))
 		if strings.HasPrefix(name, "govmm") {
-			fmt.Fprintf(&report, " %12.1f", median(over))
-			b.ReportMetric(median(over), name+"-rss-minus-guest-MiB")
+			o := testenv.Summarize(over, 0)
+			fmt.Fprintf(&report, " %s", o.Format("%.1f"))
+			b.ReportMetric(o.Median, name+"-rss-minus-guest-MiB")
 		}
 		fmt.Fprintln(&report)
-		b.ReportMetric(w, name+"-s")
-		b.ReportMetric(median(rss), name+"-rss-MiB")
-		if name == "qemu-microvm" {
-			base = w
+		b.ReportMetric(w.Median, name+"-s")
+		b.ReportMetric(m.Median, name+"-rss-MiB")
+		switch name {
+		case "govmm":
+			govmmWall = w
+		case "qemu-microvm":
+			qemuWall = w
 		}
 	}
-	if base > 0 {
-		b.ReportMetric(median(wallOf(runs["govmm"]))/base, "govmm/qemu")
+	if govmmWall.N > 0 && qemuWall.N > 0 {
+		b.ReportMetric(govmmWall.Median/qemuWall.Median, "govmm/qemu")
+		verdict := "the spreads overlap: no difference at this noise"
+		if !govmmWall.Overlaps(qemuWall) {
+			verdict = "the spreads do not overlap"
+		}
+		fmt.Fprintf(&report, "govmm/qemu %.2f (medians); %s\n", govmmWall.Median/qemuWall.Median, verdict)
 	}
 	// Printed, not b.Log: the testing package cuts a benchmark log at ten lines.
 	fmt.Print(report.String())
@@ -175,14 +207,14 @@ func variantNames(vs []bootVariant) []string {
 	return out
 }
 
-func wallOf(rs []bootRun) []float64 {
-	var out []float64
-	for _, r := range rs {
-		if r.ok {
-			out = append(out, r.wall.Seconds())
-		}
-	}
-	return out
-}
-
 var median = testenv.Median
+
+// A VMM binary that cannot start is a failed run with a reason, not a
+// nil-pointer panic on its missing process state.
+func TestTimeBootBinaryThatCannotStart(t *testing.T) {
+	r, err := timeBoot(10*time.Second, filepath.Join(t.TempDir(), "no-such-vmm"))
+	if err == nil || r.ok {
+		t.Fatalf("timeBoot of a missing binary: %+v, %v; want a failed run", r, err)
+	}
+	t.Logf("reported as: %v", err)
+}

@@ -8,13 +8,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/govmm/govmm/exitstats"
+	"github.com/govmm/govmm/internal/testenv"
 	"github.com/govmm/govmm/kvm"
 )
 
@@ -115,15 +115,17 @@ func runKbuild(ctx context.Context, dir, jsonPath string, args []string) (kbuild
 // It prints median build seconds with the ratio to the host (bare metal)
 // and to QEMU, and for the govmm runs the exits per second of the build by
 // reason, user-space (govmm's table) and in-kernel (KVM's stats fd), with
-// a boot that runs nothing subtracted.
+// a boot that runs nothing subtracted: every figure a median over the
+// rounds, seconds with their min-max and n, failed runs counted.
 //
 // By default it builds a bounded part of the tree (kbuild.sh's
 // DEFAULT_TARGETS); KBUILD_FULL=1 builds vmlinux, KBUILD_TARGETS picks
 // other targets, KBUILD_JOBS sets -j. KBUILD_ONLY, a regular expression,
 // picks the guest variants to run (the host always runs); KBUILD_ROUNDS
-// [1] is the number of round-robin rounds, run inside one benchmark
-// iteration (as BLK_ROUNDS is: -benchtime Nx would first run a whole
-// extra round with b.N = 1); KBUILD_TIMEOUT bounds one run (default 90m).
+// [1] is the number of rounds, each in a rotated order (testenv.Order),
+// run inside one benchmark iteration (as BLK_ROUNDS is: -benchtime Nx
+// would first run a whole extra round with b.N = 1); KBUILD_TIMEOUT bounds
+// one run (default 90m).
 func BenchmarkKbuild(b *testing.B) {
 	kernel := guestDir + "/vmlinux"
 	if _, err := os.Stat(kernel); err != nil {
@@ -158,10 +160,7 @@ func BenchmarkKbuild(b *testing.B) {
 		only = re
 	}
 
-	rounds := int(benchEnvInt(b, "KBUILD_ROUNDS", 1))
-	if rounds < 1 {
-		b.Fatal("KBUILD_ROUNDS must be at least 1")
-	}
+	rounds := testenv.Rounds(b, "KBUILD_ROUNDS", 1) * b.N
 
 	dir := b.TempDir()
 	cmdline := "console=ttyS0 reboot=k panic=-1 quiet"
@@ -219,68 +218,90 @@ func BenchmarkKbuild(b *testing.B) {
 
 	runs := map[string][]kbuildRun{}
 	b.ResetTimer()
-	for i := 0; i < b.N*rounds; i++ {
-		for _, v := range variants {
-			ctx, cancel := context.WithTimeout(context.Background(), timeout)
-			r, err := runKbuild(ctx, dir, v.json, v.args)
-			cancel()
-			if err != nil {
-				b.Fatalf("%s: %v", v.name, err)
-			}
-			runs[v.name] = append(runs[v.name], r)
+	failed := testenv.RunRounds(b, rounds, len(variants), func(v int) string { return variants[v].name }, func(_, v int) error {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		r, err := runKbuild(ctx, dir, variants[v].json, variants[v].args)
+		if err == nil {
+			runs[variants[v].name] = append(runs[variants[v].name], r)
 		}
-	}
+		return err
+	})
 	b.StopTimer()
 
-	secs := func(name string) float64 {
+	secs := func(name string) []float64 {
 		var xs []float64
 		for _, r := range runs[name] {
 			xs = append(xs, r.seconds)
 		}
-		return median(xs)
+		return xs
 	}
-	host, qemu := secs("host"), secs("qemu-microvm")
-	var rep strings.Builder
-	fmt.Fprintf(&rep, "\nkernel build (%s), %d rounds (%s)\n", runs["host"][0].what, len(runs["host"]), time.Now().Format("2006-01-02"))
-	fmt.Fprintf(&rep, "%-22s %9s %9s %7s %7s %11s %11s\n", "where", "seconds", "wall", "/host", "/qemu", "exits/s", "user-exit/s")
+	host, qemu := testenv.Median(secs("host")), testenv.Median(secs("qemu-microvm"))
+	what := "no build finished"
 	for _, v := range variants {
-		rs := runs[v.name]
-		s := secs(v.name)
-		var walls []float64
+		if rs := runs[v.name]; len(rs) > 0 {
+			what = rs[0].what
+			break
+		}
+	}
+	var rep strings.Builder
+	fmt.Fprintf(&rep, "\nkernel build (%s), %d rounds, variants rotated per round (%s)\n", what, rounds, time.Now().Format("2006-01-02"))
+	fmt.Fprintf(&rep, "seconds: median (min-max, n, failed runs); ratios of medians; exit rates: medians over rounds\n")
+	fmt.Fprintf(&rep, "%-22s %-32s %9s %7s %7s %11s %11s\n", "where", "build seconds", "wall", "/host", "/qemu", "exits/s", "user-exit/s")
+	for v, vr := range variants {
+		rs := runs[vr.name]
+		sum := testenv.Summarize(secs(vr.name), failed[v])
+		var walls, all, user []float64
 		for _, r := range rs {
 			walls = append(walls, r.wall)
-		}
-		fmt.Fprintf(&rep, "%-22s %9.1f %9.1f %7.2f", v.name, s, median(walls), s/host)
-		if qemu > 0 {
-			fmt.Fprintf(&rep, " %7.2f", s/qemu)
-		} else {
-			fmt.Fprintf(&rep, " %7s", "-")
-		}
-		if last := rs[len(rs)-1]; last.user != nil {
-			all := "-"
-			if n, ok := kbuildKernelDelta(last.kernel, baseKernel, "exits"); ok {
-				all = fmt.Sprintf("%.0f", n/last.seconds)
+			if r.user == nil {
+				continue
 			}
-			fmt.Fprintf(&rep, " %11s %11.0f", all, kbuildUserExits(*last.user, *baseUser)/last.seconds)
+			user = append(user, kbuildUserExits(*r.user, *baseUser)/r.seconds)
+			if n, ok := kbuildKernelDelta(r.kernel, baseKernel, "exits"); ok {
+				all = append(all, n/r.seconds)
+			}
+		}
+		fmt.Fprintf(&rep, "%-22s %-32s %9.1f %7s %7s", vr.name, sum.Format("%.1f"), testenv.Median(walls), ratioOf(sum.Median, host), ratioOf(sum.Median, qemu))
+		if len(user) > 0 {
+			exits := "-"
+			if len(all) > 0 {
+				exits = fmt.Sprintf("%.0f", testenv.Median(all))
+			}
+			fmt.Fprintf(&rep, " %11s %11.0f", exits, testenv.Median(user))
 		}
 		fmt.Fprintln(&rep)
-		b.ReportMetric(s, v.name+"-s")
+		if sum.N > 0 {
+			b.ReportMetric(sum.Median, vr.name+"-s")
+		}
 	}
-	if qemu > 0 {
-		b.ReportMetric(secs("govmm")/qemu, "govmm/qemu")
+	if g := testenv.Median(secs("govmm")); g > 0 {
+		if qemu > 0 {
+			b.ReportMetric(g/qemu, "govmm/qemu")
+		}
+		if host > 0 {
+			b.ReportMetric(g/host, "govmm/host")
+		}
 	}
-	b.ReportMetric(secs("govmm")/host, "govmm/host")
-	fmt.Fprintf(&rep, "\nexits per second of the build by reason (last round, boot baseline subtracted):\n")
+	fmt.Fprintf(&rep, "\nexits per second of the build by reason, median (min-max) over rounds, boot baseline subtracted:\n")
 	for _, v := range variants {
-		rs := runs[v.name]
-		last := rs[len(rs)-1]
-		if last.user == nil {
+		var users, exits, events []rateSet
+		for _, r := range runs[v.name] {
+			if r.user == nil {
+				continue
+			}
+			users = append(users, userExitRates(*r.user, *baseUser, r.seconds))
+			if r.kernel != nil {
+				e, ev := kbuildKernelRates(r.kernel, baseKernel, r.seconds)
+				exits, events = append(exits, e), append(events, ev)
+			}
+		}
+		if len(users) == 0 {
 			continue
 		}
-		fmt.Fprintf(&rep, "%s\n  user-space exits:%s\n", v.name, exitRates(*last.user, *baseUser, last.seconds))
-		if last.kernel != nil {
-			exits, events := kbuildKernelRates(last.kernel, baseKernel, last.seconds)
-			fmt.Fprintf(&rep, "  KVM exits:%s\n  KVM events:%s\n", exits, events)
+		fmt.Fprintf(&rep, "%s (n=%d)\n  user-space exits:%s\n", v.name, len(users), formatRates(users))
+		if len(exits) > 0 {
+			fmt.Fprintf(&rep, "  KVM exits:%s\n  KVM events:%s\n", formatRates(exits), formatRates(events))
 		}
 	}
 	// Printed, not b.Log: the testing package cuts a benchmark log at ten lines.
@@ -312,20 +333,16 @@ func kbuildKernelDelta(run, base *exitstats.KernelSnapshot, name string) (float6
 	return d, true
 }
 
-// kbuildKernelRates formats KVM's per-vCPU event counters (cumulative,
-// no unit) summed over vCPUs, per second of the build. exits is every
-// exit, those that went on to user space included; the *_exits counters
-// split it by reason, and what they leave is shown as "other" (exits KVM
+// kbuildKernelRates returns KVM's per-vCPU event counters (cumulative, no
+// unit) summed over vCPUs, per second of the build. exits holds "all",
+// every exit, those that went on to user space included; the *_exits
+// counters split it by reason, and what they leave is "other" (exits KVM
 // keeps no counter for, such as a PVM host's trapped guest syscalls and
-// faults). The remaining counters (page faults, emulated instructions,
-// halt polling, ...) follow on their own line, largest first.
-func kbuildKernelRates(run, base *exitstats.KernelSnapshot, seconds float64) (exits, events string) {
-	type rate struct {
-		name string
-		r    float64
-	}
+// faults). events holds the remaining counters (page faults, emulated
+// instructions, halt polling, ...).
+func kbuildKernelRates(run, base *exitstats.KernelSnapshot, seconds float64) (exits, events rateSet) {
+	exits, events = rateSet{}, rateSet{}
 	seen := map[string]bool{}
-	var reasons, others []rate
 	total, reasoned := 0.0, 0.0
 	for _, v := range run.VCPUs {
 		for _, st := range v.Stats {
@@ -342,33 +359,15 @@ func kbuildKernelRates(run, base *exitstats.KernelSnapshot, seconds float64) (ex
 				total = d
 			case strings.HasSuffix(st.Name, "_exits"):
 				reasoned += d
-				reasons = append(reasons, rate{strings.TrimSuffix(st.Name, "_exits"), d / seconds})
+				exits[strings.TrimSuffix(st.Name, "_exits")] = d / seconds
 			default:
-				others = append(others, rate{st.Name, d / seconds})
+				events[st.Name] = d / seconds
 			}
 		}
 	}
+	exits["all"] = total / seconds
 	if total > reasoned {
-		reasons = append(reasons, rate{"other", (total - reasoned) / seconds})
+		exits["other"] = (total - reasoned) / seconds
 	}
-	format := func(rates []rate) string {
-		sort.Slice(rates, func(i, j int) bool { return rates[i].r > rates[j].r })
-		var sb strings.Builder
-		for _, r := range rates {
-			fmt.Fprintf(&sb, " %s %s", r.name, kbuildRate(r.r))
-		}
-		if sb.Len() == 0 {
-			return " (none beyond boot)"
-		}
-		return sb.String()
-	}
-	return fmt.Sprintf(" %s in all:%s", kbuildRate(total/seconds), format(reasons)), format(others)
-}
-
-// kbuildRate prints a rate with the digits that matter.
-func kbuildRate(r float64) string {
-	if r < 10 {
-		return fmt.Sprintf("%.1f/s", r)
-	}
-	return fmt.Sprintf("%.0f/s", r)
+	return exits, events
 }

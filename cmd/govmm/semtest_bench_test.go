@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/govmm/govmm/exitstats"
+	"github.com/govmm/govmm/internal/testenv"
 	"github.com/govmm/govmm/vmm"
 )
 
@@ -81,14 +82,17 @@ func readKernelTable(path string) (*exitstats.KernelSnapshot, error) {
 	return saved.Kernel, nil
 }
 
-// kernelExitRates formats the per-second rates of KVM's exit counters
-// (summed over vCPUs, baseline subtracted), largest first.
-func kernelExitRates(run, base *exitstats.KernelSnapshot, seconds float64) string {
+// semKernelCounters are KVM's exit counters the sem_test report shows.
+var semKernelCounters = []string{"exits", "halt_exits", "halt_successful_poll", "halt_wakeup", "irq_injections", "irq_exits", "insn_emulation", "io_exits", "mmio_exits", "signal_exits"}
+
+// kvmCounterRates returns the per-second rates of KVM's counters names
+// (summed over vCPUs, baseline subtracted); nil without a stats fd.
+func kvmCounterRates(run, base *exitstats.KernelSnapshot, names []string, seconds float64) rateSet {
 	if run == nil {
-		return " (no KVM stats fd)"
+		return nil
 	}
-	var sb strings.Builder
-	for _, name := range []string{"exits", "halt_exits", "halt_successful_poll", "halt_wakeup", "irq_injections", "irq_exits", "insn_emulation", "io_exits", "mmio_exits", "signal_exits"} {
+	rates := rateSet{}
+	for _, name := range names {
 		n, ok := run.VCPUTotal(name)
 		if !ok {
 			continue
@@ -97,16 +101,19 @@ func kernelExitRates(run, base *exitstats.KernelSnapshot, seconds float64) strin
 			b, _ := base.VCPUTotal(name)
 			n -= min(n, b)
 		}
-		fmt.Fprintf(&sb, " %s %.0f/s", name, float64(n)/seconds)
+		rates[name] = float64(n) / seconds
 	}
-	return sb.String()
+	return rates
 }
 
 // BenchmarkSemTest runs sem_test on the host, in govmm with default
-// settings and with each knob, and in QEMU, round-robin in one run, and
-// reports median seconds with the ratio to the host and to QEMU. For the
-// govmm runs it prints the user-space exits per second of sem_test by
-// reason (the VM's exits minus those of a boot that runs nothing).
+// settings and with each knob, and in QEMU, and reports median seconds
+// with min-max and n, and the ratio of the medians to the host and to
+// QEMU. SEMTEST_ROUNDS [3] rounds run inside one iteration (-benchtime 1x,
+// as make bench-semtest does), every round in a rotated order; a failed
+// run is counted and reported. For the govmm runs it prints the exits per
+// second of sem_test by reason, user-space and KVM's, as medians over the
+// rounds (each round's count minus that of a boot that runs nothing).
 func BenchmarkSemTest(b *testing.B) {
 	kernel := guestDir + "/vmlinux"
 	if _, err := os.Stat(kernel); err != nil {
@@ -117,6 +124,7 @@ func BenchmarkSemTest(b *testing.B) {
 		b.Fatalf("sem_test missing (%v): run `make guests` first", err)
 	}
 	items, spin := semTestArgs()
+	rounds := testenv.Rounds(b, "SEMTEST_ROUNDS", 3) * b.N
 	cmdline := func(run string) string {
 		return "console=ttyS0 reboot=k panic=-1 quiet govmm.run=" + run
 	}
@@ -163,54 +171,64 @@ func BenchmarkSemTest(b *testing.B) {
 	}
 	runs := map[string][]semRun{}
 	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		for _, v := range variants {
-			r, err := runSemTest(b, v.json, v.args[0], v.args[1:]...)
-			if err != nil {
-				b.Fatal(err)
-			}
-			runs[v.name] = append(runs[v.name], r)
+	failed := testenv.RunRounds(b, rounds, len(variants), func(v int) string { return variants[v].name }, func(_, v int) error {
+		r, err := runSemTest(b, variants[v].json, variants[v].args[0], variants[v].args[1:]...)
+		if err == nil {
+			runs[variants[v].name] = append(runs[variants[v].name], r)
 		}
-	}
+		return err
+	})
 	b.StopTimer()
 
-	host := median(secondsOf(runs["host"]))
-	qemu := median(secondsOf(runs["qemu-microvm"]))
+	host := testenv.Median(secondsOf(runs["host"]))
+	qemu := testenv.Median(secondsOf(runs["qemu-microvm"]))
 	var rep strings.Builder
-	fmt.Fprintf(&rep, "\nsem_test %s %s, %d rounds (%s)\n", items, spin, b.N, time.Now().Format("2006-01-02"))
-	fmt.Fprintf(&rep, "%-22s %9s %9s %9s\n", "where", "seconds", "/host", "/qemu")
-	for _, v := range variants {
-		s := median(secondsOf(runs[v.name]))
-		fmt.Fprintf(&rep, "%-22s %9.3f %9.2f", v.name, s, s/host)
-		if qemu > 0 {
-			fmt.Fprintf(&rep, " %9.2f", s/qemu)
+	fmt.Fprintf(&rep, "\nsem_test %s %s, %d rounds, variants rotated per round (%s); seconds: median (min-max, n, failed runs); ratios of medians\n", items, spin, rounds, time.Now().Format("2006-01-02"))
+	fmt.Fprintf(&rep, "%-22s %-30s %7s %7s\n", "where", "seconds", "/host", "/qemu")
+	for v, vr := range variants {
+		sum := testenv.Summarize(secondsOf(runs[vr.name]), failed[v])
+		fmt.Fprintf(&rep, "%-22s %-30s %7s %7s\n", vr.name, sum.Format("%.3f"), ratioOf(sum.Median, host), ratioOf(sum.Median, qemu))
+		if sum.N > 0 {
+			b.ReportMetric(sum.Median, vr.name+"-s")
 		}
-		fmt.Fprintln(&rep)
-		b.ReportMetric(s, v.name+"-s")
 	}
-	if qemu > 0 {
-		b.ReportMetric(median(secondsOf(runs["govmm"]))/qemu, "govmm/qemu")
+	if g := testenv.Median(secondsOf(runs["govmm"])); qemu > 0 && g > 0 {
+		b.ReportMetric(g/qemu, "govmm/qemu")
 	}
-	fmt.Fprintf(&rep, "\nuser-space exits per second of sem_test (last round, boot baseline subtracted):\n")
+	fmt.Fprintf(&rep, "\nuser-space exits per second of sem_test, median (min-max) over rounds, boot baseline subtracted:\n")
 	for _, v := range variants {
-		rs := runs[v.name]
-		if len(rs) == 0 || rs[len(rs)-1].table == nil {
-			continue
+		var sets []rateSet
+		for _, r := range runs[v.name] {
+			if r.table != nil {
+				sets = append(sets, userExitRates(*r.table, baseline, r.seconds))
+			}
 		}
-		last := rs[len(rs)-1]
-		fmt.Fprintf(&rep, "%-22s %s\n", v.name, exitRates(*last.table, baseline, last.seconds))
+		if len(sets) > 0 {
+			fmt.Fprintf(&rep, "%-22s n=%d%s\n", v.name, len(sets), formatRates(sets))
+		}
 	}
-	fmt.Fprintf(&rep, "\nin-kernel exits per second of sem_test (KVM stats fd, last round, boot baseline subtracted):\n")
+	fmt.Fprintf(&rep, "\nin-kernel exits per second of sem_test (KVM stats fd), median (min-max) over rounds, boot baseline subtracted:\n")
 	for _, v := range variants {
-		rs := runs[v.name]
-		if len(rs) == 0 || rs[len(rs)-1].table == nil {
-			continue
+		var sets []rateSet
+		for _, r := range runs[v.name] {
+			if r.table != nil {
+				sets = append(sets, kvmCounterRates(r.kernel, baselineKernel, semKernelCounters, r.seconds))
+			}
 		}
-		last := rs[len(rs)-1]
-		fmt.Fprintf(&rep, "%-22s%s\n", v.name, kernelExitRates(last.kernel, baselineKernel, last.seconds))
+		if len(sets) > 0 {
+			fmt.Fprintf(&rep, "%-22s n=%d%s\n", v.name, len(sets), formatRates(sets))
+		}
 	}
 	// Printed, not b.Log: the testing package cuts a benchmark log at ten lines.
 	fmt.Print(rep.String())
+}
+
+// ratioOf formats x/base, or "-" without a base.
+func ratioOf(x, base float64) string {
+	if base <= 0 || x <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", x/base)
 }
 
 func runSemTestBaseline(args []string, jsonPath string) (exitstats.Snapshot, error) {
@@ -220,13 +238,14 @@ func runSemTestBaseline(args []string, jsonPath string) (exitstats.Snapshot, err
 	return readTable(jsonPath)
 }
 
-// exitRates formats count differences per second, largest first.
-func exitRates(run, base exitstats.Snapshot, seconds float64) string {
-	type rate struct {
-		name string
-		r    float64
-	}
-	var rates []rate
+// rateSet is one run's events per second, by name.
+type rateSet map[string]float64
+
+// userExitRates returns the per-second rate of each user-space exit row
+// of run beyond its count in base; rows with nothing beyond base are left
+// out.
+func userExitRates(run, base exitstats.Snapshot, seconds float64) rateSet {
+	rates := rateSet{}
 	b := base.Total()
 	for _, row := range run.Total().Rows {
 		n := float64(row.Count)
@@ -234,18 +253,59 @@ func exitRates(run, base exitstats.Snapshot, seconds float64) string {
 			n -= float64(s.Count)
 		}
 		if n > 0 {
-			rates = append(rates, rate{row.Name, n / seconds})
+			rates[row.Name] = n / seconds
 		}
 	}
-	sort.Slice(rates, func(i, j int) bool { return rates[i].r > rates[j].r })
+	return rates
+}
+
+// formatRates prints every name of sets (one per round) with the median
+// and min-max of its rate over the rounds, a round without it counting as
+// 0, largest median first: " IO:serial 10/s (8-12)".
+func formatRates(sets []rateSet) string {
+	names := map[string]bool{}
+	for _, set := range sets {
+		for name := range set {
+			names[name] = true
+		}
+	}
+	type rate struct {
+		name string
+		s    testenv.Summary
+	}
+	var rates []rate
+	for name := range names {
+		var xs []float64
+		for _, set := range sets {
+			xs = append(xs, set[name])
+		}
+		rates = append(rates, rate{name, testenv.Summarize(xs, 0)})
+	}
+	sort.Slice(rates, func(i, j int) bool {
+		if rates[i].s.Median != rates[j].s.Median {
+			return rates[i].s.Median > rates[j].s.Median
+		}
+		return rates[i].name < rates[j].name
+	})
 	var sb strings.Builder
 	for _, r := range rates {
-		fmt.Fprintf(&sb, " %s %.0f/s", r.name, r.r)
+		fmt.Fprintf(&sb, " %s %s", r.name, perSecond(r.s.Median))
+		if r.s.N > 1 {
+			fmt.Fprintf(&sb, " (%s-%s)", strings.TrimSuffix(perSecond(r.s.Min), "/s"), strings.TrimSuffix(perSecond(r.s.Max), "/s"))
+		}
 	}
 	if sb.Len() == 0 {
 		return " (none beyond boot)"
 	}
 	return sb.String()
+}
+
+// perSecond prints a rate with the digits that matter.
+func perSecond(r float64) string {
+	if r < 10 {
+		return fmt.Sprintf("%.1f/s", r)
+	}
+	return fmt.Sprintf("%.0f/s", r)
 }
 
 func secondsOf(rs []semRun) []float64 {

@@ -1,6 +1,7 @@
 // Package testenv holds what govmm's tests and benchmarks share: a
-// console buffer that can be read while a guest writes it, the median
-// that benchmarks report, and sparse files far larger than a guest.
+// console buffer that can be read while a guest writes it, sparse files
+// far larger than a guest, and the rounds, medians and spreads that
+// benchmarks report (bench.go).
 package testenv
 
 import (
