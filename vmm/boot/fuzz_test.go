@@ -3,6 +3,7 @@ package boot
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os/exec"
 	"testing"
 
@@ -148,7 +149,7 @@ func FuzzBootParams(f *testing.F) {
 		k := &Kernel{Start: HighMemStart, Entry: HighMemStart, End: uint64(le.Uint32(in[4:]))}
 		p := &Params{
 			MemSize:       uint64(le.Uint32(in[0:])),
-			Initrd:        initrd[:le.Uint32(in[8:])%memSize],
+			Initrd:        io.NewSectionReader(bytes.NewReader(initrd), 0, int64(le.Uint32(in[8:])%memSize)),
 			InitrdAddrMax: uint64(le.Uint32(in[12:])),
 			CmdlineMax:    int(le.Uint16(in[16:])),
 			Header:        in[19 : 19+int(in[18])],
@@ -166,7 +167,7 @@ func FuzzBootParams(f *testing.F) {
 		if ram == 0 {
 			ram = memSize
 		}
-		size := uint64(len(p.Initrd))
+		size := uint64(p.Initrd.Size())
 		if size > 0 {
 			limit := p.InitrdAddrMax
 			if limit == 0 {
@@ -175,7 +176,7 @@ func FuzzBootParams(f *testing.F) {
 			if addr%pageSize != 0 || addr < max(k.End, HighMemStart) || addr+size > ram || addr+size-1 > limit {
 				t.Fatalf("initrd of %#x bytes at %#x: kernel ends at %#x, RAM %#x, limit %#x", size, addr, k.End, ram, limit)
 			}
-			if !bytes.Equal(mem[addr:addr+size], p.Initrd) {
+			if !bytes.Equal(mem[addr:addr+size], initrd[:size]) {
 				t.Fatal("initrd contents differ")
 			}
 		} else if addr != 0 {
