@@ -473,33 +473,52 @@ func (v *VM) Close() error {
 }
 
 // readyWatcher passes console output through and notes when the ready
-// marker first appears (it may straddle writes, so a short tail is kept).
-// The serial port and the virtio console may write at once.
+// marker first appears. The marker may straddle writes, so the last
+// len(marker)-1 bytes are kept; nothing else is, so memory and the time
+// the lock is held stay small whatever one write carries (a guest can
+// hand the virtio console all of its RAM in one request). The serial
+// port and the virtio console may write at once.
 type readyWatcher struct {
 	mu     sync.Mutex
 	vm     *VM
 	out    io.Writer
 	marker string
-	tail   []byte
+	tail   []byte // the end of the output so far, shorter than marker
 	seen   bool
 }
 
 func (w *readyWatcher) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.seen {
-		w.tail = append(w.tail, p...)
-		if bytes.Contains(w.tail, []byte(w.marker)) {
-			w.seen = true
-			w.vm.readyMu.Lock()
-			w.vm.readyAt = time.Since(w.vm.start)
-			w.vm.readyMu.Unlock()
-			w.tail = nil
-		} else if keep := len(w.marker) - 1; len(w.tail) > keep {
-			w.tail = append(w.tail[:0], w.tail[len(w.tail)-keep:]...)
-		}
+	if !w.seen && w.scan(p) {
+		w.seen = true
+		w.tail = nil
+		w.vm.readyMu.Lock()
+		w.vm.readyAt = time.Since(w.vm.start)
+		w.vm.readyMu.Unlock()
 	}
 	return w.out.Write(p)
+}
+
+// scan reports whether the marker ends inside p, and keeps the tail of
+// the output for the next write.
+func (w *readyWatcher) scan(p []byte) bool {
+	m := []byte(w.marker)
+	keep := len(m) - 1
+	if keep < 0 {
+		return true
+	}
+	// A marker that starts in the tail ends in p's first keep bytes.
+	w.tail = append(w.tail, p[:min(len(p), keep)]...)
+	if bytes.Contains(w.tail, m) || bytes.Contains(p, m) {
+		return true
+	}
+	if len(p) >= keep {
+		w.tail = append(w.tail[:0], p[len(p)-keep:]...)
+	} else if len(w.tail) > keep {
+		w.tail = append(w.tail[:0], w.tail[len(w.tail)-keep:]...)
+	}
+	return false
 }
 
 // Uptime is the time since the VM was created.
