@@ -20,6 +20,7 @@ const SectorSize = 512
 
 // virtio-blk feature bits (virtio 1.2, 5.2.3).
 const (
+	blkFSizeMax = 1 << 1
 	blkFSegMax  = 1 << 2
 	blkFRO      = 1 << 5
 	blkFBlkSize = 1 << 6
@@ -41,8 +42,19 @@ const (
 const (
 	blkQueueSize = 256
 	// blkSegMax leaves two descriptors of a queue-sized chain for the
-	// request header and the status byte, as Linux expects.
-	blkSegMax    = blkQueueSize - 2
+	// request header and the status byte, as Linux expects. It is
+	// enforced: a request of more descriptors than seg_max+2 fails.
+	blkSegMax = blkQueueSize - 2
+	// blkSizeMax is size_max, the largest descriptor a request may
+	// have; with seg_max it bounds a request to about 254 MiB (QEMU's
+	// bound is BDRV_REQUEST_MAX_BYTES, 2 GiB; Firecracker takes one data
+	// descriptor, under 4 GiB). Linux merges pages into segments no
+	// larger than this, so no request of its own comes near the bound.
+	blkSizeMax = 1 << 20
+	// blkIOChunk bounds one preadv or pwritev: between chunks the
+	// device looks whether the transport aborted the queue, so a reset
+	// or stop waits for one chunk of a request, never for all of it.
+	blkIOChunk   = 1 << 20
 	blkHeaderLen = 16 // le32 type, le32 reserved, le64 sector
 	blkIDLen     = 20 // VIRTIO_BLK_ID_BYTES
 	// iovMax is Linux's IOV_MAX: longer vectors are split into calls.
@@ -112,6 +124,7 @@ func NewBlock(path string, readOnly bool) (*Block, error) {
 	}
 	b.warn.name = "virtio-blk " + path
 	binary.LittleEndian.PutUint64(b.config[0:], b.capacity)
+	binary.LittleEndian.PutUint32(b.config[8:], blkSizeMax)
 	binary.LittleEndian.PutUint32(b.config[12:], blkSegMax)
 	binary.LittleEndian.PutUint32(b.config[20:], SectorSize)
 	// The serial the guest sees (/sys/block/vda/serial): the file name,
@@ -137,7 +150,7 @@ func (b *Block) Type() uint16 { return IDBlock }
 // explicit: writes land in the host page cache and reach the disk on
 // FLUSH, as the guest's fsync demands.
 func (b *Block) Features() uint64 {
-	f := uint64(RingFeatures | blkFSegMax | blkFBlkSize | blkFFlush)
+	f := uint64(RingFeatures | blkFSizeMax | blkFSegMax | blkFBlkSize | blkFFlush)
 	if b.readOnly {
 		f |= blkFRO
 	}
@@ -211,27 +224,11 @@ func (b *Block) Notify(queue int) error {
 	if b.err != nil {
 		return b.err
 	}
-	pushed := false
-	for {
-		c, err := b.q.Pop(b.mem)
-		if err != nil {
-			b.err = fmt.Errorf("virtio-blk: %w", err)
-			break
-		}
-		if c == nil {
-			break
-		}
-		if err := b.q.Push(b.mem, c.Head, b.handle(c)); err != nil {
-			b.err = fmt.Errorf("virtio-blk: %w", err)
-			break
-		}
-		pushed = true
-	}
-	// Requests completed before a broken one still get their interrupt.
-	if pushed && b.q.NeedsInterrupt(b.mem, b.features) {
-		if err := b.irq.Queue(0); err != nil {
-			return fmt.Errorf("virtio-blk: interrupt: %w", err)
-		}
+	if err := serve(b.mem, b.q, b.features, b.irq, 0, func(c *Chain) (uint32, bool) {
+		n := b.handle(c)
+		return n, !b.q.aborted()
+	}); err != nil {
+		b.err = fmt.Errorf("virtio-blk: %w", err)
 	}
 	return b.err
 }
@@ -247,9 +244,28 @@ func (b *Block) handle(c *Chain) uint32 {
 		return 0
 	}
 	// The status byte is the last writable byte; data comes before it.
-	status, n := b.request(c, w-1)
+	status, n := byte(blkSIOErr), uint64(0)
+	if b.sizeOK(c) {
+		status, n = b.request(c, w-1)
+	}
 	c.Scatter([]byte{status}, w-1)
 	return uint32(min(n+1, math.MaxUint32))
+}
+
+// sizeOK enforces the seg_max and size_max the device advertises: they
+// bound the memory one request covers and so the work it makes.
+func (b *Block) sizeOK(c *Chain) bool {
+	if len(c.Descs) > blkSegMax+2 {
+		b.warn.warn("request %d: %d descriptors, seg_max %d allows %d", c.Head, len(c.Descs), blkSegMax, blkSegMax+2)
+		return false
+	}
+	for _, d := range c.Descs {
+		if d.Len > blkSizeMax {
+			b.warn.warn("request %d: %d-byte descriptor, size_max %d", c.Head, d.Len, blkSizeMax)
+			return false
+		}
+	}
+	return true
 }
 
 // request performs the request in c whose writable data part is dataLen
@@ -273,8 +289,8 @@ func (b *Block) request(c *Chain, dataLen uint64) (status byte, written uint64) 
 			b.stats.invalid(opRead)
 			return blkSIOErr, 0
 		}
-		if err := preadvFull(b.fd, c.Buffers(true, 0, dataLen), off); err != nil {
-			b.warn.warn("read sector %d+%d: %v", sector, dataLen/SectorSize, err)
+		if err := b.transfer(c.Buffers(true, 0, dataLen), off, false); err != nil {
+			b.ioFailed("read", sector, dataLen, err)
 			b.stats.failed(opRead)
 			return blkSIOErr, 0
 		}
@@ -291,8 +307,8 @@ func (b *Block) request(c *Chain, dataLen uint64) (status byte, written uint64) 
 			b.stats.invalid(opWrite)
 			return blkSIOErr, 0
 		}
-		if err := pwritevFull(b.fd, c.Buffers(false, blkHeaderLen, n), off); err != nil {
-			b.warn.warn("write sector %d+%d: %v", sector, n/SectorSize, err)
+		if err := b.transfer(c.Buffers(false, blkHeaderLen, n), off, true); err != nil {
+			b.ioFailed("write", sector, n, err)
 			b.stats.failed(opWrite)
 			return blkSIOErr, 0
 		}
@@ -321,10 +337,10 @@ func (b *Block) request(c *Chain, dataLen uint64) (status byte, written uint64) 
 	return blkSUnsupp, 0
 }
 
-// span checks that n bytes at sector are whole sectors inside the disk
-// and returns their byte offset.
+// span checks that n bytes at sector are whole sectors inside the disk,
+// at least one, and returns their byte offset.
 func (b *Block) span(sector, n uint64) (int64, bool) {
-	if n%SectorSize != 0 || sector > b.capacity || n/SectorSize > b.capacity-sector {
+	if n == 0 || n%SectorSize != 0 || sector > b.capacity || n/SectorSize > b.capacity-sector {
 		b.warn.warn("request for %d bytes at sector %d outside disk of %d sectors (or not whole sectors)",
 			n, sector, b.capacity)
 		return 0, false
@@ -343,18 +359,34 @@ func (b *Block) sync() error {
 	return nil
 }
 
-// preadvFull reads into bufs from off until they are full; EOF before
-// that is an error, since the range was checked against the disk size.
-func preadvFull(fd int, bufs [][]byte, off int64) error {
+// errAborted ends a transfer the transport aborted.
+var errAborted = errors.New("aborted by a device reset or stop")
+
+// transfer reads the image at off into bufs, or writes bufs there, in
+// calls of at most blkIOChunk bytes, and gives up between them once the
+// queue is aborted. EOF before the end is an error, since the range was
+// checked against the disk size.
+func (b *Block) transfer(bufs [][]byte, off int64, write bool) error {
 	for bufs = skipEmpty(bufs); len(bufs) > 0; bufs = skipEmpty(bufs) {
-		n, err := unix.Preadv(fd, bufs[:min(len(bufs), iovMax)], off)
-		if err == unix.EINTR {
+		if b.q.aborted() {
+			return errAborted
+		}
+		iov := firstBytes(bufs, blkIOChunk)
+		var n int
+		var err error
+		if write {
+			n, err = unix.Pwritev(b.fd, iov, off)
+		} else {
+			n, err = unix.Preadv(b.fd, iov, off)
+		}
+		switch {
+		case err == unix.EINTR:
 			continue
-		}
-		if err != nil {
+		case err != nil:
 			return err
-		}
-		if n == 0 {
+		case n == 0 && write:
+			return io.ErrShortWrite
+		case n == 0:
 			return io.ErrUnexpectedEOF
 		}
 		off += int64(n)
@@ -363,23 +395,25 @@ func preadvFull(fd int, bufs [][]byte, off int64) error {
 	return nil
 }
 
-// pwritevFull writes bufs at off entirely.
-func pwritevFull(fd int, bufs [][]byte, off int64) error {
-	for bufs = skipEmpty(bufs); len(bufs) > 0; bufs = skipEmpty(bufs) {
-		n, err := unix.Pwritev(fd, bufs[:min(len(bufs), iovMax)], off)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return io.ErrShortWrite
-		}
-		off += int64(n)
-		bufs = advance(bufs, n)
+func (b *Block) ioFailed(op string, sector, n uint64, err error) {
+	if !errors.Is(err, errAborted) {
+		b.warn.warn("%s sector %d+%d: %v", op, sector, n/SectorSize, err)
 	}
-	return nil
+}
+
+// firstBytes returns the first n bytes of bufs as a new vector of at
+// most iovMax buffers (Linux's limit for one call), for one syscall.
+func firstBytes(bufs [][]byte, n int) [][]byte {
+	iov := make([][]byte, 0, min(len(bufs), iovMax))
+	for _, b := range bufs {
+		if n == 0 || len(iov) == iovMax {
+			break
+		}
+		b = b[:min(len(b), n)]
+		iov = append(iov, b)
+		n -= len(b)
+	}
+	return iov
 }
 
 // skipEmpty drops leading empty buffers, so that a zero transfer means

@@ -3,6 +3,7 @@ package virtio
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -162,6 +163,9 @@ func TestBlockBadRequests(t *testing.T) {
 		{"short header", []testBuf{rd(make([]byte, 8)), wr(1)}, blkSIOErr},
 		{"no header", []testBuf{wr(513)}, blkSIOErr},
 		{"unknown type", []testBuf{rd(blkHeader(99, 0)), wr(1)}, blkSUnsupp},
+		{"empty read", []testBuf{rd(blkHeader(blkTIn, 0)), wr(1)}, blkSIOErr},
+		{"empty write", []testBuf{rd(blkHeader(blkTOut, 0)), wr(1)}, blkSIOErr},
+		{"segment above size_max", []testBuf{rd(blkHeader(blkTIn, 0)), wr(blkSizeMax + 512), wr(1)}, blkSIOErr},
 	}
 	for _, tt := range tests {
 		if _, st := e.do(tt.bufs...); st != tt.want {
@@ -211,7 +215,7 @@ func TestBlockConfig(t *testing.T) {
 	if b.Type() != IDBlock || b.Name() != "virtio-blk" || len(b.QueueSizes()) != 1 {
 		t.Errorf("identity %d %q %v", b.Type(), b.Name(), b.QueueSizes())
 	}
-	want := uint64(blkFSegMax | blkFBlkSize | blkFFlush | RingFeatures)
+	want := uint64(blkFSizeMax | blkFSegMax | blkFBlkSize | blkFFlush | RingFeatures)
 	if b.Features() != want {
 		t.Errorf("features %#x, want %#x", b.Features(), want)
 	}
@@ -219,6 +223,9 @@ func TestBlockConfig(t *testing.T) {
 	b.ReadConfig(0, cfg)
 	if c := binary.LittleEndian.Uint64(cfg[0:]); c != 100 {
 		t.Errorf("capacity %d, want 100", c)
+	}
+	if s := binary.LittleEndian.Uint32(cfg[8:]); s != blkSizeMax {
+		t.Errorf("size_max %d", s)
 	}
 	if s := binary.LittleEndian.Uint32(cfg[12:]); s != blkSegMax {
 		t.Errorf("seg_max %d", s)
@@ -321,40 +328,104 @@ func TestBlockWriteThrough(t *testing.T) {
 	}
 }
 
-// TestBlockManySegments needs more iovecs than one preadv takes.
-func TestBlockManySegments(t *testing.T) {
-	path, disk := testImage(t, "disk.img", 2048)
-	b, err := NewBlock(path, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	d := newTestDriver(t, 2)
-	irq := newTestIRQ()
-	b.Activate(d.mem, 0, []*Queue{d.q}, irq)
-	const segs = 2000 // 512-byte buffers, plus header and status
-	table := d.alloc(16 * (segs + 2))
+// blkChain publishes a request of segs data segments of segLen bytes
+// each through an indirect table; the segments all alias one buffer, so
+// a small memory can hold a large request. It returns the guest address
+// of the status byte.
+func blkChain(d *testDriver, typ uint32, sector uint64, segs int, segLen uint32) uint64 {
+	d.t.Helper()
+	table := d.alloc(uint32(16 * (segs + 2)))
 	hdr := d.alloc(16)
-	copy(d.mem[hdr:], blkHeader(blkTIn, 5))
+	copy(d.mem[hdr:], blkHeader(typ, sector))
 	d.writeDesc(table, 0, hdr, 16, descFlagNext, 1)
-	data := d.alloc(segs * 512)
+	data := d.alloc(segLen)
+	var flags uint16 = descFlagNext
+	if typ == blkTIn {
+		flags |= descFlagWrite
+	}
 	for i := range segs {
-		d.writeDesc(table, uint16(i+1), data+uint64(i)*512, 512, descFlagNext|descFlagWrite, uint16(i+2))
+		d.writeDesc(table, uint16(i+1), data, segLen, flags, uint16(i+2))
 	}
 	status := d.alloc(1)
 	d.mem[status] = 0xff
-	d.writeDesc(table, segs+1, status, 1, descFlagWrite, 0)
-	d.writeDesc(d.desc, 0, table, 16*(segs+2), descFlagIndirect, 0)
-	d.publish(0)
-	if err := b.Notify(0); err != nil {
+	d.writeDesc(table, uint16(segs+1), status, 1, descFlagWrite, 0)
+	head := d.nextDesc % d.size
+	d.nextDesc++
+	d.writeDesc(d.desc, head, table, uint32(16*(segs+2)), descFlagIndirect, 0)
+	d.publish(head)
+	return status
+}
+
+// TestBlockSegMax: the device enforces the seg_max it advertises, and
+// a request at the limit works.
+func TestBlockSegMax(t *testing.T) {
+	path, disk := testImage(t, "disk.img", 2048)
+	e := newBlkEnv(t, path, false, 0)
+	status := blkChain(e.testDriver, blkTIn, 5, blkSegMax, 512)
+	if err := e.b.Notify(0); err != nil {
 		t.Fatal(err)
 	}
-	if _, n := d.mustUsed(); n != segs*512+1 {
-		t.Errorf("used len %d", n)
+	if _, n := e.mustUsed(); n != blkSegMax*512+1 || e.mem[status] != blkSOK {
+		t.Errorf("seg_max segments: used len %d, status %d", n, e.mem[status])
 	}
-	if d.mem[status] != blkSOK || !bytes.Equal(d.mem[data:data+segs*512], disk[5*512:(5+segs)*512]) {
-		t.Errorf("status %d, data matches %v", d.mem[status], bytes.Equal(d.mem[data:data+segs*512], disk[5*512:(5+segs)*512]))
+	data := status - align(512, 16) // blkChain allocates data, then status
+	if want := disk[(5+blkSegMax-1)*512 : (5+blkSegMax)*512]; !bytes.Equal(e.mem[data:data+512], want) {
+		t.Error("last segment does not hold the last sector read")
 	}
+	status = blkChain(e.testDriver, blkTIn, 5, blkSegMax+1, 512)
+	if err := e.b.Notify(0); err != nil {
+		t.Fatal(err)
+	}
+	if _, n := e.mustUsed(); n != 1 || e.mem[status] != blkSIOErr {
+		t.Errorf("seg_max+1 segments: used len %d, status %d, want 1 and IOERR", n, e.mem[status])
+	}
+}
+
+// sparseImage creates a sparse disk image of size bytes.
+func sparseImage(t *testing.T, size int64) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "sparse.img")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		t.Skipf("sparse %d-byte image: %v", size, err)
+	}
+	return path
+}
+
+// TestBlockHugeReadRejected: a read of 4 GiB on a 4 GiB sparse image,
+// through an indirect table of 4096 descriptors of 1 MiB (which the
+// queue accepts), fails at once instead of making the device copy 4 GiB.
+func TestBlockHugeReadRejected(t *testing.T) {
+	path := sparseImage(t, 4<<30)
+	e := newBlkEnv(t, path, false, 0)
+	status := blkChain(e.testDriver, blkTIn, 0, maxIndirect-2, 1<<20)
+	if err := e.b.Notify(0); err != nil {
+		t.Fatal(err)
+	}
+	if _, n := e.mustUsed(); n != 1 || e.mem[status] != blkSIOErr {
+		t.Errorf("4 GiB read: used len %d, status %d, want 1 and IOERR", n, e.mem[status])
+	}
+}
+
+// TestBlockAbortedTransfer: a request on an aborted queue stops between
+// chunks, before it moved all of its bytes, and is not completed.
+func TestBlockAbortedTransfer(t *testing.T) {
+	path := sparseImage(t, 1<<30)
+	e := newBlkEnv(t, path, false, 0)
+	e.q.abort()
+	bufs := [][]byte{make([]byte, 2*blkIOChunk)}
+	if err := e.b.transfer(bufs, 0, false); !errors.Is(err, errAborted) {
+		t.Errorf("transfer on an aborted queue: %v, want errAborted", err)
+	}
+	e.add(rd(blkHeader(blkTIn, 0)), wr(512), wr(1))
+	if err := e.b.Notify(0); err != nil {
+		t.Fatal(err)
+	}
+	e.noUsed()
 }
 
 func BenchmarkBlockRead4K(b *testing.B) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 )
 
 const (
@@ -12,6 +13,21 @@ const (
 	// consoleInputMax bounds host input waiting for the guest to post
 	// receive buffers; beyond it input is dropped, as a UART would.
 	consoleInputMax = 64 << 10
+	// consoleTxMax bounds the output one transmit request produces; the
+	// rest of a longer request is dropped and counted. Linux's
+	// virtio_console sends at most 32 KiB per request (port_fops_write)
+	// and its hvc console far less, while a hostile chain can cover all
+	// of guest RAM many times over (64 descriptors, or 4096 in an
+	// indirect table, each as long as RAM).
+	consoleTxMax = 64 << 10
+	// consoleOutMax bounds output waiting for a slow host terminal; what
+	// does not fit is dropped and counted, as QEMU's virtconsole drops
+	// what its character device does not take (Cloud Hypervisor keeps
+	// 1 MiB, too). A vCPU never waits for the terminal.
+	consoleOutMax = 1 << 20
+	// consoleFlushTimeout bounds how long Flush and Close wait for
+	// buffered output to reach a terminal that stopped reading.
+	consoleFlushTimeout = 2 * time.Second
 )
 
 // Console is a virtio console with a single port and no multiport
@@ -19,7 +35,7 @@ const (
 // the guest, transmitq (queue 1) guest output to the host.
 type Console struct {
 	warn warner
-	out  io.Writer
+	out  *consoleSink
 
 	// rxMu guards input and the receive queue; txMu the transmit queue.
 	// Activation state is written with both held, so either lock is
@@ -45,8 +61,27 @@ func NewConsole(out io.Writer) *Console {
 	if out == nil {
 		out = io.Discard
 	}
-	return &Console{warn: warner{name: "virtio-console"}, out: out}
+	c := &Console{warn: warner{name: "virtio-console"}}
+	c.out = newConsoleSink(out, &c.warn)
+	return c
 }
+
+// Flush waits until the output the guest sent so far reached the host
+// writer, for at most consoleFlushTimeout: a terminal that stopped
+// reading does not hold up the caller for longer.
+func (c *Console) Flush() { c.out.flush(consoleFlushTimeout) }
+
+// Close flushes the output (as Flush does) and stops the goroutine that
+// writes it.
+func (c *Console) Close() error {
+	c.out.flush(consoleFlushTimeout)
+	c.out.close()
+	return nil
+}
+
+// OutputDropped returns how many output bytes were dropped: beyond
+// consoleTxMax in one request, or finding the output buffer full.
+func (c *Console) OutputDropped() uint64 { return c.out.droppedBytes() }
 
 // Name implements Device.
 func (c *Console) Name() string { return "virtio-console" }
@@ -164,40 +199,153 @@ func (c *Console) deliverLocked() error {
 	return c.rxErr
 }
 
-// transmitLocked writes every available transmit buffer to out; txMu
-// must be held.
+// transmitLocked hands every available transmit buffer to the output,
+// up to consoleTxMax bytes of each; txMu must be held.
 func (c *Console) transmitLocked() error {
 	if c.txq == nil || c.txErr != nil {
 		return c.txErr
 	}
-	pushed := false
-	for {
-		ch, err := c.txq.Pop(c.mem)
-		if err != nil {
-			c.txErr = fmt.Errorf("virtio-console: transmitq: %w", err)
-			break
+	if err := serve(c.mem, c.txq, c.features, c.irq, 1, func(ch *Chain) (uint32, bool) {
+		for _, b := range ch.Buffers(false, 0, consoleTxMax) {
+			c.out.write(b)
 		}
-		if ch == nil {
-			break
+		if n := ch.ReadableLen(); n > consoleTxMax {
+			c.out.drop(n - consoleTxMax)
 		}
-		for _, b := range ch.Buffers(false, 0, ch.ReadableLen()) {
-			if _, err := c.out.Write(b); err != nil {
-				// The guest cannot do anything about a host terminal
-				// error: drop the output, keep the console going.
-				c.warn.warn("write output: %v", err)
-				break
-			}
-		}
-		if err := c.txq.Push(c.mem, ch.Head, 0); err != nil {
-			c.txErr = fmt.Errorf("virtio-console: transmitq: %w", err)
-			break
-		}
-		pushed = true
-	}
-	if pushed && c.txq.NeedsInterrupt(c.mem, c.features) {
-		if err := c.irq.Queue(1); err != nil {
-			return fmt.Errorf("virtio-console: interrupt: %w", err)
-		}
+		return 0, true
+	}); err != nil {
+		c.txErr = fmt.Errorf("virtio-console: transmitq: %w", err)
 	}
 	return c.txErr
+}
+
+// consoleSink hands guest output to the host writer from a goroutine of
+// its own, so that a slow or stuck terminal never stalls a vCPU or a
+// notifier, nor therefore a reset or a stop that waits for them. Output
+// that finds consoleOutMax bytes waiting is dropped and counted.
+type consoleSink struct {
+	out  io.Writer
+	warn *warner
+
+	mu      sync.Mutex
+	buf     []byte          // waiting for the writer goroutine
+	busy    bool            // the goroutine is writing
+	started bool            // the goroutine runs (it starts on first output)
+	closed  bool            // no more output is taken
+	wake    chan struct{}   // output arrived, or closed
+	idle    []chan struct{} // closed when buf is empty and nothing is being written
+	dropped uint64
+}
+
+func newConsoleSink(out io.Writer, warn *warner) *consoleSink {
+	return &consoleSink{out: out, warn: warn, wake: make(chan struct{}, 1)}
+}
+
+// write takes what fits of p; it never waits for the host writer.
+func (s *consoleSink) write(p []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		s.dropped += uint64(len(p))
+		return
+	}
+	if room := consoleOutMax - len(s.buf); len(p) > room {
+		s.dropped += uint64(len(p) - room)
+		p = p[:room]
+	}
+	if len(p) == 0 {
+		return
+	}
+	s.buf = append(s.buf, p...)
+	if !s.started {
+		s.started = true
+		go s.run()
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default: // a wake-up is already pending
+	}
+}
+
+// drop counts n bytes of output that were never taken.
+func (s *consoleSink) drop(n uint64) {
+	s.mu.Lock()
+	s.dropped += n
+	s.mu.Unlock()
+}
+
+func (s *consoleSink) droppedBytes() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dropped
+}
+
+// run writes the buffered output to out, in pieces of at most
+// consoleTxMax so that a writer shared with the serial port is held
+// briefly, until close.
+func (s *consoleSink) run() {
+	var spare []byte
+	for {
+		_, open := <-s.wake
+		s.mu.Lock()
+		for len(s.buf) > 0 {
+			p := s.buf
+			s.buf, s.busy = spare[:0], true
+			s.mu.Unlock()
+			for q := p; len(q) > 0; q = q[min(len(q), consoleTxMax):] {
+				if _, err := s.out.Write(q[:min(len(q), consoleTxMax)]); err != nil {
+					// The guest can do nothing about a host terminal
+					// error: drop the output, keep the console going.
+					s.warn.warn("write output: %v", err)
+					break
+				}
+			}
+			s.mu.Lock()
+			s.busy, spare = false, p
+		}
+		for _, ch := range s.idle {
+			close(ch)
+		}
+		s.idle = nil
+		s.mu.Unlock()
+		if !open {
+			return
+		}
+	}
+}
+
+// flush waits until everything buffered has been written, or for d.
+func (s *consoleSink) flush(d time.Duration) {
+	s.mu.Lock()
+	if len(s.buf) == 0 && !s.busy {
+		s.mu.Unlock()
+		return
+	}
+	ch := make(chan struct{})
+	s.idle = append(s.idle, ch)
+	s.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	}
+}
+
+// close takes no more output and lets the goroutine end once it has
+// written what is buffered; it does not wait for that.
+func (s *consoleSink) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	close(s.wake)
+	if !s.started {
+		for _, ch := range s.idle {
+			close(ch)
+		}
+		s.idle = nil
+	}
 }

@@ -32,6 +32,7 @@ func TestConsoleTransmit(t *testing.T) {
 	if err := c.Notify(1); err != nil {
 		t.Fatal(err)
 	}
+	c.Flush()
 	if out.String() != "hello world\n" {
 		t.Errorf("output %q", out.String())
 	}
@@ -50,8 +51,7 @@ func (failWriter) Write(p []byte) (int, error) { return 0, errors.New("terminal 
 
 // TestConsoleOutputError: a host write error drops output, not the device.
 func TestConsoleOutputError(t *testing.T) {
-	c := NewConsole(nil)
-	c.out = failWriter{}
+	c := NewConsole(failWriter{})
 	d := newTestDriver(t, 8)
 	rx := NewQueue(8)
 	c.Activate(d.mem, 0, []*Queue{rx, d.q}, newTestIRQ())
@@ -59,7 +59,11 @@ func TestConsoleOutputError(t *testing.T) {
 	if err := c.Notify(1); err != nil {
 		t.Fatal(err)
 	}
+	c.Flush()
 	d.mustUsed()
+	if err := c.Close(); err != nil {
+		t.Error(err)
+	}
 }
 
 func TestConsoleReceive(t *testing.T) {
@@ -114,7 +118,9 @@ func TestConsoleBrokenQueue(t *testing.T) {
 	}
 	// The transmit side is unaffected.
 	tx.add(rd([]byte("ok")))
-	if err := c.Notify(1); err != nil || out.String() != "ok" {
+	err := c.Notify(1)
+	c.Flush()
+	if err != nil || out.String() != "ok" {
 		t.Errorf("transmit after receive broke: %v %q", err, out.String())
 	}
 	if err := c.Notify(2); err == nil {

@@ -1,5 +1,10 @@
 package virtio
 
+import (
+	"errors"
+	"fmt"
+)
+
 // Device IDs (virtio 1.2, section 5).
 const (
 	IDNet     = 1
@@ -31,6 +36,11 @@ type Interrupt interface {
 	Queue(queue int) error
 	// Config signals a configuration change.
 	Config() error
+	// Fail reports an error that broke the device outside Notify (in a
+	// goroutine of the device's own): the transport marks the device
+	// DEVICE_NEEDS_RESET and tells the driver, as it does for an error
+	// Notify returns, without waiting for the driver's next notification.
+	Fail(err error)
 }
 
 // Device is a virtio device model, independent of its transport.
@@ -62,4 +72,50 @@ type Device interface {
 	// Reset returns the device to its initial state (driver wrote 0 to
 	// device status); it must stop using the queues.
 	Reset()
+}
+
+// serve is the request loop of a device that answers each chain on its
+// own (blk, rng, the transmit side of console and net): it pops every
+// available chain, has handle serve it and returns it to the driver with
+// the byte count handle gives, and raises queue's interrupt if the driver
+// wants one. handle returns false to abandon the chain (the queue was
+// aborted): it is neither used nor completed, and serve stops.
+//
+// The loop ends when Pop finds nothing, which includes a queue the
+// transport holds or aborted: that is how a stop, reset or BAR move wins
+// over a driver that keeps the queue full. Interrupts go out after every
+// q.Size() chains too, so such a driver still sees completions. An error
+// is a broken queue or a failed interrupt; the device should keep it
+// until Reset.
+func serve(mem Memory, q *Queue, features uint64, irq Interrupt, queue int, handle func(*Chain) (uint32, bool)) error {
+	pushed := 0
+	signal := func() error {
+		if pushed > 0 && q.NeedsInterrupt(mem, features) {
+			if err := irq.Queue(queue); err != nil {
+				return fmt.Errorf("interrupt: %w", err)
+			}
+		}
+		pushed = 0
+		return nil
+	}
+	for {
+		c, err := q.Pop(mem)
+		if err != nil || c == nil {
+			// Chains completed before a broken one still get their
+			// interrupt.
+			return errors.Join(err, signal())
+		}
+		n, ok := handle(c)
+		if !ok {
+			return signal()
+		}
+		if err := q.Push(mem, c.Head, n); err != nil {
+			return errors.Join(err, signal())
+		}
+		if pushed++; pushed >= int(q.Size()) {
+			if err := signal(); err != nil {
+				return err
+			}
+		}
+	}
 }

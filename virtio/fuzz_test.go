@@ -359,7 +359,9 @@ func checkBlockRequest(t *testing.T, u fuzzUsed, m *fuzzMem, disk []byte, id [bl
 	typ, sector := binary.LittleEndian.Uint32(rd[0:]), binary.LittleEndian.Uint64(rd[8:])
 	inDisk := func(n uint64) bool {
 		size := uint64(len(disk))
-		return n%SectorSize == 0 && sector <= size/SectorSize && n <= size-sector*SectorSize
+		// At least one whole sector, inside the disk (an empty transfer
+		// is an error too).
+		return n > 0 && n%SectorSize == 0 && sector <= size/SectorSize && n <= size-sector*SectorSize
 	}
 	switch typ {
 	case blkTIn:
@@ -450,6 +452,7 @@ func FuzzConsole(f *testing.F) {
 		c.Input(input)
 		errRx, errTx := c.Notify(0), c.Notify(1)
 		c.Reset()
+		c.Flush() // output reaches out from the console's goroutine
 		if errRx != nil || errTx != nil {
 			t.Fatalf("Notify on well-formed rings: %v, %v", errRx, errTx)
 		}
@@ -474,7 +477,8 @@ func FuzzConsole(f *testing.F) {
 			if u.len != 0 {
 				t.Fatalf("transmit chain %d: used length %d", u.head, u.len)
 			}
-			want = append(want, u.part(m.before, false)...)
+			p := u.part(m.before, false)
+			want = append(want, p[:min(len(p), consoleTxMax)]...) // the rest is dropped
 		}
 		if len(tx) != len(chains[1]) || !bytes.Equal(out.Bytes(), want) {
 			t.Fatalf("output %q from %d of %d chains, want %q", out.Bytes(), len(tx), len(chains[1]), want)

@@ -223,27 +223,11 @@ func (n *Net) transmitLocked() error {
 	if n.txBuf == nil {
 		n.txBuf = make([]byte, netMaxPacket)
 	}
-	pushed := false
-	for {
-		c, err := n.txq.Pop(n.mem)
-		if err != nil {
-			n.txErr = fmt.Errorf("virtio-net: transmitq: %w", err)
-			break
-		}
-		if c == nil {
-			break
-		}
+	if err := serve(n.mem, n.txq, n.features, n.irq, 1, func(c *Chain) (uint32, bool) {
 		n.transmit(c)
-		if err := n.txq.Push(n.mem, c.Head, 0); err != nil {
-			n.txErr = fmt.Errorf("virtio-net: transmitq: %w", err)
-			break
-		}
-		pushed = true
-	}
-	if pushed && n.txq.NeedsInterrupt(n.mem, n.features) {
-		if err := n.irq.Queue(1); err != nil {
-			return fmt.Errorf("virtio-net: interrupt: %w", err)
-		}
+		return 0, true
+	}); err != nil {
+		n.txErr = fmt.Errorf("virtio-net: transmitq: %w", err)
 	}
 	return n.txErr
 }
@@ -318,8 +302,7 @@ func (n *Net) receive(p []byte, gen uint64) {
 		var err error
 		c, err = n.rxq.Pop(n.mem)
 		if err != nil {
-			n.rxErr = fmt.Errorf("virtio-net: receiveq: %w", err)
-			n.warn.warn("%v", n.rxErr)
+			n.failReceive(err)
 			n.rxDropped.Add(1)
 			return
 		}
@@ -343,8 +326,7 @@ func (n *Net) receive(p []byte, gen uint64) {
 	c.Scatter(hdr[:], 0)
 	c.Scatter(p[NetHdrLen:], NetHdrLen)
 	if err := n.rxq.Push(n.mem, c.Head, uint32(len(p))); err != nil {
-		n.rxErr = fmt.Errorf("virtio-net: receiveq: %w", err)
-		n.warn.warn("%v", n.rxErr)
+		n.failReceive(err)
 		return
 	}
 	if n.rxq.NeedsInterrupt(n.mem, n.features) {
@@ -352,4 +334,13 @@ func (n *Net) receive(p []byte, gen uint64) {
 			n.warn.warn("receive: interrupt: %v", err)
 		}
 	}
+}
+
+// failReceive breaks receiveq until Reset and tells the transport now:
+// the driver may not notify receiveq again for a long time (it posted
+// its buffers), and should not have to for the device to be marked
+// broken. mu must be held.
+func (n *Net) failReceive(err error) {
+	n.rxErr = fmt.Errorf("virtio-net: receiveq: %w", err)
+	n.irq.Fail(n.rxErr)
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/govmm/govmm/devices"
 )
 
@@ -156,6 +158,7 @@ type QueueCounters struct {
 
 type pciQueueCounters struct {
 	eventfd, mmio, interrupts atomic.Uint64
+	kicks                     atomic.Uint64 // eventfd signals of the transport's own (kick)
 }
 
 // Transport puts a virtio Device on PCI as a modern virtio-pci function.
@@ -307,6 +310,7 @@ func (t *Transport) buildConfigSpace() error {
 
 func pciLE16(v uint16) []byte { return binary.LittleEndian.AppendUint16(nil, v) }
 func pciLE32(v uint32) []byte { return binary.LittleEndian.AppendUint32(nil, v) }
+func pciLE64(v uint64) []byte { return binary.LittleEndian.AppendUint64(nil, v) }
 
 // Name is the transport's label.
 func (t *Transport) Name() string { return t.name }
@@ -510,6 +514,9 @@ func (i pciInterrupt) Config() error {
 	return nil
 }
 
+// Fail implements Interrupt.
+func (i pciInterrupt) Fail(err error) { i.t.fail(err) }
+
 // readCommon reads struct virtio_pci_common_cfg. It is rendered whole and
 // sliced, so any access width or alignment reads what a byte-wise read
 // would.
@@ -700,15 +707,35 @@ func (t *Transport) activate() {
 	// ignored) before DRIVER_OK: look at every queue once.
 	for i, q := range queues {
 		if q != nil {
-			t.notify(i)
+			t.kick(i)
 		}
 	}
+}
+
+// kick has queue q looked at: by its notifier when it has one, which
+// keeps the work off the caller (a vCPU holding mu), else right here.
+// mu must be held.
+func (t *Transport) kick(q int) {
+	if t.notifiers != nil && t.notifiers[q] != nil {
+		// Counted before the write so that the notifier, which takes
+		// our kicks out of the guest's count, sees it in time.
+		t.counters[q].kicks.Add(1)
+		if _, err := unix.Write(t.notifiers[q].efd, pciLE64(1)); err == nil {
+			return
+		}
+		t.counters[q].kicks.Add(^uint64(0))
+	}
+	t.notify(q)
 }
 
 // reset returns device and transport to their initial state after the
 // driver wrote 0 to device_status; mu must be held. When it returns, no
 // notifier runs and the device has stopped using its queues.
 func (t *Transport) reset() {
+	// Take the queues from the device first: the notifications stopped
+	// and waited for below then end within one chunk of work, however
+	// much the driver queued.
+	t.abortQueues()
 	t.stopNotifiers()
 	t.active.Store(false)
 	// Notify takes notifyMu; taking each once waits out a notification
@@ -722,6 +749,14 @@ func (t *Transport) reset() {
 		q.Reset()
 	}
 	t.resetRegisters()
+}
+
+// abortQueues makes the device abandon its queues (Queue.abort). It
+// takes no lock, so Close can call it before waiting for mu.
+func (t *Transport) abortQueues() {
+	for _, q := range t.queues {
+		q.abort()
+	}
 }
 
 // resetRegisters sets the common configuration to its reset values.
@@ -742,7 +777,15 @@ func (t *Transport) resetRegisters() {
 func (t *Transport) barMoved(base uint64, mapped bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	// Hold the queues so that the notifiers, which stopNotifiers waits
+	// for, finish the chain in hand and take no more.
+	for _, q := range t.queues {
+		q.hold()
+	}
 	t.stopNotifiers()
+	for _, q := range t.queues {
+		q.release()
+	}
 	t.barBase, t.barMapped = base, mapped
 	if t.active.Load() {
 		t.startNotifiers()
@@ -750,7 +793,7 @@ func (t *Transport) barMoved(base uint64, mapped bool) {
 		// BAR between the two moves, is not lost: look at every queue.
 		for i, q := range t.queues {
 			if q.Ready() {
-				t.notify(i)
+				t.kick(i)
 			}
 		}
 	}
@@ -771,8 +814,13 @@ func (t *Transport) Counters() []QueueCounters {
 func (t *Transport) ConfigInterrupts() uint64 { return t.configIR.Load() }
 
 // Close stops the notifiers, releases the MSI vectors and closes the
-// device if it has a Close method. The VM must not run any more.
+// device if it has a Close method. The VM must not run any more. Work
+// the guest queued is abandoned, not waited for: Close returns within
+// one chunk of device work (see Queue.abort) whatever the guest did.
 func (t *Transport) Close() error {
+	// Before mu: a reset or BAR move holding it may be waiting for a
+	// notification, which the abort ends.
+	t.abortQueues()
 	t.mu.Lock()
 	t.stopNotifiers()
 	t.active.Store(false)

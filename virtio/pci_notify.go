@@ -71,9 +71,11 @@ func (t *Transport) serveNotifier(n *pciNotifier, q int) {
 		if _, err := n.file.Read(buf[:]); err != nil {
 			return // closed by stopNotifiers
 		}
-		// The counter sums the guest's writes since the last read: one
-		// Notify serves them all.
-		t.counters[q].eventfd.Add(binary.LittleEndian.Uint64(buf[:]))
+		// The counter sums the guest's writes since the last read (and
+		// the transport's kicks, which are not the guest's): one Notify
+		// serves them all.
+		n := binary.LittleEndian.Uint64(buf[:])
+		t.counters[q].eventfd.Add(n - min(n, t.counters[q].kicks.Swap(0)))
 		t.notify(q)
 	}
 }

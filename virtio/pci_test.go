@@ -183,13 +183,22 @@ type rig struct {
 
 func newRig(t *testing.T, ioeventfd bool, sizes ...uint16) *rig {
 	t.Helper()
-	r := &rig{t: t, dev: newFakeDevice(sizes...), msi: &fakeMSI{}, mmio: devices.NewBus("mmio")}
-	c := TransportConfig{Memory: make(sliceMemory, 1<<20), MSI: r.msi}
+	dev := newFakeDevice(sizes...)
+	r := newRigWith(t, dev, make(sliceMemory, 1<<20), ioeventfd)
+	r.dev = dev
+	return r
+}
+
+// newRigWith puts dev on a transport over mem.
+func newRigWith(t *testing.T, dev Device, mem Memory, ioeventfd bool) *rig {
+	t.Helper()
+	r := &rig{t: t, msi: &fakeMSI{}, mmio: devices.NewBus("mmio")}
+	c := TransportConfig{Memory: mem, MSI: r.msi}
 	if ioeventfd {
 		r.ioev = &fakeIOEvents{regs: map[uint64]int{}}
 		c.IOEventFDs = r.ioev
 	}
-	tr, err := NewTransport(r.dev, c)
+	tr, err := NewTransport(dev, c)
 	if err != nil {
 		t.Fatal(err)
 	}

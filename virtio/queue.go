@@ -78,7 +78,21 @@ type Queue struct {
 	// sequentially consistent elsewhere). Per queue, so that devices on
 	// different CPUs do not bounce one cache line.
 	fenceWord atomic.Uint32
+
+	// halt is how the transport takes the queue away from its device
+	// without a lock: haltHold makes Pop find nothing, so a device's loop
+	// over the queue ends after the chain in hand; haltAbort also asks a
+	// device in the middle of long work on that chain to give it up
+	// (aborted). Reset clears it.
+	halt atomic.Uint32
 }
+
+// Values of Queue.halt.
+const (
+	haltNone = iota
+	haltHold
+	haltAbort
+)
 
 // NewQueue returns a disabled queue whose size register starts at
 // maxSize, as a device reset leaves it. maxSize must be a power of two
@@ -98,7 +112,26 @@ func (q *Queue) Reset() {
 	q.unmap()
 	q.lastAvail, q.usedIdx = 0, 0
 	q.signalled, q.signalledValid = 0, false
+	q.halt.Store(haltNone)
 }
+
+// hold makes Pop find nothing until release, letting the chain a device
+// is serving finish; the transport holds the queues while it moves their
+// notifiers. It does not weaken an abort.
+func (q *Queue) hold() { q.halt.CompareAndSwap(haltNone, haltHold) }
+
+// release undoes hold, unless the queue was aborted meanwhile.
+func (q *Queue) release() { q.halt.CompareAndSwap(haltHold, haltNone) }
+
+// abort makes Pop find nothing and asks the device to abandon the chain
+// it is serving: the transport is resetting or closing the device, and a
+// stop must not wait for work the guest queued. Reset clears it. Safe to
+// call from any goroutine.
+func (q *Queue) abort() { q.halt.Store(haltAbort) }
+
+// aborted reports whether the device should abandon the chain in hand;
+// devices check it between the chunks of long work.
+func (q *Queue) aborted() bool { return q.halt.Load() == haltAbort }
 
 func (q *Queue) unmap() {
 	q.mapped = false
@@ -253,10 +286,14 @@ func (q *Queue) setAvailEvent(v uint16) {
 }
 
 // Pop returns the next available descriptor chain, or nil when the
-// driver has made none available. An error means the queue is malformed
-// (bad index, loop, address outside RAM, ...); Pop then leaves the
-// queue where it was, and the device should stop using it.
+// driver has made none available or the transport holds or aborted the
+// queue (so a device's loop over Pop ends). An error means the queue is
+// malformed (bad index, loop, address outside RAM, ...); Pop then leaves
+// the queue where it was, and the device should stop using it.
 func (q *Queue) Pop(mem Memory) (*Chain, error) {
+	if q.halt.Load() != haltNone {
+		return nil, nil
+	}
 	if err := q.mapRings(mem); err != nil {
 		return nil, err
 	}

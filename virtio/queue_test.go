@@ -29,6 +29,7 @@ type testIRQ struct {
 	mu     sync.Mutex
 	counts map[int]int
 	ch     chan int // one value per Queue call, dropped when full
+	failed []error  // what Fail reported
 }
 
 func newTestIRQ() *testIRQ { return &testIRQ{counts: map[int]int{}, ch: make(chan int, 1024)} }
@@ -45,6 +46,19 @@ func (i *testIRQ) Queue(q int) error {
 }
 
 func (i *testIRQ) Config() error { return nil }
+
+func (i *testIRQ) Fail(err error) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.failed = append(i.failed, err)
+}
+
+// failures returns the errors the device reported through Fail.
+func (i *testIRQ) failures() []error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return append([]error(nil), i.failed...)
+}
 
 func (i *testIRQ) count(q int) int {
 	i.mu.Lock()

@@ -82,26 +82,10 @@ func (r *RNG) Notify(queue int) error {
 	if r.err != nil {
 		return r.err
 	}
-	pushed := false
-	for {
-		c, err := r.q.Pop(r.mem)
-		if err != nil {
-			r.err = fmt.Errorf("virtio-rng: %w", err)
-			break
-		}
-		if c == nil {
-			break
-		}
-		if err := r.q.Push(r.mem, c.Head, r.fill(c)); err != nil {
-			r.err = fmt.Errorf("virtio-rng: %w", err)
-			break
-		}
-		pushed = true
-	}
-	if pushed && r.q.NeedsInterrupt(r.mem, r.features) {
-		if err := r.irq.Queue(0); err != nil {
-			return fmt.Errorf("virtio-rng: interrupt: %w", err)
-		}
+	if err := serve(r.mem, r.q, r.features, r.irq, 0, func(c *Chain) (uint32, bool) {
+		return r.fill(c), true
+	}); err != nil {
+		r.err = fmt.Errorf("virtio-rng: %w", err)
 	}
 	return r.err
 }

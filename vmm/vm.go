@@ -354,6 +354,9 @@ func (v *VM) Run() Outcome {
 	}
 	wg.Wait()
 	v.serial.Flush()
+	if v.vconsole != nil {
+		v.vconsole.Flush() // its output reaches Console from a goroutine
+	}
 	return *v.outcome
 }
 
