@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/govmm/govmm/vmm"
 )
@@ -101,6 +99,7 @@ func runCommand(args []string) error {
 	}
 	defer vm.Close()
 
+	qmpPath := "" // the QMP socket, removed at exit
 	if *qmpAddr != "" {
 		path, ok := strings.CutPrefix(*qmpAddr, "unix:")
 		if !ok || path == "" {
@@ -111,6 +110,7 @@ func runCommand(args []string) error {
 			return err
 		}
 		defer stop()
+		qmpPath = path
 	}
 	if *metricsAddr != "" {
 		addr, stop, err := vm.ServeMetrics(*metricsAddr)
@@ -125,20 +125,19 @@ func runCommand(args []string) error {
 	defer term.restore()
 	go forwardInput(os.Stdin, vm, term.raw)
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-	var signalled os.Signal
-	go func() {
-		if s, ok := <-sigs; ok {
-			signalled = s
-			vm.Stop()
+	signals := endOnSignals(vm.Stop, func(s os.Signal) {
+		term.restore()
+		if qmpPath != "" {
+			os.Remove(qmpPath)
 		}
-	}()
+		fmt.Fprintf(os.Stderr, "\ngovmm: second signal (%v) while shutting down: exiting at once\n", s)
+		os.Exit(1)
+	})
+	defer signals.Stop()
 
 	out := vm.Run()
 	term.restore()
-	report(os.Stderr, vm, out, signalled)
+	report(os.Stderr, vm, out, signals.First())
 	if *exitStats || *statsJSON != "" {
 		table := vm.ExitTable()
 		if *exitStats {

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/digitalocean/go-qemu/qmp"
+	"golang.org/x/sys/unix"
+)
+
+// endBound is how long govmm may take to exit once told: a generous bound
+// on "it ends at all", not a performance target.
+const endBound = 10 * time.Second
+
+// ttyVM is a govmm whose console is a pseudo-terminal, with a QMP socket.
+type ttyVM struct {
+	cmd     *exec.Cmd
+	master  *os.File // the user's side of the terminal
+	slave   *os.File // govmm's stdin and stdout
+	before  *unix.Termios
+	sock    string
+	mon     *qmp.SocketMonitor
+	console *syncBuffer // what the guest printed
+	stderr  *syncBuffer
+}
+
+// startOnTTY boots the test initramfs (running a long sleep) in govmm on a
+// new terminal with a QMP socket and extra flags, and returns once the
+// guest is ready and the terminal is in raw mode.
+func startOnTTY(t *testing.T, flags ...string) *ttyVM {
+	t.Helper()
+	kernel := needGuest(t)
+	master, slave := openPTY(t)
+	before, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "qmp.sock")
+	args := append([]string{"run", "--kernel", kernel, "--initrd", initramfs, "--smp", "2", "--qmp", "unix:" + sock,
+		"--append", "console=ttyS0 reboot=k panic=-1 quiet govmm.run=sleep,600"}, flags...)
+	vm := &ttyVM{cmd: exec.Command(govmmBin, args...), master: master, slave: slave, before: before,
+		sock: sock, console: &syncBuffer{}, stderr: &syncBuffer{}}
+	vm.cmd.Stdin, vm.cmd.Stdout, vm.cmd.Stderr = slave, slave, vm.stderr
+	if err := vm.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vm.cmd.Process.Kill(); vm.cmd.Wait() })
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := master.Read(buf)
+			vm.console.Write(buf[:n])
+			if err != nil {
+				return
+			}
+		}
+	}()
+	vm.mon = waitQMP(t, sock, vm.stderr)
+	t.Cleanup(func() { vm.mon.Disconnect() })
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(vm.console.String(), "GOVMM-READY") {
+		if time.Now().After(deadline) {
+			t.Fatalf("guest not ready in time; console:\n%s\nstderr:\n%s", vm.console, vm.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	during, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if during.Lflag&unix.ICANON != 0 {
+		t.Errorf("terminal not in raw mode while the guest runs")
+	}
+	return vm
+}
+
+// pause stops the vCPUs over QMP.
+func (vm *ttyVM) pause(t *testing.T) {
+	t.Helper()
+	if err := runQMP(vm.mon, "stop", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if s := status(t, vm.mon); s != "paused" {
+		t.Fatalf("status after stop %q, want paused", s)
+	}
+}
+
+// waitEnd waits for govmm to exit with status code, and checks that it
+// left nothing behind: the terminal is as it was, the QMP socket is gone,
+// and so is every thread.
+func (vm *ttyVM) waitEnd(t *testing.T, code int) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- vm.cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		switch {
+		case err == nil && code != 0, err != nil && !errors.As(err, &ee):
+			t.Errorf("govmm ended with %v, want exit status %d; stderr:\n%s", err, code, vm.stderr)
+		case err != nil && ee.ExitCode() != code:
+			t.Errorf("govmm: %v, want exit status %d; stderr:\n%s", err, code, vm.stderr)
+		}
+	case <-time.After(endBound):
+		t.Fatalf("govmm still running %v later; stderr:\n%s", endBound, vm.stderr)
+	}
+	after, err := unix.IoctlGetTermios(int(vm.slave.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := vm.before
+	if after.Lflag != b.Lflag || after.Iflag != b.Iflag || after.Oflag != b.Oflag || after.Cflag != b.Cflag {
+		t.Errorf("terminal not restored: lflag %#x -> %#x, iflag %#x -> %#x", b.Lflag, after.Lflag, b.Iflag, after.Iflag)
+	}
+	if _, err := os.Lstat(vm.sock); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("QMP socket left behind: %v", err)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d/task", vm.cmd.Process.Pid)); err == nil {
+		t.Errorf("govmm's threads still exist after exit")
+	}
+}
+
+// Every way a user ends govmm works on a running VM and on one paused
+// over QMP (where none did: a parked vCPU never woke for a stop). Each
+// ends govmm with status 0, as QEMU, with the exit table printed.
+func TestEndRunningAndPaused(t *testing.T) {
+	ends := []struct {
+		name string
+		end  func(t *testing.T, vm *ttyVM)
+		says string // in the report line
+	}{
+		{"quit", func(t *testing.T, vm *ttyVM) {
+			if err := runQMP(vm.mon, "quit", nil, nil); err != nil {
+				t.Fatal(err)
+			}
+		}, "govmm: "},
+		{"SIGTERM", func(t *testing.T, vm *ttyVM) { vm.cmd.Process.Signal(syscall.SIGTERM) }, "signal terminated"},
+		{"SIGINT", func(t *testing.T, vm *ttyVM) { vm.cmd.Process.Signal(syscall.SIGINT) }, "signal interrupt"},
+		{"Ctrl-A x", func(t *testing.T, vm *ttyVM) {
+			if _, err := vm.master.Write([]byte{ctrlA, 'x'}); err != nil {
+				t.Fatal(err)
+			}
+		}, "govmm: "},
+	}
+	for _, paused := range []bool{false, true} {
+		for _, e := range ends {
+			name := e.name + " running"
+			if paused {
+				name = e.name + " paused"
+			}
+			t.Run(name, func(t *testing.T) {
+				vm := startOnTTY(t)
+				if paused {
+					vm.pause(t)
+				}
+				e.end(t, vm)
+				vm.waitEnd(t, 0)
+				for _, want := range []string{e.says, "TIMEINGUEST"} {
+					if !strings.Contains(vm.stderr.String(), want) {
+						t.Errorf("stderr lacks %q:\n%s", want, vm.stderr)
+					}
+				}
+			})
+		}
+	}
+}
+
+// A second SIGTERM or SIGINT ends govmm even when its shutdown hangs:
+// here the exit table's temporary file is a FIFO nobody reads, so saving
+// the table blocks for ever. The second signal exits with status 1 and a
+// one-line message, and still restores the terminal and removes the
+// socket.
+func TestSecondSignalForcesExit(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		first, second syscall.Signal
+	}{
+		{"SIGTERM twice", syscall.SIGTERM, syscall.SIGTERM},
+		{"SIGTERM then SIGINT", syscall.SIGTERM, syscall.SIGINT},
+		{"SIGINT then SIGTERM", syscall.SIGINT, syscall.SIGTERM},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			table := filepath.Join(t.TempDir(), "table.json")
+			if err := syscall.Mkfifo(table+".tmp", 0o600); err != nil {
+				t.Fatal(err)
+			}
+			vm := startOnTTY(t, "--exit-stats-json", table)
+			vm.pause(t)
+			if err := vm.cmd.Process.Signal(tc.first); err != nil {
+				t.Fatal(err)
+			}
+			// The report comes just before the table is saved.
+			deadline := time.Now().Add(endBound)
+			for !strings.Contains(vm.stderr.String(), "with signal") {
+				if time.Now().After(deadline) {
+					t.Fatalf("no report %v after the first signal; stderr:\n%s", endBound, vm.stderr)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if err := vm.cmd.Process.Signal(tc.second); err != nil {
+				t.Fatal(err)
+			}
+			vm.waitEnd(t, 1)
+			lines := strings.Split(strings.TrimRight(vm.stderr.String(), "\n"), "\n")
+			last := lines[len(lines)-1]
+			if !strings.HasPrefix(last, "govmm: second signal") || !strings.Contains(last, tc.second.String()) {
+				t.Errorf("last line %q, want govmm: second signal (%v) ...", last, tc.second)
+			}
+			if _, err := os.Stat(table); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("a table was saved although saving it hung: %v", err)
+			}
+		})
+	}
+}

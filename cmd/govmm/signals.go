@@ -1,0 +1,52 @@
+package main
+
+import (
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+)
+
+// signalEnder ends the VM on the first SIGINT, SIGTERM or SIGHUP, as QEMU
+// does, and the process on the second: a shutdown that hangs (a disk or
+// pipe that blocks, a bug) must never leave the user without a way out.
+type signalEnder struct {
+	ch    chan os.Signal
+	mu    sync.Mutex
+	first os.Signal // the signal that ended the VM, nil if none (mu)
+}
+
+// endOnSignals starts watching for the signals. stop is how the VM is
+// ended; force ends the process and must not return.
+func endOnSignals(stop func(), force func(os.Signal)) *signalEnder {
+	e := &signalEnder{ch: make(chan os.Signal, 2)}
+	signal.Notify(e.ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s, ok := <-e.ch
+		if !ok {
+			return
+		}
+		e.mu.Lock()
+		e.first = s
+		e.mu.Unlock()
+		stop()
+		// The channel stays read until the process ends, so a second
+		// signal is never swallowed.
+		if s, ok := <-e.ch; ok {
+			force(s)
+		}
+	}()
+	return e
+}
+
+// First is the signal that ended the VM, or nil.
+func (e *signalEnder) First() os.Signal {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.first
+}
+
+// Stop stops watching: the signals get their default action again.
+func (e *signalEnder) Stop() {
+	signal.Stop(e.ch)
+}
