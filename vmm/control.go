@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -113,12 +114,32 @@ func (c *control) Reset() error {
 
 func (c *control) Quit() { c.endByHost(vcpu.Stopped, CauseHostQuit) }
 
+// CPUs is cheap, for query-cpus-fast: no vCPU is interrupted, and the PC
+// is that of each vCPU's last exit to govmm.
 func (c *control) CPUs() []qmp.CPU {
 	var out []qmp.CPU
 	for _, v := range c.vm.vcpus {
-		// Halted would need KVM_GET_MP_STATE, which waits for a vCPU
-		// inside KVM_RUN: not worth stalling a query for.
 		out = append(out, qmp.CPU{Index: v.ID(), ThreadID: v.ThreadID(), PC: v.PC()})
+	}
+	return out
+}
+
+// cpuStateWait bounds how long query-cpus waits, for all vCPUs together,
+// for running vCPUs to sample their state; one that does not answer in
+// time (stuck in a device) shows the RIP of its last exit.
+const cpuStateWait = time.Second
+
+// CPUStates is for query-cpus: each vCPU's current RIP and whether it is
+// halted, read from a paused vCPU, sampled by a running one (vcpu.State).
+func (c *control) CPUStates() []qmp.CPU {
+	deadline := time.Now().Add(cpuStateWait)
+	var out []qmp.CPU
+	for _, v := range c.vm.vcpus {
+		s := v.State(deadline)
+		if s.Err != nil {
+			log.Printf("query-cpus: %v", s.Err)
+		}
+		out = append(out, qmp.CPU{Index: v.ID(), ThreadID: v.ThreadID(), PC: s.PC, Halted: s.Halted})
 	}
 	return out
 }

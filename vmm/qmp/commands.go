@@ -259,7 +259,12 @@ type cpuInfo struct {
 }
 
 func (cl *call) queryCPUs() (any, *qmpError) {
-	cpus := cl.s.m.CPUs()
+	var cpus []CPU
+	if r, ok := cl.s.m.(CPUStateReader); ok {
+		cpus = r.CPUStates()
+	} else {
+		cpus = cl.s.m.CPUs()
+	}
 	out := make([]cpuInfo, len(cpus))
 	for i, cpu := range cpus {
 		out[i] = cpuInfo{

@@ -58,7 +58,8 @@ type CPU struct {
 	Index int
 	// ThreadID is the host thread (TID) that runs the vCPU.
 	ThreadID int
-	// PC is the guest RIP as last seen. query-cpus sends it as a signed
+	// PC is the guest RIP: current from CPUStates, as of the vCPU's last
+	// exit from CPUs. query-cpus sends it as a signed
 	// 64-bit number, as QEMU did, so a kernel address is negative.
 	PC uint64
 	// Halted is true while the vCPU waits in HLT.
@@ -115,6 +116,14 @@ type PCIRegion struct {
 	// Address is where the BAR decodes; -1 while it does not (decoding
 	// disabled), as QEMU reports an unmapped BAR.
 	Address int64
+}
+
+// CPUStateReader is implemented by a Machine that can read each vCPU's
+// current RIP and halted state, briefly interrupting a running vCPU to do
+// so. query-cpus uses it when it is there; query-cpus-fast never
+// interrupts a vCPU (as in QEMU) and uses CPUs.
+type CPUStateReader interface {
+	CPUStates() []CPU
 }
 
 // PCILister is implemented by a Machine with a PCI bus.
