@@ -1,7 +1,8 @@
 // Package testenv holds what govmm's tests and benchmarks share: a
 // console buffer that can be read while a guest writes it, sparse files
-// far larger than a guest, and the rounds, medians and spreads that
-// benchmarks report (bench.go).
+// far larger than a guest, short temporary directories for sockets, the
+// JSON shapes that conformance tests compare (jsonshape.go), and the
+// rounds, medians and spreads that benchmarks report (bench.go).
 package testenv
 
 import (
@@ -57,4 +58,18 @@ func SparseFile(t testing.TB, name string, head []byte, size int64) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// ShortTempDir is a temporary directory, removed when the test ends, whose
+// path is short and plain: a unix socket's sun_path holds 108 bytes, which
+// t.TempDir under a long test name can exceed, and QEMU's and govmm's
+// option syntax splits at the commas a subtest name may hold.
+func ShortTempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "govmm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/govmm/govmm/internal/testenv"
 )
 
 // conformanceStep is one exchange of the scripted session.
@@ -138,35 +140,8 @@ func isConnReset(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "connection reset")
 }
 
-// shape reduces a JSON value to its keys and value types, recursively; a
-// list is represented by the shape of its first element.
-func shape(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		m := make(map[string]any, len(x))
-		for k, e := range x {
-			m[k] = shape(e)
-		}
-		return m
-	case []any:
-		if len(x) == 0 {
-			return []any{}
-		}
-		return []any{shape(x[0])}
-	case string:
-		return "string"
-	case float64:
-		return "number"
-	case bool:
-		return "bool"
-	case nil:
-		return "null"
-	}
-	return fmt.Sprintf("%T", v)
-}
-
 func shapeString(v any) string {
-	b, _ := json.Marshal(shape(v)) // maps marshal with sorted keys
+	b, _ := json.Marshal(testenv.JSONShape(v)) // maps marshal with sorted keys
 	return string(b)
 }
 

@@ -6,11 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/govmm/govmm/internal/testenv"
 )
 
 // kernelRIP is a typical x86-64 kernel text address: above 2^63, so it must
@@ -142,17 +143,7 @@ func (f *fakeMachine) callLog() []string {
 	return append([]string(nil), f.calls...)
 }
 
-// shortTempDir keeps socket paths well under sun_path's 108 bytes, which
-// t.TempDir under a long test name can exceed.
-func shortTempDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "qmpt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
+var shortTempDir = testenv.ShortTempDir
 
 // startServer listens on a fresh socket and serves until the test ends,
 // checking that Serve returns after Close.
