@@ -3,10 +3,11 @@ package devices
 import (
 	"errors"
 	"fmt"
-	"log"
 	"math"
 	"sync"
 	"sync/atomic"
+
+	"github.com/govmm/govmm/guestlog"
 )
 
 // Device handles accesses at an offset inside its range. data's length is
@@ -55,10 +56,6 @@ var (
 // maxAccess is the widest access any exit can carry (an MMIO quadword).
 const maxAccess = 8
 
-// maxLoggedUnclaimed bounds the memory a guest can make us spend by probing
-// many distinct unclaimed addresses.
-const maxLoggedUnclaimed = 4096
-
 // Bus routes accesses to the device whose range contains the address.
 //
 // Readers never lock: the range list is an immutable sorted slice swapped
@@ -73,16 +70,13 @@ type Bus struct {
 	nextID int
 
 	unclaimed atomic.Uint64
-
-	// logMu guards logged and logFull; taken only on the unclaimed path.
-	logMu   sync.Mutex
-	logged  map[uint64]struct{}
-	logFull bool
+	// log gets a line per unclaimed access, rate limited.
+	log *guestlog.Logger
 }
 
 // NewBus returns an empty bus; name prefixes its log messages.
 func NewBus(name string) *Bus {
-	b := &Bus{name: name, logged: make(map[uint64]struct{})}
+	b := &Bus{name: name, log: guestlog.New(name)}
 	empty := []*Range{}
 	b.ranges.Store(&empty)
 	return b
@@ -189,30 +183,21 @@ func (b *Bus) Dispatch(addr uint64, data []byte, write bool) *Range {
 
 func (b *Bus) unclaimedAccess(addr uint64, data []byte, write bool) {
 	b.unclaimed.Add(1)
-	if !write {
+	dir := "read"
+	if write {
+		dir = "write"
+	} else {
 		for i := range data {
 			data[i] = 0xff
 		}
 	}
-	b.logMu.Lock()
-	defer b.logMu.Unlock()
-	if _, seen := b.logged[addr]; seen {
-		return
-	}
-	if len(b.logged) >= maxLoggedUnclaimed {
-		if !b.logFull {
-			b.logFull = true
-			log.Printf("%s: %d distinct unclaimed addresses logged, not logging more", b.name, len(b.logged))
-		}
-		return
-	}
-	b.logged[addr] = struct{}{}
-	dir := "read"
-	if write {
-		dir = "write"
-	}
-	log.Printf("%s: unclaimed %s at %#x size %d", b.name, dir, addr, len(data))
+	b.log.Printf("unclaimed_"+dir, "unclaimed %s at %#x size %d", dir, addr, len(data))
 }
+
+// SetGuestLog makes the bus log unclaimed accesses to l (the VM's, to
+// count them) instead of a logger of its own. Call it before the bus is
+// used.
+func (b *Bus) SetGuestLog(l *guestlog.Logger) { b.log = l }
 
 // Unclaimed returns how many accesses no device handled.
 func (b *Bus) Unclaimed() uint64 { return b.unclaimed.Load() }

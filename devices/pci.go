@@ -4,10 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"log"
 	"math"
 	"sync"
 	"sync/atomic"
+
+	"github.com/govmm/govmm/guestlog"
 )
 
 // PCI configuration mechanism #1: a 32-bit address latch at 0xcf8 and a
@@ -158,12 +159,15 @@ type PCIConfig struct {
 	lastCap, capEnd int
 	// mmio and io are the buses BAR regions go on; nil until attached.
 	mmio, io *Bus
+	// log gets what the guest does wrong with the BARs (placing one
+	// over another device), rate limited; mu guards the pointer.
+	log *guestlog.Logger
 }
 
 // NewPCIConfig returns a header with identity h, no BARs and no
 // capabilities, decoding disabled.
 func NewPCIConfig(h PCIHeader) *PCIConfig {
-	c := &PCIConfig{capEnd: pciHeaderEnd}
+	c := &PCIConfig{capEnd: pciHeaderEnd, log: guestlog.New("pci")}
 	le := binary.LittleEndian
 	le.PutUint16(c.b[PCIVendorID:], h.VendorID)
 	le.PutUint16(c.b[PCIDeviceID:], h.DeviceID)
@@ -488,7 +492,7 @@ func (c *PCIConfig) unmapBAR(st *barState) {
 	b := c.bus(st)
 	for _, r := range st.ranges {
 		if err := b.Unregister(r); err != nil {
-			log.Printf("pci: %v", err)
+			c.log.Printf("bar_unmap", "%v", err)
 		}
 	}
 	st.onBus = false
@@ -505,7 +509,7 @@ func (c *PCIConfig) mapBAR(st *barState, base uint64) bool {
 	}
 	placed := make([]*Range, 0, len(st.cfg.Regions))
 	fail := func(err error) bool {
-		log.Printf("pci: BAR at %#x not decoded: %v", base, err)
+		c.log.Printf("bar_overlap", "BAR at %#x not decoded: %v", base, err)
 		for _, r := range placed {
 			b.Unregister(r)
 		}
@@ -527,6 +531,14 @@ func (c *PCIConfig) mapBAR(st *barState, base uint64) bool {
 	st.ranges = placed
 	st.onBus = true
 	return true
+}
+
+// SetGuestLog makes the function log BAR trouble to l (its device's,
+// which the VM counts) instead of a logger of its own.
+func (c *PCIConfig) SetGuestLog(l *guestlog.Logger) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.log = l
 }
 
 // attach gives the function the buses its BARs decode on.

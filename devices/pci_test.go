@@ -4,7 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/govmm/govmm/guestlog"
 )
 
 // cfgPorts drives a host bridge through its ports, as a guest would.
@@ -412,4 +415,34 @@ func TestPCIConfigHostile(t *testing.T) {
 	c.ReadConfig(250, make([]byte, 8))
 	c.WriteConfig(250, make([]byte, 8))
 	c.ReadConfig(1<<40, make([]byte, 4))
+}
+
+// TestPCIBAROverlapLogBounded: a guest moving a BAR over another
+// device's range again and again gets a burst of log lines, not one per
+// move; every move is counted.
+func TestPCIBAROverlapLogBounded(t *testing.T) {
+	logs := captureLog(t)
+	h, mmio, p := newCfgPorts(t)
+	c, _ := newTestFunction(t, map[int]BAR{
+		0: {Kind: BARMem32, Size: 0x1000, Regions: []BARRegion{{"dev", 0, 0x1000, &recorder{}}}},
+	})
+	if _, err := h.AddDevice(c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mmio.Register("other", 0xe0000000, 0x1000, &recorder{}); err != nil {
+		t.Fatal(err)
+	}
+	p.write(1, 0, PCICommand, 2, PCICommandMemory)
+	const moves = 24000
+	for i := range moves {
+		// Over the other device, then away: each first write fails.
+		p.write(1, 0, PCIBAR0, 4, 0xe0000000)
+		p.write(1, 0, PCIBAR0, 4, 0xd0000000+uint32(i%2)*0x1000)
+	}
+	if n := strings.Count(logs.String(), "\n"); n > guestlog.Burst {
+		t.Errorf("%d log lines for %d overlapping moves, want at most %d", n, moves, guestlog.Burst)
+	}
+	if got := c.log.Counts()["bar_overlap"]; got != moves {
+		t.Errorf("counted %d overlapping moves, want %d", got, moves)
+	}
 }

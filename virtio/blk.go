@@ -65,8 +65,8 @@ const (
 // synchronously in Notify, reading and writing guest memory directly
 // with preadv/pwritev.
 type Block struct {
-	name     string
-	warn     warner
+	name string
+	guestLog
 	readOnly bool
 	capacity uint64 // in sectors; a partial trailing sector is not exposed
 	id       [blkIDLen]byte
@@ -122,7 +122,7 @@ func NewBlock(path string, readOnly bool) (*Block, error) {
 		f:        f,
 		fd:       int(f.Fd()), // a regular file: Fd does not change its mode
 	}
-	b.warn.name = "virtio-blk " + path
+	b.guestLog = newGuestLog("virtio-blk " + path)
 	binary.LittleEndian.PutUint64(b.config[0:], b.capacity)
 	binary.LittleEndian.PutUint32(b.config[8:], blkSizeMax)
 	binary.LittleEndian.PutUint32(b.config[12:], blkSegMax)
@@ -240,7 +240,7 @@ func (b *Block) Notify(queue int) error {
 func (b *Block) handle(c *Chain) uint32 {
 	w := c.WritableLen()
 	if w == 0 {
-		b.warn.warn("request %d has no status byte, dropped", c.Head)
+		b.warn.Printf("bad_request", "request %d has no status byte, dropped", c.Head)
 		return 0
 	}
 	// The status byte is the last writable byte; data comes before it.
@@ -256,12 +256,12 @@ func (b *Block) handle(c *Chain) uint32 {
 // bound the memory one request covers and so the work it makes.
 func (b *Block) sizeOK(c *Chain) bool {
 	if len(c.Descs) > blkSegMax+2 {
-		b.warn.warn("request %d: %d descriptors, seg_max %d allows %d", c.Head, len(c.Descs), blkSegMax, blkSegMax+2)
+		b.warn.Printf("request_size", "request %d: %d descriptors, seg_max %d allows %d", c.Head, len(c.Descs), blkSegMax, blkSegMax+2)
 		return false
 	}
 	for _, d := range c.Descs {
 		if d.Len > blkSizeMax {
-			b.warn.warn("request %d: %d-byte descriptor, size_max %d", c.Head, d.Len, blkSizeMax)
+			b.warn.Printf("request_size", "request %d: %d-byte descriptor, size_max %d", c.Head, d.Len, blkSizeMax)
 			return false
 		}
 	}
@@ -275,7 +275,7 @@ func (b *Block) request(c *Chain, dataLen uint64) (status byte, written uint64) 
 	// guest may change it under us.
 	var hdr [blkHeaderLen]byte
 	if c.Gather(hdr[:], 0) < blkHeaderLen {
-		b.warn.warn("request %d: header shorter than %d bytes", c.Head, blkHeaderLen)
+		b.warn.Printf("bad_request", "request %d: header shorter than %d bytes", c.Head, blkHeaderLen)
 		return blkSIOErr, 0
 	}
 	typ := binary.LittleEndian.Uint32(hdr[0:])
@@ -341,7 +341,7 @@ func (b *Block) request(c *Chain, dataLen uint64) (status byte, written uint64) 
 // at least one, and returns their byte offset.
 func (b *Block) span(sector, n uint64) (int64, bool) {
 	if n == 0 || n%SectorSize != 0 || sector > b.capacity || n/SectorSize > b.capacity-sector {
-		b.warn.warn("request for %d bytes at sector %d outside disk of %d sectors (or not whole sectors)",
+		b.warn.Printf("bad_request", "request for %d bytes at sector %d outside disk of %d sectors (or not whole sectors)",
 			n, sector, b.capacity)
 		return 0, false
 	}
@@ -353,7 +353,7 @@ func (b *Block) sync() error {
 		return nil // nothing of ours to flush
 	}
 	if err := unix.Fdatasync(b.fd); err != nil {
-		b.warn.warn("fdatasync: %v", err)
+		b.warn.Printf("host_io", "fdatasync: %v", err)
 		return err
 	}
 	return nil
@@ -397,7 +397,7 @@ func (b *Block) transfer(bufs [][]byte, off int64, write bool) error {
 
 func (b *Block) ioFailed(op string, sector, n uint64, err error) {
 	if !errors.Is(err, errAborted) {
-		b.warn.warn("%s sector %d+%d: %v", op, sector, n/SectorSize, err)
+		b.warn.Printf("host_io", "%s sector %d+%d: %v", op, sector, n/SectorSize, err)
 	}
 }
 

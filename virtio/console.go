@@ -34,8 +34,8 @@ const (
 // support (virtio 1.2, 5.3): receiveq (queue 0) carries host input to
 // the guest, transmitq (queue 1) guest output to the host.
 type Console struct {
-	warn warner
-	out  *consoleSink
+	guestLog
+	out *consoleSink
 
 	// rxMu guards input and the receive queue; txMu the transmit queue.
 	// Activation state is written with both held, so either lock is
@@ -61,8 +61,8 @@ func NewConsole(out io.Writer) *Console {
 	if out == nil {
 		out = io.Discard
 	}
-	c := &Console{warn: warner{name: "virtio-console"}}
-	c.out = newConsoleSink(out, &c.warn)
+	c := &Console{guestLog: newGuestLog("virtio-console")}
+	c.out = newConsoleSink(out, &c.guestLog)
 	return c
 }
 
@@ -140,7 +140,7 @@ func (c *Console) Input(p []byte) {
 	}
 	c.pending = append(c.pending, p...)
 	if err := c.deliverLocked(); err != nil {
-		c.warn.warn("%v", err)
+		c.warn.Printf("queue_error", "%v", err)
 	}
 }
 
@@ -224,8 +224,8 @@ func (c *Console) transmitLocked() error {
 // notifier, nor therefore a reset or a stop that waits for them. Output
 // that finds consoleOutMax bytes waiting is dropped and counted.
 type consoleSink struct {
-	out  io.Writer
-	warn *warner
+	out io.Writer
+	log *guestLog // the console's, which the transport may replace
 
 	mu      sync.Mutex
 	buf     []byte          // waiting for the writer goroutine
@@ -237,8 +237,8 @@ type consoleSink struct {
 	dropped uint64
 }
 
-func newConsoleSink(out io.Writer, warn *warner) *consoleSink {
-	return &consoleSink{out: out, warn: warn, wake: make(chan struct{}, 1)}
+func newConsoleSink(out io.Writer, log *guestLog) *consoleSink {
+	return &consoleSink{out: out, log: log, wake: make(chan struct{}, 1)}
 }
 
 // write takes what fits of p; it never waits for the host writer.
@@ -296,7 +296,7 @@ func (s *consoleSink) run() {
 				if _, err := s.out.Write(q[:min(len(q), consoleTxMax)]); err != nil {
 					// The guest can do nothing about a host terminal
 					// error: drop the output, keep the console going.
-					s.warn.warn("write output: %v", err)
+					s.log.warn.Printf("host_io", "write output: %v", err)
 					break
 				}
 			}

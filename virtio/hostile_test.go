@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/govmm/govmm/devices"
+	"github.com/govmm/govmm/guestlog"
 )
 
 // Tests of what a hostile guest can make a device do. A bound on time
@@ -32,7 +34,7 @@ func (w *countWriter) Write(p []byte) (int, error) {
 func TestConsoleHostileChainsBounded(t *testing.T) {
 	out := &countWriter{}
 	c, _, tx, _ := newConsoleEnv(t, new(bytes.Buffer))
-	c.out = newConsoleSink(out, &c.warn)
+	c.out = newConsoleSink(out, &c.guestLog)
 	ram := uint32(len(tx.mem))
 	// 64 descriptors, the whole table, each covering RAM.
 	for i := range uint16(consoleQueueSize) {
@@ -87,7 +89,7 @@ func TestConsoleStuckTerminal(t *testing.T) {
 	w := stuckWriter{make(chan struct{})}
 	defer close(w.release)
 	c, _, tx, _ := newConsoleEnv(t, new(bytes.Buffer))
-	c.out = newConsoleSink(w, &c.warn)
+	c.out = newConsoleSink(w, &c.guestLog)
 	head, _ := tx.chain(rd(bytes.Repeat([]byte{'x'}, consoleTxMax)))
 	done := make(chan error, 1)
 	go func() {
@@ -281,4 +283,25 @@ func TestTransportBARMoveWinsOverFlood(t *testing.T) {
 	before := tx.usedIdx()
 	waitFor(t, "transmitq to be served after the move", func() bool { return tx.usedIdx()-before > 2*consoleQueueSize })
 	m.stop()
+}
+
+// TestTransportWarningsCounted: the transport logs a burst about a guest
+// writing where no queue's notify address is, then keeps counting (the
+// old cap went silent after ten and forgot the rest).
+func TestTransportWarningsCounted(t *testing.T) {
+	var set guestlog.Set
+	mem := make(sliceMemory, 1<<20)
+	tr, err := NewTransport(newFakeDevice(8), TransportConfig{Name: "virtio-fake", Memory: mem, MSI: &fakeMSI{}, GuestLog: &set})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	const writes = 5000
+	for range writes {
+		pciNotifyDevice{tr}.Write(0x100, []byte{0, 0})
+	}
+	want := []guestlog.Count{{Device: "virtio-fake", Kind: "notify_offset", N: writes}}
+	if got := set.Counts(); !slices.Equal(got, want) {
+		t.Errorf("counts %v, want %v", got, want)
+	}
 }

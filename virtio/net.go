@@ -43,7 +43,7 @@ const (
 // kernel's through: a hostile guest cannot reach the tap's GSO parsing,
 // and the guest never sees flags it did not negotiate.
 type Net struct {
-	warn   warner
+	guestLog
 	tap    io.ReadWriteCloser
 	mac    net.HardwareAddr
 	config [12]byte // mac, status, max_virtqueue_pairs, mtu
@@ -85,10 +85,10 @@ func NewNet(tap io.ReadWriteCloser, mac net.HardwareAddr) *Net {
 		mac[0] = mac[0]&^0x01 | 0x02 // unicast, locally administered
 	}
 	n := &Net{
-		warn: warner{name: "virtio-net"},
-		tap:  tap,
-		mac:  append(net.HardwareAddr(nil), mac...),
-		done: make(chan struct{}),
+		guestLog: newGuestLog("virtio-net"),
+		tap:      tap,
+		mac:      append(net.HardwareAddr(nil), mac...),
+		done:     make(chan struct{}),
 	}
 	n.cond = sync.NewCond(&n.mu)
 	copy(n.config[0:6], n.mac)
@@ -237,7 +237,7 @@ func (n *Net) transmit(c *Chain) {
 	l := c.ReadableLen()
 	if l < NetHdrLen || l > netMaxPacket {
 		n.txDropped.Add(1)
-		n.warn.warn("transmit: dropped a %d-byte packet (header %d, limit %d)", l, NetHdrLen, netMaxPacket)
+		n.warn.Printf("bad_packet", "transmit: dropped a %d-byte packet (header %d, limit %d)", l, NetHdrLen, netMaxPacket)
 		return
 	}
 	p := n.txBuf[:l]
@@ -245,7 +245,7 @@ func (n *Net) transmit(c *Chain) {
 	clear(p[:NetHdrLen])
 	if _, err := n.tap.Write(p); err != nil {
 		n.txDropped.Add(1)
-		n.warn.warn("transmit: write tap: %v", err)
+		n.warn.Printf("host_io", "transmit: write tap: %v", err)
 	}
 }
 
@@ -274,7 +274,7 @@ func (n *Net) receiveLoop() {
 			if !closed {
 				// A tap that fails a read (its interface deleted) will
 				// not recover: stop rather than spin.
-				n.warn.warn("receive: read tap: %v; receive stopped", err)
+				n.warn.Printf("host_io", "receive: read tap: %v; receive stopped", err)
 			}
 			return
 		}
@@ -318,7 +318,7 @@ func (n *Net) receive(p []byte, gen uint64) {
 		// it for a smaller frame rather than hand back a truncated one.
 		n.rxq.Unpop()
 		n.rxDropped.Add(1)
-		n.warn.warn("receive: dropped a %d-byte packet: receive buffer of %d bytes", len(p), c.WritableLen())
+		n.warn.Printf("rx_buffer", "receive: dropped a %d-byte packet: receive buffer of %d bytes", len(p), c.WritableLen())
 		return
 	}
 	var hdr [NetHdrLen]byte
@@ -331,7 +331,7 @@ func (n *Net) receive(p []byte, gen uint64) {
 	}
 	if n.rxq.NeedsInterrupt(n.mem, n.features) {
 		if err := n.irq.Queue(0); err != nil {
-			n.warn.warn("receive: interrupt: %v", err)
+			n.warn.Printf("host_io", "receive: interrupt: %v", err)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/govmm/govmm/devices"
+	"github.com/govmm/govmm/guestlog"
 )
 
 // PCI identity of a modern (non-transitional) virtio device (virtio 1.2,
@@ -147,6 +148,10 @@ type TransportConfig struct {
 	// signals served by a goroutine per queue; nil leaves them MMIO
 	// exits served on the vCPU thread.
 	IOEventFDs IOEventFDs
+	// GuestLog, when set, holds the logger (named Name) that the
+	// transport, its configuration space and the device log their
+	// warnings to, so that the VM can count them.
+	GuestLog *guestlog.Set
 }
 
 // QueueCounters count one queue's traffic.
@@ -164,9 +169,9 @@ type pciQueueCounters struct {
 // Transport puts a virtio Device on PCI as a modern virtio-pci function.
 // It implements devices.PCIFunction.
 type Transport struct {
-	dev      Device
-	name     string
-	warn     warner
+	dev  Device
+	name string
+	guestLog
 	mem      Memory
 	ioev     IOEventFDs
 	cfg      *devices.PCIConfig
@@ -225,7 +230,7 @@ func NewTransport(dev Device, c TransportConfig) (*Transport, error) {
 		name = dev.Name()
 	}
 	t := &Transport{
-		dev: dev, name: name, warn: warner{name: name}, mem: c.Memory, ioev: c.IOEventFDs,
+		dev: dev, name: name, guestLog: guestLog{c.GuestLog.Logger(name)}, mem: c.Memory, ioev: c.IOEventFDs,
 		offered:     dev.Features() | FeatureVersion1,
 		nq:          len(sizes),
 		queueVector: make([]atomic.Uint32, len(sizes)),
@@ -234,6 +239,9 @@ func NewTransport(dev Device, c TransportConfig) (*Transport, error) {
 	}
 	for _, s := range sizes {
 		t.queues = append(t.queues, NewQueue(s))
+	}
+	if d, ok := dev.(interface{ setGuestLog(*guestlog.Logger) }); ok {
+		d.setGuestLog(t.warn)
 	}
 	t.resetRegisters()
 	var err error
@@ -257,6 +265,7 @@ func (t *Transport) buildConfigSpace() error {
 		Class:             pciClass(typ),
 		SubsystemVendorID: PCISubsystemVendorID, SubsystemID: PCISubsystemID,
 	})
+	t.cfg.SetGuestLog(t.warn)
 	err := t.cfg.AddBAR(pciBAR, devices.BAR{
 		Kind: devices.BARMem64, Size: pciBARSize,
 		Regions: []devices.BARRegion{
@@ -449,7 +458,7 @@ func (d pciNotifyDevice) Read(offset uint64, data []byte) { clear(data) }
 func (d pciNotifyDevice) Write(offset uint64, data []byte) {
 	t := d.t
 	if offset%pciNotifyMultiplier != 0 || offset/pciNotifyMultiplier >= uint64(t.nq) {
-		t.warn.warn("notify write at unused offset %#x", offset)
+		t.warn.Printf("notify_offset", "notify write at unused offset %#x", offset)
 		return
 	}
 	q := int(offset / pciNotifyMultiplier)
@@ -477,7 +486,7 @@ func (t *Transport) fail(err error) {
 	if !t.needsReset.CompareAndSwap(false, true) {
 		return
 	}
-	t.warn.warn("device needs reset: %v", err)
+	t.warn.Printf("needs_reset", "device needs reset: %v", err)
 	t.raiseConfig()
 }
 
@@ -486,7 +495,7 @@ func (t *Transport) raiseConfig() {
 	t.configIR.Add(1)
 	t.isr.Or(isrConfig)
 	if err := t.msix.fire(uint16(t.configVector.Load())); err != nil {
-		t.warn.warn("configuration interrupt: %v", err)
+		t.warn.Printf("host_io", "configuration interrupt: %v", err)
 	}
 }
 
@@ -630,7 +639,7 @@ func (t *Transport) applyCommon(off int, b *[0x40]byte) {
 	case ccQueueSize:
 		if qu != nil && !qu.Ready() {
 			if err := qu.SetSize(le.Uint16(b[off:])); err != nil {
-				t.warn.warn("queue %d: %v", q, err)
+				t.warn.Printf("queue_config", "queue %d: %v", q, err)
 			}
 		}
 	case ccQueueMSIXVector:
@@ -644,7 +653,7 @@ func (t *Transport) applyCommon(off int, b *[0x40]byte) {
 		// which is not offered.
 		if qu != nil && !qu.Ready() && le.Uint16(b[off:]) == 1 && !t.active.Load() {
 			if err := qu.SetReady(true); err != nil {
-				t.warn.warn("queue %d: %v", q, err)
+				t.warn.Printf("queue_config", "queue %d: %v", q, err)
 			}
 		}
 	case ccQueueDesc, ccQueueDriver, ccQueueDevice:
@@ -671,13 +680,13 @@ func (t *Transport) writeStatus(v uint8) {
 		// accept VERSION_1 (a legacy driver on a modern-only device):
 		// FEATURES_OK then reads back clear and the driver gives up.
 		if t.driverFeatures&^t.offered != 0 || t.driverFeatures&FeatureVersion1 == 0 {
-			t.warn.warn("driver features %#x refused (offered %#x)", t.driverFeatures, t.offered)
+			t.warn.Printf("features", "driver features %#x refused (offered %#x)", t.driverFeatures, t.offered)
 			next &^= StatusFeaturesOK
 		}
 	}
 	if next&StatusDriverOK != 0 && old&StatusDriverOK == 0 {
 		if next&StatusFeaturesOK == 0 {
-			t.warn.warn("DRIVER_OK without FEATURES_OK")
+			t.warn.Printf("status", "DRIVER_OK without FEATURES_OK")
 			next &^= StatusDriverOK
 		} else {
 			t.status = next

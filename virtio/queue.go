@@ -4,8 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"log"
 	"sync/atomic"
+
+	"github.com/govmm/govmm/guestlog"
 )
 
 // MaxQueueSize is the largest split virtqueue the spec allows (2.7).
@@ -533,24 +534,12 @@ func (c *Chain) Buffers(write bool, off, n uint64) [][]byte {
 	return out
 }
 
-// maxWarnings caps what one device logs about a misbehaving guest, which
-// could otherwise fill the host's log.
-const maxWarnings = 10
+// guestLog is embedded in every device and the transport: the log of
+// what the guest did wrong (and of host errors while serving it), rate
+// limited per kind. The transport hands its device the logger it got for
+// the device from the VM's set (setGuestLog), before the device runs.
+type guestLog struct{ warn *guestlog.Logger }
 
-// warner logs a device's warnings about guest input, up to maxWarnings.
-type warner struct {
-	name string // device name, the log prefix
-	n    atomic.Int32
-}
+func newGuestLog(device string) guestLog { return guestLog{guestlog.New(device)} }
 
-func (w *warner) warn(format string, args ...any) {
-	n := w.n.Add(1)
-	if n > maxWarnings {
-		return
-	}
-	msg := fmt.Sprintf(format, args...)
-	if n == maxWarnings {
-		msg += " (further warnings not logged)"
-	}
-	log.Printf("%s: %s", w.name, msg)
-}
+func (g *guestLog) setGuestLog(l *guestlog.Logger) { g.warn = l }

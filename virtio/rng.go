@@ -19,7 +19,7 @@ const (
 // RNG is a virtio entropy device (virtio 1.2, 5.4) fed by the host's
 // getrandom(2).
 type RNG struct {
-	warn warner
+	guestLog
 
 	mu sync.Mutex // serializes requests with Reset
 	// Set by Activate, cleared by Reset.
@@ -31,7 +31,7 @@ type RNG struct {
 }
 
 // NewRNG returns an entropy device.
-func NewRNG() *RNG { return &RNG{warn: warner{name: "virtio-rng"}} }
+func NewRNG() *RNG { return &RNG{guestLog: newGuestLog("virtio-rng")} }
 
 // Name implements Device.
 func (r *RNG) Name() string { return "virtio-rng" }
@@ -102,7 +102,7 @@ func (r *RNG) fill(c *Chain) uint32 {
 			}
 			if err != nil || m == 0 {
 				// Hand back what we have: the guest asks again.
-				r.warn.warn("getrandom: %v", err)
+				r.warn.Printf("host_io", "getrandom: %v", err)
 				return uint32(n)
 			}
 			b = b[m:]

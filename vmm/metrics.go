@@ -102,6 +102,7 @@ func (v *VM) ServeMetrics(addr string) (net.Addr, func() error, error) {
 		vmCollector,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		warningsCollector{v.guestLog},
 	}
 	if v.pci != nil && len(v.pci.disks) > 0 {
 		cs = append(cs, blockCollector{disks: v.pci.disks})

@@ -94,7 +94,7 @@ func (v *VM) addVirtio(dev virtio.Device) error {
 		name = fmt.Sprintf("%s%d", name, n)
 	}
 	p.names[dev.Name()]++
-	c := virtio.TransportConfig{Name: name, Memory: v.mem, MSI: p.router}
+	c := virtio.TransportConfig{Name: name, Memory: v.mem, MSI: p.router, GuestLog: v.guestLog}
 	if !v.cfg.NoIOEventFD {
 		c.IOEventFDs = v.kvm
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/govmm/govmm/devices"
 	"github.com/govmm/govmm/exitstats"
+	"github.com/govmm/govmm/guestlog"
 	"github.com/govmm/govmm/kvm"
 	"github.com/govmm/govmm/vcpu"
 	"github.com/govmm/govmm/virtio"
@@ -119,6 +120,7 @@ type VM struct {
 	console        io.Writer           // the host side of the guest's consoles
 	vconsole       *virtio.Console     // nil without Config.VirtioConsole
 	stats          *exitstats.Registry // nil when statistics are off
+	guestLog       *guestlog.Set       // the devices' rate-limited warnings, counted
 
 	start   time.Time
 	readyMu sync.Mutex
@@ -141,7 +143,7 @@ func New(cfg Config) (_ *VM, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	v := &VM{cfg: cfg, start: time.Now(), ended: make(chan struct{})}
+	v := &VM{cfg: cfg, start: time.Now(), ended: make(chan struct{}), guestLog: &guestlog.Set{}}
 	defer func() {
 		if err != nil {
 			v.Close()
@@ -251,6 +253,8 @@ func (l irqLine) SetLevel(high bool) error { return l.vm.IRQLine(l.gsi, high) }
 func (v *VM) addDevices(irqchip bool) error {
 	v.IOBus = devices.NewBus("io")
 	v.MMIOBus = devices.NewBus("mmio")
+	v.IOBus.SetGuestLog(v.guestLog.Logger("io"))
+	v.MMIOBus.SetGuestLog(v.guestLog.Logger("mmio"))
 	var irq devices.IRQLine
 	if irqchip {
 		irq = irqLine{v.kvm, com1IRQ}
