@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -208,15 +209,34 @@ func parseKnobs(haltPoll string, hltPass, pvHaltPoll bool, affinity string) (vmm
 }
 
 // writeJSON saves v as indented JSON, through a temporary file so a
-// reader never sees half a table.
-func writeJSON(path string, v any) error {
+// reader never sees half a table. The temporary file is created
+// exclusively under a random name (a fixed one could be a symlink planted
+// to make us write elsewhere) and removed on every failure.
+func writeJSON(path string, v any) (err error) {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	// CreateTemp makes it 0600; the table is no secret and keeps the
+	// 0644 it always had.
+	if err := f.Chmod(0o644); err != nil {
+		return err
+	}
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }
