@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/govmm/govmm/vmm"
 )
@@ -208,15 +209,35 @@ func parseKnobs(haltPoll string, hltPass, pvHaltPoll bool, affinity string) (vmm
 	return k, nil
 }
 
-// writeJSON saves v as indented JSON, through a temporary file so a
-// reader never sees half a table. The temporary file is created
-// exclusively under a random name (a fixed one could be a symlink planted
-// to make us write elsewhere) and removed on every failure.
-func writeJSON(path string, v any) (err error) {
+// writeJSON saves v as indented JSON. A regular file (or a new one) is
+// replaced whole, so a reader never sees half a table; a FIFO or device
+// (/dev/stdout, a pipe to jq) is written to as the stream it is.
+func writeJSON(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
+	b = append(b, '\n')
+	// Opening without O_CREAT or O_TRUNC changes nothing in a regular
+	// file; a FIFO's open waits for its reader, as a shell's > would.
+	if f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NOCTTY, 0); err == nil {
+		if fi, err := f.Stat(); err == nil && !fi.Mode().IsRegular() {
+			_, err := f.Write(b)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			return err
+		}
+		f.Close()
+	}
+	return replaceFile(path, b)
+}
+
+// replaceFile writes b to a temporary file beside path and renames it over
+// path. The temporary file is created exclusively under a random name (a
+// fixed one could be a symlink planted to make us write elsewhere) and
+// removed on every failure.
+func replaceFile(path string, b []byte) (err error) {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
 		return err
@@ -232,7 +253,7 @@ func writeJSON(path string, v any) (err error) {
 	if err := f.Chmod(0o644); err != nil {
 		return err
 	}
-	if _, err := f.Write(append(b, '\n')); err != nil {
+	if _, err := f.Write(b); err != nil {
 		return err
 	}
 	if err := f.Close(); err != nil {

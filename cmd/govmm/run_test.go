@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 )
 
@@ -65,5 +66,29 @@ func TestWriteJSONCleansUpOnFailure(t *testing.T) {
 	}
 	if names := dirNames(t, dir); !slices.Equal(names, []string{"stats.json"}) {
 		t.Errorf("directory holds %q after the failure, want only the directory that was there", names)
+	}
+}
+
+// A FIFO (or /dev/stdout) is written as a stream, not replaced by a file.
+func TestWriteJSONToFIFO(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "stats.json")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := os.ReadFile(path)
+		got <- b
+	}()
+	if err := writeJSON(path, map[string]int{"exits": 42}); err != nil {
+		t.Fatal(err)
+	}
+	// Checked first: had the FIFO been replaced, the reader could wait
+	// on it for ever.
+	if fi, err := os.Lstat(path); err != nil || fi.Mode()&os.ModeNamedPipe == 0 {
+		t.Fatalf("the FIFO was replaced: %v, %v", fi.Mode(), err)
+	}
+	if b := <-got; string(b) != "{\n  \"exits\": 42\n}\n" {
+		t.Errorf("reader got %q", b)
 	}
 }
