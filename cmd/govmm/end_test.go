@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -34,7 +35,10 @@ type ttyVM struct {
 // startOnTTY boots the test initramfs (running a long sleep) in govmm on a
 // new terminal with a QMP socket and extra flags, and returns once the
 // guest is ready and the terminal is in raw mode.
-func startOnTTY(t *testing.T, flags ...string) *ttyVM {
+func startOnTTY(t *testing.T, flags ...string) *ttyVM { return startTTY(t, nil, flags...) }
+
+// startTTY is startOnTTY with govmm's stderr on errPipe, when not nil.
+func startTTY(t *testing.T, errPipe *stderrPipe, flags ...string) *ttyVM {
 	t.Helper()
 	kernel := needGuest(t)
 	master, slave := openPTY(t)
@@ -48,8 +52,14 @@ func startOnTTY(t *testing.T, flags ...string) *ttyVM {
 	vm := &ttyVM{cmd: exec.Command(govmmBin, args...), master: master, slave: slave, before: before,
 		sock: sock, console: &syncBuffer{}, stderr: &syncBuffer{}}
 	vm.cmd.Stdin, vm.cmd.Stdout, vm.cmd.Stderr = slave, slave, vm.stderr
+	if errPipe != nil {
+		vm.cmd.Stderr = errPipe.w
+	}
 	if err := vm.cmd.Start(); err != nil {
 		t.Fatal(err)
+	}
+	if errPipe != nil {
+		go errPipe.copyTo(vm.stderr)
 	}
 	t.Cleanup(func() { vm.cmd.Process.Kill(); vm.cmd.Wait() })
 	go func() {
@@ -218,4 +228,84 @@ func TestSecondSignalForcesExit(t *testing.T) {
 			}
 		})
 	}
+}
+
+// stderrPipe is a stderr for govmm that the test can stop reading and
+// fill, so that govmm's next write to stderr blocks.
+type stderrPipe struct {
+	r, w   *os.File
+	held   atomic.Bool
+	copied chan struct{} // closed when copyTo has returned
+}
+
+func newStderrPipe(t *testing.T) *stderrPipe {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(); w.Close() })
+	return &stderrPipe{r: r, w: w, copied: make(chan struct{})}
+}
+
+// copyTo copies what govmm writes into buf until fill.
+func (p *stderrPipe) copyTo(buf *syncBuffer) {
+	defer close(p.copied)
+	b := make([]byte, 4096)
+	for !p.held.Load() {
+		n, err := p.r.Read(b)
+		buf.Write(b[:n])
+		if err != nil {
+			return
+		}
+	}
+}
+
+// fill stops reading the pipe and fills it up.
+func (p *stderrPipe) fill(t *testing.T) {
+	t.Helper()
+	p.held.Store(true)
+	if _, err := p.w.Write([]byte{'\n'}); err != nil { // wakes copyTo's Read
+		t.Fatal(err)
+	}
+	<-p.copied
+	fd := int(p.w.Fd())
+	// Non-blocking only while filling: the flag is shared with govmm's
+	// descriptor, which must block again afterwards.
+	if err := unix.SetNonblock(fd, true); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.SetNonblock(fd, false)
+	for {
+		if _, err := unix.Write(fd, []byte{'x'}); errors.Is(err, unix.EAGAIN) {
+			return
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// The second signal ends govmm even when the shutdown hangs on stderr
+// itself (a pipe nobody reads): neither the report nor the one-line
+// message can be written, and it still exits with status 1, the terminal
+// restored and the socket removed.
+func TestSecondSignalWithStderrBlocked(t *testing.T) {
+	errPipe := newStderrPipe(t)
+	vm := startTTY(t, errPipe)
+	errPipe.fill(t)
+	if err := vm.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// Once the VM has ended, the next thing govmm does is write the
+	// report to the full pipe.
+	deadline := time.Now().Add(endBound)
+	for status(t, vm.mon) != "shutdown" {
+		if time.Now().After(deadline) {
+			t.Fatalf("VM not shut down %v after SIGTERM", endBound)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := vm.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	vm.waitEnd(t, 1)
 }

@@ -127,13 +127,11 @@ func runCommand(args []string) error {
 	defer term.restore()
 	go forwardInput(os.Stdin, vm, term.raw)
 
-	signals := endOnSignals(vm.Stop, func(s os.Signal) {
+	signals := endOnSignals(vm.Stop, func() {
 		term.restore()
 		if qmpPath != "" {
 			os.Remove(qmpPath)
 		}
-		fmt.Fprintf(os.Stderr, "\ngovmm: second signal (%v) while shutting down: exiting at once\n", s)
-		os.Exit(1)
 	})
 	defer signals.Stop()
 

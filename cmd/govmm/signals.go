@@ -1,10 +1,12 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/signal"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // signalEnder ends the VM on the first SIGINT, SIGTERM or SIGHUP, as QEMU
@@ -17,8 +19,10 @@ type signalEnder struct {
 }
 
 // endOnSignals starts watching for the signals. stop is how the VM is
-// ended; force ends the process and must not return.
-func endOnSignals(stop func(), force func(os.Signal)) *signalEnder {
+// ended. On a second signal, cleanup (which must not block) restores what
+// the user would otherwise be left with, and the process exits with
+// status 1.
+func endOnSignals(stop, cleanup func()) *signalEnder {
 	e := &signalEnder{ch: make(chan os.Signal, 2)}
 	signal.Notify(e.ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
@@ -33,10 +37,27 @@ func endOnSignals(stop func(), force func(os.Signal)) *signalEnder {
 		// The channel stays read until the process ends, so a second
 		// signal is never swallowed.
 		if s, ok := <-e.ch; ok {
-			force(s)
+			cleanup()
+			forceExit(s)
 		}
 	}()
 	return e
+}
+
+// forceExit says why on stderr and exits with status 1. stderr may be
+// what the shutdown hangs on (a pipe nobody reads), so the message gets a
+// second at most.
+func forceExit(s os.Signal) {
+	said := make(chan struct{})
+	go func() {
+		fmt.Fprintf(os.Stderr, "\ngovmm: second signal (%v) while shutting down: exiting at once\n", s)
+		close(said)
+	}()
+	select {
+	case <-said:
+	case <-time.After(time.Second):
+	}
+	os.Exit(1)
 }
 
 // First is the signal that ended the VM, or nil.
