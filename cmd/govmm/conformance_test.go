@@ -185,7 +185,6 @@ var scenarios = []scenario{
 		name: "quit while paused", run: guestSleep, ready: true,
 		commands: []string{"stop", "quit"},
 		events:   []string{"STOP", "SHUTDOWN"},
-		pending:  "on main govmm answers quit while paused (SHUTDOWN, then the reply) but does not end; the vCPU branch's \"a paused VM ends when told\" is not on main yet",
 		play: func(s *session) {
 			s.call("stop")
 			s.call("quit")
