@@ -4,11 +4,14 @@ import (
 	"errors"
 	"math"
 	"os"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/govmm/govmm/exitstats"
 	"github.com/govmm/govmm/guests/tiny"
+	"github.com/govmm/govmm/kvm"
 	"github.com/govmm/govmm/vcpu"
 )
 
@@ -19,10 +22,20 @@ func needKVM(t testing.TB) {
 	}
 }
 
-// counter is a device that counts accesses and remembers the last write.
+// counter is a device that counts accesses and remembers its writes.
 type counter struct {
 	n    atomic.Uint64
 	last atomic.Uint32
+
+	mu     sync.Mutex
+	values []uint32 // every write, in order
+}
+
+// written returns every value written so far.
+func (c *counter) written() []uint32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.values)
 }
 
 func (c *counter) Read(off uint64, data []byte) {
@@ -39,6 +52,9 @@ func (c *counter) Write(off uint64, data []byte) {
 		v |= uint32(b) << (8 * i)
 	}
 	c.last.Store(v)
+	c.mu.Lock()
+	c.values = append(c.values, v)
+	c.mu.Unlock()
 }
 
 // runRaw boots a tiny guest with a counting device at testPort (I/O) and
@@ -141,17 +157,60 @@ func TestUnclaimedMMIOIsNotFatal(t *testing.T) {
 	checkRow(t, stats, "MMIO:unclaimed", 20)
 }
 
+// The guest reads CPUID leaf 1 on its one vCPU: EBX must carry the APIC
+// ID (bits 31-24) and the logical-processor count (bits 23-16) govmm set,
+// which is how Linux numbers its CPUs. (EDX is not compared with the
+// table: on a PVM host the guest sees feature bits KVM_SET_CPUID2 did not
+// give it; TestCPUIDForNumbersVCPUs checks the table itself.)
 func TestCPUIDSeesAPICID(t *testing.T) {
 	out, dev, _, _ := runRaw(t, tiny.CPUID64(1, testPort), true)
 	if out.Err != nil || out.Reason != vcpu.Halted {
 		t.Fatalf("outcome %v, %v; want halted", out.Reason, out.Err)
 	}
-	if dev.n.Load() != 4 {
-		t.Fatalf("CPUID guest wrote %d values, want 4", dev.n.Load())
+	regs := dev.written()
+	if len(regs) != 4 {
+		t.Fatalf("CPUID guest wrote %d values, want 4 (EAX, EBX, ECX, EDX)", len(regs))
 	}
-	// The last value written is EDX of leaf 1: FPU (bit 0) is always set.
-	if dev.last.Load()&1 == 0 {
-		t.Errorf("CPUID.1:EDX = %#x lacks FPU", dev.last.Load())
+	t.Logf("CPUID.1: EAX %#x EBX %#x ECX %#x EDX %#x", regs[0], regs[1], regs[2], regs[3])
+	if id, count := regs[1]>>24, regs[1]>>16&0xff; id != 0 || count != 1 {
+		t.Errorf("CPUID.1:EBX = %#x: APIC ID %d, logical count %d; want 0 and 1", regs[1], id, count)
+	}
+	if regs[3]&1 == 0 {
+		t.Errorf("CPUID.1:EDX = %#x lacks FPU: not leaf 1", regs[3])
+	}
+}
+
+// cpuidFor numbers each vCPU in every leaf Linux reads its APIC ID from.
+func TestCPUIDForNumbersVCPUs(t *testing.T) {
+	supported := []kvm.CPUIDEntry{
+		{Function: cpuidFeatures, EBX: 0xff00_1234, EDX: 1},
+		{Function: cpuidExtTopology, Index: 0}, {Function: cpuidExtTopology, Index: 1},
+		{Function: cpuidAMDTopology},
+	}
+	for _, tc := range []struct{ id, n int }{{0, 1}, {3, 4}, {1, 2}} {
+		got := cpuidFor(supported, tc.id, tc.n, false)
+		for _, e := range got {
+			switch e.Function {
+			case cpuidFeatures:
+				if e.EBX>>24 != uint32(tc.id) || e.EBX>>16&0xff != uint32(tc.n) || e.EBX&0xffff != 0x1234 {
+					t.Errorf("vCPU %d of %d: leaf 1 EBX %#x", tc.id, tc.n, e.EBX)
+				}
+				if (e.EDX&featHTT != 0) != (tc.n > 1) || e.EDX&1 == 0 {
+					t.Errorf("vCPU %d of %d: leaf 1 EDX %#x", tc.id, tc.n, e.EDX)
+				}
+			case cpuidExtTopology:
+				if e.EDX != uint32(tc.id) {
+					t.Errorf("vCPU %d: leaf 0xb.%d EDX (x2APIC ID) %d", tc.id, e.Index, e.EDX)
+				}
+			case cpuidAMDTopology:
+				if e.EAX != uint32(tc.id) {
+					t.Errorf("vCPU %d: leaf 0x8000001e EAX %d", tc.id, e.EAX)
+				}
+			}
+		}
+	}
+	if supported[0].EBX != 0xff00_1234 {
+		t.Errorf("cpuidFor modified the supported table")
 	}
 }
 

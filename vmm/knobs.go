@@ -2,7 +2,10 @@ package vmm
 
 import (
 	"fmt"
-	"runtime"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/govmm/govmm/kvm"
 )
@@ -38,12 +41,31 @@ func (k Knobs) validate(sys *kvm.System) error {
 			return fmt.Errorf("--hlt-passthrough: this host's KVM can disable exits %#x, not HLT|PAUSE (%#x)", got, want)
 		}
 	}
-	for _, c := range k.CPUAffinity {
-		if c < 0 || c >= runtime.NumCPU() {
-			return fmt.Errorf("--cpu-affinity: host CPU %d does not exist (this host has %d)", c, runtime.NumCPU())
+	if len(k.CPUAffinity) > 0 {
+		// The CPUs this process may run on, by ID: under taskset or a
+		// cpuset they need not be 0..NumCPU-1.
+		var allowed unix.CPUSet
+		if err := unix.SchedGetaffinity(0, &allowed); err != nil {
+			return fmt.Errorf("--cpu-affinity: read this process's CPU set: %w", err)
+		}
+		for _, c := range k.CPUAffinity {
+			if c < 0 || c >= len(allowed)*64 || !allowed.IsSet(c) {
+				return fmt.Errorf("--cpu-affinity: host CPU %d is not one this process may run on (%s)", c, cpuList(&allowed))
+			}
 		}
 	}
 	return nil
+}
+
+// cpuList prints a CPU set as its IDs: "0,1,4".
+func cpuList(set *unix.CPUSet) string {
+	var ids []string
+	for c := 0; c < len(set)*64; c++ {
+		if set.IsSet(c) {
+			ids = append(ids, strconv.Itoa(c))
+		}
+	}
+	return strings.Join(ids, ",")
 }
 
 // applyVM sets the per-VM knobs; KVM only accepts disabling exits before

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -103,8 +102,10 @@ func (vm *ttyVM) pause(t *testing.T) {
 }
 
 // waitEnd waits for govmm to exit with status code, and checks that it
-// left nothing behind: the terminal is as it was, the QMP socket is gone,
-// and so is every thread.
+// left nothing behind: the terminal is as it was and the QMP socket is
+// gone. (Its threads need no check: an exited process has none, and once
+// Wait has reaped it a look at /proc/PID/task could only fail on PID
+// reuse.)
 func (vm *ttyVM) waitEnd(t *testing.T, code int) {
 	t.Helper()
 	done := make(chan error, 1)
@@ -131,9 +132,6 @@ func (vm *ttyVM) waitEnd(t *testing.T, code int) {
 	}
 	if _, err := os.Lstat(vm.sock); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("QMP socket left behind: %v", err)
-	}
-	if _, err := os.Stat(fmt.Sprintf("/proc/%d/task", vm.cmd.Process.Pid)); err == nil {
-		t.Errorf("govmm's threads still exist after exit")
 	}
 }
 
