@@ -3,6 +3,7 @@ package kvm
 import (
 	"errors"
 	"os"
+	"sync/atomic"
 	"testing"
 	"unsafe"
 
@@ -134,6 +135,9 @@ func TestStatsFD(t *testing.T) {
 		t.Errorf("vCPU stats %q lack an \"exits\" counter: %d descriptors", st.ID, len(st.Descs))
 	}
 }
+
+// immediateExitSet reads the flag as the kernel would see it.
+func (r *Run) immediateExitSet() bool { return atomic.LoadUint32(r.firstWord())&immediateExitBits != 0 }
 
 // immediate_exit: set, KVM_RUN returns EINTR without entering the guest;
 // cleared, the other bytes of its word are untouched; a kick that races

@@ -17,9 +17,6 @@ func (r *Run) firstWord() *uint32 { return (*uint32)(unsafe.Pointer(r)) }
 func (r *Run) setImmediateExit()   { atomic.OrUint32(r.firstWord(), 1<<8) }
 func (r *Run) clearImmediateExit() { atomic.AndUint32(r.firstWord(), ^uint32(immediateExitBits)) }
 
-// immediateExitSet reports the flag, for tests.
-func (r *Run) immediateExitSet() bool { return atomic.LoadUint32(r.firstWord())&immediateExitBits != 0 }
-
 // The exit union is reinterpreted according to ExitReason; callers must
 // only ask for the view that matches it.
 
