@@ -90,37 +90,16 @@ type Block struct {
 // With readOnly the file is opened read-only and the guest is told so
 // (VIRTIO_BLK_F_RO); writes then fail with an I/O error.
 func NewBlock(path string, readOnly bool) (*Block, error) {
-	flag := os.O_RDWR
-	if readOnly {
-		flag = os.O_RDONLY
-	}
-	f, err := os.OpenFile(path, flag, 0)
+	f, size, err := openImage(path, readOnly) // image.go
 	if err != nil {
-		return nil, fmt.Errorf("virtio-blk: open disk image: %w", err)
-	}
-	// Two VMs writing one image corrupt it, as does one writing while
-	// another reads: take the lock QEMU takes too, exclusive for a
-	// writer, shared for readers.
-	lock := unix.LOCK_EX
-	if readOnly {
-		lock = unix.LOCK_SH
-	}
-	if err := unix.Flock(int(f.Fd()), lock|unix.LOCK_NB); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("virtio-blk: lock %s (in use by another VM?): %w", path, err)
-	}
-	// Seek rather than Stat: a block device's Stat size is 0.
-	size, err := f.Seek(0, io.SeekEnd)
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("virtio-blk: size of %s: %w", path, err)
+		return nil, err
 	}
 	b := &Block{
 		name:     "virtio-blk",
 		readOnly: readOnly,
 		capacity: uint64(size) / SectorSize,
 		f:        f,
-		fd:       int(f.Fd()), // a regular file: Fd does not change its mode
+		fd:       int(f.Fd()), // not pollable: Fd does not change its mode
 	}
 	b.guestLog = newGuestLog("virtio-blk " + path)
 	binary.LittleEndian.PutUint64(b.config[0:], b.capacity)

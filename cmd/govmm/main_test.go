@@ -114,6 +114,8 @@ func TestBadInput(t *testing.T) {
 		{"not a kernel", []string{"run", "--kernel", notKernel}, "not a Linux kernel"},
 		{"initrd larger than memory", []string{"run", "--kernel", kernel, "--mem", "32M", "--initrd", bigInitrd}, "initrd"},
 		{"cmdline too long", []string{"run", "--kernel", kernel, "--append", strings.Repeat("x", 5000)}, "command line"},
+		{"disk is a directory", []string{"run", "--kernel", kernel, "--disk", t.TempDir() + ",ro"}, "is a directory: a disk must be a regular file or a block device"},
+		{"disk is a FIFO", []string{"run", "--kernel", kernel, "--disk", fifo + ",ro"}, "is a FIFO"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command(govmmBin, tc.args...)
