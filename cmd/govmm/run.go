@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/govmm/govmm/sandbox"
 	"github.com/govmm/govmm/vmm"
 )
 
@@ -50,6 +51,7 @@ func runCommand(args []string) error {
 	rng := fs.Bool("rng", false, "a virtio-rng entropy device")
 	noIOEventFD := fs.Bool("no-ioeventfd", false, "virtqueue notifications exit to govmm (MMIO) instead of signalling an ioeventfd in the kernel")
 	noIRQFD := fs.Bool("no-irqfd", false, "send virtio interrupts with the KVM_SIGNAL_MSI ioctl instead of an irqfd write")
+	confine := fs.Bool("seccomp", true, "once the VM is set up, allow only the system calls govmm needs (a seccomp filter on every thread); any other ends govmm with a message naming it")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(os.Stdout)
@@ -134,6 +136,15 @@ func runCommand(args []string) error {
 		}
 	})
 	defer signals.Stop()
+
+	// Everything that opens files or binds sockets is done: from here on
+	// govmm needs only the calls of the exit path, its servers and its
+	// exit report.
+	if *confine {
+		if err := sandbox.Seccomp(term.restore); err != nil {
+			return err
+		}
+	}
 
 	out := vm.Run()
 	term.restore()
