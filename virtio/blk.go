@@ -223,10 +223,7 @@ func (b *Block) handle(c *Chain) uint32 {
 		return 0
 	}
 	// The status byte is the last writable byte; data comes before it.
-	status, n := byte(blkSIOErr), uint64(0)
-	if b.sizeOK(c) {
-		status, n = b.request(c, w-1)
-	}
+	status, n := b.request(c, w-1)
 	c.Scatter([]byte{status}, w-1)
 	return uint32(min(n+1, math.MaxUint32))
 }
@@ -260,6 +257,15 @@ func (b *Block) request(c *Chain, dataLen uint64) (status byte, written uint64) 
 	typ := binary.LittleEndian.Uint32(hdr[0:])
 	sector := binary.LittleEndian.Uint64(hdr[8:])
 	start := time.Now()
+	if !b.sizeOK(c) {
+		switch typ {
+		case blkTIn:
+			b.stats.invalid(opRead)
+		case blkTOut:
+			b.stats.invalid(opWrite)
+		}
+		return blkSIOErr, 0
+	}
 
 	switch typ {
 	case blkTIn:

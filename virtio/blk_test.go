@@ -379,6 +379,9 @@ func TestBlockSegMax(t *testing.T) {
 	if _, n := e.mustUsed(); n != 1 || e.mem[status] != blkSIOErr {
 		t.Errorf("seg_max+1 segments: used len %d, status %d, want 1 and IOERR", n, e.mem[status])
 	}
+	if s := e.b.Stats(); s.InvalidReadOps != 1 || s.ReadOps != 1 {
+		t.Errorf("stats %+v, want one read and one invalid read", s)
+	}
 }
 
 // sparseImage creates a sparse disk image of size bytes.
