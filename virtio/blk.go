@@ -386,9 +386,17 @@ func (b *Block) ioFailed(op string, sector, n uint64, err error) {
 	}
 }
 
-// firstBytes returns the first n bytes of bufs as a new vector of at
-// most iovMax buffers (Linux's limit for one call), for one syscall.
+// firstBytes returns the first n bytes of bufs as a vector of at most
+// iovMax buffers (Linux's limit for one call), for one syscall: bufs
+// itself when it fits, which is every request of Linux's own.
 func firstBytes(bufs [][]byte, n int) [][]byte {
+	total := 0
+	for _, b := range bufs {
+		total += len(b)
+	}
+	if total <= n && len(bufs) <= iovMax {
+		return bufs
+	}
 	iov := make([][]byte, 0, min(len(bufs), iovMax))
 	for _, b := range bufs {
 		if n == 0 || len(iov) == iovMax {
