@@ -23,7 +23,7 @@ APPEND  ?= console=ttyS0 reboot=k panic=-1 quiet
 help:
 	@echo "make deps         install the Debian packages the build and tests need (root)"
 	@echo "make run          build govmm and the guest, boot it (--smp $(SMP)), print the exit table"
-	@echo "make test         go vet + the full test suite (needs /dev/kvm for the VM tests)"
+	@echo "make test         go vet + the full test suite (needs /dev/kvm for the VM tests); lists every skipped test and why"
 	@echo "make fuzz         every fuzz target for FUZZTIME (default $(FUZZTIME)) each, one after another"
 	@echo "make bench-exits  cost of one port-I/O exit: C loop vs govmm (stats on/off, sync regs off), and of recording one exit"
 	@echo "make bench-boot   boot time and RSS: govmm vs QEMU microvm vs the C reference VMM"
@@ -49,9 +49,12 @@ run: build guests
 	$(BIN) run --kernel $(KERNEL) --initrd $(INITRD) --smp $(SMP) --mem $(MEM) --append "$(APPEND)"
 
 # The README's test command. Builds the guests first: the boot tests need them.
+# internal/testsummary turns go test's JSON back into its text and lists
+# every skipped test with its reason before the package results, which
+# stay the last lines; the exit status is go test's (pipefail).
 test: guests
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -timeout 20m -json ./... | $(GO) run ./internal/testsummary
 
 # go test -fuzz takes one target per run: list each package's targets and
 # run them in turn. `make test` already runs every target's seed corpus

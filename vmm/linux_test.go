@@ -1,9 +1,7 @@
 package vmm
 
 import (
-	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -13,25 +11,19 @@ import (
 	"github.com/govmm/govmm/vcpu"
 )
 
-// Guest images: the PVM-capable kernel shared by these machines, and the
-// initramfs `make guests` builds.
-const (
-	guestDir  = "../../shared/guest"
-	initramfs = "../guests/out/rootfs.cpio.gz"
-)
+// The Linux the boot tests boot (testenv.LinuxGuest): on a PVM host the
+// shared patched kernel beside the repository, elsewhere Debian's; and
+// the initramfs `make guests` builds for it.
+var _, initramfs = testenv.LinuxGuest("..", "vmlinux")
 
-// needGuest returns the kernel path, skipping where there is none and
-// failing where the initramfs was not built.
+// needGuest returns the path of kernel ("vmlinux" or "bzImage") for this
+// host: it skips without /dev/kvm and fails where /dev/kvm exists but the
+// kernel or initramfs does not, so no boot test passes by skipping.
 func needGuest(t *testing.T, kernel string) string {
 	t.Helper()
 	needKVM(t)
-	p := guestDir + "/" + kernel
-	if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
-		t.Skipf("no guest kernel %s on this machine", p)
-	}
-	if _, err := os.Stat(initramfs); err != nil {
-		t.Fatalf("initramfs missing (%v): run `make guests` first", err)
-	}
+	p, initrd := testenv.LinuxGuest("..", kernel)
+	testenv.NeedLinux(t, p, initrd)
 	return p
 }
 

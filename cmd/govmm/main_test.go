@@ -17,9 +17,11 @@ import (
 	"github.com/govmm/govmm/internal/testenv"
 )
 
-const (
-	guestDir  = "../../../shared/guest"
-	initramfs = "../../guests/out/rootfs.cpio.gz"
+// guestDir holds the shared PVM kernel the benchmarks boot; the tests
+// boot testenv.LinuxGuest's kernel (needGuest) and initramfs.
+var (
+	guestDir     = "../../../shared/guest"
+	_, initramfs = testenv.LinuxGuest("../..", "vmlinux")
 )
 
 var govmmBin string
@@ -48,16 +50,14 @@ func needKVM(t *testing.T) {
 	}
 }
 
+// needGuest returns the kernel the boot tests boot on this host: it skips
+// without /dev/kvm and fails where /dev/kvm exists but the kernel or
+// initramfs does not, so no boot test passes by skipping.
 func needGuest(t *testing.T) string {
 	t.Helper()
 	needKVM(t)
-	k := guestDir + "/vmlinux"
-	if _, err := os.Stat(k); errors.Is(err, os.ErrNotExist) {
-		t.Skipf("no guest kernel %s on this machine", k)
-	}
-	if _, err := os.Stat(initramfs); err != nil {
-		t.Fatalf("initramfs missing (%v): run `make guests` first", err)
-	}
+	k, initrd := testenv.LinuxGuest("../..", "vmlinux")
+	testenv.NeedLinux(t, k, initrd)
 	return k
 }
 
@@ -74,11 +74,12 @@ func writeFile(t *testing.T, name string, data []byte) string {
 // Bad input: each is a one-line error naming the problem and a non-zero
 // exit, before or instead of any guest running.
 func TestBadInput(t *testing.T) {
-	needKVM(t)
-	kernel := guestDir + "/vmlinux"
-	bz, err := os.ReadFile(guestDir + "/bzImage")
+	kernel := needGuest(t)
+	bzPath, _ := testenv.LinuxGuest("../..", "bzImage")
+	testenv.NeedLinux(t, bzPath, initramfs)
+	bz, err := os.ReadFile(bzPath)
 	if err != nil {
-		t.Skipf("no guest bzImage: %v", err)
+		t.Fatal(err)
 	}
 	truncated := writeFile(t, "truncated-bzImage", bz[:len(bz)/2])
 	notKernel := writeFile(t, "notes.txt", []byte("this is not a kernel\n"))

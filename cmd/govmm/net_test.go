@@ -73,10 +73,7 @@ func TestNetBadConfig(t *testing.T) {
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		t.Skipf("no tap devices: %v", err)
 	}
-	if _, err := os.Stat(guestDir + "/vmlinux"); err != nil {
-		t.Skipf("no guest kernel: %v", err)
-	}
-	checkOneLineError(t, `open tap "lo": TUNSETIFF`, "run", "--kernel", guestDir+"/vmlinux", "--net", "tap=lo")
+	checkOneLineError(t, `open tap "lo": TUNSETIFF`, "run", "--kernel", needGuest(t), "--net", "tap=lo")
 }
 
 // checkOneLineError runs govmm with args and checks that it fails with
