@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -405,9 +406,22 @@ func formatEvent(e goqmp.Event) string {
 
 func newSession(t *testing.T, p *vmProc) *session {
 	t.Helper()
-	mon, err := goqmp.NewSocketMonitor("unix", p.sock, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
+	// The socket file appears at bind(), before the VMM listens: a dial in
+	// between is refused, so retry that (and only that) for a while.
+	var mon *goqmp.SocketMonitor
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var err error
+		if mon, err = goqmp.NewSocketMonitor("unix", p.sock, 5*time.Second); err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) || time.Now().After(deadline) {
+			t.Fatalf("%v\n%s", err, p.console)
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("%v: the VMM exited: %v\n%s", err, p.waitErr, p.console)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 	if err := mon.Connect(); err != nil {
 		t.Fatalf("go-qemu Connect: %v", err)
