@@ -84,9 +84,10 @@ type exitVariant struct {
 
 // BenchmarkPortIOExit measures one user-space port-I/O exit round trip, in
 // one run, for a bare C KVM_RUN loop (the physical limit) and for govmm
-// with statistics off, on, and with sync registers off. EXIT_ROUNDS [25]
-// rounds run inside one iteration (run it with -benchtime 1x, as make
-// bench-exits does), each round running every variant in a rotated order
+// with statistics off, on, with sync registers off, and with statistics
+// on under govmm's seccomp filter (in a child process:
+// seccomp_bench_test.go). EXIT_ROUNDS [25] rounds run inside one
+// iteration (run it with -benchtime 1x, as make bench-exits does), each round running every variant in a rotated order
 // (testenv.Order), so load on the shared host hits all of them alike. It
 // prints, per variant, the median ns per exit and the median of the
 // per-round ratios to C, each with its min-max and n, and the failed runs.
@@ -99,6 +100,7 @@ func BenchmarkPortIOExit(b *testing.B) {
 		{"stats-off", func() (float64, error) { return timeRawGuest(exitsPerRound, false, true) }},
 		{"stats-on", func() (float64, error) { return timeRawGuest(exitsPerRound, true, true) }},
 		{"sync-regs-off", func() (float64, error) { return timeRawGuest(exitsPerRound, true, false) }},
+		{"seccomp-on", func() (float64, error) { return timeConfinedGuest(exitsPerRound) }},
 	}
 	// samples[v][r] is variant v's ns per exit in round r, NaN if it failed.
 	samples := make([][]float64, len(variants))
