@@ -1,4 +1,4 @@
-//go:build !race
+//go:build amd64 && !race
 
 package exitstats
 
@@ -7,8 +7,10 @@ import "sync/atomic"
 // word is one field of a counter. Its only writer is the vCPU thread, inside
 // a sequence-lock write section, so a store needs no locked instruction: a
 // plain MOV is enough, because x86-64 keeps stores in program order (TSO)
-// and the compiler never moves a store across the atomic stores of the
-// sequence number around it. Readers load with atomic.LoadUint64, a plain
+// and gc emits stores in program order (they are chained through its SSA
+// memory state); the counter updates between the two stores of the
+// sequence number are calls, so neither store of it is dead to the
+// compiler. (Checked with -gcflags=-S: RecordExit stores seq twice.) Readers load with atomic.LoadUint64, a plain
 // MOV on amd64 that the compiler may not reorder either, and the sequence
 // number tells them whether what they loaded was one consistent state.
 //
