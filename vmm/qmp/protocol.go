@@ -143,6 +143,9 @@ func parseRequest(msg []byte, allowOOB bool) (request, *qmpError) {
 		err := json.Unmarshal(msg, &v)
 		return req, genericError("JSON parse error, %v", err)
 	}
+	if err := checkStrict(msg); err != nil {
+		return req, genericError("JSON parse error, %v", err)
+	}
 	var obj map[string]json.RawMessage
 	if msg[0] != '{' || json.Unmarshal(msg, &obj) != nil {
 		return req, genericError("QMP input must be a JSON object")

@@ -18,6 +18,18 @@ const maxQueuedBytes = 8 << 20
 // what is queued for it.
 const drainTimeout = time.Second
 
+// MaxClients caps the connections served at once. QEMU serves one client
+// per monitor socket; govmm allows a few, so that `govmm stat` can watch a
+// VM that something else controls. Each connection costs a descriptor, two
+// goroutines and buffers: uncapped, 20,000 idle clients used up the
+// process's descriptors (a new client got no greeting) and 248 MiB.
+// Clients past the cap get an error object and are hung up on at once.
+const MaxClients = 16
+
+// refuseTimeout bounds the write of a refusal. It cannot block on a fresh
+// connection, whose buffer is empty; the bound keeps it so.
+const refuseTimeout = 100 * time.Millisecond
+
 // quitFlushTimeout bounds how long quit waits for its reply to reach a
 // client before ending the VM anyway, as QEMU would.
 const quitFlushTimeout = 2 * time.Second
@@ -39,6 +51,7 @@ type Server struct {
 	closed  bool
 
 	handlers sync.WaitGroup // connection goroutines, waited for by Serve
+	slots    chan struct{}  // one token per connection served, MaxClients at most
 
 	quitOnce sync.Once // two clients' quit end the machine once
 }
@@ -54,7 +67,7 @@ func Listen(path string, m Machine) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{m: m, path: path, ln: ln, sock: fi, clients: map[*client]struct{}{}}, nil
+	return &Server{m: m, path: path, ln: ln, sock: fi, clients: map[*client]struct{}{}, slots: make(chan struct{}, MaxClients)}, nil
 }
 
 // Path is the socket's path.
@@ -83,18 +96,43 @@ func (s *Server) Serve() error {
 			return err
 		}
 		backoff = 0
+		select {
+		case s.slots <- struct{}{}:
+		default:
+			refuse(conn)
+			continue
+		}
 		c := newClient(conn)
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			conn.Close()
+			<-s.slots
 			continue
 		}
 		s.clients[c] = struct{}{}
-		s.handlers.Add(2) // reader and writer
+		s.handlers.Add(3) // reader, writer, and the slot's release
 		s.mu.Unlock()
 		go s.serveClient(c)
+		go func() {
+			defer s.handlers.Done()
+			<-c.done // shut: its descriptor is closed
+			<-s.slots
+		}()
 	}
+}
+
+// errTooManyClients is what a client past MaxClients reads before the
+// server hangs up.
+var errTooManyClients = genericError("too many QMP clients: at most %d are served at once", MaxClients)
+
+// refuse tells a client past MaxClients why, and hangs up.
+func refuse(conn net.Conn) {
+	if b, err := encode(response{Error: errTooManyClients}); err == nil {
+		conn.SetWriteDeadline(time.Now().Add(refuseTimeout))
+		conn.Write(b)
+	}
+	conn.Close()
 }
 
 func isTemporary(err error) bool {
