@@ -10,19 +10,31 @@
 // which PID 1's children are). ROUNDS repeats the attack; 0 repeats it
 // until the program is killed (for "stop during an attack" tests).
 //
-// Attacks:
+// Attacks (the block ones need a disk whose first sector starts with
+// BLK_MAGIC, at least 1016 KiB):
 //   console-chain  virtio-console transmit: one chain of every descriptor
 //                  in the table, each covering the largest guest RAM range
 //                  (output amplification: the host must bound what one
 //                  request prints)
+//   blk-reads      the whole virtio-blk ring of the largest legal READs
+//   blk-reset      that ring, then status 0 while the device works on it
+//   blk-bad        malformed requests (addresses outside RAM, bad sizes,
+//                  looping chains, I/O past the end), each must be refused
+//   notify-storm   notifications with nothing new, and for no queue
+//   status-games   status and queue registers written out of order
+// After each block attack a legal read of sector 0 must find BLK_MAGIC.
 //
-// Output: "HOSTILE-START ATTACK" once the device is set up, one
-// "HOSTILE-ROUND ATTACK N used=U status=S" line per round in which the
-// device did not complete the work, and at the end
+// Output: "HOSTILE-START ATTACK" once the device is set up,
+// "HOSTILE-FIRST-ROUND ATTACK" once the attack has run once, one
+// "HOSTILE-ROUND ATTACK N ..." line per round in which the device did not
+// complete the work, "HOSTILE-CASE ATTACK NAME status=S" for each blk-bad
+// case (S -1: the device asked for a reset), "HOSTILE-BROKEN ..." when
+// the device accepted a bad request or failed a legal one, and at the end
 // "HOSTILE-DONE ATTACK TOKEN": TOKEN is 16 random hex digits drawn after
 // the attack, so a host reading console output that may also hold copies
 // of guest memory knows that line was printed afterwards.
-// Exit status: 0 the attack ran, 1 setup failed, 2 usage.
+// Exit status: 0 the attack ran and the device behaved, 1 setup failed or
+// the device misbehaved, 2 usage.
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -136,7 +148,9 @@ static struct page page_alloc(void)
 struct dev {
 	volatile uint8_t *common;
 	volatile uint8_t *notify;
+	volatile uint8_t *device; // device-specific configuration
 	uint32_t notify_mult;
+	size_t notify_len;
 };
 
 static volatile uint8_t *bars[6];
@@ -245,10 +259,15 @@ static struct dev take_device(unsigned devid)
 		if (type == 1)
 			d.common = base + off;
 		if (type == 2) {
+			uint32_t len;
 			memcpy(&mult, cfg + at + 16, 4);
+			memcpy(&len, cfg + at + 12, 4);
 			d.notify = base + off;
 			d.notify_mult = mult;
+			d.notify_len = len;
 		}
+		if (type == 4)
+			d.device = base + off;
 	}
 	if (!d.common || !d.notify)
 		fail("no common or notify capability");
@@ -311,22 +330,32 @@ static void w64(struct dev *d, int off, uint64_t v)
 
 // setup_queue gives queue index its rings (each ring fits a page for
 // queues up to 256 entries) and enables it.
+static void program_queue(struct vq *q)
+{
+	struct dev *d = q->dev;
+	w16(d, CC_QSELECT, q->index);
+	q->size = r16(d, CC_QSIZE);
+	if (q->size == 0 || q->size > 256)
+		fail("queue size");
+	q->notify_off = r16(d, CC_QNOTIFYOFF);
+	memset(q->desc.va, 0, PAGE);
+	memset(q->avail.va, 0, PAGE);
+	memset(q->used.va, 0, PAGE);
+	q->avail_idx = 0;
+	w16(d, CC_QMSIX, 0xffff);
+	w64(d, CC_QDESC, q->desc.pa);
+	w64(d, CC_QDRIVER, q->avail.pa);
+	w64(d, CC_QDEVICE, q->used.pa);
+	w16(d, CC_QENABLE, 1);
+}
+
 static struct vq setup_queue(struct dev *d, int index)
 {
 	struct vq q = {.dev = d, .index = index};
-	w16(d, CC_QSELECT, index);
-	q.size = r16(d, CC_QSIZE);
-	if (q.size == 0 || q.size > 256)
-		fail("queue size");
-	q.notify_off = r16(d, CC_QNOTIFYOFF);
 	q.desc = page_alloc();
 	q.avail = page_alloc();
 	q.used = page_alloc();
-	w16(d, CC_QMSIX, 0xffff);
-	w64(d, CC_QDESC, q.desc.pa);
-	w64(d, CC_QDRIVER, q.avail.pa);
-	w64(d, CC_QDEVICE, q.used.pa);
-	w16(d, CC_QENABLE, 1);
+	program_queue(&q);
 	return q;
 }
 
@@ -400,6 +429,21 @@ static void largest_ram(uint64_t *start, uint64_t *len)
 		*len = 0xffffffffu;
 }
 
+static void started(const char *attack)
+{
+	printf("HOSTILE-START %s\n", attack);
+	fflush(stdout);
+}
+
+// first_round says the attack has run once: a test may stop govmm now.
+static void first_round(const char *attack, long r)
+{
+	if (r == 0) {
+		printf("HOSTILE-FIRST-ROUND %s\n", attack);
+		fflush(stdout);
+	}
+}
+
 static void round_result(const char *attack, long round, struct vq *q)
 {
 	printf("HOSTILE-ROUND %s %ld used=%u status=%#x\n", attack, round, *used_idx(q), r8(q->dev, CC_STATUS));
@@ -428,6 +472,305 @@ static void console_chain(const char *attack, long rounds)
 		notify(&tx);
 		if (!wait_used(&tx, tx.avail_idx, 10))
 			round_result(attack, r, &tx);
+		first_round(attack, r);
+	}
+}
+
+// A virtio-blk device with one queue and the pages its requests use.
+#define BLK_HDR 16
+#define BLK_T_IN 0
+#define BLK_T_OUT 1
+#define BLK_SEGS 254 // the seg_max govmm advertises
+#define BLK_MAGIC "GOVMM-HOSTILE-DISK"
+
+struct blk {
+	struct dev d;
+	struct vq q;
+	uint64_t capacity; // sectors
+	struct page hdr, status, table;
+	struct page data[BLK_SEGS];
+};
+
+static struct blk blk;
+
+static void blk_restart(void)
+{
+	start(&blk.d);
+	program_queue(&blk.q);
+	driver_ok(&blk.d);
+}
+
+static void blk_open(void)
+{
+	blk.d = take_device(VIRTIO_BLK);
+	if (!blk.d.device)
+		fail("no device configuration");
+	start(&blk.d);
+	blk.q = setup_queue(&blk.d, 0);
+	driver_ok(&blk.d);
+	blk.capacity = *(volatile uint32_t *)blk.d.device | (uint64_t) * (volatile uint32_t *)(blk.d.device + 4) << 32;
+	blk.hdr = page_alloc();
+	blk.status = page_alloc();
+	blk.table = page_alloc();
+	for (int i = 0; i < BLK_SEGS; i++)
+		blk.data[i] = page_alloc();
+}
+
+static void set_hdr(uint32_t type, uint64_t sector)
+{
+	memset(blk.hdr.va, 0, BLK_HDR);
+	memcpy(blk.hdr.va, &type, 4);
+	memcpy((uint8_t *)blk.hdr.va + 8, &sector, 8);
+}
+
+static void set_desc(struct desc *t, int i, uint64_t addr, uint32_t len, uint16_t flags)
+{
+	t[i] = (struct desc){.addr = addr, .len = len, .flags = flags, .next = i + 1};
+}
+
+// submit publishes head, notifies and waits for the device; it returns
+// the status byte, or -1 when the device asked for a reset or never
+// answered (it then restarts the device).
+static int submit(uint16_t head)
+{
+	volatile uint8_t *st = blk.status.va;
+	*st = 0xff;
+	publish(&blk.q, head);
+	notify(&blk.q);
+	if (!wait_used(&blk.q, blk.q.avail_idx, 30)) {
+		blk_restart();
+		return -1;
+	}
+	return *st;
+}
+
+// legal_read checks that the device still serves a plain request: sector
+// 0, which the test wrote BLK_MAGIC to.
+static void legal_read(const char *attack)
+{
+	struct desc *t = descs(&blk.q);
+	set_hdr(BLK_T_IN, 0);
+	memset(blk.data[0].va, 0, PAGE);
+	set_desc(t, 0, blk.hdr.pa, BLK_HDR, DESC_NEXT);
+	set_desc(t, 1, blk.data[0].pa, 512, DESC_NEXT | DESC_WRITE);
+	set_desc(t, 2, blk.status.pa, 1, DESC_WRITE);
+	int st = submit(0);
+	if (st != 0 || memcmp(blk.data[0].va, BLK_MAGIC, strlen(BLK_MAGIC)) != 0) {
+		printf("HOSTILE-BROKEN %s: a legal read after the attack got status %d\n", attack, st);
+		exit(1);
+	}
+}
+
+// huge_read_table fills the indirect table with the largest legal READ:
+// a header, seg_max pages of data, the status byte.
+static void huge_read_table(void)
+{
+	struct desc *t = blk.table.va;
+	set_hdr(BLK_T_IN, 0);
+	set_desc(t, 0, blk.hdr.pa, BLK_HDR, DESC_NEXT);
+	for (int i = 0; i < BLK_SEGS; i++)
+		set_desc(t, 1 + i, blk.data[i].pa, PAGE, DESC_NEXT | DESC_WRITE);
+	set_desc(t, 1 + BLK_SEGS, blk.status.pa, 1, DESC_WRITE);
+}
+
+// fill_ring makes every slot of the ring a huge READ through the table.
+static void fill_ring(void)
+{
+	struct desc *t = descs(&blk.q);
+	for (int i = 0; i < blk.q.size; i++)
+		t[i] = (struct desc){.addr = blk.table.pa, .len = (BLK_SEGS + 2) * sizeof(struct desc), .flags = DESC_INDIRECT};
+	for (int i = 0; i < blk.q.size; i++)
+		publish(&blk.q, i);
+}
+
+static void need_capacity(uint64_t sectors)
+{
+	if (blk.capacity < sectors) {
+		fprintf(stderr, "hostile: disk of %" PRIu64 " sectors, need %" PRIu64 "\n", blk.capacity, sectors);
+		exit(1);
+	}
+}
+
+// blk_reads: the whole ring full of the largest legal READs (each ~1 MiB
+// through an indirect table), over and over.
+static void blk_reads(const char *attack, long rounds)
+{
+	blk_open();
+	need_capacity(BLK_SEGS * PAGE / 512);
+	huge_read_table();
+	started(attack);
+	for (long r = 0; rounds == 0 || r < rounds; r++) {
+		fill_ring();
+		notify(&blk.q);
+		if (!wait_used(&blk.q, blk.q.avail_idx, 120))
+			round_result(attack, r, &blk.q);
+		else if (*(volatile uint8_t *)blk.status.va != 0)
+			printf("HOSTILE-ROUND %s %ld status byte %u\n", attack, r, *(volatile uint8_t *)blk.status.va);
+		first_round(attack, r);
+	}
+	legal_read(attack);
+}
+
+// blk_reset: a ring of huge READs, then status 0 (reset) while the
+// device works on it; the reset must return and the device work again.
+static void blk_reset(const char *attack, long rounds)
+{
+	blk_open();
+	need_capacity(BLK_SEGS * PAGE / 512);
+	huge_read_table();
+	started(attack);
+	for (long r = 0; rounds == 0 || r < rounds; r++) {
+		fill_ring();
+		notify(&blk.q);
+		w8(&blk.d, CC_STATUS, 0);
+		if (r8(&blk.d, CC_STATUS) != 0)
+			round_result(attack, r, &blk.q);
+		blk_restart();
+		first_round(attack, r);
+	}
+	legal_read(attack);
+}
+
+// A malformed request: refused means a status byte other than OK, or the
+// device asking for a reset; OK is a failure of the device.
+struct bad {
+	const char *name;
+	int n;          // descriptors in the chain
+	struct desc d[4];
+};
+
+// run_bad submits b and fails if the device accepted it; the first round
+// says what each case got (-1: the device asked for a reset).
+static void run_bad(const char *attack, const struct bad *b, long r)
+{
+	struct desc *t = descs(&blk.q);
+	for (int i = 0; i < b->n; i++)
+		t[i] = b->d[i];
+	int st = submit(0);
+	if (st == 0) {
+		printf("HOSTILE-BROKEN %s: %s completed with status OK\n", attack, b->name);
+		exit(1);
+	}
+	if (r == 0)
+		printf("HOSTILE-CASE %s %s status=%d\n", attack, b->name, st);
+}
+
+// blk_bad: requests with bad addresses and sizes, and looping chains.
+static void blk_bad(const char *attack, long rounds)
+{
+	blk_open();
+	uint64_t ram = 0, len;
+	largest_ram(&ram, &len);
+	uint64_t end = ram + len;
+	uint64_t h = blk.hdr.pa, s = blk.status.pa, d0 = blk.data[0].pa;
+	const uint16_t N = DESC_NEXT, W = DESC_WRITE;
+	const struct bad cases[] = {
+		{"data-outside-ram", 3, {{h, BLK_HDR, N, 1}, {1ull << 44, PAGE, N | W, 2}, {s, 1, W, 0}}},
+		{"data-across-ram-end", 3, {{h, BLK_HDR, N, 1}, {end - 512, PAGE, N | W, 2}, {s, 1, W, 0}}},
+		{"data-at-top-of-address-space", 3, {{h, BLK_HDR, N, 1}, {~0ull - 511, PAGE, N | W, 2}, {s, 1, W, 0}}},
+		{"header-outside-ram", 3, {{1ull << 44, BLK_HDR, N, 1}, {d0, PAGE, N | W, 2}, {s, 1, W, 0}}},
+		{"short-header", 3, {{h, 8, N, 1}, {d0, PAGE, N | W, 2}, {s, 1, W, 0}}},
+		{"empty-data", 3, {{h, BLK_HDR, N, 1}, {d0, 0, N | W, 2}, {s, 1, W, 0}}},
+		{"data-over-size-max", 3, {{h, BLK_HDR, N, 1}, {ram, 2 << 20, N | W, 2}, {s, 1, W, 0}}},
+		{"data-4GiB", 3, {{h, BLK_HDR, N, 1}, {ram, 0xffffffff, N | W, 2}, {s, 1, W, 0}}},
+		{"loop-to-head", 3, {{h, BLK_HDR, N, 1}, {d0, PAGE, N | W, 2}, {s, 1, N | W, 0}}},
+		{"loop-to-self", 3, {{h, BLK_HDR, N, 1}, {d0, PAGE, N | W, 1}, {s, 1, W, 0}}},
+		{"next-outside-table", 2, {{h, BLK_HDR, N, 1}, {d0, PAGE, N | W, 0x7fff}}},
+		{"indirect-loop", 1, {{0, 0, DESC_INDIRECT, 0}}}, // table filled below
+		{"indirect-in-indirect", 1, {{0, 0, DESC_INDIRECT, 0}}},
+		{"indirect-odd-length", 1, {{0, 17, DESC_INDIRECT, 0}}},
+		{"read-past-end", 3, {{h, BLK_HDR, N, 1}, {d0, PAGE, N | W, 2}, {s, 1, W, 0}}},
+		{"write-past-end", 3, {{h, BLK_HDR, N, 1}, {d0, PAGE, N, 2}, {s, 1, W, 0}}},
+		{"partial-sector", 3, {{h, BLK_HDR, N, 1}, {d0, 100, N | W, 2}, {s, 1, W, 0}}},
+	};
+	started(attack);
+	for (long r = 0; rounds == 0 || r < rounds; r++) {
+		for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+			struct bad b = cases[i];
+			struct desc *t = blk.table.va;
+			set_hdr(BLK_T_IN, 0);
+			if (strcmp(b.name, "indirect-loop") == 0) {
+				// hdr -> data -> status -> data -> status ...
+				t[0] = (struct desc){h, BLK_HDR, N, 1};
+				t[1] = (struct desc){d0, PAGE, N | W, 2};
+				t[2] = (struct desc){s, 1, N | W, 1};
+				b.d[0].addr = blk.table.pa;
+				b.d[0].len = 3 * sizeof(struct desc);
+			} else if (strcmp(b.name, "indirect-in-indirect") == 0) {
+				t[0] = (struct desc){blk.table.pa, 16, DESC_INDIRECT, 0};
+				b.d[0].addr = blk.table.pa;
+				b.d[0].len = sizeof(struct desc);
+			} else if (strcmp(b.name, "indirect-odd-length") == 0) {
+				b.d[0].addr = blk.table.pa;
+			} else if (strcmp(b.name, "read-past-end") == 0) {
+				set_hdr(BLK_T_IN, blk.capacity - 1);
+			} else if (strcmp(b.name, "write-past-end") == 0) {
+				memset(blk.data[0].va, 0xee, PAGE);
+				set_hdr(BLK_T_OUT, blk.capacity - 1);
+			}
+			run_bad(attack, &b, r);
+		}
+		first_round(attack, r);
+	}
+	legal_read(attack);
+}
+
+// notify_storm: 10000 notifications with nothing new, notifications
+// naming queues that do not exist, and writes all over the notify area.
+static void notify_storm(const char *attack, long rounds)
+{
+	blk_open();
+	started(attack);
+	for (long r = 0; rounds == 0 || r < rounds; r++) {
+		for (int i = 0; i < 10000; i++)
+			notify(&blk.q);
+		for (size_t off = 0; off + 2 <= blk.d.notify_len + 64 && off + 2 <= 0x1000; off += 2)
+			*(volatile uint16_t *)(blk.d.notify + off) = (uint16_t)(off * 7919);
+		for (int i = 0; i < 1000; i++)
+			*(volatile uint16_t *)blk.d.notify = 0xffff - i;
+		first_round(attack, r);
+	}
+	legal_read(attack);
+}
+
+// status_games: status writes out of order, queue registers changed at
+// the wrong time, features changed after FEATURES_OK.
+static void status_games(const char *attack, long rounds)
+{
+	blk_open();
+	started(attack);
+	struct dev *d = &blk.d;
+	for (long r = 0; rounds == 0 || r < rounds; r++) {
+		// DRIVER_OK with no FEATURES_OK, then FEATURES_OK with no features.
+		w8(d, CC_STATUS, 0);
+		w8(d, CC_STATUS, ST_ACK | ST_DRIVER | ST_DRIVER_OK);
+		w8(d, CC_STATUS, ST_FEATURES_OK);
+		// Every status value, each after a reset.
+		for (int v = 1; v < 256; v++) {
+			w8(d, CC_STATUS, 0);
+			w8(d, CC_STATUS, v);
+		}
+		// A running device: queue registers rewritten, a queue enabled
+		// twice, features rewritten, a queue that does not exist.
+		blk_restart();
+		w16(d, CC_QSELECT, 0);
+		w64(d, CC_QDESC, 1ull << 44);
+		w16(d, CC_QSIZE, 3);
+		w16(d, CC_QENABLE, 1);
+		w16(d, CC_QENABLE, 0);
+		w32(d, CC_GFSELECT, 0);
+		w32(d, CC_GF, 0xffffffff);
+		w32(d, CC_GFSELECT, 7);
+		w32(d, CC_GF, 0xffffffff);
+		w16(d, CC_QSELECT, 0xffff);
+		w16(d, CC_QSIZE, 0);
+		w64(d, CC_QDESC, 0);
+		w16(d, CC_QENABLE, 1);
+		w16(d, CC_QMSIX, 0x1234);
+		w16(d, CC_MSIX, 0x1234);
+		// The ring must still be where it was: a legal read works.
+		legal_read(attack);
+		first_round(attack, r);
 	}
 }
 
@@ -436,6 +779,11 @@ static const struct {
 	void (*run)(const char *attack, long rounds);
 } attacks[] = {
 	{"console-chain", console_chain},
+	{"blk-reads", blk_reads},
+	{"blk-reset", blk_reset},
+	{"blk-bad", blk_bad},
+	{"notify-storm", notify_storm},
+	{"status-games", status_games},
 };
 
 int main(int argc, char **argv)

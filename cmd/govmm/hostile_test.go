@@ -1,7 +1,10 @@
 package main
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
 	"fmt"
+	"os"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -147,42 +150,107 @@ func (vm *hostileVM) checkCarriedOn(t *testing.T) {
 	}
 }
 
-// A transmit chain of 64 descriptors, each covering all of guest RAM,
-// would make 32 GiB of output per request: govmm prints at most
-// consoleTxMax of each, completes every request, and the guest goes on.
-func TestHostileConsoleChain(t *testing.T) {
-	const rounds = 16
-	vm := startHostile(t, "console-chain", rounds, "--console", "virtio")
-	vm.waitExit(t, hostileBootBound)
-	vm.checkCarriedOn(t)
-	total, _ := vm.out.snapshot()
-	// The guest's own lines are a few hundred bytes; 256 KiB of slack.
-	if limit := int64(rounds*consoleTxMax + 256<<10); total > limit {
-		t.Errorf("the console printed %d bytes for %d requests, want at most %d", total, rounds, limit)
+// hostileDisk makes a disk image that starts with the magic the guest's
+// legal reads check for, and returns its path and its SHA-256.
+func hostileDisk(t *testing.T) (string, [32]byte) {
+	t.Helper()
+	data := make([]byte, 4<<20)
+	if _, err := rand.Read(data); err != nil {
+		t.Fatal(err)
+	}
+	copy(data, "GOVMM-HOSTILE-DISK")
+	return writeFile(t, "hostile.img", data), sha256.Sum256(data)
+}
+
+func checkDisk(t *testing.T, path string, want [32]byte) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sha256.Sum256(data) != want {
+		t.Errorf("the disk image changed, though the guest wrote nothing legal")
 	}
 }
 
-// SIGTERM while the guest keeps resubmitting that chain ends govmm, with
-// status 0, within endBound.
-func TestHostileConsoleChainSIGTERM(t *testing.T) {
-	vm := startHostile(t, "console-chain", 0, "--console", "virtio")
-	var start int64
-	vm.waitOutput(t, "HOSTILE-START", func(total int64, text string) bool {
-		if i := strings.Index(text, "HOSTILE-START console-chain"); i >= 0 {
-			start = int64(i)
-			return true
-		}
-		return false
-	})
-	// Two requests' worth of output past the start line: the attack is
-	// under way.
-	vm.waitOutput(t, "attack output", func(total int64, _ string) bool { return total > start+2*consoleTxMax })
-	if err := vm.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+// The attacks of guests/hostile.c.
+var hostileAttacks = []struct {
+	name   string
+	rounds int // in the run to completion
+	disk   bool
+	flags  []string
+}{
+	// A transmit chain of 64 descriptors, each covering all of guest
+	// RAM: 32 GiB of output per request if copied.
+	{name: "console-chain", rounds: 16, flags: []string{"--console", "virtio"}},
+	// The whole ring full of READs of seg_max pages (~1 MiB) each.
+	{name: "blk-reads", rounds: 2, disk: true},
+	// The same ring, and status 0 (reset) while the device works on it.
+	{name: "blk-reset", rounds: 3, disk: true},
+	// Addresses outside RAM, bad sizes, looping chains, I/O past the end.
+	{name: "blk-bad", rounds: 2, disk: true},
+	// Notifications with nothing new, for queues that do not exist, all
+	// over the notify area.
+	{name: "notify-storm", rounds: 1, disk: true},
+	// Status and queue registers written out of order.
+	{name: "status-games", rounds: 2, disk: true},
+}
+
+// Each attack runs to completion: govmm bounds its output to consoleTxMax
+// per request, the guest goes on (a legal read after each block attack
+// finds the disk as it was, checked in the guest) and powers off, and the
+// disk image is unchanged.
+func TestHostileGuest(t *testing.T) {
+	for _, a := range hostileAttacks {
+		t.Run(a.name, func(t *testing.T) {
+			flags := a.flags
+			var disk string
+			var sum [32]byte
+			if a.disk {
+				disk, sum = hostileDisk(t)
+				flags = append(flags, "--disk", disk)
+			}
+			vm := startHostile(t, a.name, a.rounds, flags...)
+			vm.waitExit(t, hostileBootBound)
+			vm.checkCarriedOn(t)
+			total, _ := vm.out.snapshot()
+			// The guest's own lines are a few KiB; 256 KiB of slack.
+			if limit := int64(a.rounds*consoleTxMax + 256<<10); total > limit {
+				t.Errorf("the console printed %d bytes in %d rounds, want at most %d", total, a.rounds, limit)
+			}
+			if a.disk {
+				checkDisk(t, disk, sum)
+			}
+		})
 	}
-	vm.waitExit(t, endBound)
-	// An orderly end, as on any stop: the exit table is printed.
-	if !strings.Contains(vm.stderr.String(), "TOTAL") {
-		t.Errorf("no exit table after SIGTERM\n%s", vm.report())
+}
+
+// SIGTERM while the guest repeats an attack without end ends govmm, with
+// status 0 and its exit table, within endBound.
+func TestHostileGuestSIGTERM(t *testing.T) {
+	for _, a := range hostileAttacks {
+		t.Run(a.name, func(t *testing.T) {
+			flags := a.flags
+			var disk string
+			var sum [32]byte
+			if a.disk {
+				disk, sum = hostileDisk(t)
+				flags = append(flags, "--disk", disk)
+			}
+			vm := startHostile(t, a.name, 0, flags...)
+			marker := "HOSTILE-FIRST-ROUND " + a.name
+			vm.waitOutput(t, marker, func(_ int64, text string) bool { return strings.Contains(text, marker) })
+			if err := vm.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			vm.waitExit(t, endBound)
+			// An orderly end, as on any stop: the exit table is printed.
+			if !strings.Contains(vm.stderr.String(), "TOTAL") {
+				t.Errorf("no exit table after SIGTERM\n%s", vm.report())
+			}
+			if a.disk {
+				checkDisk(t, disk, sum)
+			}
+		})
 	}
 }
