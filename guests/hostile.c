@@ -591,9 +591,11 @@ static void need_capacity(uint64_t sectors)
 	}
 }
 
-// blk_reads: the whole ring full of the largest legal READs (each ~1 MiB
-// through an indirect table), over and over.
-static void blk_reads(const char *attack, long rounds)
+// huge_reads fills the whole ring with the largest legal READs (each
+// ~1 MiB through an indirect table), over and over. With reset, it writes
+// status 0 while the device works on them: the reset must return and the
+// device work again.
+static void huge_reads(const char *attack, long rounds, int reset)
 {
 	blk_open();
 	need_capacity(BLK_SEGS * PAGE / 512);
@@ -602,34 +604,23 @@ static void blk_reads(const char *attack, long rounds)
 	for (long r = 0; rounds == 0 || r < rounds; r++) {
 		fill_ring();
 		notify(&blk.q);
-		if (!wait_used(&blk.q, blk.q.avail_idx, 120))
+		if (reset) {
+			w8(&blk.d, CC_STATUS, 0);
+			if (r8(&blk.d, CC_STATUS) != 0)
+				round_result(attack, r, &blk.q);
+			blk_restart();
+		} else if (!wait_used(&blk.q, blk.q.avail_idx, 120)) {
 			round_result(attack, r, &blk.q);
-		else if (*(volatile uint8_t *)blk.status.va != 0)
+		} else if (*(volatile uint8_t *)blk.status.va != 0) {
 			printf("HOSTILE-ROUND %s %ld status byte %u\n", attack, r, *(volatile uint8_t *)blk.status.va);
+		}
 		first_round(attack, r);
 	}
 	legal_read(attack);
 }
 
-// blk_reset: a ring of huge READs, then status 0 (reset) while the
-// device works on it; the reset must return and the device work again.
-static void blk_reset(const char *attack, long rounds)
-{
-	blk_open();
-	need_capacity(BLK_SEGS * PAGE / 512);
-	huge_read_table();
-	started(attack);
-	for (long r = 0; rounds == 0 || r < rounds; r++) {
-		fill_ring();
-		notify(&blk.q);
-		w8(&blk.d, CC_STATUS, 0);
-		if (r8(&blk.d, CC_STATUS) != 0)
-			round_result(attack, r, &blk.q);
-		blk_restart();
-		first_round(attack, r);
-	}
-	legal_read(attack);
-}
+static void blk_reads(const char *attack, long rounds) { huge_reads(attack, rounds, 0); }
+static void blk_reset(const char *attack, long rounds) { huge_reads(attack, rounds, 1); }
 
 // A malformed request: refused means a status byte other than OK, or the
 // device asking for a reset; OK is a failure of the device.

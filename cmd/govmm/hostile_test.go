@@ -173,13 +173,27 @@ func checkDisk(t *testing.T, path string, want [32]byte) {
 	}
 }
 
-// The attacks of guests/hostile.c.
-var hostileAttacks = []struct {
+// hostileAttack is one attack of guests/hostile.c.
+type hostileAttack struct {
 	name   string
 	rounds int // in the run to completion
 	disk   bool
 	flags  []string
-}{
+}
+
+// start boots govmm on the attack, repeated rounds times (0: without
+// end), and returns a check that the disk, if any, is unchanged.
+func (a hostileAttack) start(t *testing.T, rounds int) (*hostileVM, func()) {
+	t.Helper()
+	if !a.disk {
+		return startHostile(t, a.name, rounds, a.flags...), func() {}
+	}
+	disk, sum := hostileDisk(t)
+	vm := startHostile(t, a.name, rounds, append(a.flags, "--disk", disk)...)
+	return vm, func() { checkDisk(t, disk, sum) }
+}
+
+var hostileAttacks = []hostileAttack{
 	// A transmit chain of 64 descriptors, each covering all of guest
 	// RAM: 32 GiB of output per request if copied.
 	{name: "console-chain", rounds: 16, flags: []string{"--console", "virtio"}},
@@ -203,14 +217,7 @@ var hostileAttacks = []struct {
 func TestHostileGuest(t *testing.T) {
 	for _, a := range hostileAttacks {
 		t.Run(a.name, func(t *testing.T) {
-			flags := a.flags
-			var disk string
-			var sum [32]byte
-			if a.disk {
-				disk, sum = hostileDisk(t)
-				flags = append(flags, "--disk", disk)
-			}
-			vm := startHostile(t, a.name, a.rounds, flags...)
+			vm, diskUnchanged := a.start(t, a.rounds)
 			vm.waitExit(t, hostileBootBound)
 			vm.checkCarriedOn(t)
 			total, _ := vm.out.snapshot()
@@ -218,9 +225,7 @@ func TestHostileGuest(t *testing.T) {
 			if limit := int64(a.rounds*consoleTxMax + 256<<10); total > limit {
 				t.Errorf("the console printed %d bytes in %d rounds, want at most %d", total, a.rounds, limit)
 			}
-			if a.disk {
-				checkDisk(t, disk, sum)
-			}
+			diskUnchanged()
 		})
 	}
 }
@@ -230,14 +235,7 @@ func TestHostileGuest(t *testing.T) {
 func TestHostileGuestSIGTERM(t *testing.T) {
 	for _, a := range hostileAttacks {
 		t.Run(a.name, func(t *testing.T) {
-			flags := a.flags
-			var disk string
-			var sum [32]byte
-			if a.disk {
-				disk, sum = hostileDisk(t)
-				flags = append(flags, "--disk", disk)
-			}
-			vm := startHostile(t, a.name, 0, flags...)
+			vm, diskUnchanged := a.start(t, 0)
 			marker := "HOSTILE-FIRST-ROUND " + a.name
 			vm.waitOutput(t, marker, func(_ int64, text string) bool { return strings.Contains(text, marker) })
 			if err := vm.cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -248,9 +246,7 @@ func TestHostileGuestSIGTERM(t *testing.T) {
 			if !strings.Contains(vm.stderr.String(), "TOTAL") {
 				t.Errorf("no exit table after SIGTERM\n%s", vm.report())
 			}
-			if a.disk {
-				checkDisk(t, disk, sum)
-			}
+			diskUnchanged()
 		})
 	}
 }
