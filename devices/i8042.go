@@ -36,6 +36,13 @@ func NewI8042(reset func()) *I8042 {
 	return &I8042{reset: reset}
 }
 
+// Reset forgets a half-written output port command (machine reset).
+func (k *I8042) Reset() {
+	k.mu.Lock()
+	k.awaitOutput = false
+	k.mu.Unlock()
+}
+
 // Read returns 0 for data and status: no data to read and an empty input
 // buffer, so Linux's kb_wait never spins.
 func (k *I8042) Read(offset uint64, data []byte) {

@@ -162,6 +162,10 @@ type PCIConfig struct {
 	// log gets what the guest does wrong with the BARs (placing one
 	// over another device), rate limited; mu guards the pointer.
 	log *guestlog.Logger
+	// atAttach is the configuration space as it was when the function
+	// was attached, with the BAR addresses "firmware" gave it: a reset
+	// returns to it.
+	atAttach [PCIConfigSize]byte
 }
 
 // NewPCIConfig returns a header with identity h, no BARs and no
@@ -408,6 +412,18 @@ func (c *PCIConfig) WriteConfig(offset uint64, data []byte) {
 	}
 }
 
+// Reset returns configuration space to what it was when the function was
+// attached (machine reset): decoding off, BARs back at their first
+// addresses, capabilities as first set. BARs move off the bus as the
+// command register clears, with their Moved callbacks. Functions that
+// mirror capability bits in state of their own reset that themselves.
+func (c *PCIConfig) Reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.b = c.atAttach
+	c.updateMappings()
+}
+
 // Bytes returns a copy of n bytes of configuration space at offset, for
 // functions that keep state in their capabilities.
 func (c *PCIConfig) Bytes(offset, n int) []byte {
@@ -546,6 +562,7 @@ func (c *PCIConfig) attach(mmio, io *Bus) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.mmio, c.io = mmio, io
+	c.atAttach = c.b
 	// Force a fresh mapping in case decoding was enabled before.
 	for i := range c.bars {
 		c.bars[i].mapped = false
@@ -578,8 +595,20 @@ func NewPCIHostBridge(mmio, io *Bus) *PCIHostBridge {
 		VendorID: PCIHostBridgeVendor, DeviceID: PCIHostBridgeDevice,
 		Class: PCIClassHostBridge,
 	})
+	host.attach(mmio, io) // no BARs: this records its reset state
 	h.slots[0].Store(&pciSlot{host})
 	return h
+}
+
+// Reset clears the address latch and resets every function's
+// configuration space (machine reset).
+func (h *PCIHostBridge) Reset() {
+	h.address.Store(0)
+	for slot := range h.slots {
+		if s := h.slots[slot].Load(); s != nil {
+			s.f.ConfigSpace().Reset()
+		}
+	}
 }
 
 // ErrNoSlot is returned by AddDevice when all 32 device numbers are taken.

@@ -114,6 +114,20 @@ func NewSerial(irq IRQLine, out io.Writer) *Serial {
 	}
 }
 
+// Reset puts the registers in their power-on state (machine reset):
+// interrupts off, FIFOs and pending events cleared, input not yet read
+// dropped. Output already written stays, and is flushed.
+func (s *Serial) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.flushLocked()
+	s.ier, s.lcr, s.mcr, s.scr, s.fcr = 0, 0, 0, 0, 0
+	s.dll, s.dlm = 0x0c, 0
+	s.thriPending, s.overrun = false, false
+	s.rxHead, s.rxLen = 0, 0
+	s.updateIRQLocked()
+}
+
 // SetFlushDelay sets how long a partial output line may wait before it is
 // written out; 0 disables the timer, leaving only '\n', a full buffer and
 // Flush.

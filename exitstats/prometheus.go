@@ -22,6 +22,8 @@ type VMInfo struct {
 	// and a query for a state the VM is not in finds 0 rather than nothing.
 	State  string
 	States []string
+	// Resets counts machine resets (system_reset, guest reboots) so far.
+	Resets uint64
 }
 
 // CollectorConfig says what a Collector exports. Every part may be nil.
@@ -43,7 +45,7 @@ type Collector struct {
 	cfg CollectorConfig
 
 	exits, handling, guest, guestRun *prometheus.Desc
-	vcpus, memory, state             *prometheus.Desc
+	vcpus, memory, state, resets     *prometheus.Desc
 	kernelErr                        *prometheus.Desc
 
 	// kernelVM and kernelVCPU map a KVM stat name to its metric, for the
@@ -80,6 +82,7 @@ func NewCollector(cfg CollectorConfig) *Collector {
 			[]string{"vcpu"}, nil),
 		vcpus:     prometheus.NewDesc(metricPrefix+"vcpus", "Number of vCPUs of the VM.", nil, nil),
 		memory:    prometheus.NewDesc(metricPrefix+"memory_bytes", "Guest RAM size.", nil, nil),
+		resets:    prometheus.NewDesc(metricPrefix+"vm_resets_total", "Machine resets (system_reset, guest reboots) since the VM started.", nil, nil),
 		state:     prometheus.NewDesc(metricPrefix+"vm_state", "1 for the state the VM is in, 0 for the others.", []string{"state"}, nil),
 		kernelErr: prometheus.NewDesc(metricPrefix+"kvm_stats_read", "Reading KVM's binary stats fds.", nil, nil),
 	}
@@ -101,6 +104,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- c.vcpus
 		ch <- c.memory
 		ch <- c.state
+		ch <- c.resets
 	}
 	if c.cfg.Kernel != nil {
 		ch <- c.kernelErr
@@ -159,6 +163,7 @@ func (c *Collector) collectVM(ch chan<- prometheus.Metric) {
 	info := c.cfg.VMInfo()
 	ch <- constMetric(c.vcpus, prometheus.GaugeValue, float64(info.VCPUs))
 	ch <- constMetric(c.memory, prometheus.GaugeValue, float64(info.MemoryBytes))
+	ch <- constMetric(c.resets, prometheus.CounterValue, float64(info.Resets))
 	sent := false
 	for _, s := range info.States {
 		v := 0.0

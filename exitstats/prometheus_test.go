@@ -119,7 +119,7 @@ govmm_guest_seconds_total{vcpu="1"} 0
 func TestCollectorVMInfo(t *testing.T) {
 	state := "running"
 	c := NewCollector(CollectorConfig{VMInfo: func() VMInfo {
-		return VMInfo{VCPUs: 2, MemoryBytes: 512 << 20, State: state, States: []string{"created", "running", "paused", "stopped"}}
+		return VMInfo{VCPUs: 2, MemoryBytes: 512 << 20, State: state, States: []string{"created", "running", "paused", "stopped"}, Resets: 3}
 	}})
 	lint(t, c)
 	want := `
@@ -129,6 +129,9 @@ govmm_memory_bytes 5.36870912e+08
 # HELP govmm_vcpus Number of vCPUs of the VM.
 # TYPE govmm_vcpus gauge
 govmm_vcpus 2
+# HELP govmm_vm_resets_total Machine resets (system_reset, guest reboots) since the VM started.
+# TYPE govmm_vm_resets_total counter
+govmm_vm_resets_total 3
 # HELP govmm_vm_state 1 for the state the VM is in, 0 for the others.
 # TYPE govmm_vm_state gauge
 govmm_vm_state{state="created"} 0

@@ -61,6 +61,17 @@ var (
 	reqGetMPState    = ior(0x98, 4)
 	reqGetVCPUEvents = ior(0x9f, unsafe.Sizeof(VCPUEvents{}))
 	reqSetVCPUEvents = iow(0xa0, unsafe.Sizeof(VCPUEvents{}))
+	reqSetMPState    = iow(0x99, 4)
+	reqGetDebugRegs  = ior(0xa1, unsafe.Sizeof(DebugRegs{}))
+	reqSetDebugRegs  = iow(0xa2, unsafe.Sizeof(DebugRegs{}))
+	reqGetXCRs       = ior(0xa6, unsafe.Sizeof(XCRs{}))
+	reqSetXCRs       = iow(0xa7, unsafe.Sizeof(XCRs{}))
+
+	// VM ioctls that share numbers with vCPU ones.
+	reqGetIRQChip = iowr(0x62, unsafe.Sizeof(IRQChipState{}))
+	reqSetIRQChip = ior(0x63, unsafe.Sizeof(IRQChipState{})) // _IOR in the kernel too
+	reqGetPIT2    = ior(0x9f, unsafe.Sizeof(PITState2{}))
+	reqSetPIT2    = iow(0xa0, unsafe.Sizeof(PITState2{}))
 )
 
 // APIVersion is the only KVM API version there has ever been.
@@ -85,6 +96,8 @@ const (
 	CapIOEventFD        Cap = 36
 	CapMaxVCPUs         Cap = 66
 	CapTSCDeadlineTimer Cap = 72
+	CapXCRs             Cap = 56
+	CapDebugRegs        Cap = 50
 	CapSyncRegs         Cap = 74
 	CapSignalMSI        Cap = 77
 	CapSplitIRQChip     Cap = 121

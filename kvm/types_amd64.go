@@ -65,6 +65,44 @@ type VCPUEvents struct {
 	Raw [64]byte
 }
 
+// XCRs is struct kvm_xcrs: the extended control registers (XCR0).
+type XCRs struct {
+	NXCRs uint32
+	Flags uint32
+	XCRs  [16]struct {
+		XCR   uint32
+		_     uint32
+		Value uint64
+	}
+	_ [16]uint64
+}
+
+// DebugRegs is struct kvm_debugregs, kept opaque: govmm only moves it.
+type DebugRegs struct {
+	Raw [128]byte
+}
+
+// IRQChipState is struct kvm_irqchip: one in-kernel interrupt controller
+// (IRQChipPICMaster, IRQChipPICSlave or IRQChipIOAPIC) and its state,
+// kept opaque.
+type IRQChipState struct {
+	ChipID uint32
+	_      uint32
+	Raw    [512]byte
+}
+
+// The chips of KVM_GET_IRQCHIP / KVM_SET_IRQCHIP (KVM_IRQCHIP_*).
+const (
+	IRQChipPICMaster = 0
+	IRQChipPICSlave  = 1
+	IRQChipIOAPIC    = 2
+)
+
+// PITState2 is struct kvm_pit_state2, kept opaque.
+type PITState2 struct {
+	Raw [112]byte
+}
+
 // LAPICState is struct kvm_lapic_state: the local APIC register page.
 type LAPICState struct {
 	Regs [1024]byte

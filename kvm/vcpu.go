@@ -148,36 +148,25 @@ func (v *VCPU) SetLAPIC(l LAPICState) error {
 // SetMSRs writes MSRs; KVM stops at the first one it refuses, which is an
 // error naming that MSR.
 func (v *VCPU) SetMSRs(entries []MSR) error {
-	if len(entries) > maxMSRs {
-		return fmt.Errorf("KVM_SET_MSRS on vCPU %d: %d entries, at most %d", v.ID, len(entries), maxMSRs)
-	}
-	m := &msrs{NMSRs: uint32(len(entries))}
-	copy(m.Entries[:], entries)
-	n, err := ioctlPtr(v.fd, reqSetMSRs, unsafe.Pointer(m))
-	if err != nil {
-		return wrap(err, "KVM_SET_MSRS", v.ID)
-	}
-	if int(n) != len(entries) {
-		return fmt.Errorf("KVM_SET_MSRS on vCPU %d: MSR %#x refused", v.ID, entries[n].Index)
-	}
-	return nil
+	return v.allMSRs(reqSetMSRs, "KVM_SET_MSRS", entries, false)
 }
 
 // GetMSRs reads the MSRs named by the Index fields of entries.
 func (v *VCPU) GetMSRs(entries []MSR) error {
+	return v.allMSRs(reqGetMSRs, "KVM_GET_MSRS", entries, true)
+}
+
+func (v *VCPU) allMSRs(req uintptr, what string, entries []MSR, read bool) error {
 	if len(entries) > maxMSRs {
-		return fmt.Errorf("KVM_GET_MSRS on vCPU %d: %d entries, at most %d", v.ID, len(entries), maxMSRs)
+		return fmt.Errorf("%s on vCPU %d: %d entries, at most %d", what, v.ID, len(entries), maxMSRs)
 	}
-	m := &msrs{NMSRs: uint32(len(entries))}
-	copy(m.Entries[:], entries)
-	n, err := ioctlPtr(v.fd, reqGetMSRs, unsafe.Pointer(m))
+	n, err := v.msrIO(req, what, entries, read)
 	if err != nil {
-		return wrap(err, "KVM_GET_MSRS", v.ID)
+		return err
 	}
-	if int(n) != len(entries) {
-		return fmt.Errorf("KVM_GET_MSRS on vCPU %d: MSR %#x refused", v.ID, entries[n].Index)
+	if n != len(entries) {
+		return fmt.Errorf("%s on vCPU %d: MSR %#x refused", what, v.ID, entries[n].Index)
 	}
-	copy(entries, m.Entries[:n])
 	return nil
 }
 
@@ -194,6 +183,83 @@ func (v *VCPU) MPState() (uint32, error) {
 	var s uint32
 	_, err := ioctlPtr(v.fd, reqGetMPState, unsafe.Pointer(&s))
 	return s, wrap(err, "KVM_GET_MP_STATE", v.ID)
+}
+
+// SetMPState sets the vCPU's multiprocessing state (KVM_MP_STATE_*).
+func (v *VCPU) SetMPState(s uint32) error {
+	_, err := ioctlPtr(v.fd, reqSetMPState, unsafe.Pointer(&s))
+	return wrap(err, "KVM_SET_MP_STATE", v.ID)
+}
+
+// SetVCPUEvents writes pending exceptions, interrupts and NMIs.
+func (v *VCPU) SetVCPUEvents(e VCPUEvents) error {
+	_, err := ioctlPtr(v.fd, reqSetVCPUEvents, unsafe.Pointer(&e))
+	return wrap(err, "KVM_SET_VCPU_EVENTS", v.ID)
+}
+
+// GetXCRs reads the extended control registers (KVM_CAP_XCRS).
+func (v *VCPU) GetXCRs() (XCRs, error) {
+	var x XCRs
+	_, err := ioctlPtr(v.fd, reqGetXCRs, unsafe.Pointer(&x))
+	return x, wrap(err, "KVM_GET_XCRS", v.ID)
+}
+
+// SetXCRs writes the extended control registers.
+func (v *VCPU) SetXCRs(x XCRs) error {
+	_, err := ioctlPtr(v.fd, reqSetXCRs, unsafe.Pointer(&x))
+	return wrap(err, "KVM_SET_XCRS", v.ID)
+}
+
+// GetDebugRegs reads the debug registers (KVM_CAP_DEBUGREGS).
+func (v *VCPU) GetDebugRegs() (DebugRegs, error) {
+	var d DebugRegs
+	_, err := ioctlPtr(v.fd, reqGetDebugRegs, unsafe.Pointer(&d))
+	return d, wrap(err, "KVM_GET_DEBUGREGS", v.ID)
+}
+
+// SetDebugRegs writes the debug registers.
+func (v *VCPU) SetDebugRegs(d DebugRegs) error {
+	_, err := ioctlPtr(v.fd, reqSetDebugRegs, unsafe.Pointer(&d))
+	return wrap(err, "KVM_SET_DEBUGREGS", v.ID)
+}
+
+// ReadMSRs reads entries' MSRs in order, any number of them, and returns
+// how many it read: KVM stops at the first MSR it refuses, entries[n].
+func (v *VCPU) ReadMSRs(entries []MSR) (int, error) {
+	return v.msrBatches(reqGetMSRs, "KVM_GET_MSRS", entries, true)
+}
+
+// WriteMSRs writes entries in order, any number of them, and returns how
+// many KVM took: it stops at the first MSR it refuses, entries[n].
+func (v *VCPU) WriteMSRs(entries []MSR) (int, error) {
+	return v.msrBatches(reqSetMSRs, "KVM_SET_MSRS", entries, false)
+}
+
+func (v *VCPU) msrBatches(req uintptr, what string, entries []MSR, read bool) (int, error) {
+	done := 0
+	for done < len(entries) {
+		batch := entries[done:min(len(entries), done+maxMSRs)]
+		n, err := v.msrIO(req, what, batch, read)
+		done += n
+		if err != nil || n < len(batch) {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// msrIO does one KVM_GET_MSRS or KVM_SET_MSRS of at most maxMSRs entries.
+func (v *VCPU) msrIO(req uintptr, what string, entries []MSR, read bool) (int, error) {
+	m := &msrs{NMSRs: uint32(len(entries))}
+	copy(m.Entries[:], entries)
+	n, err := ioctlPtr(v.fd, req, unsafe.Pointer(m))
+	if err != nil {
+		return 0, wrap(err, what, v.ID)
+	}
+	if read {
+		copy(entries, m.Entries[:n])
+	}
+	return int(n), nil
 }
 
 // EnableCap enables a vCPU capability.

@@ -82,6 +82,41 @@ func (vm *VM) IRQLine(gsi uint32, high bool) error {
 	return nil
 }
 
+// GetIRQChip reads the state of in-kernel interrupt controller chip
+// (IRQChipPICMaster, IRQChipPICSlave, IRQChipIOAPIC).
+func (vm *VM) GetIRQChip(chip uint32) (IRQChipState, error) {
+	s := IRQChipState{ChipID: chip}
+	if _, err := ioctlPtr(vm.fd, reqGetIRQChip, unsafe.Pointer(&s)); err != nil {
+		return s, fmt.Errorf("KVM_GET_IRQCHIP %d: %w", chip, err)
+	}
+	return s, nil
+}
+
+// SetIRQChip writes the state of the chip s.ChipID.
+func (vm *VM) SetIRQChip(s IRQChipState) error {
+	if _, err := ioctlPtr(vm.fd, reqSetIRQChip, unsafe.Pointer(&s)); err != nil {
+		return fmt.Errorf("KVM_SET_IRQCHIP %d: %w", s.ChipID, err)
+	}
+	return nil
+}
+
+// GetPIT2 reads the in-kernel PIT's state.
+func (vm *VM) GetPIT2() (PITState2, error) {
+	var s PITState2
+	if _, err := ioctlPtr(vm.fd, reqGetPIT2, unsafe.Pointer(&s)); err != nil {
+		return s, fmt.Errorf("KVM_GET_PIT2: %w", err)
+	}
+	return s, nil
+}
+
+// SetPIT2 writes the in-kernel PIT's state.
+func (vm *VM) SetPIT2(s PITState2) error {
+	if _, err := ioctlPtr(vm.fd, reqSetPIT2, unsafe.Pointer(&s)); err != nil {
+		return fmt.Errorf("KVM_SET_PIT2: %w", err)
+	}
+	return nil
+}
+
 // SignalMSI injects one MSI message.
 func (vm *VM) SignalMSI(addr uint64, data uint32) error {
 	m := msi{AddressLo: uint32(addr), AddressHi: uint32(addr >> 32), Data: data}

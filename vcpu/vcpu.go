@@ -120,6 +120,12 @@ func (v *VCPU) ThreadID() int { return int(v.tid.Load()) }
 // as soon as it does. Stop does not wait.
 func (v *VCPU) Stop() { v.request(reqStop) }
 
+// Rearm undoes Stop so that Run may run the vCPU again (after a machine
+// reset). A pending Pause stays: the vCPU then parks at once. Run must
+// not be executing. (An immediate_exit left set by the Stop costs one
+// EINTR, after which the loop clears it.)
+func (v *VCPU) Rearm() { v.requests.And(^uint32(reqStop)) }
+
 // Pause parks the vCPU outside the guest and waits until it is parked, has
 // returned from Run (or not started it), or Resume has withdrawn the
 // pause. A vCPU paused before Run starts parks before its first entry.

@@ -768,6 +768,18 @@ func (t *Transport) abortQueues() {
 	}
 }
 
+// ResetDevice stops and resets the device for a machine reset, as a
+// driver's write of 0 to device_status does, and returns its MSI-X table
+// to the power-on state (every entry masked, MSI-X off). Configuration
+// space is the PCI bus's to reset (devices.PCIHostBridge.Reset), after
+// this: moving the BAR then finds the device inactive.
+func (t *Transport) ResetDevice() {
+	t.mu.Lock()
+	t.reset()
+	t.mu.Unlock()
+	t.msix.reset()
+}
+
 // resetRegisters sets the common configuration to its reset values.
 func (t *Transport) resetRegisters() {
 	t.deviceFeatSel, t.driverFeatSel, t.driverFeatures = 0, 0, 0

@@ -49,6 +49,18 @@ func newMSIX(ctrl MSIController, n int) (*msix, error) {
 
 func (m *msix) size() int { return len(m.entries) }
 
+// reset disables MSI-X and masks and clears every entry, as at power-on;
+// the vectors (and their KVM routes) are kept for reuse.
+func (m *msix) reset() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.enabled, m.fmask = false, false
+	for i := range m.entries {
+		e := &m.entries[i]
+		e.addr, e.data, e.masked, e.pending = 0, 0, true, false
+	}
+}
+
 func (m *msix) close() error {
 	var errs []error
 	for i := range m.entries {

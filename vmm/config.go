@@ -56,6 +56,10 @@ type Config struct {
 	VirtioConsole bool
 	NoIOEventFD   bool // queue notifications exit to user space instead of signalling an ioeventfd
 	NoIRQFD       bool // interrupts by KVM_SIGNAL_MSI ioctl instead of an irqfd write
+	// NoReboot makes a reset (system_reset, a guest reboot, a triple
+	// fault) end the VM instead of restarting it in place, as QEMU's
+	// -no-reboot does.
+	NoReboot bool
 }
 
 // DefaultReadyMarker is the line guests/init prints once user space runs.

@@ -22,6 +22,9 @@ import (
 type ExitTable struct {
 	User   exitstats.Snapshot        `json:"user"`
 	Kernel *exitstats.KernelSnapshot `json:"kernel,omitempty"`
+	// Resets counts machine resets: the exits above add up over all the
+	// boots since the VM started.
+	Resets uint64 `json:"resets"`
 }
 
 // control adapts a VM to the QMP server (qmp.Machine).
@@ -47,6 +50,14 @@ func (v *VM) ServeQMP(path string) (func() error, error) {
 		return nil, fmt.Errorf("QMP socket: %w", err)
 	}
 	c.srv = srv
+	// RESETs the host asked for over QMP are the server's to emit.
+	v.resetMu.Lock()
+	v.onReset = func(cause string) {
+		if cause != CauseHostReset {
+			srv.Emit("RESET", map[string]any{"guest": true, "reason": cause})
+		}
+	}
+	v.resetMu.Unlock()
 	go func() {
 		if err := srv.Serve(); err != nil {
 			log.Printf("QMP: %v", err)
@@ -105,10 +116,13 @@ func (c *control) Cont() error {
 // Its power-off, if it comes, ends the VM with SHUTDOWN guest-shutdown.
 func (c *control) Powerdown() error { return c.vm.PressPowerButton() }
 
-// Reset ends the VM as a reboot does: govmm does not restart a guest in
-// place (as QEMU with -no-reboot).
+// Reset resets the machine in place and returns when it is done; with
+// --no-reboot it ends the VM (SHUTDOWN host-qmp-system-reset).
 func (c *control) Reset() error {
-	c.endByHost(vcpu.Reset, CauseHostReset)
+	c.vm.Reset()
+	if c.vm.cfg.NoReboot {
+		return qmp.ErrResetEndsMachine
+	}
 	return nil
 }
 
@@ -148,7 +162,7 @@ func (c *control) ExitStats() any { return c.vm.exitTable(c.kstats) }
 
 // exitTable reads both halves of the table; ks may be nil.
 func (v *VM) exitTable(ks *exitstats.KernelStats) ExitTable {
-	t := ExitTable{User: v.Stats()}
+	t := ExitTable{User: v.Stats(), Resets: v.Resets()}
 	if ks != nil {
 		if snap, err := ks.Snapshot(); err == nil {
 			t.Kernel = &snap
@@ -162,7 +176,7 @@ func (v *VM) exitTable(ks *exitstats.KernelStats) ExitTable {
 func (v *VM) ExitTable() ExitTable {
 	ks, err := v.openKernelStats()
 	if err != nil {
-		return ExitTable{User: v.Stats()}
+		return ExitTable{User: v.Stats(), Resets: v.Resets()}
 	}
 	defer ks.Close()
 	return v.exitTable(ks)

@@ -292,3 +292,91 @@ func TestConcurrentPauseResumeStop(t *testing.T) {
 		t.Fatal("Run did not return 10 s after Stop")
 	}
 }
+
+// A guest that reboots is reset in place and boots again, in the same
+// process, with the exit table counting on across the boots.
+func TestGuestRebootResetsInPlace(t *testing.T) {
+	console := &syncBuffer{}
+	vm, err := New(Config{
+		Kernel: needGuest(t, "vmlinux"), Initrd: initramfs,
+		Cmdline: DefaultCmdline + " govmm.exit=reboot",
+		MemSize: 512 << 20, CPUs: 2,
+		Console: console, ExitStats: true, SyncRegs: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vm.Close() })
+	done := make(chan Outcome, 1)
+	go func() { done <- vm.Run() }()
+	const resets = 5
+	// Each boot prints a ready line, then reboots: 6 lines are 5 resets
+	// and a guest that came back after the last one.
+	deadline := time.Now().Add(bootTimeout)
+	for strings.Count(console.String(), "GOVMM-READY") < resets+1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	vm.Stop()
+	out := <-done
+	if n := strings.Count(console.String(), "GOVMM-READY"); n < resets+1 {
+		t.Fatalf("%d boots reached /init in %v (%d resets), want %d; console:\n%s", n, bootTimeout, vm.Resets(), resets+1, console)
+	}
+	if out.Err != nil || out.Cause != CauseHostSignal {
+		t.Fatalf("ended %s (%v), want stopped by the host; console:\n%s", out.Words(), out.Err, console)
+	}
+	if n := vm.Resets(); n < resets {
+		t.Errorf("%d resets counted, want at least %d", n, resets)
+	}
+	table := vm.ExitTable()
+	if table.Resets != vm.Resets() {
+		t.Errorf("exit table counts %d resets, the VM %d", table.Resets, vm.Resets())
+	}
+	// The exit table counts on across boots: each boot's console output
+	// is serial exits, so there are more than one boot's worth.
+	if serial, _ := table.User.Total().Row("IO:serial"); serial.Count < uint64(len(console.String())) {
+		t.Errorf("%d serial exits for %d console bytes over %d boots", serial.Count, len(console.String()), resets+1)
+	}
+	if n := strings.Count(console.String(), "cpus=2"); n < resets+1 {
+		t.Errorf("only %d boots saw both vCPUs; console:\n%s", n, console)
+	}
+}
+
+// A kernel that panics at every boot (no init to run) with panic=-1
+// reboots for ever: each reboot is a reset in place, counted, and Stop
+// still ends it promptly.
+func TestCrashLoopStaysKillable(t *testing.T) {
+	console := &syncBuffer{}
+	vm, err := New(Config{
+		Kernel: needGuest(t, "vmlinux"), Initrd: initramfs,
+		Cmdline: DefaultCmdline + " rdinit=/no-such-init",
+		MemSize: 256 << 20, CPUs: 2,
+		Console: console, ExitStats: true, SyncRegs: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vm.Close() })
+	done := make(chan Outcome, 1)
+	go func() { done <- vm.Run() }()
+	deadline := time.Now().Add(bootTimeout)
+	for vm.Resets() < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := vm.Resets(); n < 3 {
+		vm.Stop()
+		<-done
+		t.Fatalf("%d resets in %v, want 3; console:\n%s", n, bootTimeout, console)
+	}
+	vm.Stop()
+	select {
+	case out := <-done:
+		if out.Err != nil || out.Cause != CauseHostSignal {
+			t.Errorf("ended %s (%v), want stopped by the host", out.Words(), out.Err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run still going 10 s after Stop")
+	}
+	if !strings.Contains(console.String(), "Kernel panic") {
+		t.Errorf("no panic on the console:\n%s", console)
+	}
+}

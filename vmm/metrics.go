@@ -29,7 +29,7 @@ func (v *VM) metricsState() string {
 	switch v.Status() {
 	case "shutdown":
 		return "stopped"
-	case "paused":
+	case "paused", "prelaunch":
 		return "paused"
 	}
 	for _, c := range v.vcpus {
@@ -154,5 +154,6 @@ func (v *VM) metricsInfo() exitstats.VMInfo {
 		MemoryBytes: v.mem.Size(),
 		State:       v.metricsState(),
 		States:      metricsStates,
+		Resets:      v.Resets(),
 	}
 }

@@ -129,6 +129,19 @@ func (v *VM) acpiPCI() *acpi.PCIHostBridge {
 	return &acpi.PCIHostBridge{MMIO32Base: pciMMIOBase, MMIO32Size: pciMMIOEnd - pciMMIOBase}
 }
 
+// resetPCI resets every virtio device, then the bus: configuration
+// spaces, BAR placement, the address latch. The vCPUs must have stopped.
+func (v *VM) resetPCI() error {
+	if v.pci == nil {
+		return nil
+	}
+	for _, t := range v.pci.transports {
+		t.ResetDevice()
+	}
+	v.pci.host.Reset()
+	return nil
+}
+
 // closePCI stops the device goroutines and closes the devices (a disk
 // image is flushed). The vCPUs must have stopped.
 func (v *VM) closePCI() error {

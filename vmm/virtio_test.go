@@ -196,7 +196,7 @@ dd if=/dev/zero of=/mnt/junk bs=64k count=256 2>/dev/null &
 reboot -f
 `
 	img := makeDisk(t, map[string]string{"run.sh": script})
-	_, out, console := bootDisk(t, img, nil)
+	_, out, console := bootDisk(t, img, func(c *Config) { c.NoReboot = true })
 	if out.Err != nil || out.Reason != vcpu.Reset {
 		t.Fatalf("guest ended %v (%v), want a reset; console:\n%s", out.Reason, out.Err, console)
 	}
@@ -278,4 +278,26 @@ func TestPCIProbeExits(t *testing.T) {
 		t.Error("0xcf8-0xcff not claimed")
 	}
 	t.Logf("%d PCI configuration exits", pci.Count)
+}
+
+// TestVirtioBlkAcrossResets: the disk works in every boot of a guest that
+// reboots in place (device reset, BARs and MSI-X back to their power-on
+// state, a new driver probing them), and what each boot wrote is there.
+func TestVirtioBlkAcrossResets(t *testing.T) {
+	script := `echo boot >>/mnt/boots
+sync
+if [ "$(wc -l </mnt/boots)" -ge 3 ]; then umount /mnt; poweroff -f; fi
+reboot -f
+`
+	img := makeDisk(t, map[string]string{"run.sh": script})
+	vm, out, console := bootDisk(t, img, nil)
+	if out.Err != nil || out.Reason != vcpu.PowerOff {
+		t.Fatalf("guest ended %v (%v); console:\n%s", out.Reason, out.Err, console)
+	}
+	if n := vm.Resets(); n != 2 {
+		t.Errorf("%d resets, want 2", n)
+	}
+	if got := diskFile(t, img, "boots", true); got != "boot\nboot\nboot\n" {
+		t.Errorf("boots = %q, want three lines; console:\n%s", got, console)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/govmm/govmm/devices"
@@ -72,8 +73,6 @@ func causeOf(o Outcome) string {
 // Words says, for a person, how the VM ended and who asked for it.
 func (o Outcome) Words() string {
 	switch {
-	case o.Err != nil && o.Reason == vcpu.Shutdown:
-		return "guest crashed (triple fault)"
 	case o.Err != nil:
 		return "guest crashed"
 	}
@@ -84,6 +83,9 @@ func (o Outcome) Words() string {
 		}
 		return "guest powered off"
 	case CauseGuestReset:
+		if o.Reason == vcpu.Shutdown {
+			return "guest reset by a triple fault"
+		}
 		return "guest asked for a reset"
 	case CauseHostReset:
 		return "host asked for a reset over QMP"
@@ -117,6 +119,7 @@ type VM struct {
 	IOBus, MMIOBus *devices.Bus
 	pci            *pciDevices // PCI host bridge and virtio devices; nil for raw guests
 	serial         *devices.Serial
+	i8042          *devices.I8042
 	console        io.Writer           // the host side of the guest's consoles
 	vconsole       *virtio.Console     // nil without Config.VirtioConsole
 	stats          *exitstats.Registry // nil when statistics are off
@@ -133,8 +136,17 @@ type VM struct {
 	endMu       sync.Mutex
 	outcome     *Outcome      // how the VM ended; nil while it runs (endMu)
 	paused      bool          // Pause was called and Resume not since (endMu)
+	prelaunch   bool          // reset while paused and not resumed since (endMu)
 	powerdownAt time.Duration // uptime of the first power button press, 0 if none (endMu)
 	ended       chan struct{}
+
+	boot      machineBootState // what a reset returns to (reset.go)
+	resetMu   sync.Mutex
+	resetWhy  string             // cause of a reset asked for and not done yet (resetMu)
+	resetDone chan struct{}      // closed once that reset is done (resetMu)
+	onReset   func(cause string) // emits RESET; set by ServeQMP (resetMu)
+	resetKick chan struct{}      // one slot: wakes Run for a reset
+	resets    atomic.Uint64
 }
 
 // New builds a VM: memory, irqchip, devices, the guest image and vCPUs. It
@@ -143,7 +155,7 @@ func New(cfg Config) (_ *VM, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	v := &VM{cfg: cfg, start: time.Now(), ended: make(chan struct{}), guestLog: &guestlog.Set{}}
+	v := &VM{cfg: cfg, start: time.Now(), ended: make(chan struct{}), guestLog: &guestlog.Set{}, resetKick: make(chan struct{}, 1)}
 	defer func() {
 		if err != nil {
 			v.Close()
@@ -202,15 +214,22 @@ func New(cfg Config) (_ *VM, err error) {
 		}
 		v.vcpus = append(v.vcpus, vcpu.New(k, vc, syncCap))
 	}
-	if cfg.Raw != nil {
-		err = v.loadRaw(cfg.Raw)
-	} else {
-		err = v.loadLinux()
+	if err := v.saveBootState(irqchip); err != nil {
+		return nil, fmt.Errorf("record the boot state for resets: %w", err)
 	}
-	if err != nil {
+	if err := v.load(); err != nil {
 		return nil, err
 	}
 	return v, nil
+}
+
+// load puts the guest image in memory and points vCPU 0 at it, at boot
+// and after every reset.
+func (v *VM) load() error {
+	if v.cfg.Raw != nil {
+		return v.loadRaw(v.cfg.Raw)
+	}
+	return v.loadLinux()
 }
 
 // maxCPUs is the vCPU limit: what KVM allows, and what an 8-bit xAPIC ID
@@ -265,7 +284,8 @@ func (v *VM) addDevices(irqchip bool) error {
 	}
 	v.console = &readyWatcher{vm: v, out: out, marker: v.readyMarker()}
 	v.serial = devices.NewSerial(irq, v.console)
-	reset := func() { v.end(Outcome{Reason: vcpu.Reset, VCPU: -1}) }
+	reset := func() { v.guestReset(-1, vcpu.Reset) }
+	v.i8042 = devices.NewI8042(reset)
 	powerOff := func() { v.end(Outcome{Reason: vcpu.PowerOff, VCPU: -1}) }
 	for _, d := range []struct {
 		name       string
@@ -273,7 +293,7 @@ func (v *VM) addDevices(irqchip bool) error {
 		dev        devices.Device
 	}{
 		{"serial", com1Port, devices.SerialSize, v.serial},
-		{"i8042", devices.I8042Base, devices.I8042Size, devices.NewI8042(reset)},
+		{"i8042", devices.I8042Base, devices.I8042Size, v.i8042},
 		{"rtc", devices.RTCBase, devices.RTCSize, devices.NewRTC(nil)},
 		{"debug", debugPort, 4, devices.NewDebugPort(v.noteDebug)},
 		// The POST port: Linux writes it for I/O delays.
@@ -339,29 +359,145 @@ func (v *VM) Memory() *Memory { return v.mem }
 func (v *VM) VCPUs() []*vcpu.VCPU { return v.vcpus }
 
 // Run runs every vCPU until the guest or the host ends the VM, and returns
-// how it ended. All vCPU threads have returned when Run does.
+// how it ended; a reset restarts the machine in place and Run goes on.
+// All vCPU threads have returned when Run does.
 func (v *VM) Run() Outcome {
+	for v.runUntilReset() {
+		if err := v.reset(); err != nil {
+			v.end(Outcome{Reason: vcpu.Crashed, VCPU: -1, Err: fmt.Errorf("machine reset: %w", err)})
+			break
+		}
+	}
+	v.serial.Flush()
+	if v.vconsole != nil {
+		v.vconsole.Flush() // its output reaches Console from a goroutine
+	}
+	v.endMu.Lock()
+	defer v.endMu.Unlock()
+	return *v.outcome
+}
+
+// runUntilReset runs the vCPUs until the VM ends (false) or a reset is due
+// (true). Every vCPU thread has returned either way.
+func (v *VM) runUntilReset() bool {
 	var wg sync.WaitGroup
 	for i, c := range v.vcpus {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			reason, err := c.Run()
-			if reason != vcpu.Stopped || err != nil {
+			switch reason, err := c.Run(); {
+			case reason == vcpu.Reset || reason == vcpu.Shutdown:
+				// A triple fault resets a PC, as under QEMU.
+				v.guestReset(i, reason)
+			case reason != vcpu.Stopped || err != nil:
 				v.end(Outcome{Reason: reason, VCPU: i, Err: err})
 			}
 		}()
 	}
-	<-v.ended
+	reset := false
+	select {
+	case <-v.ended:
+	case <-v.resetKick:
+		reset = true
+	}
 	for _, c := range v.vcpus {
 		c.Stop()
 	}
 	wg.Wait()
-	v.serial.Flush()
-	if v.vconsole != nil {
-		v.vconsole.Flush() // its output reaches Console from a goroutine
+	select {
+	case <-v.ended:
+		return false // an end wins over a reset asked for at the same time
+	default:
+		return reset
 	}
-	return *v.outcome
+}
+
+// guestReset handles the guest's reset request (a reboot through the
+// i8042 or the ACPI reset register, a triple fault) from vCPU i (-1: a
+// device): a reset in place, or the end of the VM with --no-reboot. It
+// never blocks, as device callbacks must not.
+func (v *VM) guestReset(i int, reason vcpu.StopReason) {
+	if v.cfg.NoReboot {
+		v.end(Outcome{Reason: reason, VCPU: i, Cause: CauseGuestReset})
+		return
+	}
+	v.requestReset(CauseGuestReset)
+}
+
+// Reset resets the machine for the host (QMP system_reset) and returns
+// once the reset is done or the VM has ended; with Config.NoReboot it ends
+// the VM instead. It does not wait for Run to start: a reset asked for
+// before Run happens when Run starts.
+func (v *VM) Reset() {
+	if v.cfg.NoReboot {
+		v.end(Outcome{Reason: vcpu.Reset, VCPU: -1, ByHost: true, Cause: CauseHostReset})
+		return
+	}
+	select {
+	case <-v.requestReset(CauseHostReset):
+	case <-v.ended:
+	}
+}
+
+// requestReset asks Run for a reset and returns a channel closed once it
+// is done. Requests that arrive before it is done join it (the first
+// cause is the one reported), as QEMU coalesces reset requests.
+func (v *VM) requestReset(cause string) <-chan struct{} {
+	v.resetMu.Lock()
+	defer v.resetMu.Unlock()
+	if v.resetWhy == "" {
+		v.resetWhy = cause
+		v.resetDone = make(chan struct{})
+		select {
+		case v.resetKick <- struct{}{}:
+		default: // cannot happen: the slot empties before resetWhy does
+		}
+	}
+	return v.resetDone
+}
+
+// Resets is how many machine resets there have been.
+func (v *VM) Resets() uint64 { return v.resets.Load() }
+
+// reset restarts the machine in place; no vCPU runs. Devices stop first,
+// so none writes guest memory after it is dropped; the image is loaded
+// again after the vCPUs' boot state is back, as New does.
+func (v *VM) reset() error {
+	if err := v.resetDevices(); err != nil {
+		return err
+	}
+	if err := v.mem.zero(); err != nil {
+		return err
+	}
+	if err := v.restoreBootState(); err != nil {
+		return err
+	}
+	if err := v.load(); err != nil {
+		return err
+	}
+	for _, c := range v.vcpus {
+		c.Rearm() // a Pause stays: a paused VM stays paused, as in QEMU
+	}
+	v.resets.Add(1)
+	v.endMu.Lock()
+	v.prelaunch = v.paused
+	v.endMu.Unlock()
+	v.resetMu.Lock()
+	cause, done, emit := v.resetWhy, v.resetDone, v.onReset
+	v.resetWhy, v.resetDone = "", nil
+	v.resetMu.Unlock()
+	if emit != nil {
+		emit(cause)
+	}
+	close(done)
+	return nil
+}
+
+// resetDevices puts every device in its power-on state.
+func (v *VM) resetDevices() error {
+	v.serial.Reset()
+	v.i8042.Reset()
+	return v.resetPCI() // pci.go
 }
 
 // Stop ends the VM from the host side (SIGTERM, QMP quit). It does not
@@ -421,21 +557,24 @@ func (v *VM) Resume() {
 	v.pauseMu.Lock()
 	defer v.pauseMu.Unlock()
 	v.endMu.Lock()
-	v.paused = false
+	v.paused, v.prelaunch = false, false
 	v.endMu.Unlock()
 	for _, c := range v.vcpus {
 		c.Resume()
 	}
 }
 
-// Status is the VM's run state in QEMU's words: "running", "paused" or
-// "shutdown".
+// Status is the VM's run state in QEMU's words: "running", "paused",
+// "prelaunch" (reset while paused: QEMU's state for a machine that has
+// not run since its reset) or "shutdown".
 func (v *VM) Status() string {
 	v.endMu.Lock()
 	defer v.endMu.Unlock()
 	switch {
 	case v.outcome != nil:
 		return "shutdown"
+	case v.prelaunch:
+		return "prelaunch"
 	case v.paused:
 		return "paused"
 	}

@@ -104,8 +104,8 @@ func BenchmarkBoot(b *testing.B) {
 	}
 	rounds := testenv.Rounds(b, "BOOT_ROUNDS", 5) * b.N
 	variants := []bootVariant{
-		{"govmm", []string{govmmBin, "run", "--kernel", kernel, "--initrd", initramfs, "--smp", "2", "--mem", "512M", "--exit-stats=false", "--append", bootCmdline + " reboot=k"}},
-		{"govmm-bzImage", []string{govmmBin, "run", "--kernel", guestDir + "/bzImage", "--initrd", initramfs, "--smp", "2", "--mem", "512M", "--exit-stats=false", "--append", bootCmdline + " reboot=k"}},
+		{"govmm", []string{govmmBin, "run", "--kernel", kernel, "--initrd", initramfs, "--smp", "2", "--mem", "512M", "--exit-stats=false", "--no-reboot", "--append", bootCmdline + " reboot=k"}},
+		{"govmm-bzImage", []string{govmmBin, "run", "--kernel", guestDir + "/bzImage", "--initrd", initramfs, "--smp", "2", "--mem", "512M", "--exit-stats=false", "--no-reboot", "--append", bootCmdline + " reboot=k"}},
 	}
 	if qemu, err := exec.LookPath("qemu-system-x86_64"); err == nil {
 		// -arch-capabilities: QEMU 7.2 sets that MSR on AMD hosts and

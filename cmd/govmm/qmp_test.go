@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -136,6 +138,8 @@ func (l *eventLog) wait(t *testing.T, name string, timeout time.Duration) qmp.Ev
 type qmpVM struct {
 	cmd    *exec.Cmd
 	sock   string
+	stdout *syncBuffer // the console
+	stdin  io.Writer   // keyboard input to the console
 	mon    *qmp.SocketMonitor
 	events *eventLog
 	stderr *syncBuffer
@@ -153,6 +157,10 @@ func startQMP(t *testing.T, extra string, flags ...string) *qmpVM {
 	cmd := exec.Command(govmmBin, args...)
 	stdout, stderr := &syncBuffer{}, &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +175,7 @@ func startQMP(t *testing.T, extra string, flags ...string) *qmpVM {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return &qmpVM{cmd: cmd, sock: sock, mon: c, events: events, stderr: stderr}
+	return &qmpVM{cmd: cmd, sock: sock, stdout: stdout, stdin: stdin, mon: c, events: events, stderr: stderr}
 }
 
 // shutdownOf decodes a SHUTDOWN or RESET event's data.
@@ -309,5 +317,162 @@ func TestQMPPowerdownWhilePaused(t *testing.T) {
 	waitExit(t, cmd, stderr)
 	if got, want := events.names(), "STOP,POWERDOWN,RESUME,SHUTDOWN"; got != want {
 		t.Errorf("events %s, want %s", got, want)
+	}
+}
+
+// boots is how many times the guest has reached /init.
+func (vm *qmpVM) boots() int { return strings.Count(vm.stdout.String(), "GOVMM-READY") }
+
+// waitBoots waits until the guest has reached /init n times.
+func (vm *qmpVM) waitBoots(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for vm.boots() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d boots, want %d\nconsole:\n%s\nstderr:\n%s", vm.boots(), n, vm.stdout.String(), vm.stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// resetsOf reads the reset counter of query-exit-stats.
+func resetsOf(t *testing.T, c qmp.Monitor) uint64 {
+	t.Helper()
+	var table vmm.ExitTable
+	if err := runQMP(c, "query-exit-stats", nil, &table); err != nil {
+		t.Fatal(err)
+	}
+	return table.Resets
+}
+
+// system_reset reboots the guest in place, five times over one QMP
+// connection: RESET each time with QEMU's reason, the guest boots again,
+// the VM runs on and counts its resets; then it powers down as usual.
+func TestQMPResetInPlace(t *testing.T) {
+	vm := startQMP(t, "govmm.run=sleep,600")
+	const resets = 5
+	for i := 1; i <= resets; i++ {
+		if err := runQMP(vm.mon, "system_reset", nil, nil); err != nil {
+			t.Fatalf("reset %d: %v", i, err)
+		}
+		if guest, reason := shutdownOf(vm.events.wait(t, "RESET", 30*time.Second)); guest || reason != "host-qmp-system-reset" {
+			t.Errorf("reset %d: RESET guest=%v reason=%s, want the host's", i, guest, reason)
+		}
+		vm.waitBoots(t, i+1)
+		if s := status(t, vm.mon); s != "running" {
+			t.Errorf("reset %d: status %q, want running", i, s)
+		}
+	}
+	if n := resetsOf(t, vm.mon); n != resets {
+		t.Errorf("query-exit-stats counts %d resets, want %d", n, resets)
+	}
+	if err := runQMP(vm.mon, "system_powerdown", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if guest, reason := shutdownOf(vm.events.wait(t, "SHUTDOWN", 30*time.Second)); !guest || reason != "guest-shutdown" {
+		t.Errorf("SHUTDOWN guest=%v reason=%s, want guest-shutdown", guest, reason)
+	}
+	waitExit(t, vm.cmd, vm.stderr)
+	want := strings.Repeat("RESET,", resets) + "POWERDOWN,SHUTDOWN"
+	if got := vm.events.names(); got != want {
+		t.Errorf("events %s, want %s", got, want)
+	}
+	if !strings.Contains(vm.stderr.String(), "5 resets") {
+		t.Errorf("stderr does not count the resets:\n%s", vm.stderr.String())
+	}
+}
+
+// A guest that reboots boots again in the same process: RESET
+// guest-reset each time, on one connection. A guest that reboots for ever
+// stays visible (RESET events, the reset count) and killable: SIGTERM
+// ends it.
+func TestQMPGuestRebootInPlace(t *testing.T) {
+	vm := startQMP(t, "govmm.exit=reboot")
+	const resets = 5
+	for i := 1; i <= resets; i++ {
+		if guest, reason := shutdownOf(vm.events.wait(t, "RESET", 60*time.Second)); !guest || reason != "guest-reset" {
+			t.Errorf("reset %d: RESET guest=%v reason=%s, want guest-reset", i, guest, reason)
+		}
+	}
+	vm.waitBoots(t, resets+1)
+	if n := resetsOf(t, vm.mon); n < resets {
+		t.Errorf("query-exit-stats counts %d resets, want at least %d", n, resets)
+	}
+	if err := vm.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitExit(t, vm.cmd, vm.stderr)
+	if !strings.Contains(vm.stderr.String(), "resets (the tables count every boot)") {
+		t.Errorf("stderr does not count the resets:\n%s", vm.stderr.String())
+	}
+}
+
+// After stop, system_reset resets the machine and leaves it stopped, in
+// QEMU's "prelaunch" state: nothing boots until cont.
+func TestQMPResetWhilePaused(t *testing.T) {
+	vm := startQMP(t, "govmm.run=sleep,600")
+	if err := runQMP(vm.mon, "stop", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := runQMP(vm.mon, "system_reset", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	vm.events.wait(t, "RESET", 30*time.Second)
+	if s := status(t, vm.mon); s != "prelaunch" {
+		t.Errorf("status after a reset while paused: %q, want prelaunch", s)
+	}
+	if n := resetsOf(t, vm.mon); n != 1 {
+		t.Errorf("%d resets, want 1", n)
+	}
+	if err := runQMP(vm.mon, "cont", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	vm.waitBoots(t, 2)
+	if s := status(t, vm.mon); s != "running" {
+		t.Errorf("status after cont: %q, want running", s)
+	}
+	if err := runQMP(vm.mon, "quit", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitExit(t, vm.cmd, vm.stderr)
+	if got, want := vm.events.names(), "STOP,RESET,RESUME,SHUTDOWN"; got != want {
+		t.Errorf("events %s, want %s", got, want)
+	}
+}
+
+// --no-reboot, as QEMU's -no-reboot: a reset ends govmm with SHUTDOWN
+// naming who asked, and exit status 0.
+func TestQMPNoReboot(t *testing.T) {
+	for _, tc := range []struct {
+		name, extra string
+		reset       bool // ask with system_reset, else the guest reboots
+		guest       bool
+		reason      string
+		words       string
+	}{
+		{"system_reset", "govmm.run=sleep,600", true, false, "host-qmp-system-reset", "host asked for a reset over QMP"},
+		// The shell reboots when the test says so, once it watches.
+		{"guest reboot", "govmm.shell", false, true, "guest-reset", "guest asked for a reset"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vm := startQMP(t, tc.extra, "--no-reboot")
+			if tc.reset {
+				if err := runQMP(vm.mon, "system_reset", nil, nil); err != nil {
+					t.Fatal(err)
+				}
+			} else if _, err := io.WriteString(vm.stdin, "reboot -f\n"); err != nil {
+				t.Fatal(err)
+			}
+			if guest, reason := shutdownOf(vm.events.wait(t, "SHUTDOWN", 30*time.Second)); guest != tc.guest || reason != tc.reason {
+				t.Errorf("SHUTDOWN guest=%v reason=%s, want %v %s", guest, reason, tc.guest, tc.reason)
+			}
+			waitExit(t, vm.cmd, vm.stderr)
+			if got := vm.events.names(); got != "SHUTDOWN" {
+				t.Errorf("events %s, want SHUTDOWN only", got)
+			}
+			if !strings.Contains(vm.stderr.String(), tc.words) {
+				t.Errorf("stderr lacks %q:\n%s", tc.words, vm.stderr.String())
+			}
+		})
 	}
 }

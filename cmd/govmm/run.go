@@ -52,6 +52,7 @@ func runCommand(args []string) error {
 	noIOEventFD := fs.Bool("no-ioeventfd", false, "virtqueue notifications exit to govmm (MMIO) instead of signalling an ioeventfd in the kernel")
 	noIRQFD := fs.Bool("no-irqfd", false, "send virtio interrupts with the KVM_SIGNAL_MSI ioctl instead of an irqfd write")
 	confine := fs.Bool("seccomp", true, "once the VM is set up, allow only the system calls govmm needs (a seccomp filter on every thread); any other ends govmm with a message naming it")
+	noReboot := fs.Bool("no-reboot", false, "a reset (system_reset, a guest reboot, a triple fault) ends govmm instead of restarting the guest, as QEMU's -no-reboot")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(os.Stdout)
@@ -96,6 +97,7 @@ func runCommand(args []string) error {
 		Console:   os.Stdout,
 		ExitStats: *exitStats, SyncRegs: *syncRegs,
 		Disks: disks, Nets: nets, RNG: *rng, NoIOEventFD: *noIOEventFD, NoIRQFD: *noIRQFD,
+		NoReboot: *noReboot,
 	}
 	vm, err := vmm.New(cfg)
 	if err != nil {
@@ -189,6 +191,9 @@ func report(w io.Writer, vm *vmm.VM, out vmm.Outcome, sig os.Signal) {
 	}
 	if at := vm.PowerdownAskedAt(); at > 0 {
 		fmt.Fprintf(w, "; host asked for power-down over QMP at %.3f s", at.Seconds())
+	}
+	if n := vm.Resets(); n > 0 {
+		fmt.Fprintf(w, "; %d resets (the tables count every boot)", n)
 	}
 	if touched, err := vm.Memory().Resident(); err == nil {
 		fmt.Fprintf(w, "; guest RAM touched %.1f MiB", float64(touched)/(1<<20))

@@ -2,6 +2,7 @@ package qmp
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 )
@@ -340,11 +341,16 @@ type shutdownData struct {
 	Reason string `json:"reason"`
 }
 
+// systemReset: RESET once the machine has been reset; nothing when the
+// reset ends it instead (QEMU's -no-reboot), whose SHUTDOWN is the VMM's.
 func (cl *call) systemReset() (any, *qmpError) {
-	if err := cl.s.m.Reset(); err != nil {
+	switch err := cl.s.m.Reset(); {
+	case errors.Is(err, ErrResetEndsMachine):
+	case err != nil:
 		return nil, genericError("%v", err)
+	default:
+		cl.s.Emit("RESET", shutdownData{Guest: false, Reason: "host-qmp-system-reset"})
 	}
-	cl.s.Emit("RESET", shutdownData{Guest: false, Reason: "host-qmp-system-reset"})
 	return empty, nil
 }
 

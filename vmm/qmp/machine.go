@@ -1,5 +1,7 @@
 package qmp
 
+import "errors"
+
 // Machine is what the QMP server controls; the VMM implements it. Every
 // method may be called from the server's connection goroutines, several at
 // once when several clients are connected, so implementations must be safe
@@ -24,7 +26,10 @@ type Machine interface {
 	// server has emitted POWERDOWN already; Powerdown must not wait for
 	// the guest's answer.
 	Powerdown() error
-	// Reset resets the VM (QMP system_reset).
+	// Reset resets the VM (QMP system_reset) and returns once it is
+	// done; the server then emits RESET. A machine that ends instead
+	// (QEMU's -no-reboot) returns ErrResetEndsMachine and emits the
+	// SHUTDOWN itself.
 	Reset() error
 	// Quit ends the VM. The server calls it at most once, on a goroutine
 	// of its own, once the SHUTDOWN event and the {"return": {}} reply
@@ -40,6 +45,10 @@ type Machine interface {
 	// KVMEnabled reports whether the VM runs under KVM (query-kvm).
 	KVMEnabled() bool
 }
+
+// ErrResetEndsMachine is returned by Machine.Reset when the reset ends the
+// machine (QEMU's -no-reboot): system_reset then succeeds with no RESET.
+var ErrResetEndsMachine = errors.New("the reset ends the machine")
 
 // Status is the VM's run state.
 type Status struct {

@@ -1,0 +1,220 @@
+package vmm
+
+import (
+	"fmt"
+	"slices"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/govmm/govmm/kvm"
+)
+
+// A machine reset (system_reset, a guest reboot) keeps the KVM VM, its
+// vCPUs and devices, and puts them back in the state New left them in:
+// each vCPU's registers, MSRs, LAPIC and MP state, the in-kernel PIC,
+// IOAPIC and PIT as they were before the first run, devices reset, guest
+// RAM dropped (zero pages) and the kernel, initrd and tables loaded again.
+// There is no KVM ioctl that resets a vCPU: what New set up is read back
+// once, before the guest runs, and written again on every reset.
+
+// vcpuBootState is one vCPU's state before the guest first ran.
+type vcpuBootState struct {
+	regs   kvm.Regs
+	sregs  kvm.Sregs
+	fpu    kvm.FPU
+	msrs   []kvm.MSR // every MSR of KVM's index list that it let us read
+	events kvm.VCPUEvents
+	mp     uint32
+	lapic  *kvm.LAPICState // nil without an in-kernel irqchip
+	xcrs   *kvm.XCRs       // nil without KVM_CAP_XCRS
+	debug  *kvm.DebugRegs  // nil without KVM_CAP_DEBUGREGS
+}
+
+// unlistedMSRs are MSRs through which a guest hands the host a page of
+// its memory, missing from KVM_GET_MSR_INDEX_LIST, that must be reset
+// too: PVM's VIF page (kvm_pvm, ../shared/guest/HOST-ABI.md). Left
+// registered, the host keeps using the old kernel's page after a reset
+// and the new kernel never gets going (measured: no exit at all after the
+// reset). Where KVM does not know an MSR, reading it fails and it is
+// skipped.
+var unlistedMSRs = []uint32{0x4b564d10}
+
+// machineBootState is the whole machine's.
+type machineBootState struct {
+	vcpus  []vcpuBootState
+	chips  []kvm.IRQChipState // PIC master, PIC slave, IOAPIC; nil without irqchip
+	pit    *kvm.PITState2
+	loaded bool
+}
+
+// saveBootState records the state a reset returns to. It runs after the
+// vCPUs are set up and before the guest image is loaded (which a reset
+// repeats), so vCPU 0's entry registers come from the loader both times.
+func (v *VM) saveBootState(irqchip bool) error {
+	msrIndex, err := v.sys.MSRIndexList()
+	if err != nil {
+		return err
+	}
+	for _, m := range unlistedMSRs {
+		if !slices.Contains(msrIndex, m) {
+			msrIndex = append(msrIndex, m)
+		}
+	}
+	for _, k := range v.kcpus {
+		var s vcpuBootState
+		if s.regs, err = k.GetRegs(); err != nil {
+			return err
+		}
+		if s.sregs, err = k.GetSregs(); err != nil {
+			return err
+		}
+		if s.fpu, err = k.GetFPU(); err != nil {
+			return err
+		}
+		if s.events, err = k.GetVCPUEvents(); err != nil {
+			return err
+		}
+		if s.mp, err = k.MPState(); err != nil {
+			return err
+		}
+		if s.msrs, err = readAllMSRs(k, msrIndex); err != nil {
+			return err
+		}
+		if irqchip {
+			l, err := k.GetLAPIC()
+			if err != nil {
+				return err
+			}
+			s.lapic = &l
+		}
+		if v.kvm.CheckExtension(kvm.CapXCRs) > 0 {
+			x, err := k.GetXCRs()
+			if err != nil {
+				return err
+			}
+			s.xcrs = &x
+		}
+		if v.kvm.CheckExtension(kvm.CapDebugRegs) > 0 {
+			d, err := k.GetDebugRegs()
+			if err != nil {
+				return err
+			}
+			s.debug = &d
+		}
+		v.boot.vcpus = append(v.boot.vcpus, s)
+	}
+	if irqchip {
+		for _, chip := range []uint32{kvm.IRQChipPICMaster, kvm.IRQChipPICSlave, kvm.IRQChipIOAPIC} {
+			c, err := v.kvm.GetIRQChip(chip)
+			if err != nil {
+				return err
+			}
+			v.boot.chips = append(v.boot.chips, c)
+		}
+		p, err := v.kvm.GetPIT2()
+		if err != nil {
+			return err
+		}
+		v.boot.pit = &p
+	}
+	return nil
+}
+
+// readAllMSRs reads every MSR of index that KVM lets user space read,
+// skipping the ones it refuses (KVM stops a batch at the first refusal).
+func readAllMSRs(k *kvm.VCPU, index []uint32) ([]kvm.MSR, error) {
+	all := make([]kvm.MSR, len(index))
+	for i, idx := range index {
+		all[i].Index = idx
+	}
+	var out []kvm.MSR
+	for len(all) > 0 {
+		n, err := k.ReadMSRs(all)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, all[:n]...)
+		all = all[min(n+1, len(all)):] // past the refused one
+	}
+	return out, nil
+}
+
+// writeAllMSRs writes msrs, skipping any KVM refuses (a read-only MSR).
+func writeAllMSRs(k *kvm.VCPU, msrs []kvm.MSR) error {
+	for len(msrs) > 0 {
+		n, err := k.WriteMSRs(msrs)
+		if err != nil {
+			return err
+		}
+		msrs = msrs[min(n+1, len(msrs)):]
+	}
+	return nil
+}
+
+// restoreBootState puts every vCPU and the in-kernel irqchip and PIT back
+// as saveBootState found them. The vCPUs must not be running.
+func (v *VM) restoreBootState() error {
+	for i, k := range v.kcpus {
+		s := &v.boot.vcpus[i]
+		// sregs carry the APIC base, which must be right before the
+		// LAPIC page is written; MSRs before registers, since writing
+		// EFER-related MSRs could otherwise undo the sregs' mode.
+		if err := k.SetSregs(s.sregs); err != nil {
+			return err
+		}
+		if err := writeAllMSRs(k, s.msrs); err != nil {
+			return err
+		}
+		if err := k.SetSregs(s.sregs); err != nil {
+			return err
+		}
+		if err := k.SetRegs(s.regs); err != nil {
+			return err
+		}
+		if err := k.SetFPU(s.fpu); err != nil {
+			return err
+		}
+		if s.xcrs != nil {
+			if err := k.SetXCRs(*s.xcrs); err != nil {
+				return err
+			}
+		}
+		if s.debug != nil {
+			if err := k.SetDebugRegs(*s.debug); err != nil {
+				return err
+			}
+		}
+		if s.lapic != nil {
+			if err := k.SetLAPIC(*s.lapic); err != nil {
+				return err
+			}
+		}
+		if err := k.SetMPState(s.mp); err != nil {
+			return err
+		}
+		if err := k.SetVCPUEvents(s.events); err != nil {
+			return err
+		}
+	}
+	for _, c := range v.boot.chips {
+		if err := v.kvm.SetIRQChip(c); err != nil {
+			return err
+		}
+	}
+	if v.boot.pit != nil {
+		if err := v.kvm.SetPIT2(*v.boot.pit); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// zero drops every page of guest RAM: the mapping is private and
+// anonymous, so the guest reads zeros afterwards, and the host gets the
+// memory back.
+func (m *Memory) zero() error {
+	if err := unix.Madvise(m.b, unix.MADV_DONTNEED); err != nil {
+		return fmt.Errorf("drop guest memory: %w", err)
+	}
+	return nil
+}
