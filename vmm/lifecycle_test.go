@@ -80,18 +80,22 @@ func TestPauseResumeStop(t *testing.T) {
 	}
 }
 
-// bootWithDisk starts the test initramfs with a raw disk image and extra
-// command line words; the caller runs it. The VM is closed by cleanup.
-func bootWithDisk(t *testing.T, disk, extra string) (*VM, *syncBuffer) {
+// newLinuxVM builds a 2-vCPU VM of the test initramfs with extra command
+// line words and, if disk is set, a raw disk; the caller runs it. The VM
+// is closed by cleanup.
+func newLinuxVM(t *testing.T, extra, disk string) (*VM, *syncBuffer) {
 	t.Helper()
 	console := &syncBuffer{}
-	vm, err := New(Config{
+	cfg := Config{
 		Kernel: needGuest(t, "vmlinux"), Initrd: initramfs,
 		Cmdline: DefaultCmdline + " " + extra,
 		MemSize: 512 << 20, CPUs: 2,
 		Console: console, ExitStats: true, SyncRegs: true,
-		Disks: []DiskConfig{{Path: disk}},
-	})
+	}
+	if disk != "" {
+		cfg.Disks = []DiskConfig{{Path: disk}}
+	}
+	vm, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +128,7 @@ func TestPowerButtonGuestSyncsAndPowersOff(t *testing.T) {
 	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	vm, console := bootWithDisk(t, disk, "govmm.run=hold-write,/dev/vda,"+strings.ReplaceAll(text, " ", "_"))
+	vm, console := newLinuxVM(t, "govmm.run=hold-write,/dev/vda,"+strings.ReplaceAll(text, " ", "_"), disk)
 	done := make(chan Outcome, 1)
 	go func() { done <- vm.Run() }()
 	waitConsole(t, console, done, "GOVMM-WRITTEN")
@@ -172,7 +176,7 @@ func TestPowerButtonIgnored(t *testing.T) {
 	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	vm, console := bootWithDisk(t, disk, "govmm.button=ignore govmm.run=hold-write,/dev/vda,x")
+	vm, console := newLinuxVM(t, "govmm.button=ignore govmm.run=hold-write,/dev/vda,x", disk)
 	done := make(chan Outcome, 1)
 	go func() { done <- vm.Run() }()
 	waitConsole(t, console, done, "GOVMM-WRITTEN")
@@ -296,17 +300,7 @@ func TestConcurrentPauseResumeStop(t *testing.T) {
 // A guest that reboots is reset in place and boots again, in the same
 // process, with the exit table counting on across the boots.
 func TestGuestRebootResetsInPlace(t *testing.T) {
-	console := &syncBuffer{}
-	vm, err := New(Config{
-		Kernel: needGuest(t, "vmlinux"), Initrd: initramfs,
-		Cmdline: DefaultCmdline + " govmm.exit=reboot",
-		MemSize: 512 << 20, CPUs: 2,
-		Console: console, ExitStats: true, SyncRegs: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { vm.Close() })
+	vm, console := newLinuxVM(t, "govmm.exit=reboot", "")
 	done := make(chan Outcome, 1)
 	go func() { done <- vm.Run() }()
 	const resets = 5
@@ -345,17 +339,7 @@ func TestGuestRebootResetsInPlace(t *testing.T) {
 // reboots for ever: each reboot is a reset in place, counted, and Stop
 // still ends it promptly.
 func TestCrashLoopStaysKillable(t *testing.T) {
-	console := &syncBuffer{}
-	vm, err := New(Config{
-		Kernel: needGuest(t, "vmlinux"), Initrd: initramfs,
-		Cmdline: DefaultCmdline + " rdinit=/no-such-init",
-		MemSize: 256 << 20, CPUs: 2,
-		Console: console, ExitStats: true, SyncRegs: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { vm.Close() })
+	vm, console := newLinuxVM(t, "rdinit=/no-such-init", "")
 	done := make(chan Outcome, 1)
 	go func() { done <- vm.Run() }()
 	deadline := time.Now().Add(bootTimeout)
