@@ -3,7 +3,9 @@ package vmm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"sync"
 	"testing"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/govmm/govmm/devices"
 	"github.com/govmm/govmm/guests/tiny"
+	"github.com/govmm/govmm/internal/testenv"
 	"github.com/govmm/govmm/vcpu"
 )
 
@@ -26,14 +29,14 @@ const scrapeInterval = 100 * time.Millisecond
 // the mean wall time of one exit. With scrape set it serves metrics and a
 // goroutine scrapes /metrics every scrapeInterval while the guest runs; it
 // also returns how many scrapes completed.
-func timeScrapedGuest(b *testing.B, scrape bool) (nsPerExit float64, scrapes int) {
+func timeScrapedGuest(b *testing.B, scrape bool) (nsPerExit float64, scrapes int, err error) {
 	vm := newVM(b, Config{
 		Raw:     &RawGuest{Code: tiny.PortLoop16(testPort, scrapeOverheadExits), LoadAddr: tiny.LoadAddr},
 		MemSize: 2 << 20, CPUs: 1, ExitStats: true, SyncRegs: true,
 	})
 	defer vm.Close()
 	if _, err := vm.IOBus.Register("test", testPort, 1, devices.NewDiscard(0)); err != nil {
-		b.Fatal(err)
+		return 0, 0, err
 	}
 	// stop ends the scraper between scrapes: cancelling one mid-way would
 	// only make the server log an error.
@@ -43,7 +46,7 @@ func timeScrapedGuest(b *testing.B, scrape bool) (nsPerExit float64, scrapes int
 	if scrape {
 		addr, closeMetrics, err := vm.ServeMetrics("127.0.0.1:0")
 		if err != nil {
-			b.Fatal(err)
+			return 0, 0, err
 		}
 		defer closeMetrics()
 		metricsURL := "http://" + addr.String() + "/metrics"
@@ -70,14 +73,14 @@ func timeScrapedGuest(b *testing.B, scrape bool) (nsPerExit float64, scrapes int
 	close(stop)
 	wg.Wait()
 	if out.Err != nil || out.Reason != vcpu.Halted {
-		b.Fatalf("guest ended %v, %v", out.Reason, out.Err)
+		return 0, 0, fmt.Errorf("guest ended %v, %v", out.Reason, out.Err)
 	}
 	select {
 	case err := <-scrapeErrs:
-		b.Fatalf("scrape: %v", err)
+		return 0, 0, fmt.Errorf("scrape: %w", err)
 	default:
 	}
-	return float64(elapsed.Nanoseconds()) / scrapeOverheadExits, scrapes
+	return float64(elapsed.Nanoseconds()) / scrapeOverheadExits, scrapes, nil
 }
 
 func scrapeOnce(metricsURL string) error {
@@ -101,32 +104,48 @@ func scrapeOnce(metricsURL string) error {
 
 // BenchmarkScrapeOverhead measures what Prometheus scraping costs a busy
 // guest: the port-I/O guest runs without metrics and with /metrics scraped
-// every 100 ms, interleaved round by round so that host load hits both
-// alike. It reports the median time per exit of each and the median of
-// the per-round ratios (scraped / unscraped; 1.00 means no cost).
+// every 100 ms. SCRAPE_ROUNDS rounds (default 15) run inside one benchmark
+// iteration (run it with -benchtime 1x), the two variants in a rotated
+// order (testenv.Order) so that host load hits both alike. It prints the
+// median time per exit of each and the median of the per-round ratios
+// (scraped / unscraped; 1.00 means no cost), each with its min-max and n,
+// and the failed runs.
 func BenchmarkScrapeOverhead(b *testing.B) {
 	needKVM(b)
-	var quiet, scraped, ratios []float64
+	rounds := testenv.Rounds(b, "SCRAPE_ROUNDS", 15) * b.N
+	names := []string{"unscraped", "scraped"}
+	// samples[v][r] is variant v's ns per exit in round r, NaN if it failed.
+	samples := [2][]float64{make([]float64, rounds), make([]float64, rounds)}
 	scrapes := 0
-	for i := 0; i < b.N; i++ {
-		// Alternate which runs first, so neither always gets a warm or
-		// a cold start.
-		var q, s float64
-		var n int
-		if i%2 == 0 {
-			q, _ = timeScrapedGuest(b, false)
-			s, n = timeScrapedGuest(b, true)
-		} else {
-			s, n = timeScrapedGuest(b, true)
-			q, _ = timeScrapedGuest(b, false)
+	failed := testenv.RunRounds(b, rounds, 2, func(v int) string { return names[v] }, func(r, v int) error {
+		ns, n, err := timeScrapedGuest(b, v == 1)
+		if err != nil {
+			ns = math.NaN()
 		}
-		quiet, scraped, ratios = append(quiet, q), append(scraped, s), append(ratios, s/q)
-		scrapes += n
+		samples[v][r], scrapes = ns, scrapes+n
+		return err
+	})
+	var ratios []float64
+	var sums [2]testenv.Summary
+	for v := range samples {
+		var ns []float64
+		for r, x := range samples[v] {
+			if math.IsNaN(x) {
+				continue
+			}
+			ns = append(ns, x)
+			if q := samples[0][r]; v == 1 && !math.IsNaN(q) {
+				ratios = append(ratios, x/q)
+			}
+		}
+		sums[v] = testenv.Summarize(ns, failed[v])
+		b.ReportMetric(sums[v].Median, names[v]+"-ns/exit")
 	}
-	b.ReportMetric(median(quiet), "unscraped-ns/exit")
-	b.ReportMetric(median(scraped), "scraped-ns/exit")
-	b.ReportMetric(median(ratios), "scraped/unscraped")
-	b.ReportMetric(float64(scrapes)/float64(b.N), "scrapes/round")
-	b.Logf("%d rounds of %d exits: unscraped %.0f ns/exit, scraped every %v %.0f ns/exit, ratio %.3f, %.1f scrapes per run",
-		b.N, scrapeOverheadExits, median(quiet), scrapeInterval, median(scraped), median(ratios), float64(scrapes)/float64(b.N))
+	ratio := testenv.Summarize(ratios, 0)
+	b.ReportMetric(ratio.Median, "scraped/unscraped")
+	// Printed, not b.Log: the testing package cuts a benchmark log at ten lines.
+	fmt.Printf("\nscrape overhead, %d rounds of %d exits, scraped every %v (%d scrapes in all); median (min-max, n):\n"+
+		"unscraped ns/exit %s\nscraped ns/exit   %s\nscraped/unscraped %s\n",
+		rounds, scrapeOverheadExits, scrapeInterval, scrapes,
+		sums[0].Format("%.0f"), sums[1].Format("%.0f"), ratio.Format("%.3f"))
 }
