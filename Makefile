@@ -37,7 +37,8 @@ $(BIN): $(shell find . -name '*.go' -not -path './guests/out/*') go.mod
 	$(GO) build -o $@ ./cmd/govmm
 
 # guests/apt-packages.txt builds the guests; .ci/apt-packages.txt holds the
-# reference peers the tests compare with (QEMU, Prometheus).
+# reference peers and checkers the tests compare with (QEMU, Prometheus,
+# iasl for the DSDT).
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$(cat guests/apt-packages.txt .ci/apt-packages.txt)
