@@ -57,12 +57,25 @@ func statCommand(args []string) error {
 	return exitstats.WriteDiff(os.Stdout, a, b)
 }
 
+// maxSavedTable bounds what readTable reads: a saved table of 254 vCPUs
+// with every row in use is a few MiB, so a larger file is not one, and
+// reading it whole could exhaust memory.
+const maxSavedTable = 64 << 20
+
 // readTable reads the user-space half of a table saved with
 // --exit-stats-json.
 func readTable(path string) (exitstats.Snapshot, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return exitstats.Snapshot{}, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSavedTable+1))
+	if err != nil {
+		return exitstats.Snapshot{}, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(b) > maxSavedTable {
+		return exitstats.Snapshot{}, fmt.Errorf("%s: larger than %d MiB: not a table saved by govmm run --exit-stats-json", path, maxSavedTable>>20)
 	}
 	var saved struct {
 		User json.RawMessage `json:"user"`
