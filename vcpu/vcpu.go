@@ -138,6 +138,11 @@ func (v *VCPU) Pause() {
 	v.mu.Unlock()
 }
 
+// RequestPause is Pause without the wait, for a device that pauses the
+// VM from a vCPU thread, which cannot wait for itself to park: each vCPU
+// parks at its next exit.
+func (v *VCPU) RequestPause() { v.request(reqPause) }
+
 // Resume lets a paused vCPU re-enter the guest. It does not wait.
 func (v *VCPU) Resume() {
 	v.requests.And(^uint32(reqPause))

@@ -60,7 +60,20 @@ type Config struct {
 	// fault) end the VM instead of restarting it in place, as QEMU's
 	// -no-reboot does.
 	NoReboot bool
+	// OnPanic, when set, adds QEMU's pvpanic PCI device and says what a
+	// guest panic it reports does: OnPanicPoweroff ends the VM as a crash,
+	// OnPanicPause stops it in QEMU's "guest-panicked" state for QMP to
+	// inspect. Empty: no device, and the guest's own panic= setting
+	// decides (a reboot, with this project's test command line).
+	OnPanic string
 }
+
+// What a guest panic does (Config.OnPanic), named as QEMU's GUEST_PANICKED
+// event names its action.
+const (
+	OnPanicPoweroff = "poweroff"
+	OnPanicPause    = "pause"
+)
 
 // DefaultReadyMarker is the line guests/init prints once user space runs.
 const DefaultReadyMarker = "GOVMM-READY"
@@ -69,6 +82,11 @@ const DefaultReadyMarker = "GOVMM-READY"
 func (c *Config) Validate() error {
 	if c.Raw == nil && c.Kernel == "" {
 		return fmt.Errorf("no kernel given (--kernel)")
+	}
+	switch c.OnPanic {
+	case "", OnPanicPoweroff, OnPanicPause:
+	default:
+		return fmt.Errorf("--on-panic %q: want %s or %s", c.OnPanic, OnPanicPoweroff, OnPanicPause)
 	}
 	if c.Raw != nil && c.CPUs != 1 {
 		// Without an irqchip nothing could send the other vCPUs a SIPI.

@@ -57,6 +57,16 @@ func (v *VM) ServeQMP(path string) (func() error, error) {
 			srv.Emit("RESET", map[string]any{"guest": true, "reason": cause})
 		}
 	}
+	v.onPanic = func(action string) {
+		if action == "" {
+			srv.Emit("GUEST_CRASHLOADED", map[string]any{"action": "run"})
+			return
+		}
+		srv.Emit("GUEST_PANICKED", map[string]any{"action": action})
+		if action == OnPanicPause {
+			srv.Emit("STOP", nil) // as QEMU's vm_stop after the event
+		}
+	}
 	v.resetMu.Unlock()
 	go func() {
 		if err := srv.Serve(); err != nil {
@@ -105,7 +115,8 @@ func (c *control) Stop() error {
 }
 
 func (c *control) Cont() error {
-	if c.vm.Status() == "shutdown" {
+	// As QEMU: a machine that ended or panicked must be reset first.
+	if s := c.vm.Status(); s == "shutdown" || s == "guest-panicked" {
 		return errors.New("Resetting the Virtual Machine is required")
 	}
 	c.vm.Resume()

@@ -81,7 +81,14 @@ func (v *VM) addPCI() error {
 			return err
 		}
 	}
-	return nil
+	if v.cfg.OnPanic == "" {
+		return nil // as QEMU without -device pvpanic-pci: the guest's panic= decides
+	}
+	panicDev, err := devices.NewPVPanic(v.guestPanicked)
+	if err != nil {
+		return fmt.Errorf("pvpanic: %w", err)
+	}
+	return p.addFunction("pvpanic", panicDev, devices.PVPanicBARSize)
 }
 
 // addVirtio puts dev on the PCI bus with its BAR at the next free place
@@ -106,15 +113,21 @@ func (v *VM) addVirtio(dev virtio.Device) error {
 		return err
 	}
 	p.transports = append(p.transports, t)
-	addr := (p.nextBAR + virtio.BARSize - 1) &^ (virtio.BARSize - 1)
-	if addr+virtio.BARSize > pciMMIOEnd {
+	return p.addFunction(name, t, virtio.BARSize)
+}
+
+// addFunction places f's BAR 0 (barSize bytes, naturally aligned) at the
+// next free place in the window and puts f in the next slot.
+func (p *pciDevices) addFunction(name string, f devices.PCIFunction, barSize uint64) error {
+	addr := (p.nextBAR + barSize - 1) &^ (barSize - 1)
+	if addr+barSize > pciMMIOEnd {
 		return fmt.Errorf("%s: PCI MMIO window full", name)
 	}
-	if err := t.ConfigSpace().SetBARAddress(0, addr); err != nil {
+	if err := f.ConfigSpace().SetBARAddress(0, addr); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	p.nextBAR = addr + virtio.BARSize
-	if _, err := p.host.AddDevice(t); err != nil {
+	p.nextBAR = addr + barSize
+	if _, err := p.host.AddDevice(f); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	return nil

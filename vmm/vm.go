@@ -137,15 +137,17 @@ type VM struct {
 	outcome     *Outcome      // how the VM ended; nil while it runs (endMu)
 	paused      bool          // Pause was called and Resume not since (endMu)
 	prelaunch   bool          // reset while paused and not resumed since (endMu)
+	panicked    bool          // paused by a guest panic (OnPanicPause), not reset since (endMu)
 	powerdownAt time.Duration // uptime of the first power button press, 0 if none (endMu)
 	ended       chan struct{}
 
 	boot      machineBootState // what a reset returns to (reset.go)
 	resetMu   sync.Mutex
-	resetWhy  string             // cause of a reset asked for and not done yet (resetMu)
-	resetDone chan struct{}      // closed once that reset is done (resetMu)
-	onReset   func(cause string) // emits RESET; set by ServeQMP (resetMu)
-	resetKick chan struct{}      // one slot: wakes Run for a reset
+	resetWhy  string              // cause of a reset asked for and not done yet (resetMu)
+	resetDone chan struct{}       // closed once that reset is done (resetMu)
+	onReset   func(cause string)  // emits RESET; set by ServeQMP (resetMu)
+	onPanic   func(action string) // emits GUEST_PANICKED; set by ServeQMP (resetMu)
+	resetKick chan struct{}       // one slot: wakes Run for a reset
 	resets    atomic.Uint64
 }
 
@@ -480,7 +482,7 @@ func (v *VM) reset() error {
 	}
 	v.resets.Add(1)
 	v.endMu.Lock()
-	v.prelaunch = v.paused
+	v.prelaunch, v.panicked = v.paused, false
 	v.endMu.Unlock()
 	v.resetMu.Lock()
 	cause, done, emit := v.resetWhy, v.resetDone, v.onReset
@@ -498,6 +500,46 @@ func (v *VM) resetDevices() error {
 	v.serial.Reset()
 	v.i8042.Reset()
 	return v.resetPCI() // pci.go
+}
+
+// errGuestPanic is how a guest panic reported through pvpanic ends the VM.
+var errGuestPanic = errors.New("guest kernel panicked (reported through pvpanic)")
+
+// guestPanicked handles the guest's pvpanic report, on the vCPU thread
+// that wrote it: GUEST_PANICKED for QMP clients, then the end of the VM
+// as a crash, or with OnPanicPause a pause. A crash kernel being loaded
+// is only told to QMP clients (GUEST_CRASHLOADED), as QEMU does.
+func (v *VM) guestPanicked(events uint8) {
+	v.resetMu.Lock()
+	emit := v.onPanic
+	v.resetMu.Unlock()
+	if events&devices.PVPanicPanicked == 0 {
+		if emit != nil {
+			emit("") // crash loaded: the guest runs on
+		}
+		return
+	}
+	action := v.cfg.OnPanic
+	if action == OnPanicPoweroff {
+		if emit != nil {
+			emit(action)
+		}
+		v.end(Outcome{Reason: vcpu.Crashed, VCPU: -1, Cause: CauseGuestPanic, Err: errGuestPanic})
+		return
+	}
+	// Paused before the event goes out, so a client that reacts to it sees
+	// guest-panicked, and a reset it asks for finds the VM paused. The
+	// vCPUs park at their next exit (this one on its way out of this
+	// MMIO exit): VM.Pause would wait for this thread to park.
+	v.endMu.Lock()
+	v.panicked, v.paused = true, true
+	v.endMu.Unlock()
+	for _, c := range v.vcpus {
+		c.RequestPause()
+	}
+	if emit != nil {
+		emit(action)
+	}
 }
 
 // Stop ends the VM from the host side (SIGTERM, QMP quit). It does not
@@ -565,6 +607,7 @@ func (v *VM) Resume() {
 }
 
 // Status is the VM's run state in QEMU's words: "running", "paused",
+// "guest-panicked" (paused by a guest panic, --on-panic pause),
 // "prelaunch" (reset while paused: QEMU's state for a machine that has
 // not run since its reset) or "shutdown".
 func (v *VM) Status() string {
@@ -575,6 +618,8 @@ func (v *VM) Status() string {
 		return "shutdown"
 	case v.prelaunch:
 		return "prelaunch"
+	case v.panicked:
+		return "guest-panicked"
 	case v.paused:
 		return "paused"
 	}

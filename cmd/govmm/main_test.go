@@ -117,6 +117,7 @@ func TestBadInput(t *testing.T) {
 		{"cmdline too long", []string{"run", "--kernel", kernel, "--append", strings.Repeat("x", 5000)}, "command line"},
 		{"disk is a directory", []string{"run", "--kernel", kernel, "--disk", t.TempDir() + ",ro"}, "is a directory: a disk must be a regular file or a block device"},
 		{"disk is a FIFO", []string{"run", "--kernel", kernel, "--disk", fifo + ",ro"}, "is a FIFO"},
+		{"on-panic garbage", []string{"run", "--kernel", kernel, "--on-panic", "reboot"}, `--on-panic "reboot"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command(govmmBin, tc.args...)

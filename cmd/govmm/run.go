@@ -52,6 +52,7 @@ func runCommand(args []string) error {
 	noIOEventFD := fs.Bool("no-ioeventfd", false, "virtqueue notifications exit to govmm (MMIO) instead of signalling an ioeventfd in the kernel")
 	noIRQFD := fs.Bool("no-irqfd", false, "send virtio interrupts with the KVM_SIGNAL_MSI ioctl instead of an irqfd write")
 	confine := fs.Bool("seccomp", true, "once the VM is set up, allow only the system calls govmm needs (a seccomp filter on every thread); any other ends govmm with a message naming it")
+	onPanic := fs.String("on-panic", "", "add QEMU's pvpanic device; a guest panic it reports then does: poweroff (end govmm with status 1) or pause (stop the VM in state guest-panicked for QMP)")
 	noReboot := fs.Bool("no-reboot", false, "a reset (system_reset, a guest reboot, a triple fault) ends govmm instead of restarting the guest, as QEMU's -no-reboot")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -98,6 +99,7 @@ func runCommand(args []string) error {
 		ExitStats: *exitStats, SyncRegs: *syncRegs,
 		Disks: disks, Nets: nets, RNG: *rng, NoIOEventFD: *noIOEventFD, NoIRQFD: *noIRQFD,
 		NoReboot: *noReboot,
+		OnPanic:  *onPanic,
 	}
 	vm, err := vmm.New(cfg)
 	if err != nil {
