@@ -115,8 +115,7 @@ func (c *control) Stop() error {
 }
 
 func (c *control) Cont() error {
-	// As QEMU: a machine that ended or panicked must be reset first.
-	if s := c.vm.Status(); s == "shutdown" || s == "guest-panicked" {
+	if c.vm.Status() == "shutdown" {
 		return errors.New("Resetting the Virtual Machine is required")
 	}
 	c.vm.Resume()

@@ -599,7 +599,7 @@ func (v *VM) Resume() {
 	v.pauseMu.Lock()
 	defer v.pauseMu.Unlock()
 	v.endMu.Lock()
-	v.paused, v.prelaunch = false, false
+	v.paused, v.prelaunch, v.panicked = false, false, false
 	v.endMu.Unlock()
 	for _, c := range v.vcpus {
 		c.Resume()

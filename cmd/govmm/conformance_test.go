@@ -313,6 +313,30 @@ var scenarios = []scenario{
 			Events: []string{"STOP", "RESET guest=false reason=host-qmp-system-reset", "RESUME", "SHUTDOWN guest=false reason=host-qmp-quit"},
 		},
 	},
+	{
+		// A guest kernel panic reported through pvpanic stops the VM for
+		// inspection (QEMU: -device pvpanic-pci -action panic=pause); cont
+		// lets it go on. ${IFS} is a space the kernel command line cannot
+		// carry.
+		name: "guest panic with pvpanic pauses", run: "sh,-c,echo${IFS}c>/proc/sysrq-trigger",
+		qemuArgs:  []string{"-device", "pvpanic-pci", "-action", "panic=pause"},
+		govmmArgs: []string{"--on-panic", "pause"},
+		commands:  []string{"cont"},
+		events:    []string{"GUEST_PANICKED", "STOP", "RESUME", "RESET"},
+		play: func(s *session) {
+			s.waitEvent("STOP")
+			s.status()
+			s.call("cont") // the panic goes on: panic=-1 reboots the guest
+			s.waitEvent("RESET")
+			s.status()
+		},
+		want: observation{
+			Steps: []string{"status guest-panicked", "cont: ok", "status running",
+				"connection open", "VM running", "quit: ok", "exit status 0"},
+			Events: []string{"GUEST_PANICKED action=pause", "STOP", "RESUME",
+				"RESET guest=true reason=guest-reset", "SHUTDOWN guest=false reason=host-qmp-quit"},
+		},
+	},
 }
 
 // shapeDiffsAllowed are the differences between QEMU's replies and ours
@@ -420,6 +444,9 @@ func formatEvent(e goqmp.Event) string {
 	}
 	if r, ok := e.Data["reason"]; ok {
 		s += fmt.Sprintf(" reason=%v", r)
+	}
+	if a, ok := e.Data["action"]; ok {
+		s += fmt.Sprintf(" action=%v", a)
 	}
 	return s
 }
