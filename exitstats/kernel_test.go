@@ -2,13 +2,10 @@ package exitstats
 
 import (
 	"bytes"
-	"errors"
-	"os"
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/govmm/govmm/internal/testenv"
 	"github.com/govmm/govmm/kvm"
 )
 
@@ -21,30 +18,9 @@ type kvmVM struct {
 
 func newKVMVM(t *testing.T) kvmVM {
 	t.Helper()
-	if _, err := os.Stat("/dev/kvm"); errors.Is(err, os.ErrNotExist) {
-		t.Skip("no /dev/kvm on this machine")
-	}
-	sys, err := kvm.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sys.Close() })
+	sys, vm, mem := testenv.KVMWithMemory(t, 1<<16)
 	if sys.CheckExtension(kvm.CapBinaryStatsFD) == 0 {
 		t.Skip("KVM_CAP_BINARY_STATS_FD missing on this kernel")
-	}
-	vm, err := sys.CreateVM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { vm.Close() })
-	// KVM wants page-aligned guest memory, which only mmap promises.
-	mem, err := unix.Mmap(-1, 0, 1<<16, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Munmap(mem) })
-	if err := vm.SetUserMemoryRegion(0, 0, mem); err != nil {
-		t.Fatal(err)
 	}
 	const entry = 0x1000
 	copy(mem[entry:], []byte{0xe6, 0x10, 0xf4}) // out 0x10, al; hlt

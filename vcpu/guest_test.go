@@ -1,16 +1,13 @@
 package vcpu
 
 import (
-	"errors"
-	"os"
 	"sync/atomic"
 	"testing"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/govmm/govmm/devices"
 	"github.com/govmm/govmm/exitstats"
 	"github.com/govmm/govmm/guests/tiny"
+	"github.com/govmm/govmm/internal/testenv"
 	"github.com/govmm/govmm/kvm"
 )
 
@@ -39,28 +36,8 @@ func (c *portCounter) Write(off uint64, data []byte) { c.n.Add(1) }
 // instead of exiting. It skips the test where /dev/kvm is absent.
 func newGuestVCPU(t *testing.T, code []byte, irqchip bool) (*VCPU, *portCounter) {
 	t.Helper()
-	if _, err := os.Stat("/dev/kvm"); errors.Is(err, os.ErrNotExist) {
-		t.Skip("no /dev/kvm on this machine")
-	}
-	sys, err := kvm.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sys.Close() })
-	vm, err := sys.CreateVM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { vm.Close() })
-	mem, err := unix.Mmap(-1, 0, 2<<20, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Munmap(mem) })
+	sys, vm, mem := testenv.KVMWithMemory(t, 2<<20)
 	copy(mem[tiny.LoadAddr:], code)
-	if err := vm.SetUserMemoryRegion(0, 0, mem); err != nil {
-		t.Fatal(err)
-	}
 	if irqchip {
 		// Where the vmm package puts them, out of the guest's way.
 		if err := vm.SetTSSAddr(0xfffbd000); err != nil {
