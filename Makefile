@@ -25,7 +25,7 @@ help:
 	@echo "make run          build govmm and the guest, boot it (--smp $(SMP)), print the exit table"
 	@echo "make test         go vet + the full test suite (needs /dev/kvm for the VM tests); lists every skipped test and why"
 	@echo "make fuzz         every fuzz target for FUZZTIME (default $(FUZZTIME)) each, one after another"
-	@echo "make bench-exits  cost of one port-I/O exit: C loop vs govmm (stats on/off, sync regs off, seccomp on), and of recording one exit"
+	@echo "make bench-exits  cost of one port-I/O exit: C loop vs govmm (stats on/off, sync regs off, seccomp on beside its child-process control), and of recording one exit"
 	@echo "make bench-boot   boot time and RSS: govmm vs QEMU microvm vs the C reference VMM"
 	@echo "make bench-semtest sem_test on the host, in govmm (each knob) and in QEMU"
 	@echo "make bench-blk    virtio-blk MiB/s and exits per MiB: govmm (fast paths on/off) vs QEMU"
