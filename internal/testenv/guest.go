@@ -44,3 +44,10 @@ func NeedLinux(t testing.TB, kernel, initrd string) {
 		}
 	}
 }
+
+// BenchInitramfs is the benchmark initramfs `make guests` builds beside
+// LinuxGuest's: the same tree plus Debian's fio and iperf3 with their
+// libraries (guests/Makefile, bench.cpio); root as for LinuxGuest.
+func BenchInitramfs(root string) string {
+	return filepath.Join(root, "guests", "out", "bench.cpio")
+}
