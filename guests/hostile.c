@@ -16,6 +16,8 @@
 //                  in the table, each covering the largest guest RAM range
 //                  (output amplification: the host must bound what one
 //                  request prints)
+//   console-indirect  the same through one indirect table of 4096 such
+//                  descriptors (2 TiB per request at 512 MiB if copied)
 //   blk-reads      the whole virtio-blk ring of the largest legal READs
 //   blk-reset      that ring, then status 0 while the device works on it
 //   blk-bad        malformed requests (addresses outside RAM, bad sizes,
@@ -476,6 +478,87 @@ static void console_chain(const char *attack, long rounds)
 	}
 }
 
+// contig_table finds npages physically contiguous pages among the pages of
+// a locked anonymous region (the order the kernel mapped them in does not
+// matter: the run is looked for among sorted PFNs) and returns the run's
+// guest-physical address, with va[i] the virtual address of its page i.
+// Freshly booted guests have long free runs; a region of 4096 pages that
+// holds no 16 consecutive frames fails the attack loudly, not quietly.
+#define CONTIG_REGION 4096
+static uint64_t contig_table(size_t npages, uint8_t **va)
+{
+	static struct {
+		uint64_t pfn;
+		uint8_t *va;
+	} frames[CONTIG_REGION];
+	uint8_t *region = mmap(NULL, CONTIG_REGION * PAGE, PROT_READ | PROT_WRITE,
+		MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE | MAP_LOCKED, -1, 0);
+	if (region == MAP_FAILED)
+		die("mmap contiguous region");
+	if (mlock(region, CONTIG_REGION * PAGE) != 0)
+		die("mlock contiguous region");
+	for (size_t i = 0; i < CONTIG_REGION; i++) {
+		frames[i].va = region + i * PAGE;
+		frames[i].pfn = phys(frames[i].va) / PAGE;
+	}
+	// Insertion sort by PFN: 4096 entries, once.
+	for (size_t i = 1; i < CONTIG_REGION; i++) {
+		for (size_t j = i; j > 0 && frames[j - 1].pfn > frames[j].pfn; j--) {
+			uint64_t p = frames[j].pfn;
+			uint8_t *v = frames[j].va;
+			frames[j] = frames[j - 1];
+			frames[j - 1].pfn = p;
+			frames[j - 1].va = v;
+		}
+	}
+	size_t run = 1;
+	for (size_t i = 1; i < CONTIG_REGION; i++) {
+		run = frames[i].pfn == frames[i - 1].pfn + 1 ? run + 1 : 1;
+		if (run == npages) {
+			size_t first = i + 1 - npages;
+			for (size_t k = 0; k < npages; k++) {
+				va[k] = frames[first + k].va;
+				memset(va[k], 0, PAGE);
+			}
+			return frames[first].pfn * PAGE;
+		}
+	}
+	fail("no physically contiguous run for an indirect table");
+	return 0;
+}
+
+// console_indirect: one transmit request through an indirect table of
+// 4096 descriptors (govmm's limit), each covering the largest RAM range.
+static void console_indirect(const char *attack, long rounds)
+{
+	enum { ENTRIES = 4096, PAGES = ENTRIES * sizeof(struct desc) / PAGE };
+	struct dev d = take_device(VIRTIO_CONSOLE);
+	start(&d);
+	setup_queue(&d, 0);
+	struct vq tx = setup_queue(&d, 1);
+	driver_ok(&d);
+	uint64_t ram = 0, len;
+	largest_ram(&ram, &len);
+	uint8_t *va[PAGES];
+	uint64_t table = contig_table(PAGES, va);
+	const size_t per_page = PAGE / sizeof(struct desc);
+	for (size_t i = 0; i < ENTRIES; i++) {
+		struct desc *t = (struct desc *)va[i / per_page];
+		t[i % per_page] = (struct desc){.addr = ram, .len = len,
+			.flags = i + 1 < ENTRIES ? DESC_NEXT : 0, .next = i + 1};
+	}
+	descs(&tx)[0] = (struct desc){.addr = table, .len = ENTRIES * sizeof(struct desc), .flags = DESC_INDIRECT};
+	printf("HOSTILE-START %s table=%u ram=%#" PRIx64 "+%#" PRIx64 "\n", attack, ENTRIES, ram, len);
+	fflush(stdout);
+	for (long r = 0; rounds == 0 || r < rounds; r++) {
+		publish(&tx, 0);
+		notify(&tx);
+		if (!wait_used(&tx, tx.avail_idx, 10))
+			round_result(attack, r, &tx);
+		first_round(attack, r);
+	}
+}
+
 // A virtio-blk device with one queue and the pages its requests use.
 #define BLK_HDR 16
 #define BLK_T_IN 0
@@ -770,6 +853,7 @@ static const struct {
 	void (*run)(const char *attack, long rounds);
 } attacks[] = {
 	{"console-chain", console_chain},
+	{"console-indirect", console_indirect},
 	{"blk-reads", blk_reads},
 	{"blk-reset", blk_reset},
 	{"blk-bad", blk_bad},

@@ -197,6 +197,8 @@ var hostileAttacks = []hostileAttack{
 	// A transmit chain of 64 descriptors, each covering all of guest
 	// RAM: 32 GiB of output per request if copied.
 	{name: "console-chain", rounds: 16, flags: []string{"--console", "virtio"}},
+	// One indirect table of 4096 such descriptors: 2 TiB per request.
+	{name: "console-indirect", rounds: 16, flags: []string{"--console", "virtio"}},
 	// The whole ring full of READs of seg_max pages (~1 MiB) each.
 	{name: "blk-reads", rounds: 2, disk: true},
 	// The same ring, and status 0 (reset) while the device works on it.
