@@ -32,7 +32,8 @@ type Config struct {
 	// HLT that reaches user space ends the VM.
 	Raw *RawGuest
 
-	MemSize uint64 // bytes
+	MemSize uint64       // bytes
+	Memory  MemoryConfig // how guest RAM is backed (memory.go)
 	CPUs    int
 
 	Console io.Writer // the serial port's output; nil discards it

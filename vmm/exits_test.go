@@ -215,7 +215,7 @@ func TestCPUIDForNumbersVCPUs(t *testing.T) {
 }
 
 func TestMemorySliceBounds(t *testing.T) {
-	m, err := newMemory(1 << 20)
+	m, err := newMemory(1<<20, MemoryConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

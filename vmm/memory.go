@@ -1,27 +1,117 @@
 package vmm
 
 import (
+	"errors"
 	"fmt"
+	"os"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/govmm/govmm/kvm"
 )
 
-// Memory is guest RAM: one anonymous mapping, guest physical address 0 at
-// index 0. Pages are only backed once touched (MAP_NORESERVE), so a large
-// --mem costs nothing until the guest uses it.
+// Memory is guest RAM: one mapping, guest physical address 0 at index 0.
+// By default it is anonymous and private, and pages are only backed once
+// touched (MAP_NORESERVE), so a large --mem costs nothing until the guest
+// uses it. With a backing file (--mem-path) it is a shared mapping of an
+// unlinked file on hugetlbfs.
 type Memory struct {
 	b []byte
+	// shared is set for a file-backed mapping, whose pages belong to the
+	// file: MADV_DONTNEED drops only the mapping's view of them, so
+	// zeroing RAM must remove them from the file instead.
+	shared bool
 }
 
-func newMemory(size uint64) (*Memory, error) {
+// MemoryConfig says how guest RAM is backed.
+type MemoryConfig struct {
+	// NoHugePages leaves anonymous guest RAM out of transparent huge
+	// pages. By default govmm madvises it MADV_HUGEPAGE, as QEMU does:
+	// with THP in "madvise" mode (the common distribution default) the
+	// guest then gets 2 MiB pages where the host has them, and takes
+	// fewer, cheaper page faults.
+	NoHugePages bool
+	// Path, when set, is a directory on hugetlbfs: guest RAM is a shared
+	// mapping of an unlinked file created there, made of the mount's
+	// huge pages, reserved from the pool when the VM is built.
+	Path string
+}
+
+func newMemory(size uint64, cfg MemoryConfig) (*Memory, error) {
+	if cfg.Path != "" {
+		return newFileMemory(size, cfg.Path)
+	}
 	b, err := unix.Mmap(-1, 0, int(size), unix.PROT_READ|unix.PROT_WRITE,
 		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
 	if err != nil {
 		return nil, fmt.Errorf("map %d MiB of guest memory: %w", size>>20, err)
 	}
-	return &Memory{b: b}, nil
+	m := &Memory{b: b}
+	if !cfg.NoHugePages {
+		// A kernel without THP refuses the advice (EINVAL): RAM then
+		// stays in small pages, which is no reason to fail.
+		if err := unix.Madvise(b, unix.MADV_HUGEPAGE); err != nil && !errors.Is(err, unix.EINVAL) {
+			m.close()
+			return nil, fmt.Errorf("madvise guest memory MADV_HUGEPAGE: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// newFileMemory maps size bytes of a new, unlinked file in dir, which must
+// be on hugetlbfs. Without MAP_NORESERVE the mapping reserves its huge
+// pages at once, so a short pool is an error here rather than a SIGBUS in
+// the middle of the guest's run.
+func newFileMemory(size uint64, dir string) (*Memory, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return nil, fmt.Errorf("--mem-path %s: %w", dir, err)
+	}
+	if st.Type != unix.HUGETLBFS_MAGIC {
+		return nil, fmt.Errorf("--mem-path %s: not a hugetlbfs mount (file system magic %#x)", dir, st.Type)
+	}
+	page := uint64(st.Bsize)
+	if page == 0 || size%page != 0 {
+		return nil, fmt.Errorf("--mem-path %s: guest memory of %d KiB is not a multiple of its huge page size (%d KiB)", dir, size>>10, page>>10)
+	}
+	f, err := createUnlinked(dir)
+	if err != nil {
+		return nil, fmt.Errorf("--mem-path %s: create the guest memory file: %w", dir, err)
+	}
+	defer f.Close() // the mapping keeps the file
+	if err := f.Truncate(int64(size)); err != nil {
+		return nil, fmt.Errorf("--mem-path %s: size the guest memory file to %d MiB: %w", dir, size>>20, err)
+	}
+	b, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		if errors.Is(err, unix.ENOMEM) {
+			return nil, fmt.Errorf("--mem-path %s: map %d MiB: %w (are there %d free huge pages? see HugePages_Free in /proc/meminfo, vm.nr_hugepages)", dir, size>>20, err, size/page)
+		}
+		return nil, fmt.Errorf("--mem-path %s: map %d MiB: %w", dir, size>>20, err)
+	}
+	return &Memory{b: b, shared: true}, nil
+}
+
+// createUnlinked creates a file in dir that has no name, so nothing is
+// left behind however govmm ends: O_TMPFILE where the file system has it,
+// otherwise a new file unlinked at once.
+func createUnlinked(dir string) (*os.File, error) {
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err == nil {
+		return os.NewFile(uintptr(fd), dir+"/(guest memory)"), nil
+	}
+	if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR) {
+		return nil, err
+	}
+	f, err := os.CreateTemp(dir, "govmm-mem-")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 func (m *Memory) register(vm *kvm.VM) error { return vm.SetUserMemoryRegion(0, 0, m.b) }

@@ -209,11 +209,18 @@ func (v *VM) restoreBootState() error {
 	return nil
 }
 
-// zero drops every page of guest RAM: the mapping is private and
-// anonymous, so the guest reads zeros afterwards, and the host gets the
-// memory back.
+// zero drops every page of guest RAM, so the guest reads zeros
+// afterwards and the host gets the memory back. For private anonymous
+// RAM that is MADV_DONTNEED; a shared file mapping would only lose its
+// view of the file's pages and read the old data back, so there the pages
+// are removed from the file (MADV_REMOVE, a hole punched through the
+// mapping: fallocate would need the file's descriptor, which is closed).
 func (m *Memory) zero() error {
-	if err := unix.Madvise(m.b, unix.MADV_DONTNEED); err != nil {
+	advice := unix.MADV_DONTNEED
+	if m.shared {
+		advice = unix.MADV_REMOVE
+	}
+	if err := unix.Madvise(m.b, advice); err != nil {
 		return fmt.Errorf("drop guest memory: %w", err)
 	}
 	return nil

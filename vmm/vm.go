@@ -178,7 +178,7 @@ func New(cfg Config) (_ *VM, err error) {
 	if err := cfg.Knobs.applyVM(v.kvm); err != nil {
 		return nil, err
 	}
-	if v.mem, err = newMemory(cfg.MemSize); err != nil {
+	if v.mem, err = newMemory(cfg.MemSize, cfg.Memory); err != nil {
 		return nil, err
 	}
 	if err = v.mem.register(v.kvm); err != nil {

@@ -117,6 +117,9 @@ func TestBadInput(t *testing.T) {
 		{"cmdline too long", []string{"run", "--kernel", kernel, "--append", strings.Repeat("x", 5000)}, "command line"},
 		{"disk is a directory", []string{"run", "--kernel", kernel, "--disk", t.TempDir() + ",ro"}, "is a directory: a disk must be a regular file or a block device"},
 		{"disk is a FIFO", []string{"run", "--kernel", kernel, "--disk", fifo + ",ro"}, "is a FIFO"},
+		{"mem-path missing", []string{"run", "--kernel", kernel, "--mem-path", "/nonexistent/hugepages"}, "--mem-path /nonexistent/hugepages: no such file"},
+		{"mem-path not hugetlbfs", []string{"run", "--kernel", kernel, "--mem-path", t.TempDir()}, "not a hugetlbfs mount"},
+		{"mem-hugepages garbage", []string{"run", "--kernel", kernel, "--mem-hugepages=maybe"}, "mem-hugepages"},
 		{"on-panic garbage", []string{"run", "--kernel", kernel, "--on-panic", "reboot"}, `--on-panic "reboot"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -32,6 +32,8 @@ func runCommand(args []string) error {
 	cmdline := fs.String("append", vmm.DefaultCmdline, "kernel command line")
 	smp := fs.Int("smp", 1, "number of vCPUs")
 	mem := fs.String("mem", "512M", "guest memory (K, M or G suffix; a bare number is MiB)")
+	memHugePages := fs.Bool("mem-hugepages", true, "madvise guest RAM MADV_HUGEPAGE, so that it gets transparent huge pages where the host has them")
+	memPath := fs.String("mem-path", "", "back guest RAM with an unlinked file in `DIR`, a hugetlbfs mount (--mem a multiple of its huge page size, that many huge pages free)")
 	exitStats := fs.Bool("exit-stats", true, "time every exit and print the exit table at shutdown")
 	syncRegs := fs.Bool("sync-regs", true, "read registers from the kvm_run page (KVM_CAP_SYNC_REGS) instead of by ioctl")
 	bootMode := fs.String("boot", "direct", "how to enter a bzImage: `direct` (govmm unpacks the payload, 64-bit entry) or protected (32-bit entry; the kernel decompresses itself)")
@@ -95,6 +97,7 @@ func runCommand(args []string) error {
 		Knobs:         knobs,
 		Kernel:        *kernel, Initrd: *initrd, Cmdline: *cmdline,
 		CPUs: *smp, MemSize: memSize,
+		Memory:    vmm.MemoryConfig{NoHugePages: !*memHugePages, Path: *memPath},
 		Console:   os.Stdout,
 		ExitStats: *exitStats, SyncRegs: *syncRegs,
 		Disks: disks, Nets: nets, RNG: *rng, NoIOEventFD: *noIOEventFD, NoIRQFD: *noIRQFD,

@@ -1,0 +1,315 @@
+package vmm
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/govmm/govmm/vcpu"
+)
+
+// vmFlags returns the VmFlags line of /proc/self/smaps for the mapping
+// that starts at b.
+func vmFlags(t *testing.T, b []byte) []string {
+	t.Helper()
+	start := fmt.Sprintf("%x-", uintptr(unsafe.Pointer(&b[0])))
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	in := false
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		line := s.Text()
+		if strings.HasPrefix(line, start) {
+			in = true
+		}
+		if rest, ok := strings.CutPrefix(line, "VmFlags:"); ok && in {
+			return strings.Fields(rest)
+		}
+	}
+	t.Fatalf("no mapping at %s in /proc/self/smaps", start)
+	return nil
+}
+
+func hasFlag(flags []string, f string) bool {
+	for _, g := range flags {
+		if g == f {
+			return true
+		}
+	}
+	return false
+}
+
+// Guest RAM is madvised MADV_HUGEPAGE ("hg" in smaps' VmFlags) unless
+// NoHugePages (--mem-hugepages=false) says otherwise.
+func TestMemoryHugePageAdvice(t *testing.T) {
+	if _, err := os.Stat("/sys/kernel/mm/transparent_hugepage/enabled"); err != nil {
+		t.Skipf("this kernel has no transparent huge pages: %v", err)
+	}
+	for _, tc := range []struct {
+		cfg  MemoryConfig
+		want bool
+	}{{MemoryConfig{}, true}, {MemoryConfig{NoHugePages: true}, false}} {
+		m, err := newMemory(64<<20, tc.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		flags := vmFlags(t, m.b)
+		m.close()
+		if got := hasFlag(flags, "hg"); got != tc.want {
+			t.Errorf("%+v: MADV_HUGEPAGE flag hg %v, want %v (VmFlags %v)", tc.cfg, got, tc.want, flags)
+		}
+	}
+}
+
+// --mem-path refuses what is not a hugetlbfs directory with an error that
+// names it.
+func TestMemPathErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, dir, want string
+	}{
+		{"missing", filepath.Join(t.TempDir(), "nope"), "no such file"},
+		{"not hugetlbfs", t.TempDir(), "not a hugetlbfs mount"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := newMemory(4<<20, MemoryConfig{Path: tc.dir})
+			if err == nil {
+				m.close()
+				t.Fatalf("mapped guest memory in %s", tc.dir)
+			}
+			if !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.dir) {
+				t.Errorf("error %q, want it to name %s and say %q", err, tc.dir, tc.want)
+			}
+		})
+	}
+	dir, page := hugetlbfs(t, 0)
+	t.Run("not a multiple of the huge page size", func(t *testing.T) {
+		m, err := newMemory(page+4096, MemoryConfig{Path: dir})
+		if err == nil {
+			m.close()
+			t.Fatal("mapped guest memory of a partial huge page")
+		}
+		if !strings.Contains(err.Error(), "not a multiple of its huge page size") {
+			t.Errorf("error %q, want it to name the huge page size", err)
+		}
+	})
+	t.Run("pool too small", func(t *testing.T) {
+		free := meminfo(t, "HugePages_Free")
+		size := (free + 1) * page
+		if size > MaxMemSize {
+			t.Skipf("%d free huge pages: more than the largest guest", free)
+		}
+		m, err := newMemory(size, MemoryConfig{Path: dir})
+		if err == nil {
+			m.close()
+			t.Fatalf("mapped %d huge pages with %d free", free+1, free)
+		}
+		if !strings.Contains(err.Error(), "free huge pages") {
+			t.Errorf("error %q, want it to point at the huge page pool", err)
+		}
+	})
+	entries, err := os.ReadDir(dir)
+	if err != nil || len(entries) != 0 {
+		t.Errorf("failed attempts left %v (%v) in %s", entries, err, dir)
+	}
+}
+
+// Zeroing file-backed RAM (a reset) must remove the file's pages:
+// MADV_DONTNEED alone would map the old contents back in. A memfd (shmem)
+// stands in for hugetlbfs where no hugetlbfs can be had.
+func TestZeroSharedMemory(t *testing.T) {
+	const size = 4 << 20
+	fd, err := unix.MemfdCreate("govmm-test", unix.MFD_CLOEXEC)
+	if err != nil {
+		t.Skipf("memfd_create: %v", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Ftruncate(fd, size); err != nil {
+		t.Fatal(err)
+	}
+	b, err := unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &Memory{b: b, shared: true}
+	defer m.close()
+	checkZeroes(t, m)
+}
+
+// The same on hugetlbfs, as --mem-path maps it.
+func TestZeroHugetlbfsMemory(t *testing.T) {
+	dir, page := hugetlbfs(t, 2)
+	m, err := newMemory(2*page, MemoryConfig{Path: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.close()
+	if !m.shared {
+		t.Fatal("hugetlbfs memory not marked shared")
+	}
+	checkZeroes(t, m)
+}
+
+// checkZeroes fills m, zeroes it as a reset does, and expects zeros.
+func checkZeroes(t *testing.T, m *Memory) {
+	t.Helper()
+	for i := range m.b {
+		m.b[i] = byte(i%251 + 1)
+	}
+	if err := m.zero(); err != nil {
+		t.Fatal(err)
+	}
+	if i := bytes.IndexFunc(m.b, func(r rune) bool { return r != 0 }); i >= 0 {
+		t.Fatalf("byte %#x is %#x after zeroing, want all zeros", i, m.b[i])
+	}
+	// And the memory is still usable afterwards.
+	m.b[len(m.b)-1] = 7
+	if m.b[len(m.b)-1] != 7 {
+		t.Fatal("memory not writable after zeroing")
+	}
+}
+
+// A reset of a VM whose RAM is on hugetlbfs (and of one with ordinary
+// RAM) leaves none of the old boot's memory behind.
+func TestResetZeroesGuestRAM(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mem  func(t *testing.T) MemoryConfig
+	}{
+		{"anonymous", func(*testing.T) MemoryConfig { return MemoryConfig{} }},
+		{"hugetlbfs", func(t *testing.T) MemoryConfig {
+			dir, _ := hugetlbfs(t, 64) // 128 MiB of 2 MiB pages
+			return MemoryConfig{Path: dir}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			needKVM(t)
+			mem := tc.mem(t)
+			vm, err := New(Config{Kernel: needGuest(t, "vmlinux"), Initrd: initramfs, Cmdline: DefaultCmdline, MemSize: 128 << 20, CPUs: 1, Memory: mem})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer vm.Close()
+			// Far above the kernel and below the initrd, which sits
+			// at the top of RAM: nothing a reset loads lands here.
+			const marker = 96 << 20
+			copy(vm.mem.b[marker:], "left over from the last boot")
+			done := vm.requestReset("test")
+			if err := vm.reset(); err != nil { // what Run does on the request
+				t.Fatal(err)
+			}
+			if got := vm.mem.b[marker : marker+28]; !bytes.Equal(got, make([]byte, 28)) {
+				t.Fatalf("after the reset RAM at %#x holds %q, want zeros", marker, got)
+			}
+			<-done
+		})
+	}
+}
+
+// Linux boots on hugetlbfs-backed RAM and uses its huge pages.
+func TestBootOnHugetlbfs(t *testing.T) {
+	needGuest(t, "vmlinux")
+	dir, page := hugetlbfs(t, 128) // 256 MiB of 2 MiB pages
+	vm, out, console := bootLinuxWith(t, "vmlinux", 2, "", func(c *Config) {
+		c.MemSize = 128 * page
+		c.Memory.Path = dir
+	})
+	if out.Err != nil || out.Reason != vcpu.PowerOff || !readyLine.MatchString(console) {
+		t.Fatalf("guest ended %v (%v), want a ready line and power-off; console:\n%s", out.Reason, out.Err, console)
+	}
+	if !vm.mem.shared {
+		t.Error("guest RAM is not the hugetlbfs file's")
+	}
+}
+
+// hugetlbfs mounts a hugetlbfs for the test (root only) and, with pages >
+// 0, sees that the pool has that many free huge pages, growing it by that
+// many for the test's duration if it has to. A lock file serializes the
+// tests of every checkout that do this, so that no two of them count on
+// the same free pages. It returns the mount and its page size, or skips
+// the test saying why.
+func hugetlbfs(t *testing.T, pages uint64) (string, uint64) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting hugetlbfs needs root")
+	}
+	if pages > 0 {
+		lock, err := os.OpenFile(filepath.Join(os.TempDir(), "govmm-hugepages.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { lock.Close() }) // releases the lock, last
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("none", dir, "hugetlbfs", 0, ""); err != nil {
+		t.Skipf("cannot mount hugetlbfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	page := uint64(st.Bsize)
+	if free := meminfo(t, "HugePages_Free"); free < pages {
+		const knob = "/proc/sys/vm/nr_hugepages"
+		grow := pages - free
+		total := readUint(t, knob)
+		if err := os.WriteFile(knob, []byte(strconv.FormatUint(total+grow, 10)), 0); err != nil {
+			t.Skipf("need %d free huge pages, have %d, and cannot grow the pool: %v", pages, free, err)
+		}
+		t.Cleanup(func() {
+			now := readUint(t, knob)
+			os.WriteFile(knob, []byte(strconv.FormatUint(now-min(now, grow), 10)), 0)
+		})
+		if free := meminfo(t, "HugePages_Free"); free < pages {
+			t.Skipf("need %d free huge pages; the kernel found only %d (host memory too fragmented?)", pages, free)
+		}
+	}
+	return dir, page
+}
+
+// meminfo reads a count from /proc/meminfo.
+func meminfo(t *testing.T, key string) uint64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, key+":"); ok {
+			n, err := strconv.ParseUint(strings.Fields(rest)[0], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no %s in /proc/meminfo", key)
+	return 0
+}
+
+func readUint(t *testing.T, path string) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
