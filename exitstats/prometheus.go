@@ -373,3 +373,20 @@ func constHistogram(desc *prometheus.Desc, count uint64, sum float64, buckets ma
 	}
 	return m
 }
+
+// HistogramMetric turns a Histogram's snapshot into a Prometheus
+// histogram, its values multiplied by scale (1e-9 from ns to seconds).
+// Its buckets are the snapshot's powers of two (2^2 to 2^40), a quarter
+// of the snapshot's own: enough for histogram_quantile, and a bounded
+// number of series per histogram.
+func HistogramMetric(desc *prometheus.Desc, s *HistogramSnapshot, scale float64, labels ...string) prometheus.Metric {
+	cumulative := make(map[float64]uint64, HistogramBuckets/histSub)
+	var n uint64
+	for i, count := range s.Buckets {
+		n = addSat(n, count)
+		if bound, ok := HistogramUpperBound(i); ok && i%histSub == histSub-1 {
+			cumulative[float64(bound)*scale] = n
+		}
+	}
+	return constHistogram(desc, n, float64(s.Sum)*scale, cumulative, labels...)
+}

@@ -203,29 +203,63 @@ func (b *Block) Notify(queue int) error {
 	if b.err != nil {
 		return b.err
 	}
-	if err := serve(b.mem, b.q, b.features, b.irq, 0, func(c *Chain) (uint32, bool) {
-		n := b.handle(c)
-		return n, !b.q.aborted()
+	if err := serve(b.mem, b.q, b.features, b.irq, 0, func(c *Chain) served {
+		r := b.handle(c)
+		r.abandon = b.q.aborted()
+		return r
 	}); err != nil {
 		b.err = fmt.Errorf("virtio-blk: %w", err)
 	}
 	return b.err
 }
 
-// handle serves one request and returns the number of bytes it wrote
+// Kinds of request, for telemetry (RequestOps).
+const (
+	blkOpRead Op = iota
+	blkOpWrite
+	blkOpFlush
+	blkOpGetID
+	blkOpUnsupported // a type the device does not implement (discard, ...)
+	blkOpBad         // no header or no status byte
+)
+
+var blkOps = []string{"read", "write", "flush", "get_id", "unsupported", "bad"}
+
+// RequestOps implements requestOps: the request types, plus requests
+// too malformed to have one.
+func (b *Block) RequestOps(queue int) []string { return blkOps }
+
+// blkOpOf is the telemetry kind of request type typ.
+func blkOpOf(typ uint32) Op {
+	switch typ {
+	case blkTIn:
+		return blkOpRead
+	case blkTOut:
+		return blkOpWrite
+	case blkTFlush:
+		return blkOpFlush
+	case blkTGetID:
+		return blkOpGetID
+	}
+	return blkOpUnsupported
+}
+
+// handle serves one request and reports the number of bytes it wrote
 // into the chain, status byte included. A malformed request is the
 // guest's problem, not the device's: it gets IOERR if it has a status
 // byte, and nothing otherwise.
-func (b *Block) handle(c *Chain) uint32 {
+func (b *Block) handle(c *Chain) served {
+	r := served{op: blkOpBad}
 	w := c.WritableLen()
 	if w == 0 {
 		b.warn.Printf("bad_request", "request %d has no status byte, dropped", c.Head)
-		return 0
+		return r
 	}
 	// The status byte is the last writable byte; data comes before it.
-	status, n := b.request(c, w-1)
+	status, n := b.request(c, w-1, &r)
 	c.Scatter([]byte{status}, w-1)
-	return uint32(min(n+1, math.MaxUint32))
+	r.written = uint32(min(n+1, math.MaxUint32))
+	return r
 }
 
 // sizeOK enforces the seg_max and size_max the device advertises: they
@@ -245,8 +279,9 @@ func (b *Block) sizeOK(c *Chain) bool {
 }
 
 // request performs the request in c whose writable data part is dataLen
-// bytes, and returns its status and the data bytes it wrote.
-func (b *Block) request(c *Chain, dataLen uint64) (status byte, written uint64) {
+// bytes, and returns its status and the data bytes it wrote; it puts the
+// request's kind and the data it moved in r, for telemetry.
+func (b *Block) request(c *Chain, dataLen uint64, r *served) (status byte, written uint64) {
 	// Copy the header out of guest memory before looking at it: the
 	// guest may change it under us.
 	var hdr [blkHeaderLen]byte
@@ -256,6 +291,7 @@ func (b *Block) request(c *Chain, dataLen uint64) (status byte, written uint64) 
 	}
 	typ := binary.LittleEndian.Uint32(hdr[0:])
 	sector := binary.LittleEndian.Uint64(hdr[8:])
+	r.op = blkOpOf(typ)
 	start := time.Now()
 	if !b.sizeOK(c) {
 		switch typ {
@@ -269,6 +305,7 @@ func (b *Block) request(c *Chain, dataLen uint64) (status byte, written uint64) 
 
 	switch typ {
 	case blkTIn:
+		r.bytes = dataLen
 		off, ok := b.span(sector, dataLen)
 		if !ok {
 			b.stats.invalid(opRead)
@@ -287,6 +324,7 @@ func (b *Block) request(c *Chain, dataLen uint64) (status byte, written uint64) 
 			return blkSIOErr, 0
 		}
 		n := c.ReadableLen() - blkHeaderLen
+		r.bytes = n
 		off, ok := b.span(sector, n)
 		if !ok {
 			b.stats.invalid(opWrite)
@@ -317,7 +355,8 @@ func (b *Block) request(c *Chain, dataLen uint64) (status byte, written uint64) 
 		b.stats.done(opFlush, 0, start)
 		return blkSOK, 0
 	case blkTGetID:
-		return blkSOK, uint64(c.Scatter(b.id[:min(dataLen, blkIDLen)], 0))
+		r.bytes = uint64(c.Scatter(b.id[:min(dataLen, blkIDLen)], 0))
+		return blkSOK, r.bytes
 	}
 	return blkSUnsupp, 0
 }

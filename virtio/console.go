@@ -118,6 +118,15 @@ func (c *Console) Activate(mem Memory, features uint64, queues []*Queue, irq Int
 	return nil
 }
 
+// RequestOps implements requestOps: receiveq carries input, transmitq
+// output.
+func (c *Console) RequestOps(queue int) []string {
+	if queue == 0 {
+		return []string{"rx"}
+	}
+	return []string{"tx"}
+}
+
 // Reset implements Device. Pending input is kept for the next driver.
 func (c *Console) Reset() {
 	c.rxMu.Lock()
@@ -173,6 +182,10 @@ func (c *Console) deliverLocked() error {
 	if c.rxq == nil || c.rxErr != nil {
 		return c.rxErr
 	}
+	// Input is timed from here: it waited for receive buffers (or
+	// arrived just now), and the device turns to it now.
+	tel := c.rxq.tel
+	start := tel.now()
 	pushed := false
 	for len(c.pending) > 0 {
 		ch, err := c.rxq.Pop(c.mem)
@@ -183,16 +196,24 @@ func (c *Console) deliverLocked() error {
 		if ch == nil {
 			break
 		}
+		popped := tel.now()
 		n := ch.Scatter(c.pending, 0)
+		done := tel.now()
 		if err := c.rxq.Push(c.mem, ch.Head, uint32(n)); err != nil {
 			c.rxErr = fmt.Errorf("virtio-console: receiveq: %w", err)
 			break
 		}
+		tel.pushed(0, uint64(n), start, popped, done)
 		c.pending = append(c.pending[:0], c.pending[n:]...)
 		pushed = true
 	}
-	if pushed && c.rxq.NeedsInterrupt(c.mem, c.features) {
-		if err := c.irq.Queue(0); err != nil {
+	if pushed {
+		var err error
+		if c.rxq.NeedsInterrupt(c.mem, c.features) {
+			err = c.irq.Queue(0)
+		}
+		tel.interrupted(tel.now())
+		if err != nil {
 			return fmt.Errorf("virtio-console: interrupt: %w", err)
 		}
 	}
@@ -205,14 +226,15 @@ func (c *Console) transmitLocked() error {
 	if c.txq == nil || c.txErr != nil {
 		return c.txErr
 	}
-	if err := serve(c.mem, c.txq, c.features, c.irq, 1, func(ch *Chain) (uint32, bool) {
+	if err := serve(c.mem, c.txq, c.features, c.irq, 1, func(ch *Chain) served {
 		for _, b := range ch.Buffers(false, 0, consoleTxMax) {
 			c.out.write(b)
 		}
-		if n := ch.ReadableLen(); n > consoleTxMax {
+		n := ch.ReadableLen()
+		if n > consoleTxMax {
 			c.out.drop(n - consoleTxMax)
 		}
-		return 0, true
+		return served{bytes: min(n, consoleTxMax)}
 	}); err != nil {
 		c.txErr = fmt.Errorf("virtio-console: transmitq: %w", err)
 	}

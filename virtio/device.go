@@ -74,12 +74,21 @@ type Device interface {
 	Reset()
 }
 
+// served is what a device's handler reports about one chain.
+type served struct {
+	written uint32 // bytes written into the chain, for the used ring
+	op      Op     // the kind of request, for telemetry
+	bytes   uint64 // the data the request moved, for telemetry
+	// abandon: the queue was aborted, so the chain is neither used nor
+	// completed, and serve stops.
+	abandon bool
+}
+
 // serve is the request loop of a device that answers each chain on its
 // own (blk, rng, the transmit side of console and net): it pops every
 // available chain, has handle serve it and returns it to the driver with
 // the byte count handle gives, and raises queue's interrupt if the driver
-// wants one. handle returns false to abandon the chain (the queue was
-// aborted): it is neither used nor completed, and serve stops.
+// wants one. It times each request for the queue's telemetry.
 //
 // The loop ends when Pop finds nothing, which includes a queue the
 // transport holds or aborted: that is how a stop, reset or BAR move wins
@@ -87,15 +96,23 @@ type Device interface {
 // q.Size() chains too, so such a driver still sees completions. An error
 // is a broken queue or a failed interrupt; the device should keep it
 // until Reset.
-func serve(mem Memory, q *Queue, features uint64, irq Interrupt, queue int, handle func(*Chain) (uint32, bool)) error {
+func serve(mem Memory, q *Queue, features uint64, irq Interrupt, queue int, handle func(*Chain) served) error {
+	tel := q.tel
+	start := tel.lastNotify()
 	pushed := 0
 	signal := func() error {
-		if pushed > 0 && q.NeedsInterrupt(mem, features) {
-			if err := irq.Queue(queue); err != nil {
-				return fmt.Errorf("interrupt: %w", err)
-			}
+		if pushed == 0 {
+			return nil
 		}
+		var err error
+		if q.NeedsInterrupt(mem, features) {
+			err = irq.Queue(queue)
+		}
+		tel.interrupted(tel.now())
 		pushed = 0
+		if err != nil {
+			return fmt.Errorf("interrupt: %w", err)
+		}
 		return nil
 	}
 	for {
@@ -105,13 +122,16 @@ func serve(mem Memory, q *Queue, features uint64, irq Interrupt, queue int, hand
 			// interrupt.
 			return errors.Join(err, signal())
 		}
-		n, ok := handle(c)
-		if !ok {
+		popped := tel.now()
+		r := handle(c)
+		if r.abandon {
 			return signal()
 		}
-		if err := q.Push(mem, c.Head, n); err != nil {
+		done := tel.now()
+		if err := q.Push(mem, c.Head, r.written); err != nil {
 			return errors.Join(err, signal())
 		}
+		tel.pushed(r.op, r.bytes, start, popped, done)
 		if pushed++; pushed >= int(q.Size()) {
 			if err := signal(); err != nil {
 				return err

@@ -223,22 +223,38 @@ func (n *Net) transmitLocked() error {
 	if n.txBuf == nil {
 		n.txBuf = make([]byte, netMaxPacket)
 	}
-	if err := serve(n.mem, n.txq, n.features, n.irq, 1, func(c *Chain) (uint32, bool) {
-		n.transmit(c)
-		return 0, true
+	if err := serve(n.mem, n.txq, n.features, n.irq, 1, func(c *Chain) served {
+		return n.transmit(c)
 	}); err != nil {
 		n.txErr = fmt.Errorf("virtio-net: transmitq: %w", err)
 	}
 	return n.txErr
 }
 
+// Kinds of request, for telemetry (RequestOps).
+const (
+	netOpRx Op = 0 // on receiveq
+
+	netOpTx        Op = 0 // on transmitq
+	netOpTxDropped Op = 1
+)
+
+// RequestOps implements requestOps: frames received; frames sent, and
+// those dropped (malformed, or the tap refused them).
+func (n *Net) RequestOps(queue int) []string {
+	if queue == 0 {
+		return []string{"rx"}
+	}
+	return []string{"tx", "tx_dropped"}
+}
+
 // transmit writes the frame in c to the tap, or drops it.
-func (n *Net) transmit(c *Chain) {
+func (n *Net) transmit(c *Chain) served {
 	l := c.ReadableLen()
 	if l < NetHdrLen || l > netMaxPacket {
 		n.txDropped.Add(1)
 		n.warn.Printf("bad_packet", "transmit: dropped a %d-byte packet (header %d, limit %d)", l, NetHdrLen, netMaxPacket)
-		return
+		return served{op: netOpTxDropped}
 	}
 	p := n.txBuf[:l]
 	c.Gather(p[NetHdrLen:], NetHdrLen)
@@ -246,7 +262,9 @@ func (n *Net) transmit(c *Chain) {
 	if _, err := n.tap.Write(p); err != nil {
 		n.txDropped.Add(1)
 		n.warn.Printf("host_io", "transmit: write tap: %v", err)
+		return served{op: netOpTxDropped}
 	}
+	return served{op: netOpTx, bytes: l - NetHdrLen}
 }
 
 // receiveLoop reads frames from the tap and hands them to the guest,
@@ -287,6 +305,14 @@ func (n *Net) receiveLoop() {
 func (n *Net) receive(p []byte, gen uint64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	// A frame is timed from its arrival: the queue phase is its wait
+	// for a receive buffer. Without rxq the device is down and the
+	// frame dropped below.
+	var tel *queueTelemetry
+	if n.rxq != nil {
+		tel = n.rxq.tel
+	}
+	start := tel.now()
 	if len(p) < NetHdrLen {
 		n.rxDropped.Add(1)
 		return
@@ -321,19 +347,23 @@ func (n *Net) receive(p []byte, gen uint64) {
 		n.warn.Printf("rx_buffer", "receive: dropped a %d-byte packet: receive buffer of %d bytes", len(p), c.WritableLen())
 		return
 	}
+	popped := tel.now()
 	var hdr [NetHdrLen]byte
 	hdr[netNumBuffersOff] = 1 // without MRG_RXBUF, always 1 (5.1.6.4)
 	c.Scatter(hdr[:], 0)
 	c.Scatter(p[NetHdrLen:], NetHdrLen)
+	done := tel.now()
 	if err := n.rxq.Push(n.mem, c.Head, uint32(len(p))); err != nil {
 		n.failReceive(err)
 		return
 	}
+	tel.pushed(netOpRx, uint64(len(p)-NetHdrLen), start, popped, done)
 	if n.rxq.NeedsInterrupt(n.mem, n.features) {
 		if err := n.irq.Queue(0); err != nil {
 			n.warn.Printf("host_io", "receive: interrupt: %v", err)
 		}
 	}
+	tel.interrupted(tel.now())
 }
 
 // failReceive breaks receiveq until Reset and tells the transport now:

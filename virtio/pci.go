@@ -152,6 +152,10 @@ type TransportConfig struct {
 	// transport, its configuration space and the device log their
 	// warnings to, so that the VM can count them.
 	GuestLog *guestlog.Set
+	// RequestTelemetry times every request per queue and kind
+	// (telemetry.go, read with RequestStats); off, no clock is read on
+	// the request path.
+	RequestTelemetry bool
 }
 
 // QueueCounters count one queue's traffic.
@@ -237,8 +241,16 @@ func NewTransport(dev Device, c TransportConfig) (*Transport, error) {
 		notifyMu:    make([]sync.Mutex, len(sizes)),
 		counters:    make([]pciQueueCounters, len(sizes)),
 	}
-	for _, s := range sizes {
-		t.queues = append(t.queues, NewQueue(s))
+	for i, s := range sizes {
+		q := NewQueue(s)
+		if c.RequestTelemetry {
+			var ops []string
+			if d, ok := dev.(requestOps); ok {
+				ops = d.RequestOps(i)
+			}
+			q.tel = newQueueTelemetry(ops, s)
+		}
+		t.queues = append(t.queues, q)
 	}
 	if d, ok := dev.(interface{ setGuestLog(*guestlog.Logger) }); ok {
 		d.setGuestLog(t.warn)
@@ -473,6 +485,7 @@ func (t *Transport) notify(q int) {
 		return
 	}
 	t.notifyMu[q].Lock()
+	t.queues[q].tel.notify()
 	err := t.dev.Notify(q)
 	t.notifyMu[q].Unlock()
 	if err != nil {
@@ -826,6 +839,25 @@ func (t *Transport) Counters() []QueueCounters {
 	for i := range out {
 		c := &t.counters[i]
 		out[i] = QueueCounters{NotifyEventFD: c.eventfd.Load(), NotifyMMIO: c.mmio.Load(), Interrupts: c.interrupts.Load()}
+	}
+	return out
+}
+
+// QueueRequestStats are one queue's request telemetry.
+type QueueRequestStats struct {
+	Queue int
+	Ops   []RequestStats // the kinds of request seen so far
+}
+
+// RequestStats returns each queue's request telemetry: nil without
+// TransportConfig.RequestTelemetry. It never waits for the device.
+func (t *Transport) RequestStats() []QueueRequestStats {
+	if t.queues[0].tel == nil {
+		return nil
+	}
+	out := make([]QueueRequestStats, t.nq)
+	for i, q := range t.queues {
+		out[i] = QueueRequestStats{Queue: i, Ops: q.tel.snapshot()}
 	}
 	return out
 }

@@ -192,8 +192,15 @@ func newRig(t *testing.T, ioeventfd bool, sizes ...uint16) *rig {
 // newRigWith puts dev on a transport over mem.
 func newRigWith(t *testing.T, dev Device, mem Memory, ioeventfd bool) *rig {
 	t.Helper()
+	return newRigConfig(t, dev, TransportConfig{Memory: mem}, ioeventfd)
+}
+
+// newRigConfig puts dev on a transport configured as c, with the rig's
+// MSI controller and, if ioeventfd, fake ioeventfds.
+func newRigConfig(t *testing.T, dev Device, c TransportConfig, ioeventfd bool) *rig {
+	t.Helper()
 	r := &rig{t: t, msi: &fakeMSI{}, mmio: devices.NewBus("mmio")}
-	c := TransportConfig{Memory: mem, MSI: r.msi}
+	c.MSI = r.msi
 	if ioeventfd {
 		r.ioev = &fakeIOEvents{regs: map[uint64]int{}}
 		c.IOEventFDs = r.ioev

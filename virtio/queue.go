@@ -86,6 +86,10 @@ type Queue struct {
 	// device in the middle of long work on that chain to give it up
 	// (aborted). Reset clears it.
 	halt atomic.Uint32
+
+	// tel times the requests served from the queue (telemetry.go); nil
+	// when the transport keeps no telemetry. It outlives Reset.
+	tel *queueTelemetry
 }
 
 // Values of Queue.halt.
@@ -114,6 +118,7 @@ func (q *Queue) Reset() {
 	q.lastAvail, q.usedIdx = 0, 0
 	q.signalled, q.signalledValid = 0, false
 	q.halt.Store(haltNone)
+	q.tel.drop()
 }
 
 // hold makes Pop find nothing until release, letting the chain a device

@@ -62,6 +62,9 @@ func (r *RNG) Activate(mem Memory, features uint64, queues []*Queue, irq Interru
 	return nil
 }
 
+// RequestOps implements requestOps.
+func (r *RNG) RequestOps(queue int) []string { return []string{"entropy"} }
+
 // Reset implements Device.
 func (r *RNG) Reset() {
 	r.mu.Lock()
@@ -82,8 +85,9 @@ func (r *RNG) Notify(queue int) error {
 	if r.err != nil {
 		return r.err
 	}
-	if err := serve(r.mem, r.q, r.features, r.irq, 0, func(c *Chain) (uint32, bool) {
-		return r.fill(c), true
+	if err := serve(r.mem, r.q, r.features, r.irq, 0, func(c *Chain) served {
+		n := r.fill(c)
+		return served{written: n, bytes: uint64(n)}
 	}); err != nil {
 		r.err = fmt.Errorf("virtio-rng: %w", err)
 	}

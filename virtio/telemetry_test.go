@@ -1,0 +1,231 @@
+package virtio
+
+import (
+	"slices"
+	"sync"
+	"testing"
+)
+
+// newTelemetryBlkEnv is a blk device whose queue keeps telemetry, as the
+// transport sets it up with RequestTelemetry.
+func newTelemetryBlkEnv(t *testing.T) *blkEnv {
+	t.Helper()
+	path, _ := testImage(t, "disk.img", 64)
+	e := newBlkEnv(t, path, false, blkFFlush)
+	e.q.tel = newQueueTelemetry(e.b.RequestOps(0), e.size)
+	return e
+}
+
+func opStats(t *testing.T, tel *queueTelemetry, op string) RequestStats {
+	t.Helper()
+	for _, r := range tel.snapshot() {
+		if r.Op == op {
+			return r
+		}
+	}
+	t.Fatalf("no %q requests in %v", op, tel.snapshot())
+	return RequestStats{}
+}
+
+// Each kind of request is counted with the bytes it moved, and its
+// phases add up to its total.
+func TestTelemetryCountsAndPhasesAddUp(t *testing.T) {
+	e := newTelemetryBlkEnv(t)
+	tel := e.q.tel
+	for range 3 {
+		tel.notify()
+		e.do(rd(blkHeader(blkTIn, 2)), wr(1024), wr(1))
+	}
+	tel.notify()
+	e.do(rd(blkHeader(blkTOut, 5)), rd(make([]byte, 512)), wr(1))
+	e.do(rd(blkHeader(blkTFlush, 0)), wr(1))
+	e.do(rd(blkHeader(blkTGetID, 0)), wr(blkIDLen), wr(1))
+	e.do(rd(blkHeader(11, 0)), wr(1))        // DISCARD, not offered
+	e.do(rd([]byte("short")), wr(1))         // no full header
+	e.add(rd(blkHeader(blkTIn, 0)), rd(nil)) // no status byte: dropped
+	e.b.Notify(0)
+	e.mustUsed()
+
+	want := map[string]struct{ count, bytes uint64 }{
+		"read": {3, 3 * 1024}, "write": {1, 512}, "flush": {1, 0},
+		"get_id": {1, blkIDLen}, "unsupported": {1, 0}, "bad": {2, 0},
+	}
+	snap := tel.snapshot()
+	if len(snap) != len(want) {
+		t.Errorf("%d kinds of request, want %d: %+v", len(snap), len(want), snap)
+	}
+	for op, w := range want {
+		r := opStats(t, tel, op)
+		if r.Count() != w.count || r.Bytes.Count != w.count || r.Bytes.Sum != w.bytes {
+			t.Errorf("%s: %d requests, %d byte samples, %d bytes; want %d, %d bytes", op, r.Count(), r.Bytes.Count, r.Bytes.Sum, w.count, w.bytes)
+		}
+		for i, p := range r.Phases() {
+			if p.Count != r.Total.Count {
+				t.Errorf("%s: phase %s counts %d, total %d", op, PhaseNames[i], p.Count, r.Total.Count)
+			}
+		}
+		if sum := r.Queue.Sum + r.IO.Sum + r.Completion.Sum; sum != r.Total.Sum {
+			t.Errorf("%s: phases add up to %d ns, total %d ns", op, sum, r.Total.Sum)
+		}
+		if r.Total.Sum == 0 {
+			t.Errorf("%s: took no time at all", op)
+		}
+	}
+	// Telemetry agrees with the disk's own counters.
+	if s := e.b.Stats(); s.ReadOps != want["read"].count || s.WriteOps != 1 || s.FlushOps != 1 {
+		t.Errorf("blockstats %+v", s)
+	}
+	// A reset forgets what was pushed without its interrupt, not what was
+	// counted.
+	e.q.Reset()
+	if r := opStats(t, tel, "read"); r.Count() != 3 {
+		got := r.Count()
+		t.Errorf("reset lost counted reads: %d", got)
+	}
+}
+
+// Requests served in one batch share the batch's interrupt: every one is
+// recorded once the interrupt went out, none before.
+func TestTelemetryBatchSharesInterrupt(t *testing.T) {
+	e := newTelemetryBlkEnv(t)
+	tel := e.q.tel
+	tel.notify()
+	for range 5 {
+		e.add(rd(blkHeader(blkTIn, 0)), wr(512), wr(1))
+	}
+	if err := e.b.Notify(0); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.irq.count(0); n != 1 {
+		t.Fatalf("%d interrupts, want 1", n)
+	}
+	r := opStats(t, tel, "read")
+	if r.Count() != 5 || len(tel.pending) != 0 {
+		t.Errorf("%d reads recorded, %d pending; want 5 and 0", r.Count(), len(tel.pending))
+	}
+}
+
+// The pending list never grows past the queue size: a device that pushes
+// more without an interrupt has the oldest counted at once.
+func TestTelemetryPendingBounded(t *testing.T) {
+	tel := newQueueTelemetry(nil, 4)
+	for i := range int64(10) {
+		tel.pushed(0, 1, i, i+1, i+2)
+	}
+	if len(tel.pending) > 4 || cap(tel.pending) != 4 {
+		t.Fatalf("pending %d of capacity %d", len(tel.pending), cap(tel.pending))
+	}
+	tel.interrupted(100)
+	r := tel.snapshot()
+	if len(r) != 1 || r[0].Op != "request" || r[0].Count() != 10 {
+		t.Fatalf("snapshot %+v", r)
+	}
+	// An op the device did not name is counted as its last kind.
+	tel.pushed(7, 1, 0, 0, 0)
+	tel.interrupted(1)
+	if got := tel.snapshot()[0].Count(); got != 11 {
+		t.Errorf("count %d after an unnamed op, want 11", got)
+	}
+	// Without telemetry nothing is recorded and no clock is read.
+	var off *queueTelemetry
+	off.notify()
+	off.pushed(0, 1, 1, 2, 3)
+	off.interrupted(off.now())
+	if off.now() != 0 || off.snapshot() != nil {
+		t.Error("nil telemetry recorded")
+	}
+}
+
+// Monitors read the histograms while the device records (run with
+// -race): each snapshot's counts only grow, and nothing is lost.
+func TestTelemetryConcurrentScrape(t *testing.T) {
+	e := newTelemetryBlkEnv(t)
+	tel := e.q.tel
+	const requests = 300
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		var last uint64
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, r := range tel.snapshot() {
+				if r.Count() < last {
+					t.Errorf("count went back from %d to %d", last, r.Count())
+				}
+				last = r.Count()
+				r.Total.Quantile(0.99)
+			}
+		}
+	}()
+	for range requests {
+		tel.notify()
+		e.do(rd(blkHeader(blkTIn, 1)), wr(512), wr(1))
+	}
+	close(stop)
+	wg.Wait()
+	if r := opStats(t, tel, "read"); r.Count() != requests {
+		got := r.Count()
+		t.Errorf("%d reads counted, want %d", got, requests)
+	}
+}
+
+// The transport names each queue's requests from the device, stamps
+// notifications, and keeps no telemetry unless asked.
+func TestTransportRequestTelemetry(t *testing.T) {
+	r := newRigConfig(t, newFakeDevice(16, 16), TransportConfig{Memory: make(sliceMemory, 1<<20), RequestTelemetry: true}, false)
+	if got := r.tr.queues[1].tel.ops; !slices.Equal(got, []string{"request"}) {
+		t.Errorf("ops of a device without names: %v", got)
+	}
+	r.enableMSIX()
+	r.negotiate(FeatureVersion1)
+	r.setupQueue(0, 16, 1)
+	r.write(ccDeviceStatus, 1, 0xf)
+	before := r.tr.queues[0].tel.lastNotify()
+	r.write(pciNotifyOff, 2, 0)
+	if after := r.tr.queues[0].tel.lastNotify(); after <= before {
+		t.Errorf("MMIO notify not stamped: %d then %d", before, after)
+	}
+	if s := r.tr.RequestStats(); len(s) != 2 || s[0].Queue != 0 || s[1].Queue != 1 || len(s[0].Ops) != 0 {
+		t.Errorf("request stats %+v", s)
+	}
+
+	path, _ := testImage(t, "disk.img", 8)
+	b, err := NewBlock(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := newRigWith(t, b, make(sliceMemory, 1<<20), false)
+	if plain.tr.queues[0].tel != nil || plain.tr.RequestStats() != nil {
+		t.Error("telemetry kept without RequestTelemetry")
+	}
+	path2, _ := testImage(t, "disk2.img", 8)
+	b2, err := NewBlock(path2, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := newRigConfig(t, b2, TransportConfig{Memory: make(sliceMemory, 1<<20), RequestTelemetry: true}, false)
+	if got := named.tr.queues[0].tel.ops; !slices.Equal(got, blkOps) {
+		t.Errorf("blk ops %v", got)
+	}
+}
+
+// BenchmarkTelemetryRequest is what telemetry adds to one request served
+// alone: the notification stamp, three clock reads, and recording five
+// histograms at the interrupt.
+func BenchmarkTelemetryRequest(b *testing.B) {
+	tel := newQueueTelemetry(blkOps, 256)
+	for i := range b.N {
+		tel.notify()
+		start := tel.lastNotify()
+		popped := tel.now()
+		done := tel.now()
+		tel.pushed(blkOpRead, uint64(i&0xffff), start, popped, done)
+		tel.interrupted(tel.now())
+	}
+}
