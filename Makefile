@@ -28,7 +28,7 @@ help:
 	@echo "make bench-exits  cost of one port-I/O exit: C loop vs govmm (stats on/off, sync regs off, seccomp on beside its child-process control), and of recording one exit"
 	@echo "make bench-boot   boot time and RSS: govmm vs QEMU microvm vs the C reference VMM"
 	@echo "make bench-semtest sem_test on the host, in govmm (each knob) and in QEMU"
-	@echo "make bench-blk    virtio-blk MiB/s and exits per MiB: govmm (fast paths on/off) vs QEMU"
+	@echo "make bench-blk    fio (4k random QD1/QD32, 1M sequential) on the host, in govmm (each datapath knob) and in QEMU (threads, native, io_uring): IOPS, latency, CPU/GiB, exits/request"
 	@echo "make bench-kbuild a kernel build on the host, in govmm (each knob) and in QEMU (root)"
 	@echo "make guests       the busybox initramfs and sem_test (guests/out/); off PVM hosts also Debian's kernel"
 
@@ -86,8 +86,10 @@ SEMTEST_ROUNDS ?= 3
 bench-semtest: guests
 	SEMTEST_ROUNDS=$(SEMTEST_ROUNDS) $(GO) test -run '^$$' -bench BenchmarkSemTest -benchtime 1x -timeout 60m ./cmd/govmm/
 
-# BLK_ROUNDS rounds; BLK_SEQ_MB, BLK_RAND_OPS, ... scale the jobs
-# (cmd/govmm/blk_bench_test.go). The rounds run inside one iteration.
+# BLK_ROUNDS rounds of every fio job, BLK_RUNTIME measured after a
+# BLK_RAMP ramp; BLK_JOBS and BLK_ONLY (regular expressions) pick jobs and
+# variants, BLK_DIR where the image lives (cmd/govmm/blk_bench_test.go).
+# The rounds run inside one iteration; the defaults take about 20 minutes.
 BLK_ROUNDS ?= 3
 bench-blk: guests
 	BLK_ROUNDS=$(BLK_ROUNDS) $(GO) test -run '^$$' -bench BenchmarkBlockIO -benchtime 1x -timeout 60m ./cmd/govmm/

@@ -1,88 +1,694 @@
 package main
 
 import (
-	"bytes"
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
-	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/digitalocean/go-qemu/qmp"
+	"golang.org/x/sys/unix"
 
-	"github.com/govmm/govmm/exitstats"
 	"github.com/govmm/govmm/internal/testenv"
+	"github.com/govmm/govmm/vmm"
 )
 
-// The block I/O benchmark boots the guest once per job and VMM variant
-// with a raw scratch image as /dev/vda and runs guests/blkbench.c through
-// govmm.run: the guest times its own I/O (O_DIRECT, one request in
-// flight), and each boot's exit counts, minus those of a boot whose job
-// does no I/O, are the job's. One job per boot because the exit table is
-// read once, at the end.
+// The block benchmark runs fio, the tool users judge storage with, on one
+// raw image file on the host's disk: on the host itself, in govmm (each
+// datapath variant) and in QEMU 7.2 (each of its I/O configurations), the
+// same jobs on the same file, every variant once per round, rounds in a
+// rotated order.
 //
-// Environment (defaults in brackets): BLK_SEQ_MB [64] bytes of each
-// sequential job, BLK_SEQ_BS [64k] its request size, BLK_RAND_OPS [4000]
-// requests of each random job, BLK_RAND_BS [4k], BLK_DISK_MB [64, or
-// BLK_SEQ_MB if larger] the scratch disk, over all of which the random
-// jobs spread; BLK_JOBS [seqread,seqwrite,randread,randwrite] which jobs;
-// BLK_QEMU=0 leaves QEMU out; BLK_ROUNDS [3] rounds. The rounds run
-// inside one benchmark iteration: with -benchtime Nx the testing package
-// would first run a whole extra N=1 pass (a minute here) as its probe.
-// Run it with -benchtime 1x, as make bench-blk does.
+// A guest boots the benchmark initramfs (fio and its libraries) with the
+// image as /dev/vda and a second, read-only disk /dev/vdb that holds a
+// shell script (blkGuestScript), run as govmm.run=sh,/dev/vdb: it writes
+// the job file and runs every job in one fio process. Around each job fio
+// runs exec_prerun and exec_postrun, and there the guest waits at a
+// barrier: it prints its disk counters and reads a line from the console.
+// The host, on the barrier lines of all the job's clones, drops the
+// image's pages from its page cache (before a job), reads the VMM
+// process's CPU time and KVM's exit counters (over QMP), and answers. So
+// every job's cost is counted from its first request to its last, ramp
+// included, without the boot or fio's start-up, and without timing.
+//
+// Environment (defaults in brackets): BLK_ROUNDS [3] rounds;
+// BLK_RUNTIME [6s] each job's measured time and BLK_RAMP [1s] the ramp
+// before it; BLK_DISK_MB [1024] the image; BLK_DIR [the test's temporary
+// directory] where it lives, which must not be a tmpfs; BLK_JOBS and
+// BLK_ONLY, regular expressions, pick jobs and variants (host, govmm...,
+// qemu-...). Run it with -benchtime 1x, as make bench-blk does: the rounds
+// run inside one iteration.
 
-// blkJob is one blkbench invocation.
+// blkVCPUs is the guest's vCPU count, and the clones of each QD32 job.
+const blkVCPUs = 2
+
+// blkJob is one fio job.
 type blkJob struct {
-	mode  string // seqread, seqwrite, randread, randwrite
-	count int64  // bytes for the sequential modes, requests for the random ones
-	bs    int64  // request size in bytes
+	name    string // the job's name, and its rows in the report
+	rw      string // fio's rw
+	bs      string
+	engine  string // fio's ioengine
+	iodepth int
+	numjobs int // clones, reported as one (group_reporting)
 }
 
-func (j blkJob) run() string {
-	return fmt.Sprintf("blkbench,%s,/dev/vda,%d,%d", j.mode, j.count, j.bs)
+// blkJobs are the issue's jobs: 4 KiB random at one request in flight
+// (psync) and at 32 per clone with a clone per vCPU (libaio), and 1 MiB
+// sequential.
+var blkJobs = []blkJob{
+	{"randread-4k-qd1", "randread", "4k", "psync", 1, 1},
+	{"randwrite-4k-qd1", "randwrite", "4k", "psync", 1, 1},
+	{"randread-4k-qd32", "randread", "4k", "libaio", 32, blkVCPUs},
+	{"randwrite-4k-qd32", "randwrite", "4k", "libaio", 32, blkVCPUs},
+	{"read-1m-qd8", "read", "1m", "libaio", 8, 1},
+	{"write-1m-qd8", "write", "1m", "libaio", 8, 1},
 }
 
-// blkVariant is one VMM configuration.
+// fioJobFile is the job file for filename. With mark, a path to the
+// guest's barrier script, every job runs it before its first request and
+// after its last.
+func fioJobFile(filename string, jobs []blkJob, runtime, ramp time.Duration, mark string) string {
+	var f strings.Builder
+	fmt.Fprintf(&f, "[global]\nfilename=%s\ndirect=1\ntime_based=1\nruntime=%dms\nramp_time=%dms\ngroup_reporting=1\n",
+		filename, runtime.Milliseconds(), ramp.Milliseconds())
+	for _, j := range jobs {
+		// stonewall: each job starts when the one before has ended.
+		fmt.Fprintf(&f, "\n[%s]\nstonewall\nrw=%s\nbs=%s\nioengine=%s\niodepth=%d\nnumjobs=%d\n",
+			j.name, j.rw, j.bs, j.engine, j.iodepth, j.numjobs)
+		if mark != "" {
+			fmt.Fprintf(&f, "exec_prerun=sh %s begin %s\nexec_postrun=sh %s end %s\n", mark, j.name, mark, j.name)
+		}
+	}
+	return f.String()
+}
+
+// Lines the guest prints: a barrier ("GOVMM-FIO begin|end JOB" and the
+// disk's stat line), and fio's report between two marker lines.
+const (
+	fioBarrier    = "GOVMM-FIO "
+	fioJSONStart  = "GOVMM-FIO-JSON"
+	fioJSONEnd    = "GOVMM-FIO-JSON-END"
+	fioGuestError = "GOVMM-FIO-ERROR"
+)
+
+// blkGuestScript is the shell script on /dev/vdb. fio runs exec_prerun
+// and exec_postrun with its output in a file and the console as stdin,
+// hence the explicit /dev/console. Its size is padded to whole sectors
+// with newlines, which sh reads as empty lines after the exit.
+func blkGuestScript(jobFile string, diskSectors int64) []byte {
+	script := fmt.Sprintf(`# govmm bench-blk: fio on /dev/vda (cmd/govmm/blk_bench_test.go)
+read -r size </sys/block/vda/size
+if [ "$size" != %d ]; then echo "%s /dev/vda has $size sectors, not the scratch disk's %d"; exit 1; fi
+cd /tmp || exit 1
+cat >mark <<'EOF'
+read -r s </sys/block/vda/stat
+echo "%s$1 $2 $s" >/dev/console
+read -r _ </dev/console
+EOF
+cat >jobs.fio <<'EOF'
+%sEOF
+fio --eta=never --output-format=json --output=out.json jobs.fio
+rc=$?
+echo %s
+cat out.json
+echo %s
+exit $rc
+`, diskSectors, fioGuestError, diskSectors, fioBarrier, jobFile, fioJSONStart, fioJSONEnd)
+	pad := (512 - len(script)%512) % 512
+	return []byte(script + strings.Repeat("\n", pad))
+}
+
+// blkVariant is one place the jobs run.
 type blkVariant struct {
 	name  string
-	knobs []string // govmm run flags
-	qemu  []string // for QEMU: the disk's -drive/-device arguments (machine included)
+	kind  string   // "host", "govmm" or "qemu"
+	cache string   // how the image's I/O meets the host's page cache
+	args  []string // govmm run flags, or QEMU's disk arguments
 }
 
-// blkRun is one boot: blkbench's result and the counters of the whole VM,
-// keyed as in blkCounters.
+// blkVariants lists the variants; diskArgs makes QEMU's arguments for an
+// image. A new govmm knob is one more line here.
+func blkVariants(image string) []blkVariant {
+	drive := "id=d0,file=" + image + ",format=raw,if=none"
+	iothread := []string{"-object", "iothread,id=io0"}
+	return []blkVariant{
+		{"host", "host", "O_DIRECT (fio --direct=1)", nil},
+		// govmm opens the image without O_DIRECT (virtio/image.go) and
+		// serves requests with preadv/pwritev: the host page cache holds
+		// what the guest reads and writes, as QEMU's default does.
+		{"govmm", "govmm", "page cache", nil},
+		{"govmm-no-ioeventfd", "govmm", "page cache", []string{"--no-ioeventfd"}},
+		{"govmm-no-irqfd", "govmm", "page cache", []string{"--no-irqfd"}},
+		// QEMU's default: a thread pool (aio=threads), cache=writeback.
+		{"qemu-threads", "qemu", "page cache (cache=writeback)", []string{
+			"-drive", drive, "-device", "virtio-blk-pci,drive=d0"}},
+		{"qemu-native-iothread", "qemu", "O_DIRECT (cache.direct=on)", append(iothread,
+			"-drive", drive+",aio=native,cache.direct=on", "-device", "virtio-blk-pci,drive=d0,iothread=io0")},
+		{"qemu-io_uring-iothread", "qemu", "O_DIRECT (cache.direct=on)", append(iothread,
+			"-drive", drive+",aio=io_uring,cache.direct=on", "-device", "virtio-blk-pci,drive=d0,iothread=io0")},
+	}
+}
+
+// blkRun is one variant's run of every job.
 type blkRun struct {
-	seconds float64
-	bytes   float64
-	counts  map[string]float64
+	results map[string]fioResult
+	windows map[string]fioWindow
 }
 
-// Counter keys. "row:NAME" are govmm's user-space exit rows.
-const (
-	blkUser       = "user"       // govmm: exits handled in user space (TOTAL row)
-	blkKVMUser    = "kvm:user"   // KVM: mmio_exits + io_exits, exits it sends to user space (either VMM)
-	blkKVMExits   = "kvm:exits"  // KVM: every exit
-	blkKVMHalts   = "kvm:halts"  // KVM: halt_exits
-	blkNotifyEFD  = "virtio:efd" // govmm: notifications that arrived on an ioeventfd
-	blkNotifyMMIO = "virtio:mmio"
-	blkIRQs       = "virtio:irq"
-)
+// envDuration reads a duration knob (def when unset).
+func envDuration(b *testing.B, name string, def time.Duration) time.Duration {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < time.Second {
+		b.Fatalf("%s=%q: want a duration of at least 1s (such as 8s)", name, v)
+	}
+	return d
+}
 
-// kvmStatNames are the KVM per-vCPU counters read for both VMMs.
-var kvmStatNames = []string{"exits", "mmio_exits", "io_exits", "halt_exits"}
+// envRegexp reads a filter (nil when unset).
+func envRegexp(b *testing.B, name string) *regexp.Regexp {
+	v := os.Getenv(name)
+	if v == "" {
+		return nil
+	}
+	re, err := regexp.Compile(v)
+	if err != nil {
+		b.Fatalf("%s: %v", name, err)
+	}
+	return re
+}
+
+// makeScratchDisk writes a raw image of pseudo-random bytes: every block
+// allocated and written once, so reads hit real blocks (a sparse or
+// fallocated file would read zeroes from nowhere).
+func makeScratchDisk(b *testing.B, path string, size int64) {
+	chunk := make([]byte, 1<<20)
+	r := rand.NewChaCha8([32]byte{'g', 'o', 'v', 'm', 'm'})
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	for off := int64(0); off < size; off += int64(len(chunk)) {
+		r.Read(chunk)
+		if _, err := f.Write(chunk[:min(int64(len(chunk)), size-off)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
+	if err := dropImageCache(path); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// dropImageCache writes back the image's dirty pages and drops its pages
+// from the host's page cache, so that every job starts with none cached
+// and none of the previous job's writes left to flush.
+func dropImageCache(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+		return fmt.Errorf("fdatasync %s: %w", path, err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		return fmt.Errorf("fadvise %s: %w", path, err)
+	}
+	return nil
+}
+
+// runHostFio runs one job of the job file with fio on the host. CPU and
+// bytes come from fio's rusage (its clones included): utime+stime, and the
+// blocks it read and wrote, which O_DIRECT I/O counts. That is fio's whole
+// life, its start-up too (milliseconds on the host).
+func runHostFio(jobFile, image string, job blkJob) (fioResult, fioWindow, error) {
+	if err := dropImageCache(image); err != nil {
+		return fioResult{}, fioWindow{}, err
+	}
+	out := jobFile + ".json"
+	cmd := exec.Command("fio", "--output-format=json", "--output="+out, "--section="+job.name, jobFile)
+	msg, err := cmd.CombinedOutput()
+	if err != nil {
+		return fioResult{}, fioWindow{}, fmt.Errorf("host fio: %v\n%s", err, lastLines(string(msg), 5))
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		return fioResult{}, fioWindow{}, err
+	}
+	res, err := parseFio(data)
+	if err != nil {
+		return fioResult{}, fioWindow{}, err
+	}
+	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	if !ok {
+		return fioResult{}, fioWindow{}, fmt.Errorf("host fio: no rusage")
+	}
+	w := fioWindow{
+		cpuSeconds: time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds(),
+		disk:       diskStat{bytes: float64(ru.Inblock+ru.Oublock) * 512},
+	}
+	return res[job.name], w, nil
+}
+
+// blkKVMCounters are KVM's per-vCPU counters read at the barriers.
+var blkKVMCounters = []string{"exits", "mmio_exits", "io_exits", "halt_exits"}
+
+// snapshotCounters reads KVM's exit counters, summed over vCPUs, over QMP:
+// govmm's query-exit-stats, QEMU's query-stats (7.1 and later).
+func snapshotCounters(mon *qmp.SocketMonitor, kind string) (map[string]float64, error) {
+	counters := map[string]float64{}
+	if kind == "govmm" {
+		var t vmm.ExitTable
+		if err := runQMP(mon, "query-exit-stats", nil, &t); err != nil {
+			return nil, err
+		}
+		if t.Kernel != nil {
+			for _, name := range blkKVMCounters {
+				if n, ok := t.Kernel.VCPUTotal(name); ok {
+					counters[name] = float64(n)
+				}
+			}
+		}
+		return counters, nil
+	}
+	var stats []struct {
+		Stats []struct {
+			Name  string          `json:"name"`
+			Value json.RawMessage `json:"value"`
+		} `json:"stats"`
+	}
+	q := map[string]any{"target": "vcpu", "providers": []any{map[string]any{"provider": "kvm", "names": blkKVMCounters}}}
+	if err := runQMP(mon, "query-stats", q, &stats); err != nil {
+		return nil, err
+	}
+	for _, v := range stats {
+		for _, s := range v.Stats {
+			var n float64
+			if json.Unmarshal(s.Value, &n) == nil {
+				counters[s.Name] += n
+			}
+		}
+	}
+	return counters, nil
+}
+
+// runVMFio boots one VM (args, whose console is its stdout and stdin) and
+// serves the guest's barriers until it ends. clones gives the number of
+// barrier lines of each job; kind the QMP dialect at sock.
+func runVMFio(args []string, kind, sock, image string, clones map[string]int, timeout time.Duration) (blkRun, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	os.Remove(sock)
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return blkRun{}, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return blkRun{}, err
+	}
+	var stderr testenv.SyncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return blkRun{}, err
+	}
+	var console strings.Builder
+	fail := func(err error) (blkRun, error) {
+		cmd.Process.Kill()
+		io.Copy(io.Discard, stdout)
+		cmd.Wait()
+		return blkRun{}, fmt.Errorf("%s: %v\n%s", kind, err, lastLines(console.String()+stderr.String(), 10))
+	}
+	var mon *qmp.SocketMonitor
+	defer func() {
+		if mon != nil {
+			mon.Disconnect()
+		}
+	}()
+	snapshot := func(stat string) (fioSnapshot, error) {
+		var s fioSnapshot
+		var err error
+		if s.disk, err = parseDiskStat(stat); err != nil {
+			return s, err
+		}
+		if mon == nil {
+			if mon, err = dialQMP(sock, 5*time.Second); err != nil {
+				return s, err
+			}
+		}
+		if s.counters, err = snapshotCounters(mon, kind); err != nil {
+			return s, err
+		}
+		s.cpuSeconds, err = procCPU(cmd.Process.Pid)
+		return s, err
+	}
+
+	run := blkRun{windows: map[string]fioWindow{}}
+	begins := map[string]fioSnapshot{}
+	// Lines of the barrier that is filling: its job, side, the clones
+	// that reached it and the stat line with the most sectors (the last
+	// clone to end has seen every request).
+	type barrier struct {
+		job, side string
+		n         int
+		stat      string
+		sectors   float64
+	}
+	var at barrier
+	var report strings.Builder
+	inReport := false
+	lines := bufio.NewScanner(stdout)
+	lines.Buffer(make([]byte, 64<<10), 1<<20)
+	for lines.Scan() {
+		line := strings.TrimRight(lines.Text(), "\r")
+		console.WriteString(line + "\n")
+		switch {
+		case inReport && line == fioJSONEnd:
+			inReport = false
+		case inReport:
+			report.WriteString(line + "\n")
+		case line == fioJSONStart:
+			inReport = true
+		case strings.HasPrefix(line, fioGuestError):
+			return fail(fmt.Errorf("guest: %s", line))
+		case strings.Contains(line, fioBarrier):
+			// After whatever else the console line holds.
+			_, rest, _ := strings.Cut(line, fioBarrier)
+			f := strings.SplitN(rest, " ", 3)
+			if len(f) != 3 || (f[0] != "begin" && f[0] != "end") || clones[f[1]] == 0 {
+				return fail(fmt.Errorf("bad barrier line %q", line))
+			}
+			if at.n == 0 {
+				at = barrier{job: f[1], side: f[0]}
+			} else if at.job != f[1] || at.side != f[0] {
+				return fail(fmt.Errorf("barrier %s %s while %d clones wait at %s %s", f[0], f[1], at.n, at.side, at.job))
+			}
+			at.n++
+			if d, err := parseDiskStat(f[2]); err == nil && (at.stat == "" || d.bytes > at.sectors) {
+				at.stat, at.sectors = f[2], d.bytes
+			}
+			if at.n < clones[at.job] {
+				continue
+			}
+			if at.side == "begin" {
+				if err := dropImageCache(image); err != nil {
+					return fail(err)
+				}
+			}
+			s, err := snapshot(at.stat)
+			if err != nil {
+				return fail(fmt.Errorf("%s %s: %w", at.side, at.job, err))
+			}
+			if at.side == "begin" {
+				begins[at.job] = s
+			} else if b, ok := begins[at.job]; ok {
+				run.windows[at.job] = windowBetween(b, s)
+			}
+			if _, err := io.WriteString(stdin, strings.Repeat("\n", at.n)); err != nil {
+				return fail(err)
+			}
+			at = barrier{}
+		}
+	}
+	if err := lines.Err(); err != nil {
+		return fail(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		return blkRun{}, fmt.Errorf("%s: %v\n%s", kind, err, lastLines(console.String()+stderr.String(), 10))
+	}
+	if report.Len() == 0 {
+		return blkRun{}, fmt.Errorf("%s: no fio report\n%s", kind, lastLines(console.String(), 10))
+	}
+	if run.results, err = parseFio([]byte(report.String())); err != nil {
+		return blkRun{}, fmt.Errorf("%s: %w\n%s", kind, err, lastLines(console.String(), 10))
+	}
+	return run, nil
+}
+
+// onTmpfs reports whether dir is on a tmpfs (RAM, not the host's disk).
+func onTmpfs(dir string) (bool, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return false, err
+	}
+	return st.Type == unix.TMPFS_MAGIC, nil
+}
+
+// BenchmarkBlockIO runs the fio jobs on the host, in govmm and in QEMU
+// (see the top of this file) and reports, per job and variant, median
+// IOPS and MiB/s with min-max, n and failed runs, the ratios of the
+// medians to the host and to the best QEMU configuration, fio's median
+// completion latency p50 and p99, host CPU seconds per GiB moved, and KVM
+// exits per disk request.
+func BenchmarkBlockIO(b *testing.B) {
+	kernel := guestDir + "/vmlinux"
+	bench := testenv.BenchInitramfs("../..")
+	for _, p := range []string{kernel, bench} {
+		if _, err := os.Stat(p); err != nil {
+			b.Skipf("%v (run `make guests`)", err)
+		}
+	}
+	if _, err := os.Stat("/dev/kvm"); err != nil {
+		b.Skipf("no /dev/kvm: %v", err)
+	}
+	if _, err := exec.LookPath("fio"); err != nil {
+		b.Fatalf("the host row needs fio: %v (apt-get install fio)", err)
+	}
+	rounds := testenv.Rounds(b, "BLK_ROUNDS", 3) * b.N
+	runtime := envDuration(b, "BLK_RUNTIME", 6*time.Second)
+	ramp := envDuration(b, "BLK_RAMP", time.Second)
+	diskBytes := benchEnvInt(b, "BLK_DISK_MB", 1024) << 20
+	if diskBytes < 64<<20 {
+		b.Fatal("BLK_DISK_MB: want at least 64")
+	}
+	dir := os.Getenv("BLK_DIR")
+	if dir == "" {
+		dir = b.TempDir()
+	}
+	if tmpfs, err := onTmpfs(dir); err != nil || tmpfs {
+		b.Fatalf("%s is a tmpfs (or unreadable: %v): the image must be on the host's disk; set BLK_DIR", dir, err)
+	}
+	work := b.TempDir() // job files, the script disk, QMP sockets
+	image := filepath.Join(dir, "govmm-bench-blk.img")
+	makeScratchDisk(b, image, diskBytes)
+	defer os.Remove(image)
+
+	var jobs []blkJob
+	onlyJobs := envRegexp(b, "BLK_JOBS")
+	for _, j := range blkJobs {
+		if onlyJobs == nil || onlyJobs.MatchString(j.name) {
+			jobs = append(jobs, j)
+		}
+	}
+	if len(jobs) == 0 {
+		b.Fatal("BLK_JOBS matches no job")
+	}
+	clones := map[string]int{}
+	for _, j := range jobs {
+		clones[j.name] = j.numjobs
+	}
+	hostJobFile := filepath.Join(work, "host.fio")
+	if err := os.WriteFile(hostJobFile, []byte(fioJobFile(image, jobs, runtime, ramp, "")), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	guestJobFile := fioJobFile("/dev/vda", jobs, runtime, ramp, "/tmp/mark")
+	script := filepath.Join(work, "script.img")
+	if err := os.WriteFile(script, blkGuestScript(guestJobFile, diskBytes/512), 0o644); err != nil {
+		b.Fatal(err)
+	}
+
+	qemu, qemuErr := exec.LookPath("qemu-system-x86_64")
+	onlyVariants := envRegexp(b, "BLK_ONLY")
+	var variants []blkVariant
+	for _, v := range blkVariants(image) {
+		if (v.kind == "qemu" && qemuErr != nil) || (onlyVariants != nil && !onlyVariants.MatchString(v.name)) {
+			continue
+		}
+		variants = append(variants, v)
+	}
+	if len(variants) == 0 {
+		b.Fatal("BLK_ONLY matches no variant")
+	}
+	const cmdline = "console=ttyS0 panic=-1 quiet govmm.run=sh,/dev/vdb"
+	sock := filepath.Join(work, "qmp.sock")
+	vmArgs := func(v blkVariant) []string {
+		if v.kind == "govmm" {
+			args := []string{govmmBin, "run", "--kernel", kernel, "--initrd", bench, "--smp", strconv.Itoa(blkVCPUs), "--mem", "1G",
+				"--disk", image, "--disk", script + ",ro", "--qmp", "unix:" + sock, "--append", cmdline + " reboot=k"}
+			return append(args, v.args...)
+		}
+		args := []string{qemu, "-M", "microvm,pcie=on", "-enable-kvm", "-cpu", "host,-arch-capabilities",
+			"-smp", strconv.Itoa(blkVCPUs), "-m", "1024", "-kernel", kernel, "-initrd", bench,
+			"-append", cmdline + " reboot=t", "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
+			"-qmp", "unix:" + sock + ",server=on,wait=off"}
+		args = append(args, v.args...)
+		return append(args, "-drive", "id=d1,file="+script+",format=raw,if=none,readonly=on", "-device", "virtio-blk-pci,drive=d1")
+	}
+	vmTimeout := 3*time.Minute + time.Duration(len(jobs))*(runtime+ramp)*3
+
+	type key struct{ job, variant string }
+	results := map[key][]fioResult{}
+	windows := map[key][]fioWindow{}
+	failures := map[key]int{}
+	loadBefore, _ := os.ReadFile("/proc/loadavg")
+	start := time.Now()
+	b.ResetTimer()
+	testenv.RunRounds(b, rounds, len(variants), func(i int) string { return variants[i].name }, func(_, i int) error {
+		v := variants[i]
+		run := blkRun{results: map[string]fioResult{}, windows: map[string]fioWindow{}}
+		var err error
+		if v.kind == "host" {
+			for _, j := range jobs {
+				r, w, jerr := runHostFio(hostJobFile, image, j)
+				if jerr != nil {
+					err = fmt.Errorf("%s: %w", j.name, jerr)
+					continue
+				}
+				run.results[j.name], run.windows[j.name] = r, w
+			}
+		} else {
+			run, err = runVMFio(vmArgs(v), v.kind, sock, image, clones, vmTimeout)
+		}
+		for _, j := range jobs {
+			k := key{j.name, v.name}
+			r, ok := run.results[j.name]
+			if !ok {
+				failures[k]++
+				continue
+			}
+			results[k] = append(results[k], r)
+			if w, ok := run.windows[j.name]; ok {
+				windows[k] = append(windows[k], w)
+			}
+		}
+		return err
+	})
+	b.StopTimer()
+
+	summarize := func(k key, of func(fioResult) float64) testenv.Summary {
+		var xs []float64
+		for _, r := range results[k] {
+			xs = append(xs, of(r))
+		}
+		return testenv.Summarize(xs, failures[k])
+	}
+	windowMedian := func(k key, of func(fioWindow) (float64, bool)) (testenv.Summary, bool) {
+		var xs []float64
+		for _, w := range windows[k] {
+			if x, ok := of(w); ok {
+				xs = append(xs, x)
+			}
+		}
+		return testenv.Summarize(xs, 0), len(xs) > 0
+	}
+	iops := func(r fioResult) float64 { return r.IOPS }
+
+	var rep strings.Builder
+	fmt.Fprintf(&rep, "\nfio on a %d MiB raw image (%s), direct=1, %v ramp + %v measured per job; guests: %d vCPUs, 1 GiB; %d rounds, variants rotated per round, %.0f s (%s)",
+		diskBytes>>20, dir, ramp, runtime, blkVCPUs, rounds, time.Since(start).Seconds(), time.Now().Format("2006-01-02"))
+	if f := strings.Fields(string(loadBefore)); len(f) > 0 {
+		fmt.Fprintf(&rep, "; host load average %s at the start", f[0])
+	}
+	fmt.Fprintf(&rep, "\nIOPS: median (min-max, n, failed runs) over rounds; /host and /qemu-best: ratios of median IOPS to the host's and to the best QEMU row's of the job.\n")
+	fmt.Fprintf(&rep, "Every job starts with none of the image in the host's page cache (fdatasync + FADV_DONTNEED before it).\n\n")
+	fmt.Fprintf(&rep, "%-18s %-23s %-29s %-34s %9s %6s %10s\n", "job", "variant", "host cache", "IOPS", "MiB/s", "/host", "/qemu-best")
+	bestQEMU := map[string]string{}
+	for _, j := range jobs {
+		var best float64
+		for _, v := range variants {
+			if m := summarize(key{j.name, v.name}, iops).Median; v.kind == "qemu" && m > best {
+				best, bestQEMU[j.name] = m, v.name
+			}
+		}
+		host := summarize(key{j.name, "host"}, iops).Median
+		for _, v := range variants {
+			k := key{j.name, v.name}
+			s := summarize(k, iops)
+			mib := summarize(k, func(r fioResult) float64 { return r.MiBps })
+			fmt.Fprintf(&rep, "%-18s %-23s %-29s %-34s %9.1f %6s %10s\n", j.name, v.name, v.cache, s.Format("%.0f"), mib.Median,
+				ratioOf(s.Median, host), ratioOf(s.Median, best))
+			if s.N > 0 {
+				b.ReportMetric(s.Median, j.name+"-"+v.name+"-IOPS")
+			}
+		}
+		if g := summarize(key{j.name, "govmm"}, iops).Median; g > 0 && best > 0 {
+			b.ReportMetric(g/best, j.name+"-govmm/qemu-best")
+		}
+	}
+
+	fmt.Fprintf(&rep, "\nLatency: fio's completion latency (clat) percentiles, median over rounds, us. Cost per job, ramp included (VMs: from the guest's\n")
+	fmt.Fprintf(&rep, "barrier before the first request to the one after the last; host: fio's life): host CPU s/GiB = the VMM process's (host: fio's)\n")
+	fmt.Fprintf(&rep, "utime+stime per GiB the disk moved, median (min-max); /qemu-best its ratio; per request of the guest's disk: KVM exits, exits to\n")
+	fmt.Fprintf(&rep, "the VMM (KVM's mmio_exits + io_exits) and halt_exits, summed over vCPUs.\n\n")
+	fmt.Fprintf(&rep, "%-18s %-23s %8s %8s %-25s %10s %9s %9s %9s\n", "job", "variant", "p50 us", "p99 us", "CPU s/GiB", "/qemu-best", "exits/req", "VMM/req", "halts/req")
+	for _, j := range jobs {
+		bestCPU, _ := windowMedian(key{j.name, bestQEMU[j.name]}, fioWindow.cpuPerGiB)
+		for _, v := range variants {
+			k := key{j.name, v.name}
+			cpu, ok := windowMedian(k, fioWindow.cpuPerGiB)
+			cpuText := "-"
+			if ok {
+				cpuText = cpu.Format("%.2f")
+			}
+			fmt.Fprintf(&rep, "%-18s %-23s %8.0f %8.0f %-25s %10s", j.name, v.name,
+				summarize(k, func(r fioResult) float64 { return r.P50us }).Median,
+				summarize(k, func(r fioResult) float64 { return r.P99us }).Median,
+				cpuText, ratioOf(cpu.Median, bestCPU.Median))
+			perReq := func(counter string) string {
+				s, ok := windowMedian(k, func(w fioWindow) (float64, bool) { return w.perRequest(counter) })
+				if !ok {
+					return "-"
+				}
+				return fmt.Sprintf("%.2f", s.Median)
+			}
+			vmmExits, _ := windowMedian(k, func(w fioWindow) (float64, bool) {
+				mmio, ok1 := w.perRequest("mmio_exits")
+				pio, ok2 := w.perRequest("io_exits")
+				return mmio + pio, ok1 && ok2
+			})
+			vmmText := "-"
+			if vmmExits.N > 0 {
+				vmmText = fmt.Sprintf("%.2f", vmmExits.Median)
+			}
+			fmt.Fprintf(&rep, " %9s %9s %9s\n", perReq("exits"), vmmText, perReq("halt_exits"))
+		}
+	}
+	if qemuErr != nil {
+		fmt.Fprintf(&rep, "(no QEMU rows: %v)\n", qemuErr)
+	}
+	fmt.Fprintf(&rep, "\nThe guest's job file (the host's: filename=%s, no exec_ lines, one fio --section=JOB per job):\n%s", image, guestJobFile)
+	fmt.Fprintf(&rep, "\nThe VMs' command lines:\n")
+	for _, v := range variants {
+		if v.kind != "host" {
+			fmt.Fprintf(&rep, "%s: %s\n", v.name, strings.Join(vmArgs(v), " "))
+		}
+	}
+	// Printed, not b.Log: the testing package cuts a benchmark log at ten lines.
+	fmt.Print(rep.String())
+}
 
 // benchEnvInt reads a benchmark's size or count from the environment
 // (def when unset), with an optional k or m suffix; anything else fails
-// the benchmark. The blk and kbuild benchmarks share it.
+// the benchmark.
 func benchEnvInt(b *testing.B, name string, def int64) int64 {
 	v := os.Getenv(name)
 	if v == "" {
@@ -100,484 +706,4 @@ func benchEnvInt(b *testing.B, name string, def int64) int64 {
 		b.Fatalf("%s=%q: want a non-negative number (k or m suffix allowed)", name, os.Getenv(name))
 	}
 	return n * mult
-}
-
-// blkJobs reads the job list from the environment.
-func blkJobs(b *testing.B) (jobs []blkJob, diskBytes int64) {
-	seq := benchEnvInt(b, "BLK_SEQ_MB", 64) << 20
-	seqBS := benchEnvInt(b, "BLK_SEQ_BS", 64<<10)
-	ops := benchEnvInt(b, "BLK_RAND_OPS", 4000)
-	randBS := benchEnvInt(b, "BLK_RAND_BS", 4<<10)
-	diskBytes = benchEnvInt(b, "BLK_DISK_MB", max(64, seq>>20)) << 20
-	if seqBS == 0 || seqBS%512 != 0 || randBS == 0 || randBS%512 != 0 {
-		b.Fatal("BLK_SEQ_BS and BLK_RAND_BS must be multiples of 512")
-	}
-	if seq == 0 || ops == 0 {
-		b.Fatal("BLK_SEQ_MB and BLK_RAND_OPS must be positive (BLK_JOBS picks jobs)")
-	}
-	if seq > diskBytes || randBS > diskBytes {
-		b.Fatalf("BLK_DISK_MB=%d is smaller than a job", diskBytes>>20)
-	}
-	all := map[string]blkJob{
-		"seqread":   {"seqread", seq, seqBS},
-		"seqwrite":  {"seqwrite", seq, seqBS},
-		"randread":  {"randread", ops, randBS},
-		"randwrite": {"randwrite", ops, randBS},
-	}
-	names := "seqread,seqwrite,randread,randwrite"
-	if v := os.Getenv("BLK_JOBS"); v != "" {
-		names = v
-	}
-	for _, n := range strings.Split(names, ",") {
-		j, ok := all[strings.TrimSpace(n)]
-		if !ok {
-			b.Fatalf("BLK_JOBS: unknown job %q (want seqread, seqwrite, randread, randwrite)", n)
-		}
-		jobs = append(jobs, j)
-	}
-	return jobs, diskBytes
-}
-
-// makeScratchDisk writes a raw image of pseudo-random bytes: not sparse,
-// so reads come from real file pages in the host's page cache.
-func makeScratchDisk(b *testing.B, path string, size int64) {
-	chunk := make([]byte, 1<<20)
-	r := rand.NewChaCha8([32]byte{'g', 'o', 'v', 'm', 'm'})
-	r.Read(chunk)
-	f, err := os.Create(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	for off := int64(0); off < size; off += int64(len(chunk)) {
-		if _, err := f.Write(chunk[:min(int64(len(chunk)), size-off)]); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := f.Close(); err != nil {
-		b.Fatal(err)
-	}
-}
-
-var blkbenchRE = regexp.MustCompile(`blkbench mode=\w+ ops=\d+ bytes=(\d+) seconds=([0-9.]+)`)
-
-func parseBlkbench(console string) (bytes, seconds float64, ok bool) {
-	m := blkbenchRE.FindStringSubmatch(console)
-	if m == nil {
-		return 0, 0, false
-	}
-	bytes, _ = strconv.ParseFloat(m[1], 64)
-	seconds, _ = strconv.ParseFloat(m[2], 64)
-	return bytes, seconds, true
-}
-
-// virtioRowRE matches a row of the table WriteVirtioTable prints:
-// device, queue, notifications by ioeventfd and by MMIO exit, interrupts.
-var virtioRowRE = regexp.MustCompile(`(?m)^\s*(virtio-blk\S*)\s+\d+\s+(\d+)\s+(\d+)\s+(\d+)\s*$`)
-
-// runGovmmBlk boots govmm once and collects blkbench's result, the exit
-// table saved as JSON, KVM's counters and the virtio table on stderr.
-func runGovmmBlk(args []string, jsonPath string) (blkRun, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return blkRun{}, fmt.Errorf("govmm: %v\n%s", err, lastLines(stdout.String()+stderr.String(), 10))
-	}
-	r := blkRun{counts: map[string]float64{}}
-	var ok bool
-	if r.bytes, r.seconds, ok = parseBlkbench(stdout.String()); !ok {
-		return r, fmt.Errorf("govmm: no blkbench result:\n%s", lastLines(stdout.String(), 10))
-	}
-	user, err := readTable(jsonPath)
-	if err != nil {
-		return r, err
-	}
-	total := user.Total()
-	r.counts[blkUser] = float64(total.Exits().Count)
-	for _, row := range total.Rows {
-		r.counts["row:"+row.Name] = float64(row.Count)
-	}
-	raw, err := os.ReadFile(jsonPath)
-	if err != nil {
-		return r, err
-	}
-	var saved struct {
-		Kernel *exitstats.KernelSnapshot `json:"kernel"`
-	}
-	if err := json.Unmarshal(raw, &saved); err != nil {
-		return r, fmt.Errorf("%s: %w", jsonPath, err)
-	}
-	if saved.Kernel != nil {
-		kvm := map[string]float64{}
-		for _, name := range kvmStatNames {
-			if n, ok := saved.Kernel.VCPUTotal(name); ok {
-				kvm[name] = float64(n)
-			}
-		}
-		addKVMCounts(r.counts, kvm)
-	}
-	for _, m := range virtioRowRE.FindAllStringSubmatch(stderr.String(), -1) {
-		for i, key := range []string{blkNotifyEFD, blkNotifyMMIO, blkIRQs} {
-			n, _ := strconv.ParseFloat(m[2+i], 64)
-			r.counts[key] += n
-		}
-	}
-	return r, nil
-}
-
-func addKVMCounts(counts map[string]float64, kvm map[string]float64) {
-	if n, ok := kvm["exits"]; ok {
-		counts[blkKVMExits] = n
-	}
-	if n, ok := kvm["halt_exits"]; ok {
-		counts[blkKVMHalts] = n
-	}
-	_, mmio := kvm["mmio_exits"]
-	_, io := kvm["io_exits"]
-	if mmio || io {
-		counts[blkKVMUser] = kvm["mmio_exits"] + kvm["io_exits"]
-	}
-}
-
-// runQEMUBlk boots QEMU once. -no-shutdown keeps it alive after the
-// guest's power-off so KVM's per-vCPU counters can be read over QMP
-// (query-stats, QEMU 7.1 and later) before it quits.
-func runQEMUBlk(args []string, sock string) (blkRun, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	os.Remove(sock) // a previous run's
-	args = append(args, "-no-shutdown", "-qmp", "unix:"+sock+",server=on,wait=off")
-	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
-	var out testenv.SyncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		return blkRun{}, err
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	fail := func(err error) (blkRun, error) {
-		cmd.Process.Kill()
-		<-done
-		return blkRun{}, fmt.Errorf("qemu: %v\n%s", err, lastLines(out.String(), 10))
-	}
-	var c *qmp.SocketMonitor
-	for c == nil {
-		var err error
-		if c, err = dialQMP(sock, time.Second); err != nil {
-			select {
-			case err := <-done:
-				return blkRun{}, fmt.Errorf("qemu exited: %v\n%s", err, lastLines(out.String(), 10))
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}
-	defer c.Disconnect()
-	for {
-		var st struct {
-			Status string `json:"status"`
-		}
-		if err := runQMP(c, "query-status", nil, &st); err != nil {
-			return fail(err)
-		}
-		if st.Status == "shutdown" {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return fail(ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	var stats []struct {
-		Stats []struct {
-			Name  string          `json:"name"`
-			Value json.RawMessage `json:"value"`
-		} `json:"stats"`
-	}
-	q := map[string]any{"target": "vcpu", "providers": []any{map[string]any{"provider": "kvm", "names": kvmStatNames}}}
-	statsErr := runQMP(c, "query-stats", q, &stats)
-	runQMP(c, "quit", nil, nil)
-	if err := <-done; err != nil {
-		return blkRun{}, fmt.Errorf("qemu: %v\n%s", err, lastLines(out.String(), 10))
-	}
-	r := blkRun{counts: map[string]float64{}}
-	var ok bool
-	if r.bytes, r.seconds, ok = parseBlkbench(out.String()); !ok {
-		return r, fmt.Errorf("qemu: no blkbench result:\n%s", lastLines(out.String(), 10))
-	}
-	if statsErr == nil {
-		kvm := map[string]float64{}
-		for _, v := range stats {
-			for _, s := range v.Stats {
-				var n float64
-				if json.Unmarshal(s.Value, &n) == nil {
-					kvm[s.Name] += n
-				}
-			}
-		}
-		addKVMCounts(r.counts, kvm)
-	}
-	return r, nil
-}
-
-// BenchmarkBlockIO runs sequential and random O_DIRECT I/O on a virtio-blk
-// disk in the guest under govmm with its fast paths on and off, and under
-// QEMU on the same kernel, initramfs and image, in one run whose rounds
-// each go through the boots in a rotated order. It reports median MiB/s
-// with min-max, n and failed runs, the ratio to QEMU's virtio-pci disk, and per
-// MiB moved: user-space exits (govmm's table), exits KVM sent to user
-// space and all KVM exits (both VMMs, from KVM's stats), and govmm's
-// notifications and interrupts.
-func BenchmarkBlockIO(b *testing.B) {
-	kernel := guestDir + "/vmlinux"
-	if _, err := os.Stat(kernel); err != nil {
-		b.Skipf("no guest kernel: %v", err)
-	}
-	if _, err := os.Stat("/dev/kvm"); err != nil {
-		b.Skipf("no /dev/kvm: %v", err)
-	}
-	if out, err := exec.Command("sh", "-c", "gzip -dc "+initramfs+" | cpio --quiet -t bin/blkbench").Output(); err != nil || !strings.Contains(string(out), "blkbench") {
-		b.Fatalf("%s has no bin/blkbench: run `make guests` first", initramfs)
-	}
-	jobs, diskBytes := blkJobs(b)
-	rounds := testenv.Rounds(b, "BLK_ROUNDS", 3) * b.N
-	dir := b.TempDir()
-	disk := filepath.Join(dir, "scratch.img")
-	makeScratchDisk(b, disk, diskBytes)
-	cmdline := func(j blkJob, reboot string) string {
-		return "console=ttyS0 reboot=" + reboot + " panic=-1 quiet govmm.run=" + j.run()
-	}
-
-	variants := []blkVariant{
-		{name: "govmm"},
-		{name: "govmm-no-ioeventfd", knobs: []string{"--no-ioeventfd"}},
-		{name: "govmm-no-irqfd", knobs: []string{"--no-irqfd"}},
-		{name: "govmm-no-both", knobs: []string{"--no-ioeventfd", "--no-irqfd"}},
-	}
-	qemu, qemuErr := exec.LookPath("qemu-system-x86_64")
-	switch {
-	case os.Getenv("BLK_QEMU") == "0":
-		qemuErr = fmt.Errorf("BLK_QEMU=0")
-	case qemuErr == nil:
-		// Both on microvm, the machine the other benchmarks use. pcie=on
-		// gives it a PCIe host bridge (ECAM, found through ACPI's MCFG)
-		// and so the transport govmm has: modern virtio-pci with MSI-X,
-		// ioeventfd and irqfd (QEMU's defaults); one queue, as govmm's.
-		// The second is microvm's own virtio-mmio transport: one shared
-		// IOAPIC line, no MSI.
-		drive := "id=d0,file=" + disk + ",format=raw,if=none"
-		variants = append(variants,
-			blkVariant{name: "qemu-microvm-pci", qemu: []string{"-M", "microvm,pcie=on", "-drive", drive, "-device", "virtio-blk-pci,drive=d0,num-queues=1"}},
-			blkVariant{name: "qemu-microvm-mmio", qemu: []string{"-M", "microvm", "-drive", drive, "-device", "virtio-blk-device,drive=d0"}},
-		)
-	}
-	runOne := func(v blkVariant, j blkJob, tag string) (blkRun, error) {
-		if v.qemu != nil {
-			args := append([]string{qemu}, v.qemu...)
-			args = append(args, "-enable-kvm", "-cpu", "host,-arch-capabilities", "-smp", "2", "-m", "512",
-				"-kernel", kernel, "-initrd", initramfs, "-append", cmdline(j, "t"),
-				"-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio")
-			return runQEMUBlk(args, filepath.Join(dir, "qmp.sock"))
-		}
-		jsonPath := filepath.Join(dir, v.name+"-"+tag+".json")
-		args := []string{govmmBin, "run", "--kernel", kernel, "--initrd", initramfs, "--smp", "2", "--mem", "512M",
-			"--disk", disk, "--exit-stats-json", jsonPath, "--append", cmdline(j, "k")}
-		return runGovmmBlk(append(args, v.knobs...), jsonPath)
-	}
-
-	// Each round also boots every variant with a job that opens the disk
-	// and moves nothing: the median of those boots' counts (boot, PCI
-	// probing, the result line) comes out of every run. A boot's exit
-	// count varies by thousands, so one baseline would not do.
-	baseJob := blkJob{"seqread", 0, jobs[0].bs}
-	loadBefore, _ := os.ReadFile("/proc/loadavg")
-	type key struct{ job, variant string }
-	// Every (job, variant) boot of a round, the baselines included, in an
-	// order rotated per round (testenv.Order).
-	type boot struct {
-		job blkJob
-		tag string
-		v   blkVariant
-	}
-	var boots []boot
-	for _, j := range append([]blkJob{baseJob}, jobs...) {
-		tag := j.mode
-		if j.count == 0 {
-			tag = "baseline"
-		}
-		for _, v := range variants {
-			boots = append(boots, boot{j, tag, v})
-		}
-	}
-	runs := map[key][]blkRun{}
-	failures := map[key]int{}
-	start := time.Now()
-	b.ResetTimer()
-	failed := testenv.RunRounds(b, rounds, len(boots), func(i int) string { return boots[i].v.name + " " + boots[i].tag }, func(_, i int) error {
-		bt := boots[i]
-		r, err := runOne(bt.v, bt.job, bt.tag)
-		if err == nil {
-			runs[key{bt.tag, bt.v.name}] = append(runs[key{bt.tag, bt.v.name}], r)
-		}
-		return err
-	})
-	b.StopTimer()
-	for i, n := range failed {
-		failures[key{boots[i].tag, boots[i].v.name}] = n
-	}
-
-	// perMiB is the median over rounds of (count - baseline) per MiB
-	// moved; ok is false when the VMM did not report that counter.
-	baseline := func(variant, counter string) (float64, bool) {
-		var xs []float64
-		for _, r := range runs[key{"baseline", variant}] {
-			n, ok := r.counts[counter]
-			if !ok && !strings.HasPrefix(counter, "row:") {
-				return 0, false
-			}
-			xs = append(xs, n)
-		}
-		return testenv.Median(xs), len(xs) > 0
-	}
-	perMiB := func(k key, counter string) (float64, bool) {
-		var xs []float64
-		base, okBase := baseline(k.variant, counter)
-		if !okBase {
-			return 0, false
-		}
-		for _, r := range runs[k] {
-			n, ok := r.counts[counter]
-			if !ok && !strings.HasPrefix(counter, "row:") {
-				return 0, false
-			}
-			xs = append(xs, (n-base)/(r.bytes/(1<<20)))
-		}
-		return testenv.Median(xs), len(xs) > 0
-	}
-	mibps := func(k key) testenv.Summary {
-		var xs []float64
-		for _, r := range runs[k] {
-			xs = append(xs, r.bytes/(1<<20)/r.seconds)
-		}
-		return testenv.Summarize(xs, failures[k])
-	}
-
-	var rep strings.Builder
-	seqJob, randJob := blkJob{}, blkJob{}
-	for _, j := range jobs {
-		if strings.HasPrefix(j.mode, "seq") {
-			seqJob = j
-		} else {
-			randJob = j
-		}
-	}
-	fmt.Fprintf(&rep, "\nvirtio-blk in the guest: blkbench, O_DIRECT on /dev/vda, one request in flight; --smp 2, %d rounds, %.0f s (%s)\n",
-		rounds*b.N, time.Since(start).Seconds(), time.Now().Format("2006-01-02"))
-	if seqJob.mode != "" {
-		fmt.Fprintf(&rep, "sequential: %d MiB in %d KiB requests; ", seqJob.count>>20, seqJob.bs>>10)
-	}
-	if randJob.mode != "" {
-		fmt.Fprintf(&rep, "random: %d requests of %d KiB over the %d MiB disk", randJob.count, randJob.bs>>10, diskBytes>>20)
-	}
-	fmt.Fprintf(&rep, "\nwrites are not synced: both VMMs put them in the host page cache (govmm pwritev, QEMU cache=writeback aio=threads)")
-	if f := strings.Fields(string(loadBefore)); len(f) > 0 {
-		fmt.Fprintf(&rep, "; host load average %s at the start", f[0])
-	}
-	fmt.Fprintf(&rep, "\nMiB/s: median (min-max, n, failed runs) of rounds, variants rotated per round; /qemu: ratio of medians to qemu-microvm-pci in the same job.\n")
-	fmt.Fprintf(&rep, "Per MiB moved, median of rounds, minus the median boot that moves nothing (its spread, below, is the uncertainty of these counts):\n")
-	fmt.Fprintf(&rep, "user = exits govmm handled (its table); kvm-user = KVM's mmio_exits+io_exits (exits to the VMM, any VMM); kvm = all KVM exits; halt = KVM halt_exits;\n")
-	fmt.Fprintf(&rep, "efd/mmio = queue notifications by ioeventfd / by MMIO exit; irq = interrupts sent (govmm's virtio counters)\n\n")
-	fmt.Fprintf(&rep, "%-9s %-19s %-28s %6s %8s %8s %8s %8s %7s %7s %7s\n",
-		"job", "variant", "MiB/s", "/qemu", "user", "kvm-user", "kvm", "halt", "efd", "mmio", "irq")
-	for _, j := range jobs {
-		qemuMed := mibps(key{j.mode, "qemu-microvm-pci"}).Median
-		for _, v := range variants {
-			k := key{j.mode, v.name}
-			m := mibps(k)
-			fmt.Fprintf(&rep, "%-9s %-19s %-28s %6s", j.mode, v.name, m.Format("%.1f"), ratioOf(m.Median, qemuMed))
-			for i, c := range []string{blkUser, blkKVMUser, blkKVMExits, blkKVMHalts, blkNotifyEFD, blkNotifyMMIO, blkIRQs} {
-				width := 8
-				if i >= 4 {
-					width = 7
-				}
-				if x, ok := perMiB(k, c); ok {
-					fmt.Fprintf(&rep, " %*.1f", width, x)
-				} else {
-					fmt.Fprintf(&rep, " %*s", width, "-")
-				}
-			}
-			fmt.Fprintln(&rep)
-			if m.N > 0 {
-				b.ReportMetric(m.Median, j.mode+"-"+v.name+"-MiB/s")
-			}
-		}
-		if g := mibps(key{j.mode, "govmm"}).Median; qemuMed > 0 && g > 0 {
-			b.ReportMetric(g/qemuMed, j.mode+"-govmm/qemu")
-		}
-	}
-	fmt.Fprintf(&rep, "\nboots that move nothing (subtracted above): min-max of their counts, n, failed runs\n")
-	for _, v := range variants {
-		k := key{"baseline", v.name}
-		fmt.Fprintf(&rep, "%-9s %-19s n=%d", "baseline", v.name, len(runs[k]))
-		if failures[k] > 0 {
-			fmt.Fprintf(&rep, ", %d failed", failures[k])
-		}
-		for _, c := range []string{blkUser, blkKVMExits, blkKVMHalts} {
-			var xs []float64
-			for _, r := range runs[k] {
-				if n, ok := r.counts[c]; ok {
-					xs = append(xs, n)
-				}
-			}
-			if len(xs) > 0 {
-				fmt.Fprintf(&rep, "  %s %.0f-%.0f", c, slices.Min(xs), slices.Max(xs))
-			}
-		}
-		fmt.Fprintln(&rep)
-	}
-	if qemuErr != nil {
-		fmt.Fprintf(&rep, "(no QEMU rows: %v)\n", qemuErr)
-	}
-
-	fmt.Fprintf(&rep, "\ngovmm's user-space exits per MiB by row (median of rounds, baseline subtracted; rows within +-0.5 left out):\n")
-	for _, j := range jobs {
-		for _, v := range variants {
-			if v.qemu != nil {
-				continue
-			}
-			k := key{j.mode, v.name}
-			names := map[string]bool{}
-			for _, r := range runs[k] {
-				for c := range r.counts {
-					if strings.HasPrefix(c, "row:") {
-						names[c] = true
-					}
-				}
-			}
-			type rate struct {
-				name string
-				x    float64
-			}
-			var rates []rate
-			for c := range names {
-				if x, _ := perMiB(k, c); x >= 0.5 || x <= -0.5 {
-					rates = append(rates, rate{strings.TrimPrefix(c, "row:"), x})
-				}
-			}
-			sort.Slice(rates, func(a, b int) bool { return rates[a].x > rates[b].x })
-			fmt.Fprintf(&rep, "%-9s %-19s", j.mode, v.name)
-			if len(rates) == 0 {
-				fmt.Fprint(&rep, " (none)")
-			}
-			for _, r := range rates {
-				fmt.Fprintf(&rep, " %s %.1f", r.name, r.x)
-			}
-			fmt.Fprintln(&rep)
-		}
-	}
-	// Printed, not b.Log: the testing package cuts a benchmark log at ten lines.
-	fmt.Print(rep.String())
 }
