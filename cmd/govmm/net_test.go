@@ -229,7 +229,7 @@ func TestNet(t *testing.T) {
 	ns := netNamespace(t)
 
 	t.Run("ping", func(t *testing.T) {
-		console, stderr := bootNet(t, ns, "ping,-c,3,-W,2,"+netHostAddr)
+		console, stderr := bootNet(t, ns, "ping,-c,3,-W,10,"+netHostAddr)
 		if !strings.Contains(console, "GOVMM-RESULT rc=0") ||
 			!strings.Contains(console, "3 packets transmitted, 3 packets received, 0% packet loss") {
 			t.Fatalf("guest's ping to the host failed; console:\n%s\nstderr:\n%s", console, stderr)
@@ -323,9 +323,11 @@ func hostPing(ns, addr string) string {
 	} else {
 		return ""
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// -W bounds the wait for a reply, not the test's time on success: a
+	// loaded host may take seconds to schedule the guest's vCPU.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "ip", append(args, "-c", "1", "-W", "2", addr)...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, "ip", append(args, "-c", "1", "-W", "20", addr)...).CombinedOutput()
 	if err != nil {
 		return fmt.Sprintf("%s(%v)", out, err)
 	}

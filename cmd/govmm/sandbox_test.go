@@ -171,7 +171,7 @@ func TestRunsUnprivilegedOnTap(t *testing.T) {
 	ip(t, "-n", ns, "addr", "add", "10.0.3.1/24", "dev", "tapu")
 	ip(t, "-n", ns, "link", "set", "tapu", "up")
 	govmm := asUnprivileged("run", "--kernel", kernel, "--initrd", initramfs, "--smp", "2", "--net", "tap=tapu",
-		"--append", "console=ttyS0 reboot=k panic=-1 quiet govmm.ip=10.0.3.15/24 govmm.run=ping,-c,2,-W,2,10.0.3.1")
+		"--append", "console=ttyS0 reboot=k panic=-1 quiet govmm.ip=10.0.3.15/24 govmm.run=ping,-c,2,-W,10,10.0.3.1")
 	cmdline := append([]string{"ip", "netns", "exec", ns}, withDevices(govmm,
 		userDevice(t, "kvm", 10, 232), "/dev/kvm", userDevice(t, "tun", 10, 200), "/dev/net/tun")...)
 	ctx, cancel := context.WithTimeout(context.Background(), netTimeout)
