@@ -1,12 +1,10 @@
 package exitstats
 
-import "math/bits"
-
 // Handling times are also counted in exponential buckets so that a reader
 // can tell a few slow exits from many medium ones (the mean hides that) and
 // so Prometheus can compute quantiles. Bucket i counts durations d with
 // BucketUpperBound(i-1) < d <= BucketUpperBound(i); the last one takes
-// everything longer.
+// everything longer. They are the FineBuckets (finebuckets.go) summed up.
 const (
 	// bucketBase is the bound of bucket 0: a user-space exit round trip
 	// is microseconds, so nothing real is finer than this.
@@ -27,31 +25,4 @@ func BucketUpperBound(i int) (ns uint64, ok bool) {
 		return 0, false
 	}
 	return bucketBase << i, true
-}
-
-// bucketOf returns the bucket counting a duration of ns. It is on the hot
-// path: a division by a constant (a multiply) and a bit scan, no loop.
-func bucketOf(ns uint64) int {
-	// ceil(ns/100) - 1 would overflow at the ends; (ns-1)/100 is the same
-	// for ns > 0 and puts 0 in bucket 0.
-	if ns > 0 {
-		ns--
-	}
-	return min(bits.Len64(ns/bucketBase), NumBuckets-1)
-}
-
-// Total returns the number of durations counted, saturating.
-func (b *Buckets) Total() uint64 {
-	var n uint64
-	for _, c := range b {
-		n = addSat(n, c)
-	}
-	return n
-}
-
-// Add merges o into b.
-func (b *Buckets) Add(o *Buckets) {
-	for i := range b {
-		b[i] = addSat(b[i], o[i])
-	}
 }

@@ -6,7 +6,8 @@ import (
 	"testing"
 )
 
-func TestBucketOf(t *testing.T) {
+// The Prometheus bucket of a duration is its histogram bucket's major.
+func TestBucketOfDuration(t *testing.T) {
 	tests := []struct {
 		ns   uint64
 		want int
@@ -25,18 +26,22 @@ func TestBucketOf(t *testing.T) {
 		{math.MaxUint64, NumBuckets - 1},
 	}
 	for _, tt := range tests {
-		if got := bucketOf(tt.ns); got != tt.want {
-			t.Errorf("bucketOf(%d) = %d, want %d", tt.ns, got, tt.want)
+		var h FineBuckets
+		h[fineIndex(tt.ns)] = 1
+		var want Buckets
+		want[tt.want] = 1
+		if got := h.Buckets(); got != want {
+			t.Errorf("%d ns counts in Prometheus buckets %v, want bucket %d", tt.ns, got, tt.want)
 		}
 	}
 }
 
-// Every duration lands in the one bucket whose bounds enclose it.
+// Every duration lands in the one Prometheus bucket whose bounds enclose it.
 func TestBucketBoundsEncloseDuration(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for range 100000 {
 		ns := rng.Uint64() >> rng.UintN(64)
-		i := bucketOf(ns)
+		i := fineIndex(ns) / SubBuckets
 		if hi, ok := BucketUpperBound(i); ok && ns > hi {
 			t.Fatalf("%d ns in bucket %d, whose bound is %d", ns, i, hi)
 		}
@@ -60,7 +65,7 @@ func TestBucketUpperBound(t *testing.T) {
 	}
 }
 
-// The buckets of a snapshot must add up to its count, and the guest row has
+// The histogram of a snapshot must add up to its count, and the guest row has
 // buckets too.
 func TestSnapshotBuckets(t *testing.T) {
 	r := NewRegistry()
@@ -72,13 +77,13 @@ func TestSnapshotBuckets(t *testing.T) {
 	v.RecordGuest(300)
 	s := v.Snapshot()
 	row, _ := s.Row("IO:serial")
-	if want := (Buckets{0: 1, 1: 2, 7: 1, NumBuckets - 1: 1}); row.Buckets != want {
-		t.Errorf("buckets %v, want %v", row.Buckets, want)
+	if got, want := row.Hist.Buckets(), (Buckets{0: 1, 1: 2, 7: 1, NumBuckets - 1: 1}); got != want {
+		t.Errorf("buckets %v, want %v", got, want)
 	}
-	if row.Count != row.Buckets.Total() {
-		t.Errorf("count %d, buckets add up to %d", row.Count, row.Buckets.Total())
+	if row.Count != row.Hist.Total() {
+		t.Errorf("count %d, histogram adds up to %d", row.Count, row.Hist.Total())
 	}
-	if want := (Buckets{2: 1}); s.Guest.Buckets != want {
-		t.Errorf("guest buckets %v, want %v", s.Guest.Buckets, want)
+	if got, want := s.Guest.Hist.Buckets(), (Buckets{2: 1}); got != want {
+		t.Errorf("guest buckets %v, want %v", got, want)
 	}
 }

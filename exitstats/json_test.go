@@ -76,7 +76,10 @@ func TestJSONFields(t *testing.T) {
 	want := map[string]any{
 		"name": "HLT", "count": 2.0, "min_ns": 2.0, "max_ns": 4.0, "sum_ns": 6.0,
 		"sum_sq_ns2": 20.0, "avg_ns": 3.0, "stddev_ns": 1.0, "share": 0.5,
-		"buckets": []any{2.0}, // both in bucket 0; the zeros after it left out
+		"buckets": []any{2.0},             // both in bucket 0; the zeros after it left out
+		"hist":    []any{[]any{7.0, 2.0}}, // histogram bucket 0 is [0, 7 ns]
+		// The middle of that bucket, 3 ns, within [min, max].
+		"p50_us": 0.003, "p90_us": 0.003, "p99_us": 0.003, "p999_us": 0.003,
 	}
 	if got := doc.VCPUs[0].Rows[0]; !reflect.DeepEqual(got, want) {
 		t.Errorf("row json = %v, want %v", got, want)
@@ -110,10 +113,65 @@ func TestReadJSONErrors(t *testing.T) {
 		`{"vcpus":[{"guest":{"sum_ns":1e30}}]}`,
 		`{"vcpus":[{"rows":[{"buckets":[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1]}]}]}`,
 		`{"vcpus":[{"guest":{"buckets":[-1]}}]}`,
+		`{"vcpus":[{"rows":[{"count":1,"hist":[[8,1]]}]}]}`,        // 8 ns is not a bound
+		`{"vcpus":[{"rows":[{"count":2,"hist":[[13,1],[7,1]]}]}]}`, // out of order
+		`{"vcpus":[{"rows":[{"count":2,"hist":[[7,1],[7,1]]}]}]}`,  // twice
+		`{"vcpus":[{"rows":[{"count":1,"hist":[[7,2]]}]}]}`,        // more than count
+		`{"vcpus":[{"rows":[{"count":1,"hist":[[7,1,1]]}]}]}`,      // not a pair
+		`{"vcpus":[{"rows":[{"count":1,"hist":[[18446744073709551616,1]]}]}]}`,
 	}
 	for _, in := range tests {
 		if _, err := ReadJSON(strings.NewReader(in)); err == nil {
 			t.Errorf("ReadJSON(%q) succeeded", in)
+		}
+	}
+}
+
+// A table saved before the histogram existed reads, without percentiles.
+func TestReadJSONWithoutHistogram(t *testing.T) {
+	in := `{"vcpus":[{"id":0,"rows":[{"name":"HLT","count":2,"min_ns":5,"max_ns":9,"sum_ns":14,"buckets":[2]}]}]}`
+	s, err := ReadJSON(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	row, _ := s.VCPUs[0].Row("HLT")
+	if _, ok := row.Percentile(50); ok || row.Count != 2 {
+		t.Errorf("row %+v: want count 2 and no percentiles", row)
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "p50_us") {
+		t.Errorf("percentiles made up for a row without a histogram: %s", b)
+	}
+}
+
+// The percentiles in the JSON are those of the row, in microseconds.
+func TestJSONPercentiles(t *testing.T) {
+	r := NewRegistry()
+	k := r.Kind("IO:x")
+	v := r.NewVCPU(0)
+	for i := range 1000 {
+		v.Record(k, uint64(1000+i*10)) // 1 us to 11 us
+	}
+	b, err := json.Marshal(r.Snapshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		VCPUs []struct {
+			Rows []map[string]any `json:"rows"`
+		} `json:"vcpus"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	row := doc.VCPUs[0].Rows[0]
+	for key, exact := range map[string]float64{"p50_us": 5.99, "p90_us": 9.99, "p99_us": 10.89, "p999_us": 10.98} {
+		got, ok := row[key].(float64)
+		if !ok || math.Abs(got-exact) > exact/32+0.004 {
+			t.Errorf("%s = %v, want %v within 1/32 + 4 ns", key, row[key], exact)
 		}
 	}
 }

@@ -135,18 +135,20 @@ func (c *Collector) collectExits(ch chan<- prometheus.Metric) {
 		id := strconv.Itoa(v.ID)
 		for _, r := range v.Rows {
 			ch <- constMetric(c.exits, prometheus.CounterValue, float64(r.Count), id, r.Name)
-			ch <- exitHistogram(c.handling, r.Stats, id, r.Name)
+			ch <- exitHistogram(c.handling, &r.Stats, id, r.Name)
 		}
 		ch <- constMetric(c.guest, prometheus.CounterValue, nsToSeconds(v.Guest.Sum), id)
-		ch <- exitHistogram(c.guestRun, v.Guest, id)
+		ch <- exitHistogram(c.guestRun, &v.Guest, id)
 	}
 }
 
-// exitHistogram turns a row's buckets into a Prometheus histogram.
-func exitHistogram(desc *prometheus.Desc, s Stats, labels ...string) prometheus.Metric {
+// exitHistogram turns a row's histogram into a Prometheus histogram, its
+// buckets summed into the coarser Prometheus ones: those bounds are
+// histogram bounds, so the counts agree with the percentiles.
+func exitHistogram(desc *prometheus.Desc, s *Stats, labels ...string) prometheus.Metric {
 	cumulative := make(map[float64]uint64, NumBuckets-1)
 	var n uint64
-	for i, count := range s.Buckets {
+	for i, count := range s.Hist.Buckets() {
 		n = addSat(n, count)
 		if bound, ok := BucketUpperBound(i); ok {
 			cumulative[nsToSeconds(bound)] = n

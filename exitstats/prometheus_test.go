@@ -2,6 +2,8 @@ package exitstats
 
 import (
 	"math"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -113,6 +115,52 @@ govmm_guest_seconds_total{vcpu="1"} 0
 	}
 	if g := series(mfs["govmm_guest_run_seconds"], map[string]string{"vcpu": "0"}).GetHistogram(); g.GetSampleCount() != 1 || g.GetSampleSum() != 2 {
 		t.Errorf("guest run histogram: %v", g)
+	}
+}
+
+// The Prometheus histogram and the percentiles come from the same counts:
+// each Prometheus bucket holds exactly the samples at or below its bound,
+// and each percentile lies in the Prometheus bucket of the exact one.
+func TestPrometheusBucketsAgreeWithPercentiles(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	r := NewRegistry()
+	k := r.Kind("IO:x")
+	v := r.NewVCPU(0)
+	samples := make([]uint64, 20000)
+	for i := range samples {
+		samples[i] = uint64(math.Exp(rng.Float64() * math.Log(3e9))) // 1 ns to 3 s
+		v.Record(k, samples[i])
+	}
+	slices.Sort(samples)
+	h := series(gather(t, NewCollector(CollectorConfig{Registry: r}))["govmm_exit_handling_seconds"],
+		map[string]string{"vcpu": "0", "reason": "IO:x"}).GetHistogram()
+	if len(h.GetBucket()) != NumBuckets-1 || h.GetSampleCount() != uint64(len(samples)) {
+		t.Fatalf("%d buckets, %d samples", len(h.GetBucket()), h.GetSampleCount())
+	}
+	// prometheusBucket is the index of the first bound at or above ns.
+	prometheusBucket := func(ns uint64) int {
+		for i := range NumBuckets - 1 {
+			if b, _ := BucketUpperBound(i); ns <= b {
+				return i
+			}
+		}
+		return NumBuckets - 1
+	}
+	for i, b := range h.GetBucket() {
+		bound, _ := BucketUpperBound(i)
+		atOrBelow, _ := slices.BinarySearch(samples, bound+1)
+		if b.GetCumulativeCount() != uint64(atOrBelow) || math.Abs(b.GetUpperBound()-float64(bound)/1e9) > 1e-15 {
+			t.Errorf("bucket le=%g holds %d, %d samples are at or below %d ns",
+				b.GetUpperBound(), b.GetCumulativeCount(), atOrBelow, bound)
+		}
+	}
+	row, _ := r.Snapshot().VCPUs[0].Row("IO:x")
+	for _, perMille := range []uint64{500, 900, 990, 999} {
+		got, _ := row.Percentile(float64(perMille) / 10)
+		exact := nearestRank(samples, perMille)
+		if prometheusBucket(got) != prometheusBucket(exact) {
+			t.Errorf("p%g = %d ns, exact %d: in different Prometheus buckets", float64(perMille)/10, got, exact)
+		}
 	}
 }
 

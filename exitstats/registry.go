@@ -121,10 +121,6 @@ func (r *Registry) NewVCPU(id int) *VCPU {
 		return nil
 	}
 	v := &VCPU{id: id, reg: r}
-	v.guest.init()
-	for k := range v.rows {
-		v.rows[k].init()
-	}
 	r.vcpuMu.Lock()
 	r.vcpus = append(r.vcpus, v)
 	r.vcpuMu.Unlock()

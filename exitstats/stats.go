@@ -20,10 +20,11 @@ type Stats struct {
 	// SumSq is a float64 because it outgrows any integer type a JSON reader
 	// handles; the VCPU accumulates it exactly and rounds only here.
 	SumSq float64 `json:"sum_sq_ns2"`
-	// Buckets counts the durations by size (see BucketUpperBound). In a
-	// snapshot taken from a VCPU they add up to Count; a table read from
-	// JSON written before buckets existed has them all zero.
-	Buckets Buckets `json:"buckets"`
+	// Hist counts the durations by size (finebuckets.go), for percentiles
+	// and, summed into Buckets, for Prometheus. In a snapshot taken from a
+	// VCPU it adds up to Count; a table read from JSON written before the
+	// histogram existed has it all zero, and no percentiles.
+	Hist FineBuckets `json:"-"`
 }
 
 // Avg returns the mean duration in ns, or 0 for an empty row.
@@ -65,7 +66,15 @@ func (s *Stats) Add(o Stats) {
 	s.Count = addSat(s.Count, o.Count)
 	s.Sum = addSat(s.Sum, o.Sum)
 	s.SumSq += o.SumSq
-	s.Buckets.Add(&o.Buckets)
+	s.Hist.Add(&o.Hist)
+}
+
+// Percentile returns the p-th percentile (0 < p <= 100) of the durations
+// in ns, from the histogram and clamped to [Min, Max] (see
+// FineBuckets.Percentile). ok is false for an empty row and for one read
+// from JSON without a histogram.
+func (s *Stats) Percentile(p float64) (ns uint64, ok bool) {
+	return s.Hist.Percentile(p, s.Min, s.Max)
 }
 
 // statsJSON adds the derived values to the JSON so that a reader of a saved
@@ -78,21 +87,48 @@ type statsJSON struct {
 	SumSq  float64 `json:"sum_sq_ns2"`
 	Avg    float64 `json:"avg_ns"`
 	Stddev float64 `json:"stddev_ns"`
-	// Buckets lists the bucket counts from bucket 0 up to the last non-zero
-	// one: most exits are short, so the tail of zeros is left out.
+	// The percentiles, in us, are left out where there is no histogram.
+	P50  *float64 `json:"p50_us,omitempty"`
+	P90  *float64 `json:"p90_us,omitempty"`
+	P99  *float64 `json:"p99_us,omitempty"`
+	P999 *float64 `json:"p999_us,omitempty"`
+	// Buckets lists the Prometheus bucket counts from bucket 0 up to the
+	// last non-zero one: most exits are short, so the tail of zeros is
+	// left out. They are the histogram summed up, so ReadJSON ignores them.
 	Buckets []uint64 `json:"buckets,omitempty"`
+	// Hist lists the non-empty histogram buckets as [upper bound in ns,
+	// count] pairs, bounds ascending; the unbounded last bucket's bound is
+	// the largest uint64. Bounds rather than indexes, so that a file
+	// written with another layout is refused rather than misread.
+	Hist [][]uint64 `json:"hist,omitempty"`
 }
 
 func (s Stats) toJSON() statsJSON {
-	n := len(s.Buckets)
-	for n > 0 && s.Buckets[n-1] == 0 {
+	b := s.Hist.Buckets()
+	n := len(b)
+	for n > 0 && b[n-1] == 0 {
 		n--
 	}
-	return statsJSON{
+	j := statsJSON{
 		Count: s.Count, Min: s.Min, Max: s.Max, Sum: s.Sum,
 		SumSq: finite(s.SumSq), Avg: finite(s.Avg()), Stddev: finite(s.Stddev()),
-		Buckets: s.Buckets[:n:n],
+		Buckets: b[:n:n],
 	}
+	for i, c := range s.Hist {
+		if c != 0 {
+			j.Hist = append(j.Hist, []uint64{FineUpperBound(i), c})
+		}
+	}
+	us := func(p float64) *float64 {
+		ns, ok := s.Percentile(p)
+		if !ok {
+			return nil
+		}
+		v := float64(ns) / 1e3
+		return &v
+	}
+	j.P50, j.P90, j.P99, j.P999 = us(50), us(90), us(99), us(99.9)
+	return j
 }
 
 func (j statsJSON) stats() (Stats, error) {
@@ -100,7 +136,23 @@ func (j statsJSON) stats() (Stats, error) {
 		return Stats{}, fmt.Errorf("%d buckets, at most %d", len(j.Buckets), NumBuckets)
 	}
 	s := Stats{Count: j.Count, Min: j.Min, Max: j.Max, Sum: j.Sum, SumSq: j.SumSq}
-	copy(s.Buckets[:], j.Buckets)
+	next := 0 // the lowest bucket the next pair may name
+	for _, pair := range j.Hist {
+		if len(pair) != 2 {
+			return Stats{}, fmt.Errorf("hist: %v is not an [upper bound, count] pair", pair)
+		}
+		i := fineIndex(pair[0])
+		if FineUpperBound(i) != pair[0] {
+			return Stats{}, fmt.Errorf("hist: %d ns is not a bucket bound", pair[0])
+		}
+		if i < next {
+			return Stats{}, fmt.Errorf("hist: bound %d ns out of order", pair[0])
+		}
+		s.Hist[i], next = pair[1], i+1
+	}
+	if n := s.Hist.Total(); len(j.Hist) > 0 && n != s.Count {
+		return Stats{}, fmt.Errorf("hist holds %d durations, count is %d", n, s.Count)
+	}
 	return s, nil
 }
 

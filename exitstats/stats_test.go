@@ -12,13 +12,13 @@ func near(got, want float64) bool {
 	return math.Abs(got-want) <= 1e-9*math.Max(math.Abs(got), math.Abs(want))
 }
 
-// bucketsAt returns buckets holding one duration in each bucket listed.
-func bucketsAt(idx ...int) Buckets {
-	var b Buckets
-	for _, i := range idx {
-		b[i]++
+// fineOf returns the histogram of the durations listed.
+func fineOf(ns ...uint64) FineBuckets {
+	var h FineBuckets
+	for _, d := range ns {
+		h[fineIndex(d)]++
 	}
-	return b
+	return h
 }
 
 func TestRecordStats(t *testing.T) {
@@ -29,17 +29,17 @@ func TestRecordStats(t *testing.T) {
 		avg    float64
 		stddev float64
 	}{
-		{"one", []uint64{7}, Stats{Count: 1, Min: 7, Max: 7, Sum: 7, SumSq: 49, Buckets: bucketsAt(0)}, 7, 0},
-		{"equal", []uint64{5, 5, 5}, Stats{Count: 3, Min: 5, Max: 5, Sum: 15, SumSq: 75, Buckets: bucketsAt(0, 0, 0)}, 5, 0},
+		{"one", []uint64{7}, Stats{Count: 1, Min: 7, Max: 7, Sum: 7, SumSq: 49, Hist: fineOf(7)}, 7, 0},
+		{"equal", []uint64{5, 5, 5}, Stats{Count: 3, Min: 5, Max: 5, Sum: 15, SumSq: 75, Hist: fineOf(5, 5, 5)}, 5, 0},
 		{"textbook", []uint64{2, 4, 4, 4, 5, 5, 7, 9}, Stats{Count: 8, Min: 2, Max: 9, Sum: 40, SumSq: 232,
-			Buckets: bucketsAt(0, 0, 0, 0, 0, 0, 0, 0)}, 5, 2},
-		{"quarter", []uint64{4, 3, 2, 1}, Stats{Count: 4, Min: 1, Max: 4, Sum: 10, SumSq: 30, Buckets: bucketsAt(0, 0, 0, 0)}, 2.5, math.Sqrt(1.25)},
-		{"zero first", []uint64{0, 10}, Stats{Count: 2, Min: 0, Max: 10, Sum: 10, SumSq: 100, Buckets: bucketsAt(0, 0)}, 5, 5},
+			Hist: fineOf(2, 4, 4, 4, 5, 5, 7, 9)}, 5, 2},
+		{"quarter", []uint64{4, 3, 2, 1}, Stats{Count: 4, Min: 1, Max: 4, Sum: 10, SumSq: 30, Hist: fineOf(1, 2, 3, 4)}, 2.5, math.Sqrt(1.25)},
+		{"zero first", []uint64{0, 10}, Stats{Count: 2, Min: 0, Max: 10, Sum: 10, SumSq: 100, Hist: fineOf(0, 10)}, 5, 5},
 		{"one second and one ns", []uint64{1e9, 1}, Stats{Count: 2, Min: 1, Max: 1e9, Sum: 1e9 + 1, SumSq: 1e18 + 1,
-			Buckets: bucketsAt(24, 0)}, 500000000.5, 499999999.5},
+			Hist: fineOf(1e9, 1)}, 500000000.5, 499999999.5},
 		{"saturated", []uint64{math.MaxUint64, math.MaxUint64, math.MaxUint64},
 			Stats{Count: 3, Min: math.MaxUint64, Max: math.MaxUint64, Sum: math.MaxUint64, SumSq: 0x1p128,
-				Buckets: bucketsAt(NumBuckets-1, NumBuckets-1, NumBuckets-1)}, math.NaN(), math.NaN()},
+				Hist: FineBuckets{NumFineBuckets - 1: 3}}, math.NaN(), math.NaN()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -76,7 +76,8 @@ func TestSumSqPast64Bits(t *testing.T) {
 	for range n {
 		c.add(ns)
 	}
-	s := c.load()
+	var s Stats
+	c.load(&s)
 	if want := float64(n) * 1e18; s.SumSq != want {
 		t.Errorf("SumSq = %g, want %g", s.SumSq, want)
 	}
@@ -86,8 +87,8 @@ func TestSumSqPast64Bits(t *testing.T) {
 }
 
 func TestStatsAdd(t *testing.T) {
-	a := Stats{Count: 2, Min: 3, Max: 9, Sum: 12, SumSq: 90, Buckets: bucketsAt(0, 3)}
-	b := Stats{Count: 1, Min: 1, Max: 4, Sum: 4, SumSq: 16, Buckets: bucketsAt(3)}
+	a := Stats{Count: 2, Min: 3, Max: 9, Sum: 12, SumSq: 90, Hist: fineOf(3, 9)}
+	b := Stats{Count: 1, Min: 1, Max: 4, Sum: 4, SumSq: 16, Hist: fineOf(4)}
 	tests := []struct {
 		name string
 		s, o Stats
@@ -95,12 +96,13 @@ func TestStatsAdd(t *testing.T) {
 	}{
 		{"empty plus a", Stats{}, a, a},
 		{"a plus empty", a, Stats{}, a},
-		{"a plus b", a, b, Stats{Count: 3, Min: 1, Max: 9, Sum: 16, SumSq: 106, Buckets: bucketsAt(0, 3, 3)}},
-		{"b plus a", b, a, Stats{Count: 3, Min: 1, Max: 9, Sum: 16, SumSq: 106, Buckets: bucketsAt(0, 3, 3)}},
-		{"saturates", Stats{Count: 1, Min: 1, Max: 1, Sum: math.MaxUint64, Buckets: Buckets{2: math.MaxUint64}}, b,
-			Stats{Count: 2, Min: 1, Max: 4, Sum: math.MaxUint64, SumSq: 16, Buckets: Buckets{2: math.MaxUint64, 3: 1}}},
-		{"bucket saturates", Stats{Count: 1, Min: 4, Max: 4, Sum: 4, Buckets: Buckets{3: math.MaxUint64}}, b,
-			Stats{Count: 2, Min: 1, Max: 4, Sum: 8, SumSq: 16, Buckets: Buckets{3: math.MaxUint64}}},
+		{"a plus b", a, b, Stats{Count: 3, Min: 1, Max: 9, Sum: 16, SumSq: 106, Hist: fineOf(3, 9, 4)}},
+		{"b plus a", b, a, Stats{Count: 3, Min: 1, Max: 9, Sum: 16, SumSq: 106, Hist: fineOf(3, 9, 4)}},
+		// b's 4 ns is in histogram bucket 0, (0, 7 ns].
+		{"saturates", Stats{Count: 1, Min: 1, Max: 1, Sum: math.MaxUint64, Hist: FineBuckets{2: math.MaxUint64}}, b,
+			Stats{Count: 2, Min: 1, Max: 4, Sum: math.MaxUint64, SumSq: 16, Hist: FineBuckets{0: 1, 2: math.MaxUint64}}},
+		{"bucket saturates", Stats{Count: 1, Min: 4, Max: 4, Sum: 4, Hist: FineBuckets{0: math.MaxUint64}}, b,
+			Stats{Count: 2, Min: 1, Max: 4, Sum: 8, SumSq: 16, Hist: FineBuckets{0: math.MaxUint64}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -150,8 +152,8 @@ func TestTotal(t *testing.T) {
 		t.Errorf("ID = %d, want -1", tot.ID)
 	}
 	want := []Row{
-		{Name: "HLT", Stats: Stats{Count: 1, Min: 100, Max: 100, Sum: 100, SumSq: 10000, Buckets: bucketsAt(0)}, Share: 0.4},
-		{Name: "IO:serial", Stats: Stats{Count: 2, Min: 10, Max: 30, Sum: 40, SumSq: 1000, Buckets: bucketsAt(0, 0)}, Share: 0.16},
+		{Name: "HLT", Stats: Stats{Count: 1, Min: 100, Max: 100, Sum: 100, SumSq: 10000, Hist: fineOf(100)}, Share: 0.4},
+		{Name: "IO:serial", Stats: Stats{Count: 2, Min: 10, Max: 30, Sum: 40, SumSq: 1000, Hist: fineOf(10, 30)}, Share: 0.16},
 	}
 	if len(tot.Rows) != len(want) {
 		t.Fatalf("rows = %+v, want %+v", tot.Rows, want)
@@ -161,7 +163,7 @@ func TestTotal(t *testing.T) {
 			t.Errorf("row %d = %+v, want %+v", i, g, want[i])
 		}
 	}
-	if g := (Stats{Count: 2, Min: 10, Max: 100, Sum: 110, SumSq: 10100, Buckets: bucketsAt(0, 0)}); tot.Guest != g || !near(tot.GuestShare, 0.44) {
+	if g := (Stats{Count: 2, Min: 10, Max: 100, Sum: 110, SumSq: 10100, Hist: fineOf(100, 10)}); tot.Guest != g || !near(tot.GuestShare, 0.44) {
 		t.Errorf("guest = %+v share %v, want %+v share 0.44", tot.Guest, tot.GuestShare, g)
 	}
 	if e := tot.Exits(); e.Count != 3 || e.Sum != 140 || e.Min != 10 || e.Max != 100 {

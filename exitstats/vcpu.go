@@ -25,23 +25,22 @@ type VCPU struct {
 // counter accumulates one row. Its fields are words (word.go): stored by the
 // single writer, made consistent for readers by VCPU.seq.
 //
-// There is no count field: the count is the sum of the buckets, so one
+// There is no count field: the count is the sum of the histogram, so one
 // store fewer per exit.
 type counter struct {
-	min word // math.MaxUint64 until the first duration
-	max word
-	sum word // saturates instead of wrapping
+	// minInv is the complement of the smallest duration, so that the zero
+	// value means "none yet" (min = math.MaxUint64) and a new VCPU needs
+	// no stores into its rows: the pages of rows never used stay untouched.
+	minInv word
+	max    word
+	sum    word // saturates instead of wrapping
 	// The sum of squares is kept exactly in 128 bits: a float64 running sum
 	// would lose the low bits of every small exit once the sum is large, and
 	// 1e9 exits of 1 s each (1e27 ns^2) fit with room to spare.
-	sqLo    word
-	sqHi    word
-	buckets [NumBuckets]word // see bucketOf
+	sqLo word
+	sqHi word
+	hist [NumFineBuckets]word // see fineIndex
 }
-
-// init readies an empty counter: min starts high so that add needs no
-// "first duration" case.
-func (c *counter) init() { c.min.store(math.MaxUint64) }
 
 // ID returns the vCPU id given to NewVCPU.
 func (v *VCPU) ID() int {
@@ -110,13 +109,13 @@ func (v *VCPU) begin() uint64 {
 // add must be called by the single writer inside a write section. It skips
 // the stores that would not change a field.
 func (c *counter) add(ns uint64) {
-	if ns < c.min.load() {
-		c.min.store(ns)
+	if ^ns > c.minInv.load() {
+		c.minInv.store(^ns)
 	}
 	if ns > c.max.load() {
 		c.max.store(ns)
 	}
-	b := &c.buckets[bucketOf(ns)]
+	b := &c.hist[fineIndex(ns)]
 	b.store(b.load() + 1)
 	c.sum.store(addSat(c.sum.load(), ns))
 
@@ -133,35 +132,42 @@ func (c *counter) add(ns uint64) {
 	}
 }
 
-// load copies the counter; the caller provides the consistency.
-func (c *counter) load() Stats {
-	s := Stats{
-		Max:   c.max.load(),
-		Sum:   c.sum.load(),
-		SumSq: float64(c.sqHi.load())*0x1p64 + float64(c.sqLo.load()),
+// load copies the counter into s; the caller provides the consistency. s
+// must be zero, or the copy of this counter at an earlier time.
+func (c *counter) load(s *Stats) {
+	s.Min, s.Max = ^c.minInv.load(), c.max.load()
+	s.Sum = c.sum.load()
+	s.SumSq = float64(c.sqHi.load())*0x1p64 + float64(c.sqLo.load())
+	// Every duration counted lies between min and max, so the buckets
+	// outside theirs are zero: copying only the range between keeps the
+	// read short (a row's durations span a few powers of two, not all 25)
+	// and so keeps a reader from being overrun by a busy writer. If min
+	// and max were torn, the range may be wrong, but then the sequence
+	// number has changed and the caller reads again. What an earlier
+	// reading left in s outside the range is zero: buckets, min and max
+	// only ever grow outward, so a bucket that was non-zero then is
+	// inside the range now.
+	for i := fineIndex(s.Min); i <= fineIndex(s.Max); i++ {
+		s.Hist[i] = c.hist[i].load()
 	}
-	for i := range c.buckets {
-		s.Buckets[i] = c.buckets[i].load()
+	s.Count = s.Hist.Total()
+	if s.Count == 0 {
+		*s = Stats{}
 	}
-	s.Count = s.Buckets.Total()
-	if s.Count > 0 {
-		s.Min = c.min.load()
-	}
-	return s
 }
 
 // read copies the first len(rows) rows and the guest row as one consistent
-// state of the vCPU.
-func (v *VCPU) read(rows []Stats) Stats {
+// state of the vCPU. rows and guest must be zero.
+func (v *VCPU) read(rows []Stats, guest *Stats) {
 	for tries := 0; ; tries++ {
 		s := v.seq.load()
 		if s&1 == 0 {
 			for k := range rows {
-				rows[k] = v.rows[k].load()
+				v.rows[k].load(&rows[k])
 			}
-			guest := v.guest.load()
+			v.guest.load(guest)
 			if v.seq.load() == s {
-				return guest
+				return
 			}
 		}
 		// A write section is a few stores long, so spinning briefly is
@@ -181,8 +187,9 @@ func (v *VCPU) Snapshot() VCPUSnapshot {
 	}
 	t := v.reg.kinds.Load()
 	raw := make([]Stats, len(t.names))
-	guest := v.read(raw)
-	snap := VCPUSnapshot{ID: v.id, Guest: guest, Rows: make([]Row, 0, len(raw))}
+	snap := VCPUSnapshot{ID: v.id}
+	v.read(raw, &snap.Guest)
+	snap.Rows = make([]Row, 0, len(raw))
 	for k, s := range raw {
 		if s.Count != 0 {
 			snap.Rows = append(snap.Rows, Row{Name: t.names[k], Stats: s})
