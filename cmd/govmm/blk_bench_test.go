@@ -47,7 +47,8 @@ import (
 // before it; BLK_DISK_MB [1024] the image; BLK_DIR [the test's temporary
 // directory] where it lives, which must not be a tmpfs; BLK_JOBS and
 // BLK_ONLY, regular expressions, pick jobs and variants (host, govmm...,
-// qemu-...). Run it with -benchtime 1x, as make bench-blk does: the rounds
+// qemu-...); BLK_QEMU_MACHINE [microvm,pcie=on] is QEMU's -M (q35 and pc
+// boot the shared kernel too, through their firmware). Run it with -benchtime 1x, as make bench-blk does: the rounds
 // run inside one iteration.
 
 // blkVCPUs is the guest's vCPU count, and the clones of each QD32 job.
@@ -137,8 +138,8 @@ type blkVariant struct {
 	args  []string // govmm run flags, or QEMU's disk arguments
 }
 
-// blkVariants lists the variants; diskArgs makes QEMU's arguments for an
-// image. A new govmm knob is one more line here.
+// blkVariants lists the variants for image. A new govmm knob, or another
+// QEMU configuration, is one more line here.
 func blkVariants(image string) []blkVariant {
 	drive := "id=d0,file=" + image + ",format=raw,if=none"
 	iothread := []string{"-object", "iothread,id=io0"}
@@ -528,6 +529,12 @@ func BenchmarkBlockIO(b *testing.B) {
 	if len(variants) == 0 {
 		b.Fatal("BLK_ONLY matches no variant")
 	}
+	// microvm with pcie=on boots the kernel directly and has the
+	// transport govmm has: virtio-pci with MSI-X, ioeventfd and irqfd.
+	machine := "microvm,pcie=on"
+	if m := os.Getenv("BLK_QEMU_MACHINE"); m != "" {
+		machine = m
+	}
 	const cmdline = "console=ttyS0 panic=-1 quiet govmm.run=sh,/dev/vdb"
 	sock := filepath.Join(work, "qmp.sock")
 	vmArgs := func(v blkVariant) []string {
@@ -536,7 +543,7 @@ func BenchmarkBlockIO(b *testing.B) {
 				"--disk", image, "--disk", script + ",ro", "--qmp", "unix:" + sock, "--append", cmdline + " reboot=k"}
 			return append(args, v.args...)
 		}
-		args := []string{qemu, "-M", "microvm,pcie=on", "-enable-kvm", "-cpu", "host,-arch-capabilities",
+		args := []string{qemu, "-M", machine, "-enable-kvm", "-cpu", "host,-arch-capabilities",
 			"-smp", strconv.Itoa(blkVCPUs), "-m", "1024", "-kernel", kernel, "-initrd", bench,
 			"-append", cmdline + " reboot=t", "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
 			"-qmp", "unix:" + sock + ",server=on,wait=off"}
