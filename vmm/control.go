@@ -25,6 +25,8 @@ type ExitTable struct {
 	// Resets counts machine resets: the exits above add up over all the
 	// boots since the VM started.
 	Resets uint64 `json:"resets"`
+	// VirtioQueues is each virtio queue's traffic and request telemetry.
+	VirtioQueues []VirtioQueueStats `json:"virtio_queues,omitempty"`
 }
 
 // control adapts a VM to the QMP server (qmp.Machine).
@@ -172,7 +174,7 @@ func (c *control) ExitStats() any { return c.vm.exitTable(c.kstats) }
 
 // exitTable reads both halves of the table; ks may be nil.
 func (v *VM) exitTable(ks *exitstats.KernelStats) ExitTable {
-	t := ExitTable{User: v.Stats(), Resets: v.Resets()}
+	t := ExitTable{User: v.Stats(), Resets: v.Resets(), VirtioQueues: v.VirtioQueues()}
 	if ks != nil {
 		if snap, err := ks.Snapshot(); err == nil {
 			t.Kernel = &snap
@@ -186,7 +188,7 @@ func (v *VM) exitTable(ks *exitstats.KernelStats) ExitTable {
 func (v *VM) ExitTable() ExitTable {
 	ks, err := v.openKernelStats()
 	if err != nil {
-		return ExitTable{User: v.Stats(), Resets: v.Resets()}
+		return v.exitTable(nil)
 	}
 	defer ks.Close()
 	return v.exitTable(ks)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/govmm/govmm/exitstats"
 	"github.com/govmm/govmm/kvm"
+	"github.com/govmm/govmm/virtio"
 )
 
 // metricsStates are the states of the govmm_vm_state gauge: "created"
@@ -106,6 +107,12 @@ func (v *VM) ServeMetrics(addr string) (net.Addr, func() error, error) {
 	}
 	if v.pci != nil && len(v.pci.disks) > 0 {
 		cs = append(cs, blockCollector{disks: v.pci.disks})
+	}
+	if v.pci != nil && v.cfg.ExitStats {
+		// Its own copy of the list: Close empties the VM's while a
+		// scrape may run.
+		ts := append([]*virtio.Transport(nil), v.pci.transports...)
+		cs = append(cs, newVirtioCollector(func() []VirtioQueueStats { return virtioQueues(ts) }))
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {

@@ -101,7 +101,12 @@ func (v *VM) addVirtio(dev virtio.Device) error {
 		name = fmt.Sprintf("%s%d", name, n)
 	}
 	p.names[dev.Name()]++
-	c := virtio.TransportConfig{Name: name, Memory: v.mem, MSI: p.router, GuestLog: v.guestLog}
+	c := virtio.TransportConfig{
+		Name: name, Memory: v.mem, MSI: p.router, GuestLog: v.guestLog,
+		// Request telemetry goes with the exit statistics: off, no clock
+		// is read on the request path either.
+		RequestTelemetry: v.cfg.ExitStats,
+	}
 	if !v.cfg.NoIOEventFD {
 		c.IOEventFDs = v.kvm
 	}

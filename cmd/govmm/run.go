@@ -166,6 +166,7 @@ func runCommand(args []string) error {
 				table.Kernel.WriteTable(os.Stderr)
 			}
 			vm.WriteVirtioTable(os.Stderr)
+			vmm.WriteRequestTable(os.Stderr, table.VirtioQueues)
 		}
 		if *statsJSON != "" {
 			if err := writeJSON(*statsJSON, table); err != nil {
