@@ -1,7 +1,8 @@
 // Package exitstats keeps per-vCPU, per-exit-reason latency statistics:
 // count, min, max, sum and sum of squares of the time user space spends
 // handling each kind of VM exit, plus the time spent in the guest, each with
-// a histogram in exponential buckets (100 ns x 2^i). It prints them in the
+// a log-linear histogram (100 ns x 2^i, each split in 16) that gives
+// percentiles and the Prometheus buckets. It prints them in the
 // layout of the PowerPC KVM exit-timing tables or as JSON, reads KVM's own
 // counters from the binary stats fds (KernelStats) to show beside them, and
 // exports both to Prometheus (Collector).

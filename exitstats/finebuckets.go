@@ -164,3 +164,13 @@ func percentileRank(n uint64, p float64) uint64 {
 	}
 	return uint64(r)
 }
+
+// IntervalPercentile returns the p-th percentile of the durations counted
+// between two readings of one row, earlier and later: from the difference
+// of their histograms, clamped to the later reading's min and max (the
+// interval's own are not known). ok is false where the interval counted
+// nothing or a reading has no histogram.
+func IntervalPercentile(earlier, later *Stats, p float64) (ns uint64, ok bool) {
+	d := later.Hist.Since(&earlier.Hist)
+	return d.Percentile(p, later.Min, later.Max)
+}

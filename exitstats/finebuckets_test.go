@@ -270,3 +270,28 @@ func TestHistogramSince(t *testing.T) {
 		t.Errorf("Since = %v, want %v", got, want)
 	}
 }
+
+// The percentiles of an interval are those of the exits recorded in it,
+// not of everything since the start.
+func TestIntervalPercentile(t *testing.T) {
+	r := NewRegistry()
+	k := r.Kind("IO:x")
+	v := r.NewVCPU(0)
+	for range 1000 {
+		v.Record(k, 1000) // before: 1 us
+	}
+	before, _ := r.Snapshot().VCPUs[0].Row("IO:x")
+	for range 100 {
+		v.Record(k, 50000) // in the interval: 50 us
+	}
+	after, _ := r.Snapshot().VCPUs[0].Row("IO:x")
+	if p50, ok := IntervalPercentile(&before, &after, 50); !ok || absDiff(p50, 50000) > 50000/32 {
+		t.Errorf("interval p50 = %d, %v; want about 50 us", p50, ok)
+	}
+	if p50, _ := after.Percentile(50); p50 != 1000 {
+		t.Errorf("cumulative p50 = %d, want 1 us", p50)
+	}
+	if _, ok := IntervalPercentile(&after, &after, 50); ok {
+		t.Errorf("an empty interval has a median")
+	}
+}

@@ -78,8 +78,8 @@ func TestJSONFields(t *testing.T) {
 		"sum_sq_ns2": 20.0, "avg_ns": 3.0, "stddev_ns": 1.0, "share": 0.5,
 		"buckets": []any{2.0},             // both in bucket 0; the zeros after it left out
 		"hist":    []any{[]any{7.0, 2.0}}, // histogram bucket 0 is [0, 7 ns]
-		// The middle of that bucket, 3 ns, within [min, max].
-		"p50_us": 0.003, "p90_us": 0.003, "p99_us": 0.003, "p999_us": 0.003,
+		// Of two durations the median is the smaller, the rest the larger.
+		"p50_us": 0.002, "p90_us": 0.004, "p99_us": 0.004, "p999_us": 0.004,
 	}
 	if got := doc.VCPUs[0].Rows[0]; !reflect.DeepEqual(got, want) {
 		t.Errorf("row json = %v, want %v", got, want)

@@ -71,10 +71,21 @@ func (s *Stats) Add(o Stats) {
 
 // Percentile returns the p-th percentile (0 < p <= 100) of the durations
 // in ns, from the histogram and clamped to [Min, Max] (see
-// FineBuckets.Percentile). ok is false for an empty row and for one read
+// FineBuckets.Percentile), or exactly Min or Max when it is the smallest
+// or the largest duration. ok is false for an empty row and for one read
 // from JSON without a histogram.
 func (s *Stats) Percentile(p float64) (ns uint64, ok bool) {
-	return s.Hist.Percentile(p, s.Min, s.Max)
+	ns, ok = s.Hist.Percentile(p, s.Min, s.Max)
+	if !ok {
+		return 0, false
+	}
+	switch n := s.Hist.Total(); percentileRank(n, p) {
+	case 1:
+		return s.Min, true
+	case n:
+		return s.Max, true
+	}
+	return ns, true
 }
 
 // statsJSON adds the derived values to the JSON so that a reader of a saved

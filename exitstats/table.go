@@ -9,9 +9,11 @@ import (
 	"unicode/utf8"
 )
 
-// tableHeader names the columns; times are in microseconds and % is the
-// share of the block's time (exit rows plus TIMEINGUEST).
-var tableHeader = []string{"type", "count", "min(us)", "max(us)", "sum(us)", "avg(us)", "stddev(us)", "%"}
+// tableHeader names the columns; times are in microseconds, p50 and p99
+// are the median and 99th percentile (from the row's histogram, to three
+// significant digits, its precision), and % is the share of the block's
+// time (exit rows plus TIMEINGUEST).
+var tableHeader = []string{"type", "count", "min(us)", "max(us)", "sum(us)", "avg(us)", "stddev(us)", "p50(us)", "p99(us)", "%"}
 
 // WriteTable prints s in the layout of the PowerPC KVM exit-timing tables:
 // with one vCPU a single block; with more, a block for all vCPUs combined
@@ -94,8 +96,38 @@ func tableLine(name string, s Stats, share float64) []string {
 		usec(s.Sum),
 		usecFloat(s.Avg()),
 		usecFloat(s.Stddev()),
+		percentileCell(&s, 50),
+		percentileCell(&s, 99),
 		strconv.FormatFloat(share*100, 'f', 2, 64),
 	}
+}
+
+// percentileCell formats the p-th percentile in us to three significant
+// digits, "-" where the row has none (no exits, or read from JSON saved
+// before the histogram existed).
+func percentileCell(s *Stats, p float64) string {
+	ns, ok := s.Percentile(p)
+	if !ok {
+		return "-"
+	}
+	return ApproxMicros(ns)
+}
+
+// ApproxMicros formats ns as microseconds to three significant digits
+// (more left of the point): a percentile is only that precise
+// (finebuckets.go).
+func ApproxMicros(ns uint64) string {
+	us := float64(ns) / 1e3
+	decimals := 0
+	switch {
+	case us < 1:
+		decimals = 3
+	case us < 10:
+		decimals = 2
+	case us < 100:
+		decimals = 1
+	}
+	return strconv.FormatFloat(us, 'f', decimals, 64)
 }
 
 // usec formats ns as microseconds with integer arithmetic, so large sums

@@ -9,6 +9,9 @@ import (
 	"unicode/utf8"
 )
 
+// pctCol is the column of the share of time.
+const pctCol = 9
+
 // block is one parsed block of WriteTable's output.
 type block struct {
 	title string
@@ -89,7 +92,7 @@ func TestWriteTable(t *testing.T) {
 				t.Fatal(err)
 			}
 			count += c
-			p, _ := strconv.ParseFloat(l[7], 64)
+			p, _ := strconv.ParseFloat(l[pctCol], 64)
 			if p > prevPct {
 				t.Errorf("%s: %s at %v%% follows a smaller share", b.title, l[0], p)
 			}
@@ -102,8 +105,8 @@ func TestWriteTable(t *testing.T) {
 		if total[1] != strconv.FormatUint(count, 10) {
 			t.Errorf("%s: TOTAL count %s, rows add up to %d", b.title, total[1], count)
 		}
-		gp, _ := strconv.ParseFloat(guest[7], 64)
-		tp, _ := strconv.ParseFloat(total[7], 64)
+		gp, _ := strconv.ParseFloat(guest[pctCol], 64)
+		tp, _ := strconv.ParseFloat(total[pctCol], 64)
 		if d := gp + tp - 100; d > 0.011 || d < -0.011 {
 			t.Errorf("%s: TIMEINGUEST %v%% + TOTAL %v%% != 100", b.title, gp, tp)
 		}
@@ -115,11 +118,13 @@ func TestWriteTable(t *testing.T) {
 	}
 
 	// Exact figures for vCPU 0: serial 1, 2, 3 us; blk 50 us; guest 1000 us.
+	// The serial median is the middle of its bucket, (1.9, 2.0] us; each
+	// other percentile is a row's only value or its max.
 	want := map[string]string{
-		"IO:serial":       "IO:serial 3 1.000 3.000 6.000 2.000 0.816 0.57",
-		"MMIO:virtio-blk": "MMIO:virtio-blk 1 50.000 50.000 50.000 50.000 0.000 4.73",
-		GuestName:         "TIMEINGUEST 1 1000.000 1000.000 1000.000 1000.000 0.000 94.70",
-		TotalName:         "TOTAL 4 1.000 50.000 56.000 14.000 20.797 5.30",
+		"IO:serial":       "IO:serial 3 1.000 3.000 6.000 2.000 0.816 1.95 3.00 0.57",
+		"MMIO:virtio-blk": "MMIO:virtio-blk 1 50.000 50.000 50.000 50.000 0.000 50.0 50.0 4.73",
+		GuestName:         "TIMEINGUEST 1 1000.000 1000.000 1000.000 1000.000 0.000 1000 1000 94.70",
+		TotalName:         "TOTAL 4 1.000 50.000 56.000 14.000 20.797 1.95 50.0 5.30",
 	}
 	for _, l := range blocks[1].lines {
 		if w, ok := want[l[0]]; ok && strings.Join(l, " ") != w {
@@ -176,5 +181,29 @@ func (failWriter) Write([]byte) (int, error) { return 0, errors.New("disk full")
 func TestWriteTableError(t *testing.T) {
 	if err := (Snapshot{}).WriteTable(failWriter{}); err == nil {
 		t.Error("WriteTable to a failing writer returned nil")
+	}
+}
+
+func TestUsecApprox(t *testing.T) {
+	for ns, want := range map[uint64]string{
+		0: "0.000", 482: "0.482", 7063: "7.06", 45_210: "45.2", 1_234_567: "1235", 99_960: "100.0",
+	} {
+		if got := ApproxMicros(ns); got != want {
+			t.Errorf("ApproxMicros(%d) = %q, want %q", ns, got, want)
+		}
+	}
+}
+
+// A row without a histogram (read from an old JSON file) prints "-" for
+// its percentiles rather than a made-up figure.
+func TestWriteTableWithoutHistogram(t *testing.T) {
+	s := Snapshot{VCPUs: []VCPUSnapshot{{ID: 0, Rows: []Row{{Name: "HLT", Stats: Stats{Count: 2, Min: 5, Max: 9, Sum: 14}}}}}}
+	var out bytes.Buffer
+	if err := s.WriteTable(&out); err != nil {
+		t.Fatal(err)
+	}
+	l := parseTable(t, out.String())[0].lines[0]
+	if l[0] != "HLT" || l[7] != "-" || l[8] != "-" {
+		t.Errorf("line %q, want - for p50 and p99", l)
 	}
 }

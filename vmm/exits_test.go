@@ -104,6 +104,31 @@ func checkRow(t *testing.T, s exitstats.Snapshot, name string, want uint64) {
 	if got := float64(st.Count) * avg; math.Abs(got-float64(st.Sum)) > 1e-6*float64(st.Sum)+1 {
 		t.Errorf("%s: count x avg = %.0f, sum %d", name, got, st.Sum)
 	}
+	checkPercentiles(t, name, st)
+}
+
+// checkPercentiles verifies a real row's percentiles: from a histogram
+// holding every exit, in order between min and max, and a median no more
+// than twice the mean (Markov's inequality: fewer than half of the
+// durations can be above that), give or take the histogram's error.
+func checkPercentiles(t *testing.T, name string, st exitstats.Stats) {
+	t.Helper()
+	if n := st.Hist.Total(); n != st.Count {
+		t.Errorf("%s: histogram holds %d exits, count %d", name, n, st.Count)
+	}
+	prev := st.Min
+	for _, p := range []float64{50, 90, 99, 99.9} {
+		ns, ok := st.Percentile(p)
+		if !ok || ns < prev || ns > st.Max {
+			t.Errorf("%s: p%g = %d (%v): not between the previous %d and max %d", name, p, ns, ok, prev, st.Max)
+		}
+		prev = ns
+	}
+	p50, _ := st.Percentile(50)
+	if limit := 2*st.Avg()*(1+1.0/32) + 4; p50 == 0 || float64(p50) > limit {
+		t.Errorf("%s: p50 %d ns, mean %.0f ns: want 0 < p50 <= %.0f", name, p50, st.Avg(), limit)
+	}
+	t.Logf("%s: %d exits, min %d p50 %d avg %.0f max %d ns", name, st.Count, st.Min, p50, st.Avg(), st.Max)
 }
 
 func TestPortIOExitsCounted(t *testing.T) {

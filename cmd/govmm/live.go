@@ -33,6 +33,8 @@ type liveRow struct {
 	rate  float64 // per second
 	share float64 // percent of wall time (summed over vCPUs)
 	avgUs float64 // mean handling time in this interval
+	// p50 and p99 are the interval's percentiles, "-" where unknown.
+	p50, p99 string
 }
 
 // userRates derives per-second rates and time shares from two readings of
@@ -47,7 +49,8 @@ func userRates(a, b sample) []liveRow {
 			return
 		}
 		ns := float64(sb.Sum) - float64(sa.Sum)
-		rows = append(rows, liveRow{name: name, rate: n / dt, share: ns / (dt * 1e9) * 100, avgUs: ns / n / 1e3})
+		rows = append(rows, liveRow{name: name, rate: n / dt, share: ns / (dt * 1e9) * 100, avgUs: ns / n / 1e3,
+			p50: intervalPercentile(&sa, &sb, 50), p99: intervalPercentile(&sa, &sb, 99)})
 	}
 	for _, r := range tb.Rows {
 		prev, _ := ta.Row(r.Name)
@@ -56,6 +59,16 @@ func userRates(a, b sample) []liveRow {
 	add(exitstats.GuestName, ta.Guest, tb.Guest)
 	sort.Slice(rows, func(i, j int) bool { return rows[i].share > rows[j].share })
 	return rows
+}
+
+// intervalPercentile formats the p-th percentile of what a row counted
+// between two readings.
+func intervalPercentile(a, b *exitstats.Stats, p float64) string {
+	ns, ok := exitstats.IntervalPercentile(a, b, p)
+	if !ok {
+		return "-"
+	}
+	return exitstats.ApproxMicros(ns)
 }
 
 // kernelRates derives per-second rates of KVM's cumulative counters,
@@ -112,13 +125,13 @@ func writeLive(w io.Writer, title string, a, b sample) error {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "%s  (%.1f s interval)\n\n", title, b.at.Sub(a.at).Seconds())
 	tw := tabwriter.NewWriter(&sb, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "user-space exit\texits/s\tavg(us)\t%%time\t\n")
+	fmt.Fprintf(tw, "user-space exit\texits/s\tavg(us)\tp50(us)\tp99(us)\t%%time\t\n")
 	user := userRates(a, b)
 	for _, r := range user {
-		fmt.Fprintf(tw, "%s\t%.0f\t%.3f\t%.2f\t\n", r.name, r.rate, r.avgUs, r.share)
+		fmt.Fprintf(tw, "%s\t%.0f\t%.3f\t%s\t%s\t%.2f\t\n", r.name, r.rate, r.avgUs, r.p50, r.p99, r.share)
 	}
 	if len(user) == 0 {
-		fmt.Fprintf(tw, "(none: every exit stayed in KVM)\t\t\t\t\n")
+		fmt.Fprintf(tw, "(none: every exit stayed in KVM)\t\t\t\t\t\t\n")
 	}
 	tw.Flush()
 	if k := kernelRates(a, b); len(k) > 0 {

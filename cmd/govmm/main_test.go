@@ -206,15 +206,22 @@ func TestSavedTablesDiff(t *testing.T) {
 	dir := t.TempDir()
 	for _, name := range []string{"a.json", "b.json"} {
 		cmd := exec.Command(govmmBin, "run", "--kernel", kernel, "--initrd", initramfs, "--exit-stats-json", filepath.Join(dir, name))
-		if out, err := cmd.CombinedOutput(); err != nil {
+		out, err := cmd.CombinedOutput()
+		if err != nil {
 			t.Fatalf("govmm run: %v\n%s", err, out)
+		}
+		if !strings.Contains(string(out), "p99(us)") {
+			t.Errorf("the printed table has no percentiles:\n%s", out)
+		}
+		if saved, err := os.ReadFile(filepath.Join(dir, name)); err != nil || !strings.Contains(string(saved), `"p999_us":`) {
+			t.Errorf("the saved table has no percentiles (%v)", err)
 		}
 	}
 	out, err := exec.Command(govmmBin, "stat", "--diff", filepath.Join(dir, "a.json"), filepath.Join(dir, "b.json")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("govmm stat --diff: %v\n%s", err, out)
 	}
-	for _, want := range []string{"IO:serial", "TIMEINGUEST", "count A", "count B"} {
+	for _, want := range []string{"IO:serial", "TIMEINGUEST", "count A", "count B", "p99 A(us)"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("diff lacks %q:\n%s", want, out)
 		}

@@ -270,7 +270,7 @@ func TestQMPPauseResumePowerdown(t *testing.T) {
 		t.Errorf("query-pci lists no virtio-blk (1af4:1042): %+v", buses)
 	}
 	live, err := exec.Command(govmmBin, "stat", "--qmp", "unix:"+sock, "--once", "--interval", "200ms").CombinedOutput()
-	if err != nil || !strings.Contains(string(live), "exits") {
+	if err != nil || !strings.Contains(string(live), "exits") || !strings.Contains(string(live), "p99(us)") {
 		t.Errorf("govmm stat --once: %v\n%s", err, live)
 	}
 	// The button asks the guest, whose init syncs and powers off.
