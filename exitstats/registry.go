@@ -49,9 +49,11 @@ type Registry struct {
 	// kindMu serializes registrations; lookups of known names do not take it.
 	kindMu sync.Mutex
 
-	// vcpuMu guards vcpus. Only NewVCPU and Snapshot take it, never Record.
+	// vcpuMu guards vcpus and rips. Only NewVCPU, TrackRIPs and Snapshot
+	// take it, never Record.
 	vcpuMu sync.Mutex
 	vcpus  []*VCPU
+	rips   bool // VCPUs created from now on track their top guest RIPs
 }
 
 // NewRegistry returns a registry holding only the OTHER row.
@@ -122,9 +124,24 @@ func (r *Registry) NewVCPU(id int) *VCPU {
 	}
 	v := &VCPU{id: id, reg: r}
 	r.vcpuMu.Lock()
+	if r.rips {
+		v.rips = new([MaxKinds]ripCounter)
+	}
 	r.vcpus = append(r.vcpus, v)
 	r.vcpuMu.Unlock()
 	return v
+}
+
+// TrackRIPs makes every VCPU created after it also find, per row, the
+// TopRIPs guest RIPs that caused most of its exits (Row.TopRIPs), from the
+// rip each RecordExit passes.
+func (r *Registry) TrackRIPs() {
+	if r == nil {
+		return
+	}
+	r.vcpuMu.Lock()
+	r.rips = true
+	r.vcpuMu.Unlock()
 }
 
 // Snapshot returns the counters of every VCPU created by r, ordered by ID.

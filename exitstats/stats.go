@@ -192,18 +192,23 @@ type Row struct {
 	// Share is the fraction (0 to 1) of the block's time, exit rows plus
 	// TIMEINGUEST, spent in this row.
 	Share float64 `json:"share"`
+	// TopRIPs are the guest RIPs that caused most of the row's exits,
+	// most first: at most TopRIPs of them, with upper bounds for counts
+	// (see RIPCount). Empty unless the registry tracks RIPs.
+	TopRIPs []RIPCount `json:"top_rips,omitempty"`
 }
 
 type rowJSON struct {
 	Name string `json:"name"`
 	statsJSON
-	Share float64 `json:"share"`
+	Share   float64    `json:"share"`
+	TopRIPs []RIPCount `json:"top_rips,omitempty"`
 }
 
 // MarshalJSON writes the row as one flat object; without it the promoted
 // Stats.MarshalJSON would drop the name and share.
 func (r Row) MarshalJSON() ([]byte, error) {
-	return json.Marshal(rowJSON{Name: r.Name, statsJSON: r.Stats.toJSON(), Share: finite(r.Share)})
+	return json.Marshal(rowJSON{Name: r.Name, statsJSON: r.Stats.toJSON(), Share: finite(r.Share), TopRIPs: r.TopRIPs})
 }
 
 // UnmarshalJSON reads what MarshalJSON writes.
@@ -216,7 +221,10 @@ func (r *Row) UnmarshalJSON(b []byte) error {
 	if err != nil {
 		return fmt.Errorf("row %q: %w", j.Name, err)
 	}
-	*r = Row{Name: j.Name, Stats: st, Share: j.Share}
+	if len(j.TopRIPs) > TopRIPs {
+		return fmt.Errorf("row %q: %d top RIPs, at most %d", j.Name, len(j.TopRIPs), TopRIPs)
+	}
+	*r = Row{Name: j.Name, Stats: st, Share: j.Share, TopRIPs: j.TopRIPs}
 	return nil
 }
 
@@ -266,6 +274,7 @@ func (v *VCPUSnapshot) finish() {
 	}
 	for i := range v.Rows {
 		v.Rows[i].Share = share(v.Rows[i].Sum)
+		sortRIPs(v.Rows[i].TopRIPs)
 	}
 	v.GuestShare = share(v.Guest.Sum)
 	slices.SortStableFunc(v.Rows, func(a, b Row) int {
@@ -289,6 +298,7 @@ type Snapshot struct {
 func (s Snapshot) Total() VCPUSnapshot {
 	t := VCPUSnapshot{ID: -1, Rows: []Row{}}
 	index := make(map[string]int)
+	var rips [][][]RIPCount // per row of t, each vCPU's top RIPs
 	for _, v := range s.VCPUs {
 		t.Guest.Add(v.Guest)
 		for _, r := range v.Rows {
@@ -297,12 +307,31 @@ func (s Snapshot) Total() VCPUSnapshot {
 				i = len(t.Rows)
 				index[r.Name] = i
 				t.Rows = append(t.Rows, Row{Name: r.Name})
+				rips = append(rips, nil)
 			}
 			t.Rows[i].Add(r.Stats)
+			rips[i] = append(rips[i], r.TopRIPs)
+		}
+	}
+	for i := range t.Rows {
+		if m := mergeRIPs(rips[i]); len(m) > 0 {
+			t.Rows[i].TopRIPs = m
 		}
 	}
 	t.finish()
 	return t
+}
+
+// Symbolize names every top RIP of every row with name(rip), which
+// returns "" for an address it does not know.
+func (s Snapshot) Symbolize(name func(rip uint64) string) {
+	for _, v := range s.VCPUs {
+		for _, r := range v.Rows {
+			for i := range r.TopRIPs {
+				r.TopRIPs[i].Symbol = name(r.TopRIPs[i].RIP)
+			}
+		}
+	}
 }
 
 // ReadJSON reads a snapshot written by json.Marshal(snapshot). Shares, avg

@@ -54,7 +54,43 @@ func writeBlock(b *strings.Builder, title string, v VCPUSnapshot) {
 		tableLine(GuestName, v.Guest, v.GuestShare),
 		tableLine(TotalName, exits, exitShare))
 
-	writeCells(b, title, cells, 1)
+	var aligned strings.Builder
+	writeCells(&aligned, title, cells, 1)
+	// The title, the header, then one line per exit row, each followed
+	// by the row's top call sites.
+	for i, line := range strings.SplitAfter(aligned.String(), "\n") {
+		b.WriteString(line)
+		if r := i - 2; r >= 0 && r < len(v.Rows) {
+			writeTopRIPs(b, v.Rows[r])
+		}
+	}
+}
+
+// tableRIPs is how many of a row's top RIPs the table shows; the JSON
+// carries all of them.
+const tableRIPs = 3
+
+// writeTopRIPs prints, under a row, the guest RIPs that caused most of its
+// exits, each with its share of the row's exits (SiteLine).
+func writeTopRIPs(b *strings.Builder, r Row) {
+	for _, rip := range r.TopRIPs[:min(len(r.TopRIPs), tableRIPs)] {
+		share := 0.0
+		if r.Count > 0 {
+			share = float64(rip.Count) / float64(r.Count)
+		}
+		b.WriteString(SiteLine(share, rip.Exact(), rip.Where()))
+	}
+}
+
+// SiteLine formats one call site printed under a table row: its share
+// (0 to 1, capped at 1) of the row's exits, marked "<=" where it is only
+// an upper bound (see RIPCount), and where it is.
+func SiteLine(share float64, exact bool, where string) string {
+	pct := strconv.FormatFloat(min(share, 1)*100, 'f', 1, 64) + "%"
+	if !exact {
+		pct = "<=" + pct
+	}
+	return fmt.Sprintf("  %8s  %s\n", pct, printableName(where))
 }
 
 // writeCells prints a title line and then cells as aligned columns: the

@@ -20,6 +20,10 @@ type VCPU struct {
 	seq   word
 	guest counter
 	rows  [MaxKinds]counter // indexed by Kind
+	// rips, indexed by Kind, finds the guest RIPs behind each row; nil
+	// unless the registry tracks RIPs (Registry.TrackRIPs), as it costs
+	// 96 KiB per vCPU and a few ns per exit.
+	rips *[MaxKinds]ripCounter
 }
 
 // counter accumulates one row. Its fields are words (word.go): stored by the
@@ -51,17 +55,21 @@ func (v *VCPU) ID() int {
 }
 
 // RecordExit charges one exit: guestNS nanoseconds from KVM_RUN entry to the
-// exit to the TIMEINGUEST row, and handleNS of user-space handling to row k.
-// It is Record and RecordGuest in one write section, the vCPU loop's one call
-// per exit. It takes no lock and does not allocate.
-func (v *VCPU) RecordExit(k Kind, guestNS, handleNS uint64) {
+// exit to the TIMEINGUEST row, and handleNS of user-space handling to row k,
+// whose top guest RIPs count rip (when RIPs are tracked). It is Record and
+// RecordGuest in one write section, the vCPU loop's one call per exit. It
+// takes no lock and does not allocate.
+func (v *VCPU) RecordExit(k Kind, rip, guestNS, handleNS uint64) {
 	if v == nil {
 		return
 	}
-	c := v.row(k)
+	k = v.bound(k)
 	s := v.begin()
 	v.guest.add(guestNS)
-	c.add(handleNS)
+	v.rows[k].add(handleNS)
+	if v.rips != nil {
+		v.rips[k].add(rip)
+	}
 	v.seq.store(s + 2)
 }
 
@@ -72,7 +80,7 @@ func (v *VCPU) Record(k Kind, ns uint64) {
 	if v == nil {
 		return
 	}
-	c := v.row(k)
+	c := &v.rows[v.bound(k)]
 	s := v.begin()
 	c.add(ns)
 	v.seq.store(s + 2)
@@ -89,12 +97,12 @@ func (v *VCPU) RecordGuest(ns uint64) {
 	v.seq.store(s + 2)
 }
 
-// row returns the counter of Kind k, KindOther for one never handed out.
-func (v *VCPU) row(k Kind) *counter {
+// bound returns k, or KindOther for a Kind the registry never handed out.
+func (v *VCPU) bound(k Kind) Kind {
 	if uint32(k) >= v.reg.n.Load() {
-		k = KindOther
+		return KindOther
 	}
-	return &v.rows[k]
+	return k
 }
 
 // begin opens a write section and returns the even sequence number it
@@ -156,14 +164,18 @@ func (c *counter) load(s *Stats) {
 	}
 }
 
-// read copies the first len(rows) rows and the guest row as one consistent
-// state of the vCPU. rows and guest must be zero.
-func (v *VCPU) read(rows []Stats, guest *Stats) {
+// read copies the first len(rows) rows, their top RIPs when tracked (into
+// rips, as long as rows), and the guest row as one consistent state of
+// the vCPU. rows and guest must be zero.
+func (v *VCPU) read(rows []Stats, guest *Stats, rips []ripSlots) {
 	for tries := 0; ; tries++ {
 		s := v.seq.load()
 		if s&1 == 0 {
 			for k := range rows {
 				v.rows[k].load(&rows[k])
+				if v.rips != nil {
+					v.rips[k].load(&rips[k])
+				}
 			}
 			v.guest.load(guest)
 			if v.seq.load() == s {
@@ -187,12 +199,20 @@ func (v *VCPU) Snapshot() VCPUSnapshot {
 	}
 	t := v.reg.kinds.Load()
 	raw := make([]Stats, len(t.names))
+	var rips []ripSlots
+	if v.rips != nil {
+		rips = make([]ripSlots, len(t.names))
+	}
 	snap := VCPUSnapshot{ID: v.id}
-	v.read(raw, &snap.Guest)
+	v.read(raw, &snap.Guest, rips)
 	snap.Rows = make([]Row, 0, len(raw))
 	for k, s := range raw {
 		if s.Count != 0 {
-			snap.Rows = append(snap.Rows, Row{Name: t.names[k], Stats: s})
+			row := Row{Name: t.names[k], Stats: s}
+			if rips != nil {
+				row.TopRIPs = rips[k].list()
+			}
+			snap.Rows = append(snap.Rows, row)
 		}
 	}
 	snap.finish()

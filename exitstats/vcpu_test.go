@@ -71,8 +71,11 @@ func TestSnapshotNeverTorn(t *testing.T) {
 
 // RecordExit charges both rows in one write section: a reader must never
 // see the guest row of an exit without its exit row.
+// Each exit adds exactly one to the counts of the row's top RIPs, so
+// they must always add up to the row's count.
 func TestRecordExitNeverTorn(t *testing.T) {
 	r := NewRegistry()
+	r.TrackRIPs()
 	a := r.Kind("IO:a")
 	v := r.NewVCPU(0)
 	const exits, na, ng = 200000, 7, 1000003
@@ -81,7 +84,12 @@ func TestRecordExitNeverTorn(t *testing.T) {
 	go func() {
 		defer done.Store(true)
 		for i := range exits {
-			v.RecordExit(a, ng, na)
+			// A few hot RIPs and a stream of cold ones that evict.
+			rip := uint64(i % 5)
+			if i%3 == 0 {
+				rip = uint64(1000 + i)
+			}
+			v.RecordExit(a, rip, ng, na)
 			if i%256 == 0 {
 				time.Sleep(time.Microsecond)
 			}
@@ -92,6 +100,16 @@ func TestRecordExitNeverTorn(t *testing.T) {
 		sa, _ := s.Row("IO:a")
 		if sa.Count != s.Guest.Count || sa.Sum != sa.Count*na || s.Guest.Sum != s.Guest.Count*ng {
 			t.Fatalf("torn: IO:a %+v, guest %+v", sa, s.Guest)
+		}
+		if len(s.Rows) == 0 {
+			return
+		}
+		var rips uint64
+		for _, r := range s.Rows[0].TopRIPs {
+			rips += r.Count
+		}
+		if rips != sa.Count {
+			t.Fatalf("torn: top RIPs count %d exits, the row %d", rips, sa.Count)
 		}
 	}
 	for !done.Load() {
@@ -110,11 +128,11 @@ func TestRecordExitIsRecordPlusGuest(t *testing.T) {
 	k := r.Kind("IO:serial")
 	one, two := r.NewVCPU(0), r.NewVCPU(1)
 	for i, ns := range []uint64{0, 1, 99, 100, 12345, 1 << 40} {
-		one.RecordExit(k, ns*3+uint64(i), ns)
+		one.RecordExit(k, 0, ns*3+uint64(i), ns)
 		two.RecordGuest(ns*3 + uint64(i))
 		two.Record(k, ns)
 	}
-	one.RecordExit(999, 5, 6) // an unknown Kind goes to KindOther
+	one.RecordExit(999, 0, 5, 6) // an unknown Kind goes to KindOther
 	two.RecordGuest(5)
 	two.Record(999, 6)
 	s := r.Snapshot()
@@ -129,6 +147,11 @@ func TestRecordDoesNotAllocate(t *testing.T) {
 	r := NewRegistry()
 	k := r.Kind("IO:serial")
 	v := r.NewVCPU(0)
+	r.TrackRIPs()
+	tracked := r.NewVCPU(1)
+	// More RIPs than slots, so that evictions are measured too.
+	var n uint64
+	ripOf := func() uint64 { n++; return 0x1000 + n%(3*TopRIPs) }
 	var nilV *VCPU
 	tests := []struct {
 		name string
@@ -136,7 +159,8 @@ func TestRecordDoesNotAllocate(t *testing.T) {
 	}{
 		{"Record", func() { v.Record(k, 1234) }},
 		{"RecordGuest", func() { v.RecordGuest(5678) }},
-		{"RecordExit", func() { v.RecordExit(k, 5678, 1234) }},
+		{"RecordExit", func() { v.RecordExit(k, 0x1000, 5678, 1234) }},
+		{"RecordExit tracking RIPs", func() { tracked.RecordExit(k, ripOf(), 5678, 1234) }},
 		{"Record unregistered", func() { v.Record(999, 1) }},
 		{"Record nil", func() { nilV.Record(k, 1) }},
 	}
@@ -160,16 +184,40 @@ func BenchmarkRecord(b *testing.B) {
 }
 
 // BenchmarkRecordExit is the whole cost of the exit statistics per exit in
-// the vCPU loop (apart from its two clock reads): one RecordExit.
+// the vCPU loop (apart from its two clock reads): one RecordExit, without
+// and with the top guest RIPs (TrackRIPs). The RIP streams: "rip-2" two
+// RIPs taking turns, as the serial row's data and status registers;
+// "rip-8" eight, as the PCI config accessors; "rip-distinct" a new RIP on
+// every exit, the worst case (an eviction each time).
 func BenchmarkRecordExit(b *testing.B) {
-	r := NewRegistry()
-	k := r.Kind("IO:serial")
-	v := r.NewVCPU(0)
-	b.ReportAllocs()
-	var ns uint64
-	for b.Loop() {
-		ns++
-		v.RecordExit(k, ns&0xfffff, ns&0xffff)
+	for _, bc := range []struct {
+		name  string
+		track bool
+		rips  uint64 // distinct RIPs in the stream, 0 for all distinct
+	}{
+		{"rips-off", false, 1},
+		{"rip-2", true, 2},
+		{"rip-8", true, 8},
+		{"rip-distinct", true, 0},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			r := NewRegistry()
+			if bc.track {
+				r.TrackRIPs()
+			}
+			k := r.Kind("IO:serial")
+			v := r.NewVCPU(0)
+			b.ReportAllocs()
+			var ns uint64
+			for b.Loop() {
+				ns++
+				rip := 0xffffffff81000000 + ns
+				if bc.rips != 0 {
+					rip = 0xffffffff81000000 + ns%bc.rips*7
+				}
+				v.RecordExit(k, rip, ns&0xfffff, ns&0xffff)
+			}
+		})
 	}
 }
 
@@ -189,7 +237,7 @@ func BenchmarkRecordExitSpread(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		i++
-		v.RecordExit(k, durations[(i+1)%len(durations)]*10, durations[i%len(durations)])
+		v.RecordExit(k, 0, durations[(i+1)%len(durations)]*10, durations[i%len(durations)])
 	}
 }
 

@@ -31,7 +31,8 @@ func (c *portCounter) Read(off uint64, data []byte) {
 func (c *portCounter) Write(off uint64, data []byte) { c.n.Add(1) }
 
 // newGuestVCPU builds a one-vCPU VM running code in real mode at
-// tiny.LoadAddr, with a portCounter on testPort and exit statistics on.
+// tiny.LoadAddr, with a portCounter on testPort and exit statistics on
+// (the top RIPs too).
 // With irqchip the VM has an in-kernel irqchip, so HLT waits in KVM
 // instead of exiting. It skips the test where /dev/kvm is absent.
 func newGuestVCPU(t *testing.T, code []byte, irqchip bool) (*VCPU, *portCounter) {
@@ -81,6 +82,65 @@ func newGuestVCPU(t *testing.T, code []byte, irqchip bool) (*VCPU, *portCounter)
 		t.Fatal(err)
 	}
 	reg := exitstats.NewRegistry()
+	reg.TrackRIPs()
 	cfg := Config{IO: io, MMIO: devices.NewBus("mmio"), Stats: reg.NewVCPU(0), Registry: reg, SyncRegs: true}
 	return New(k, cfg, vm.CheckExtension(kvm.CapSyncRegs)), dev
+}
+
+// Each exit is charged to the RIP of the instruction that made it: the
+// top RIPs of the port's row are exactly IOSites16's three I/O
+// instructions, each with its exact count.
+func TestExitRIPs(t *testing.T) {
+	const outs, pairs = 10, 3
+	v, dev := newGuestVCPU(t, tiny.IOSites16(testPort, outs, pairs), false)
+	if reason, err := v.Run(); reason != Halted || err != nil {
+		t.Fatalf("Run = %v, %v; want halted", reason, err)
+	}
+	if n := dev.n.Load(); n != outs+2*pairs {
+		t.Fatalf("%d port accesses, want %d", n, outs+2*pairs)
+	}
+	row, ok := rowNamed(v.cfg.Registry.Snapshot().VCPUs[0], "IO:test")
+	if !ok {
+		t.Fatal("no IO:test row")
+	}
+	// An OUT that KVM's emulator ran exits with RIP past it; one on the
+	// VT-x fast path, and every IN, with RIP on it.
+	want := []struct {
+		name     string
+		at, len  uint64
+		count    uint64
+		onlyAtIt bool
+	}{
+		{"out imm8", tiny.OutImmAt, tiny.OutImmLen, outs, false},
+		{"in", tiny.InAt, 0, pairs, true},
+		{"out dx", tiny.OutDXAt, tiny.OutDXLen, pairs, false},
+	}
+	if len(row.TopRIPs) != len(want) {
+		t.Fatalf("top RIPs %+v, want the %d I/O instructions", row.TopRIPs, len(want))
+	}
+	t.Logf("top RIPs %+v", row.TopRIPs)
+	for _, w := range want {
+		found := false
+		for _, r := range row.TopRIPs {
+			if r.RIP != w.at && (w.onlyAtIt || r.RIP != w.at+w.len) {
+				continue
+			}
+			found = true
+			if r.Count != w.count || !r.Exact() {
+				t.Errorf("%s at %#x: %+v, want exactly %d exits", w.name, w.at, r, w.count)
+			}
+		}
+		if !found {
+			t.Errorf("%s at %#x: not among the top RIPs %+v", w.name, w.at, row.TopRIPs)
+		}
+	}
+}
+
+func rowNamed(v exitstats.VCPUSnapshot, name string) (exitstats.Row, bool) {
+	for _, r := range v.Rows {
+		if r.Name == name {
+			return r, true
+		}
+	}
+	return exitstats.Row{}, false
 }

@@ -292,9 +292,13 @@ func (v *VCPU) Run() (StopReason, error) {
 				// A signal (Go's preemption, or our kick) ended the
 				// run: count it and loop to look at requests.
 				if stats != nil {
+					// KVM fills the sync regs on this path too: the
+					// RIP the guest was stopped at costs nothing
+					// (without them, a KVM_GET_REGS as on any exit).
+					rip := v.notePC()
 					entered := last
 					last = now()
-					stats.RecordExit(v.kinds.intr, uint64(exitAt-entered), uint64(last-exitAt))
+					stats.RecordExit(v.kinds.intr, rip, uint64(exitAt-entered), uint64(last-exitAt))
 				}
 				afterKick = true
 				continue
@@ -307,12 +311,12 @@ func (v *VCPU) Run() (StopReason, error) {
 			}
 			return Crashed, fmt.Errorf("vCPU %d: KVM_RUN: %w", v.ID(), err)
 		}
-		v.notePC()
+		rip := v.notePC()
 		kind, reason, err := v.handle(run)
 		if stats != nil {
 			entered := last
 			last = now()
-			stats.RecordExit(kind, uint64(exitAt-entered), uint64(last-exitAt))
+			stats.RecordExit(kind, rip, uint64(exitAt-entered), uint64(last-exitAt))
 		}
 		if err != nil || reason != running {
 			return reason, err
@@ -426,15 +430,23 @@ func (v *VCPU) park() {
 	v.mu.Unlock()
 }
 
-// notePC records the guest RIP of this exit.
-func (v *VCPU) notePC() {
+// notePC records and returns the guest RIP of this exit (the last known
+// one if it cannot be read). That is the address of the instruction that
+// exited, except where KVM emulated an OUT (always on PVM hosts, and for
+// string I/O): the emulator completes an OUT before exiting to user
+// space, so RIP is then just past it. An IN, or an OUT on VT-x's fast
+// path, is completed on re-entry and leaves RIP on the instruction.
+func (v *VCPU) notePC() uint64 {
 	if v.syncRegs {
-		v.pc.Store(v.k.Run.S.Regs.RIP)
-		return
+		rip := v.k.Run.S.Regs.RIP
+		v.pc.Store(rip)
+		return rip
 	}
 	if regs, err := v.k.GetRegs(); err == nil {
 		v.pc.Store(regs.RIP)
+		return regs.RIP
 	}
+	return v.pc.Load()
 }
 
 // fault builds the error for an exit the VMM cannot continue from.

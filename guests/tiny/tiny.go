@@ -115,3 +115,36 @@ func WaitPort16(port uint8) []byte {
 
 // SpinAt is the RIP of WaitPort16's final loop.
 const SpinAt = LoadAddr + 6
+
+// IOSites16 is a real-mode guest whose port I/O comes from three known
+// instructions: outs one-byte OUTs to port at OutImmAt, then pairs rounds
+// of an IN from port at InAt and an OUT to it through DX at OutDXAt,
+// then HLT. Exit attribution tests count its exits per RIP.
+func IOSites16(port uint8, outs, pairs uint32) []byte {
+	code := []byte{0x66, 0xb9} // mov ecx, outs
+	code = binary.LittleEndian.AppendUint32(code, outs)
+	code = append(code,
+		0xe6, port, // 1: out port, al     (OutImmAt)
+		0x66, 0x49, //    dec ecx
+		0x75, 0xfa, //    jnz 1b
+		0x66, 0xb9, //    mov ecx, pairs
+	)
+	code = binary.LittleEndian.AppendUint32(code, pairs)
+	return append(code,
+		0xba, port, 0x00, //    mov dx, port
+		0xe4, port, // 2: in al, port       (InAt)
+		0xee,       //    out dx, al        (OutDXAt)
+		0x66, 0x49, //    dec ecx
+		0x75, 0xf9, //    jnz 2b
+		0xf4, //    hlt
+	)
+}
+
+// The addresses of IOSites16's I/O instructions and their lengths.
+const (
+	OutImmAt  = LoadAddr + 6  // out port, al: 2 bytes
+	InAt      = LoadAddr + 21 // in al, port: 2 bytes
+	OutDXAt   = LoadAddr + 23 // out dx, al: 1 byte
+	OutImmLen = 2
+	OutDXLen  = 1
+)
