@@ -25,10 +25,17 @@ const exitsPerRound = 20000
 // timeRawGuest runs one tiny guest doing n port-I/O exits under govmm and
 // returns the mean wall time of one exit round trip.
 func timeRawGuest(n uint32, stats, syncRegs bool) (float64, error) {
-	vm, err := New(Config{
+	return timeRawGuestWith(n, func(c *Config) { c.ExitStats, c.SyncRegs = stats, syncRegs })
+}
+
+// timeRawGuestWith is timeRawGuest with the configuration set by set.
+func timeRawGuestWith(n uint32, set func(*Config)) (float64, error) {
+	cfg := Config{
 		Raw:     &RawGuest{Code: tiny.PortLoop16(testPort, n), LoadAddr: tiny.LoadAddr},
-		MemSize: 2 << 20, CPUs: 1, ExitStats: stats, SyncRegs: syncRegs,
-	})
+		MemSize: 2 << 20, CPUs: 1,
+	}
+	set(&cfg)
+	vm, err := New(cfg)
 	if err != nil {
 		return 0, err
 	}
@@ -84,7 +91,8 @@ type exitVariant struct {
 
 // BenchmarkPortIOExit measures one user-space port-I/O exit round trip, in
 // one run, for a bare C KVM_RUN loop (the physical limit) and for govmm
-// with statistics off, on, with sync registers off, and with statistics
+// with statistics off, on, on with the top guest RIPs (rips-on), with sync
+// registers off, and with statistics
 // on in a child process without and with govmm's seccomp filter (the
 // child row is the control: seccomp_bench_test.go). EXIT_ROUNDS [25] rounds run inside one
 // iteration (run it with -benchtime 1x, as make bench-exits does), each round running every variant in a rotated order
@@ -99,6 +107,9 @@ func BenchmarkPortIOExit(b *testing.B) {
 		{"c", func() (float64, error) { return timeBareLoop(bin, exitsPerRound) }},
 		{"stats-off", func() (float64, error) { return timeRawGuest(exitsPerRound, false, true) }},
 		{"stats-on", func() (float64, error) { return timeRawGuest(exitsPerRound, true, true) }},
+		{"rips-on", func() (float64, error) {
+			return timeRawGuestWith(exitsPerRound, func(c *Config) { c.ExitStats, c.SyncRegs, c.ExitRIPs = true, true, true })
+		}},
 		{"sync-regs-off", func() (float64, error) { return timeRawGuest(exitsPerRound, true, false) }},
 		{"child", func() (float64, error) { return timeChildGuest(exitsPerRound, false) }},
 		{"seccomp-on", func() (float64, error) { return timeChildGuest(exitsPerRound, true) }},

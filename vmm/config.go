@@ -43,6 +43,12 @@ type Config struct {
 
 	ExitStats bool // time every exit (exitstats)
 	SyncRegs  bool // use KVM_CAP_SYNC_REGS where KVM has it
+	// ExitRIPs, with ExitStats, also finds per vCPU and exit row the
+	// guest RIPs that cause most exits (exitstats.Registry.TrackRIPs),
+	// named from GuestSymbols or else from an ELF Kernel's symbol table
+	// (symbols.go).
+	ExitRIPs     bool
+	GuestSymbols string // a System.map or an ELF vmlinux; optional
 
 	Knobs Knobs // halt polling, HLT pass-through, vCPU pinning
 	Boot  Boot  // how a bzImage is entered
@@ -88,6 +94,9 @@ func (c *Config) Validate() error {
 	case "", OnPanicPoweroff, OnPanicPause:
 	default:
 		return fmt.Errorf("--on-panic %q: want %s or %s", c.OnPanic, OnPanicPoweroff, OnPanicPause)
+	}
+	if err := c.checkSymbolsMatch(); err != nil {
+		return err
 	}
 	if c.Raw != nil && c.CPUs != 1 {
 		// Without an irqchip nothing could send the other vCPUs a SIPI.

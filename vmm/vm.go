@@ -12,6 +12,7 @@ import (
 	"github.com/govmm/govmm/devices"
 	"github.com/govmm/govmm/exitstats"
 	"github.com/govmm/govmm/guestlog"
+	"github.com/govmm/govmm/guestsym"
 	"github.com/govmm/govmm/kvm"
 	"github.com/govmm/govmm/vcpu"
 	"github.com/govmm/govmm/virtio"
@@ -123,6 +124,7 @@ type VM struct {
 	console        io.Writer           // the host side of the guest's consoles
 	vconsole       *virtio.Console     // nil without Config.VirtioConsole
 	stats          *exitstats.Registry // nil when statistics are off
+	syms           *guestsym.Table     // names the exits' guest RIPs; nil if none
 	guestLog       *guestlog.Set       // the devices' rate-limited warnings, counted
 
 	start   time.Time
@@ -192,6 +194,12 @@ func New(cfg Config) (_ *VM, err error) {
 	}
 	if cfg.ExitStats {
 		v.stats = exitstats.NewRegistry()
+		if cfg.ExitRIPs {
+			v.stats.TrackRIPs()
+			if v.syms, err = cfg.guestSymbols(); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if err = v.addDevices(irqchip); err != nil {
 		return nil, err
@@ -351,8 +359,15 @@ func (v *VM) Input(p []byte) {
 	v.serial.Input(p)
 }
 
-// Stats returns a snapshot of the exit statistics (empty when off).
-func (v *VM) Stats() exitstats.Snapshot { return v.stats.Snapshot() }
+// Stats returns a snapshot of the exit statistics (empty when off), its
+// guest RIPs named where a symbol table has them.
+func (v *VM) Stats() exitstats.Snapshot {
+	s := v.stats.Snapshot()
+	if v.syms != nil {
+		s.Symbolize(v.syms.Name)
+	}
+	return s
+}
 
 // Memory is the guest RAM.
 func (v *VM) Memory() *Memory { return v.mem }

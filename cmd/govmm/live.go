@@ -35,7 +35,42 @@ type liveRow struct {
 	avgUs float64 // mean handling time in this interval
 	// p50 and p99 are the interval's percentiles, "-" where unknown.
 	p50, p99 string
+	sites    []liveSite
 }
+
+// liveSite is one of a row's top guest RIPs in the interval.
+type liveSite struct {
+	where string  // function+0xoff, or the address
+	share float64 // of the row's exits in the interval, 0 to 1
+	exact bool    // share is exact, not an upper bound
+}
+
+// liveSites returns the row's top call sites in the interval between two
+// readings of its top RIPs. The counts are bounds (exitstats.RIPCount),
+// so a RIP's exits in between are at most its upper bound now minus its
+// lower bound before. That is exact when its count now is exact and it
+// was not merely left out of a full list before.
+func liveSites(prev, cur []exitstats.RIPCount, exits float64) []liveSite {
+	before := map[uint64]uint64{}
+	for _, r := range prev {
+		before[r.RIP] = r.Count - r.Overcount
+	}
+	var sites []liveSite
+	for _, r := range cur {
+		lower, held := before[r.RIP]
+		n := float64(r.Count) - float64(lower)
+		if n <= 0 {
+			continue
+		}
+		exact := r.Exact() && (held || len(prev) < exitstats.TopRIPs)
+		sites = append(sites, liveSite{where: r.Where(), share: n / exits, exact: exact})
+	}
+	sort.SliceStable(sites, func(i, j int) bool { return sites[i].share > sites[j].share })
+	return sites[:min(len(sites), liveSitesShown)]
+}
+
+// liveSitesShown is how many call sites the live view shows per row.
+const liveSitesShown = 3
 
 // userRates derives per-second rates and time shares from two readings of
 // the user-space table (all vCPUs together), TIMEINGUEST included.
@@ -43,20 +78,25 @@ func userRates(a, b sample) []liveRow {
 	dt := b.at.Sub(a.at).Seconds()
 	ta, tb := a.table.User.Total(), b.table.User.Total()
 	var rows []liveRow
-	add := func(name string, sa, sb exitstats.Stats) {
+	add := func(name string, sa, sb exitstats.Stats, ra, rb []exitstats.RIPCount) {
 		n := float64(sb.Count) - float64(sa.Count)
 		if n <= 0 {
 			return
 		}
 		ns := float64(sb.Sum) - float64(sa.Sum)
 		rows = append(rows, liveRow{name: name, rate: n / dt, share: ns / (dt * 1e9) * 100, avgUs: ns / n / 1e3,
-			p50: intervalPercentile(&sa, &sb, 50), p99: intervalPercentile(&sa, &sb, 99)})
+			p50: intervalPercentile(&sa, &sb, 50), p99: intervalPercentile(&sa, &sb, 99),
+			sites: liveSites(ra, rb, n)})
+	}
+	prevRIPs := map[string][]exitstats.RIPCount{}
+	for _, r := range ta.Rows {
+		prevRIPs[r.Name] = r.TopRIPs
 	}
 	for _, r := range tb.Rows {
 		prev, _ := ta.Row(r.Name)
-		add(r.Name, prev, r.Stats)
+		add(r.Name, prev, r.Stats, prevRIPs[r.Name], r.TopRIPs)
 	}
-	add(exitstats.GuestName, ta.Guest, tb.Guest)
+	add(exitstats.GuestName, ta.Guest, tb.Guest, nil, nil)
 	sort.Slice(rows, func(i, j int) bool { return rows[i].share > rows[j].share })
 	return rows
 }
@@ -124,7 +164,8 @@ func kernelRates(a, b sample) []liveRow {
 func writeLive(w io.Writer, title string, a, b sample) error {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "%s  (%.1f s interval)\n\n", title, b.at.Sub(a.at).Seconds())
-	tw := tabwriter.NewWriter(&sb, 0, 0, 2, ' ', tabwriter.AlignRight)
+	var table strings.Builder
+	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "user-space exit\texits/s\tavg(us)\tp50(us)\tp99(us)\t%%time\t\n")
 	user := userRates(a, b)
 	for _, r := range user {
@@ -134,6 +175,16 @@ func writeLive(w io.Writer, title string, a, b sample) error {
 		fmt.Fprintf(tw, "(none: every exit stayed in KVM)\t\t\t\t\t\t\n")
 	}
 	tw.Flush()
+	// The header, then each row followed by its top call sites (outside
+	// the aligned columns, which they would stretch).
+	for i, line := range strings.SplitAfter(table.String(), "\n") {
+		sb.WriteString(line)
+		if r := i - 1; r >= 0 && r < len(user) {
+			for _, s := range user[r].sites {
+				sb.WriteString(exitstats.SiteLine(s.share, s.exact, s.where))
+			}
+		}
+	}
 	if k := kernelRates(a, b); len(k) > 0 {
 		sb.WriteString("\n")
 		tw = tabwriter.NewWriter(&sb, 0, 0, 2, ' ', tabwriter.AlignRight)

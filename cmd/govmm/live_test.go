@@ -15,13 +15,13 @@ func TestWriteLive(t *testing.T) {
 	r := exitstats.NewRegistry()
 	k := r.Kind("IO:serial")
 	v := r.NewVCPU(0)
-	v.RecordExit(k, 1000, 2000)
+	v.RecordExit(k, 0, 1000, 2000)
 	t0 := time.Unix(100, 0)
 	a := sample{at: t0, table: vmm.ExitTable{User: r.Snapshot()}}
 	for range 99 {
-		v.RecordExit(k, 1000, 8000)
+		v.RecordExit(k, 0, 1000, 8000)
 	}
-	v.RecordExit(k, 1000, 900000)
+	v.RecordExit(k, 0, 1000, 900000)
 	b := sample{at: t0.Add(time.Second), table: vmm.ExitTable{User: r.Snapshot()}}
 
 	var out strings.Builder

@@ -41,6 +41,8 @@ func runCommand(args []string) error {
 	qmpAddr := fs.String("qmp", "", "serve QMP on `unix:PATH` (socket created 0600)")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics on http://`HOST:PORT`/metrics")
 	statsJSON := fs.String("exit-stats-json", "", "write the final exit table as JSON to `FILE`")
+	exitRIPs := fs.Bool("exit-rips", true, "with --exit-stats: find the guest RIPs that cause most exits of each row, named from --guest-symbols or an ELF --kernel's symbols")
+	guestSymbols := fs.String("guest-symbols", "", "the guest kernel's symbols, to name exit RIPs: a System.map or an ELF vmlinux `FILE` (a bzImage has none)")
 	haltPoll := fs.String("halt-poll-ns", "", "per-VM halt polling window in `ns` (KVM_CAP_HALT_POLL); default: the kvm module's")
 	hltPass := fs.Bool("hlt-passthrough", false, "let the guest run HLT and PAUSE without exiting (KVM_CAP_X86_DISABLE_EXITS); an idle vCPU then burns 100% of a host CPU")
 	pvHaltPoll := fs.Bool("pv-haltpoll", false, "advertise KVM_FEATURE_POLL_CONTROL so the guest's cpuidle-haltpoll driver polls before halting")
@@ -100,6 +102,7 @@ func runCommand(args []string) error {
 		Memory:    vmm.MemoryConfig{NoHugePages: !*memHugePages, Path: *memPath},
 		Console:   os.Stdout,
 		ExitStats: *exitStats, SyncRegs: *syncRegs,
+		ExitRIPs: *exitRIPs, GuestSymbols: *guestSymbols,
 		Disks: disks, Nets: nets, RNG: *rng, NoIOEventFD: *noIOEventFD, NoIRQFD: *noIRQFD,
 		NoReboot: *noReboot,
 		OnPanic:  *onPanic,

@@ -1,0 +1,64 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/govmm/govmm/guestsym"
+	"github.com/govmm/govmm/vmm/boot"
+)
+
+// guestSymbols loads the symbol table that names the guest RIPs of the
+// exit table: Config.GuestSymbols (a System.map or an ELF vmlinux), or
+// else the symbol table of an ELF kernel. A bzImage carries none, nor
+// does a stripped vmlinux: RIPs are then shown as bare addresses.
+func (c *Config) guestSymbols() (*guestsym.Table, error) {
+	if c.GuestSymbols != "" {
+		t, err := guestsym.Load(c.GuestSymbols)
+		if err != nil {
+			return nil, fmt.Errorf("guest symbols: %w", err)
+		}
+		return t, nil
+	}
+	if c.Raw != nil {
+		return nil, nil
+	}
+	f, size, err := openBootFile(c.Kernel)
+	if err != nil {
+		return nil, fmt.Errorf("kernel: %w", err)
+	}
+	defer f.Close()
+	head := make([]byte, min(size, 4096))
+	if _, err := io.ReadFull(f, head); err != nil {
+		return nil, fmt.Errorf("read kernel %s: %w", c.Kernel, err)
+	}
+	if format, err := boot.DetectKernel(head); err != nil || format != boot.ELF {
+		return nil, nil // loading the kernel says what is wrong with it
+	}
+	t, err := guestsym.ReadELF(f)
+	if errors.Is(err, guestsym.ErrNoSymbols) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kernel %s: %w", c.Kernel, err)
+	}
+	return t, nil
+}
+
+// checkSymbolsMatch refuses a symbol table that the guest's addresses
+// may not match. Only a bzImage's own decompressor randomizes the
+// kernel's base (KASLR): the default boot skips it and enters the
+// unpacked ELF, but BootProtected runs it.
+func (c *Config) checkSymbolsMatch() error {
+	if c.GuestSymbols == "" || !c.ExitRIPs || c.Boot != BootProtected {
+		return nil
+	}
+	for _, w := range strings.Fields(c.Cmdline) {
+		if w == "nokaslr" {
+			return nil
+		}
+	}
+	return fmt.Errorf("--guest-symbols with --boot protected: the bzImage's decompressor may move the kernel (KASLR) away from its symbols; add nokaslr to --append")
+}
