@@ -288,6 +288,7 @@ func snapshotCounters(mon *qmp.SocketMonitor, kind string) (map[string]float64, 
 				}
 			}
 		}
+		addVirtioPhases(counters, t.VirtioQueues)
 		return counters, nil
 	}
 	var stats []struct {
@@ -309,6 +310,27 @@ func snapshotCounters(mon *qmp.SocketMonitor, kind string) (map[string]float64, 
 		}
 	}
 	return counters, nil
+}
+
+// blkVirtioPhases are the counters addVirtioPhases adds: govmm's request
+// telemetry of the benchmark disk, summed over its queues and kinds of
+// request (the script disk is virtio-blk1).
+var blkVirtioPhases = []string{"virtio_queue_ns", "virtio_io_ns", "virtio_completion_ns", "virtio_total_ns"}
+
+func addVirtioPhases(counters map[string]float64, queues []vmm.VirtioQueueStats) {
+	for _, q := range queues {
+		if q.Device != "virtio-blk" {
+			continue
+		}
+		for i := range q.Requests {
+			r := &q.Requests[i]
+			counters["virtio_requests"] += float64(r.Count())
+			phases := r.Phases()
+			for j, h := range append(phases[:], &r.Total) {
+				counters[blkVirtioPhases[j]] += float64(h.Sum)
+			}
+		}
+	}
 }
 
 // runVMFio boots one VM (args, whose console is its stdout and stdin) and
@@ -687,6 +709,28 @@ func BenchmarkBlockIO(b *testing.B) {
 	}
 	if qemuErr != nil {
 		fmt.Fprintf(&rep, "(no QEMU rows: %v)\n", qemuErr)
+	}
+
+	fmt.Fprintf(&rep, "\ngovmm's share of a request (its request telemetry of /dev/vda, README \"Virtio request telemetry\"): mean us per request\n")
+	fmt.Fprintf(&rep, "of the job, median over rounds, from the notification govmm served to the interrupt: queue + io + completion = total.\n\n")
+	fmt.Fprintf(&rep, "%-18s %-23s %9s %9s %11s %9s\n", "job", "variant", "queue", "io", "completion", "total")
+	for _, j := range jobs {
+		for _, v := range variants {
+			if v.kind != "govmm" {
+				continue
+			}
+			k := key{j.name, v.name}
+			fmt.Fprintf(&rep, "%-18s %-23s", j.name, v.name)
+			for i, phase := range blkVirtioPhases {
+				s, ok := windowMedian(k, func(w fioWindow) (float64, bool) { return w.perVirtioRequest(phase) })
+				text := "-"
+				if ok {
+					text = fmt.Sprintf("%.1f", s.Median/1e3)
+				}
+				fmt.Fprintf(&rep, " %*s", []int{9, 9, 11, 9}[i], text)
+			}
+			fmt.Fprintln(&rep)
+		}
 	}
 	fmt.Fprintf(&rep, "\nThe guest's job file (the host's: filename=%s, no exec_ lines, one fio --section=JOB per job):\n%s", image, guestJobFile)
 	fmt.Fprintf(&rep, "\nThe VMs' command lines:\n")

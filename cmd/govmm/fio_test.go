@@ -186,6 +186,16 @@ func (w fioWindow) perRequest(counter string) (float64, bool) {
 	return n / w.disk.requests, true
 }
 
+// perVirtioRequest is a request telemetry counter (ns) per request govmm
+// timed; false where the window has none.
+func (w fioWindow) perVirtioRequest(counter string) (float64, bool) {
+	n, ok := w.counters[counter]
+	if !ok || w.counters["virtio_requests"] <= 0 {
+		return 0, false
+	}
+	return n / w.counters["virtio_requests"], true
+}
+
 func TestParseFio(t *testing.T) {
 	// Real fio 3.33 output from the benchmark's guest (govmm, 2 vCPUs,
 	// 2 s jobs on a busy host): every job of blkJobs, among them a QD1
