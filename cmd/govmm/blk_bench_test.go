@@ -48,8 +48,9 @@ import (
 // directory] where it lives, which must not be a tmpfs; BLK_JOBS and
 // BLK_ONLY, regular expressions, pick jobs and variants (host, govmm...,
 // qemu-...); BLK_QEMU_MACHINE [microvm,pcie=on] is QEMU's -M (q35 and pc
-// boot the shared kernel too, through their firmware). Run it with -benchtime 1x, as make bench-blk does: the rounds
-// run inside one iteration.
+// boot the shared kernel too, through their firmware). Run it with
+// -benchtime 1x, as make bench-blk does: the rounds run inside one
+// iteration.
 
 // blkVCPUs is the guest's vCPU count, and the clones of each QD32 job.
 const blkVCPUs = 2
