@@ -142,8 +142,6 @@ type blkVariant struct {
 // blkVariants lists the variants for image. A new govmm knob, or another
 // QEMU configuration, is one more line here.
 func blkVariants(image string) []blkVariant {
-	drive := "id=d0,file=" + image + ",format=raw,if=none"
-	iothread := []string{"-object", "iothread,id=io0"}
 	return []blkVariant{
 		{"host", "host", "O_DIRECT (fio --direct=1)", nil},
 		// govmm opens the image without O_DIRECT (virtio/image.go) and
@@ -153,13 +151,23 @@ func blkVariants(image string) []blkVariant {
 		{"govmm-no-ioeventfd", "govmm", "page cache", []string{"--no-ioeventfd"}},
 		{"govmm-no-irqfd", "govmm", "page cache", []string{"--no-irqfd"}},
 		// QEMU's default: a thread pool (aio=threads), cache=writeback.
-		{"qemu-threads", "qemu", "page cache (cache=writeback)", []string{
-			"-drive", drive, "-device", "virtio-blk-pci,drive=d0"}},
-		{"qemu-native-iothread", "qemu", "O_DIRECT (cache.direct=on)", append(iothread,
-			"-drive", drive+",aio=native,cache.direct=on", "-device", "virtio-blk-pci,drive=d0,iothread=io0")},
-		{"qemu-io_uring-iothread", "qemu", "O_DIRECT (cache.direct=on)", append(iothread,
-			"-drive", drive+",aio=io_uring,cache.direct=on", "-device", "virtio-blk-pci,drive=d0,iothread=io0")},
+		{"qemu-threads", "qemu", "page cache (cache=writeback)", qemuDisk(image, "", false)},
+		{"qemu-native-iothread", "qemu", "O_DIRECT (cache.direct=on)", qemuDisk(image, "aio=native,cache.direct=on", true)},
+		{"qemu-io_uring-iothread", "qemu", "O_DIRECT (cache.direct=on)", qemuDisk(image, "aio=io_uring,cache.direct=on", true)},
 	}
+}
+
+// qemuDisk is QEMU's arguments for image as a virtio-blk-pci disk with
+// the -drive options opts, served by an iothread of its own or not.
+func qemuDisk(image, opts string, iothread bool) []string {
+	drive := "id=d0,file=" + image + ",format=raw,if=none"
+	if opts != "" {
+		drive += "," + opts
+	}
+	if !iothread {
+		return []string{"-drive", drive, "-device", "virtio-blk-pci,drive=d0"}
+	}
+	return []string{"-object", "iothread,id=io0", "-drive", drive, "-device", "virtio-blk-pci,drive=d0,iothread=io0"}
 }
 
 // blkRun is one variant's run of every job.
