@@ -1,9 +1,11 @@
 package virtio
 
 import (
+	"bytes"
 	"slices"
 	"sync"
 	"testing"
+	"time"
 )
 
 // newTelemetryBlkEnv is a blk device whose queue keeps telemetry, as the
@@ -228,4 +230,84 @@ func BenchmarkTelemetryRequest(b *testing.B) {
 		tel.pushed(blkOpRead, uint64(i&0xffff), start, popped, done)
 		tel.interrupted(tel.now())
 	}
+}
+
+// withTelemetry gives a test queue the telemetry the transport would,
+// with the device's names for queue.
+func withTelemetry(q *Queue, dev requestOps, queue int) *queueTelemetry {
+	q.tel = newQueueTelemetry(dev.RequestOps(queue), q.MaxSize())
+	return q.tel
+}
+
+// wantRequests checks the count and bytes of one kind of request, and
+// that its phases add up.
+func wantRequests(t *testing.T, tel *queueTelemetry, op string, count, bytes uint64) {
+	t.Helper()
+	r := opStats(t, tel, op)
+	if r.Count() != count || r.Bytes.Sum != bytes {
+		t.Errorf("%s: %d requests of %d bytes, want %d of %d", op, r.Count(), r.Bytes.Sum, count, bytes)
+	}
+	if sum := r.Queue.Sum + r.IO.Sum + r.Completion.Sum; sum != r.Total.Sum {
+		t.Errorf("%s: phases add up to %d ns, total %d ns", op, sum, r.Total.Sum)
+	}
+}
+
+// Console, rng and net get the same telemetry: through serve on their
+// transmit and request queues, by hand on their receive queues.
+func TestTelemetryOtherDevices(t *testing.T) {
+	t.Run("console", func(t *testing.T) {
+		var out bytes.Buffer
+		c, rx, tx, _ := newConsoleEnv(t, &out)
+		rxTel, txTel := withTelemetry(rx.q, c, 0), withTelemetry(tx.q, c, 1)
+		tx.add(rd([]byte("hello ")), rd([]byte("world")))
+		tx.add(rd([]byte("\n")), wr(8))
+		if err := c.Notify(1); err != nil {
+			t.Fatal(err)
+		}
+		rx.add(wr(16))
+		c.Input([]byte("abc"))
+		wantRequests(t, txTel, "tx", 2, 12)
+		wantRequests(t, rxTel, "rx", 1, 3)
+	})
+	t.Run("rng", func(t *testing.T) {
+		r := NewRNG()
+		d := newTestDriver(t, r.QueueSizes()[0])
+		tel := withTelemetry(d.q, r, 0)
+		if err := r.Activate(d.mem, 0, []*Queue{d.q}, newTestIRQ()); err != nil {
+			t.Fatal(err)
+		}
+		d.add(wr(100), wr(200))
+		d.add(wr(rngMaxRequest + 1))
+		if err := r.Notify(0); err != nil {
+			t.Fatal(err)
+		}
+		wantRequests(t, tel, "entropy", 2, 300+rngMaxRequest)
+	})
+	t.Run("net", func(t *testing.T) {
+		e := newNetEnv(t)
+		rxTel, txTel := withTelemetry(e.rx.q, e.n, 0), withTelemetry(e.tx.q, e.n, 1)
+		e.tx.add(rd(frame(NetHdrLen+60, 1)))
+		e.tx.add(rd(make([]byte, 4))) // shorter than the header: dropped
+		if err := e.n.Notify(1); err != nil {
+			t.Fatal(err)
+		}
+		wantRequests(t, txTel, "tx", 1, 60)
+		wantRequests(t, txTel, "tx_dropped", 1, 0)
+
+		e.rx.add(wr(1526))
+		if err := e.n.Notify(0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.host.Write(frame(NetHdrLen+100, 7)); err != nil {
+			t.Fatal(err)
+		}
+		waitIRQ(t, e.irq, 0)
+		// The receive goroutine records the frame once its interrupt
+		// returned, just after the test saw it: wait for that, boundedly.
+		deadline := time.Now().Add(5 * time.Second)
+		for len(rxTel.snapshot()) == 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		wantRequests(t, rxTel, "rx", 1, 100)
+	})
 }

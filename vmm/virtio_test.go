@@ -76,6 +76,13 @@ func diskFile(t *testing.T, img, name string, fsck bool) string {
 // govmm.mount, configured further by mod.
 func bootDisk(t *testing.T, img string, mod func(*Config)) (*VM, Outcome, string) {
 	t.Helper()
+	vm, console := newDiskVM(t, img, mod)
+	return runToEnd(t, vm, console)
+}
+
+// newDiskVM is bootDisk's VM, not started yet.
+func newDiskVM(t *testing.T, img string, mod func(*Config)) (*VM, *syncBuffer) {
+	t.Helper()
 	console := &syncBuffer{}
 	cfg := Config{
 		Kernel: needGuest(t, "vmlinux"), Initrd: initramfs,
@@ -91,7 +98,7 @@ func bootDisk(t *testing.T, img string, mod func(*Config)) (*VM, Outcome, string
 	if err != nil {
 		t.Fatal(err)
 	}
-	return runToEnd(t, vm, console)
+	return vm, console
 }
 
 // blkScript reads the input file, writes a transformed copy and 4 MiB of

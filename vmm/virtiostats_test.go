@@ -3,7 +3,10 @@ package vmm
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"io"
 	"math"
+	"net/http"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -17,10 +20,36 @@ import (
 // and flushes, and checks the request telemetry against the disk's own
 // counters (query-blockstats) in every form govmm gives it: the data,
 // the JSON of query-exit-stats and --exit-stats-json, the table printed
-// at shutdown and /metrics.
+// at shutdown and /metrics, which is scraped all along while the guest
+// works (run with -race too).
 func TestVirtioRequestTelemetry(t *testing.T) {
 	img := makeDisk(t, map[string]string{"run.sh": blkScript, "in.txt": "hello from the host\n"})
-	vm, out, console := bootDisk(t, img, nil)
+	vm, con := newDiskVM(t, img, nil)
+	metricsURL := serveMetrics(t, vm)
+	stop := make(chan struct{})
+	scraped := make(chan error, 1)
+	go func() {
+		var err error
+		for {
+			select {
+			case <-stop:
+				scraped <- err
+				return
+			default:
+			}
+			resp, e := http.Get(metricsURL)
+			if e == nil {
+				_, e = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			err = errors.Join(err, e)
+		}
+	}()
+	vm, out, console := runToEnd(t, vm, con)
+	close(stop)
+	if err := <-scraped; err != nil {
+		t.Errorf("scrapes while the guest ran: %v", err)
+	}
 	if out.Err != nil || !strings.Contains(console, "GOVMM-DISK rc=0") {
 		t.Fatalf("guest ended %v (%v); console:\n%s", out.Reason, out.Err, console)
 	}
@@ -109,7 +138,7 @@ func TestVirtioRequestTelemetry(t *testing.T) {
 	}
 
 	// /metrics.
-	body := scrape(t, serveMetrics(t, vm))
+	body := scrape(t, metricsURL)
 	families := parseExposition(t, body)
 	for op, w := range want {
 		labels := map[string]string{"device": "virtio-blk", "queue": "0", "op": op}
