@@ -5,7 +5,9 @@
 // percentiles and the Prometheus buckets. It prints them in the
 // layout of the PowerPC KVM exit-timing tables or as JSON, reads KVM's own
 // counters from the binary stats fds (KernelStats) to show beside them, and
-// exports both to Prometheus (Collector).
+// exports both to Prometheus (Collector). Histogram is the same idea for
+// other recorders, in raw units (ns or bytes) with power-of-two bounds:
+// virtio's request telemetry keeps its latencies and sizes in it.
 //
 // Recording happens on the vCPU thread after every exit, so it must cost next
 // to nothing and never block: a vCPU that waits on a lock held by a reader
