@@ -33,8 +33,10 @@ help:
 	@echo "make guests       the busybox initramfs and sem_test (guests/out/); off PVM hosts also Debian's kernel"
 
 build: $(BIN)
+# CGO_ENABLED=0: a static binary, without libc and the dynamic loader
+# mapped (about 1.8 MiB less RSS); nothing in govmm needs cgo.
 $(BIN): $(shell find . -name '*.go' -not -path './guests/out/*') go.mod
-	$(GO) build -o $@ ./cmd/govmm
+	CGO_ENABLED=0 $(GO) build -o $@ ./cmd/govmm
 
 # guests/apt-packages.txt builds the guests; .ci/apt-packages.txt holds the
 # reference peers and checkers the tests compare with (QEMU, Prometheus,

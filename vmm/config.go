@@ -5,6 +5,8 @@ import (
 	"io"
 	"strconv"
 	"strings"
+
+	"github.com/govmm/govmm/vmm/kernelcache"
 )
 
 // DefaultCmdline is what a Linux guest gets without --append.
@@ -52,6 +54,10 @@ type Config struct {
 
 	Knobs Knobs // halt polling, HLT pass-through, vCPU pinning
 	Boot  Boot  // how a bzImage is entered
+	// KernelCache, when set, keeps the ELF unpacked from a bzImage
+	// (BootDirect), so that the next boot of the same bzImage reads it
+	// instead of decompressing the payload again.
+	KernelCache *kernelcache.Cache
 
 	// virtio-pci devices (Linux guests only; see pci.go).
 	Disks []DiskConfig // virtio-blk disks, in PCI slot order

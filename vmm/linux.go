@@ -2,8 +2,11 @@ package vmm
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"log"
 	"os"
 	"runtime/debug"
 	"syscall"
@@ -11,6 +14,7 @@ import (
 	"github.com/govmm/govmm/devices"
 	"github.com/govmm/govmm/vmm/acpi"
 	"github.com/govmm/govmm/vmm/boot"
+	"github.com/govmm/govmm/vmm/kernelcache"
 )
 
 // zeroPageACPIRSDP is boot_params.acpi_rsdp_addr: with it the guest need
@@ -48,23 +52,15 @@ func (v *VM) loadLinux() error {
 			return fmt.Errorf("kernel %s: %w", v.cfg.Kernel, err)
 		}
 	} else {
-		// A bzImage is read whole, and all of it (protected mode) or
-		// more (its unpacked payload) must fit in guest memory: a
-		// larger file is refused before it is read.
+		// A bzImage's size is checked before it is read: all of it
+		// (protected mode) or more (its unpacked payload) must fit in
+		// guest memory.
 		if uint64(ksize) > v.mem.Size() {
 			return fmt.Errorf("kernel %s: bzImage of %d bytes is larger than guest memory (%d bytes)", v.cfg.Kernel, ksize, v.mem.Size())
 		}
-		img := make([]byte, ksize)
-		if _, err := kf.ReadAt(img, 0); err != nil {
-			return fmt.Errorf("read kernel %s: %w", v.cfg.Kernel, err)
-		}
-		if k, mode, err = v.loadBzImage(img, &params); err != nil {
+		if k, mode, err = v.loadBzImage(kf, ksize, &params); err != nil {
 			return fmt.Errorf("kernel %s: %w", v.cfg.Kernel, err)
 		}
-		// The image and its unpacked ELF (tens of MiB) are garbage
-		// now: hand the pages back rather than carry them as RSS for
-		// the VM's lifetime.
-		debug.FreeOSMemory()
 	}
 	if v.cfg.Initrd != "" {
 		f, size, err := openBootFile(v.cfg.Initrd)
@@ -109,9 +105,29 @@ func (v *VM) loadLinux() error {
 }
 
 // loadBzImage loads a bzImage for the 64-bit entry (its payload unpacked
-// by govmm, to at most guest memory's size) or, with BootProtected, for the
-// 32-bit entry, and fills p from its setup header.
-func (v *VM) loadBzImage(img []byte, p *boot.Params) (*boot.Kernel, cpuMode, error) {
+// by govmm, to at most guest memory's size, or read from the kernel cache)
+// or, with BootProtected, for the 32-bit entry, and fills p from its setup
+// header.
+func (v *VM) loadBzImage(f *os.File, size int64, p *boot.Params) (*boot.Kernel, cpuMode, error) {
+	cache := v.cfg.KernelCache
+	var key kernelcache.Key
+	if cache != nil && v.cfg.Boot != BootProtected {
+		var err error
+		if key, err = kernelcache.KeyOf(io.NewSectionReader(f, 0, size)); err != nil {
+			return nil, 0, fmt.Errorf("read: %w", err)
+		}
+		if k, ok := v.loadCachedELF(f, size, cache, key, p); ok {
+			return k, longMode, nil
+		}
+	}
+	img := make([]byte, size)
+	if _, err := f.ReadAt(img, 0); err != nil {
+		return nil, 0, fmt.Errorf("read: %w", err)
+	}
+	// The image and its unpacked ELF (tens of MiB) are garbage once
+	// loaded: hand the pages back rather than carry them as RSS for the
+	// VM's lifetime.
+	defer debug.FreeOSMemory()
 	if v.cfg.Boot == BootProtected {
 		hdr, err := boot.ParseSetupHeader(img)
 		if err != nil {
@@ -127,7 +143,44 @@ func (v *VM) loadBzImage(img []byte, p *boot.Params) (*boot.Kernel, cpuMode, err
 	}
 	hdr.Apply(p)
 	k, err := boot.LoadELF(v.mem.b, elf)
+	// Only the first load writes the cache: a reset runs confined by
+	// seccomp, which allows no new files, and the entry is there by then.
+	if err == nil && cache != nil && !v.boot.loaded {
+		if err := cache.Put(key, elf); err != nil {
+			log.Printf("kernel cache: %v", err)
+		}
+	}
 	return k, longMode, err
+}
+
+// loadCachedELF loads the ELF cached for the bzImage in f, if there is a
+// usable one; ok is false on a miss. The setup header still comes from
+// the bzImage: only its first sectors are read.
+func (v *VM) loadCachedELF(f *os.File, size int64, cache *kernelcache.Cache, key kernelcache.Key, p *boot.Params) (k *boot.Kernel, ok bool) {
+	e, err := cache.Get(key, int64(v.mem.Size()))
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			log.Printf("kernel cache: %v", err)
+		}
+		return nil, false
+	}
+	defer e.Close()
+	// The setup header lies in the first setup_sects+1 (at most 256)
+	// sectors.
+	head := make([]byte, min(size, 256*512))
+	if _, err := f.ReadAt(head, 0); err != nil && err != io.EOF {
+		return nil, false
+	}
+	hdr, err := boot.ParseSetupHeader(head)
+	if err != nil {
+		return nil, false
+	}
+	if k, err = boot.LoadELFFrom(v.mem.b, e, e.Size()); err != nil {
+		log.Printf("kernel cache: %s: %v", v.cfg.Kernel, err)
+		return nil, false
+	}
+	hdr.Apply(p)
+	return k, true
 }
 
 // openBootFile opens a kernel or initrd, which must be a regular file, and

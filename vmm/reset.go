@@ -44,7 +44,7 @@ type machineBootState struct {
 	vcpus  []vcpuBootState
 	chips  []kvm.IRQChipState // PIC master, PIC slave, IOAPIC; nil without irqchip
 	pit    *kvm.PITState2
-	loaded bool
+	loaded bool // New has loaded the guest image once; what loads now is a reset
 }
 
 // saveBootState records the state a reset returns to. It runs after the

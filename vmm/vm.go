@@ -230,6 +230,7 @@ func New(cfg Config) (_ *VM, err error) {
 	if err := v.load(); err != nil {
 		return nil, err
 	}
+	v.boot.loaded = true
 	return v, nil
 }
 

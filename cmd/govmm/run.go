@@ -14,6 +14,7 @@ import (
 
 	"github.com/govmm/govmm/sandbox"
 	"github.com/govmm/govmm/vmm"
+	"github.com/govmm/govmm/vmm/kernelcache"
 )
 
 // exitCode is an error that only carries a process exit status (the
@@ -34,6 +35,7 @@ func runCommand(args []string) error {
 	mem := fs.String("mem", "512M", "guest memory (K, M or G suffix; a bare number is MiB)")
 	memHugePages := fs.Bool("mem-hugepages", true, "madvise guest RAM MADV_HUGEPAGE, so that it gets transparent huge pages where the host has them")
 	memPath := fs.String("mem-path", "", "back guest RAM with an unlinked file in `DIR`, a hugetlbfs mount (--mem a multiple of its huge page size, that many huge pages free)")
+	kernelCache := fs.String("kernel-cache", defaultKernelCache(), "keep the ELF unpacked from a bzImage in `DIR` (entries named by the bzImage's SHA-256), so the next boot of it skips decompression; off: unpack every time")
 	exitStats := fs.Bool("exit-stats", true, "time every exit and print the exit table at shutdown")
 	syncRegs := fs.Bool("sync-regs", true, "read registers from the kvm_run page (KVM_CAP_SYNC_REGS) instead of by ioctl")
 	bootMode := fs.String("boot", "direct", "how to enter a bzImage: `direct` (govmm unpacks the payload, 64-bit entry) or protected (32-bit entry; the kernel decompresses itself)")
@@ -106,6 +108,9 @@ func runCommand(args []string) error {
 		Disks: disks, Nets: nets, RNG: *rng, NoIOEventFD: *noIOEventFD, NoIRQFD: *noIRQFD,
 		NoReboot: *noReboot,
 		OnPanic:  *onPanic,
+	}
+	if *kernelCache != "off" && *kernelCache != "" {
+		cfg.KernelCache = kernelcache.New(*kernelCache)
 	}
 	vm, err := vmm.New(cfg)
 	if err != nil {
@@ -185,6 +190,16 @@ func runCommand(args []string) error {
 		return exitCode(1)
 	}
 	return nil
+}
+
+// defaultKernelCache is $XDG_CACHE_HOME/govmm (~/.cache/govmm), or off
+// where there is no such place.
+func defaultKernelCache() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return "off"
+	}
+	return filepath.Join(dir, "govmm")
 }
 
 // report says on w how the VM ended and who asked: the guest (powered
