@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/govmm/govmm/internal/atomicfile"
 	"github.com/govmm/govmm/sandbox"
 	"github.com/govmm/govmm/vmm"
 	"github.com/govmm/govmm/vmm/kernelcache"
@@ -271,31 +272,6 @@ func writeJSON(path string, v any) error {
 	return replaceFile(path, b)
 }
 
-// replaceFile writes b to a temporary file beside path and renames it over
-// path. The temporary file is created exclusively under a random name (a
-// fixed one could be a symlink planted to make us write elsewhere) and
-// removed on every failure.
-func replaceFile(path string, b []byte) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	// CreateTemp makes it 0600; the table is no secret and keeps the
-	// 0644 it always had.
-	if err := f.Chmod(0o644); err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
-}
+// replaceFile replaces path with b, whole or not at all. The table is no
+// secret and keeps the 0644 it always had.
+func replaceFile(path string, b []byte) error { return atomicfile.Write(path, 0o644, b) }

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/govmm/govmm/internal/atomicfile"
 )
 
 // An entry is a 64-byte header, then the ELF:
@@ -185,38 +187,18 @@ func (c *Cache) owned(fi fs.FileInfo) error {
 }
 
 // Put stores elf as the entry for key, creating the directory (0700) if
-// needed. The entry appears whole or not at all: it is written under a
-// temporary name and renamed into place, and removed if anything fails.
-func (c *Cache) Put(key Key, elf []byte) (err error) {
+// needed. The entry appears whole or not at all.
+func (c *Cache) Put(key Key, elf []byte) error {
 	if err := os.MkdirAll(c.dir, 0o700); err != nil {
 		return err
 	}
 	if err := c.checkDir(); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(c.dir, ".tmp-*") // mode 0600
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
 	hdr := make([]byte, headerSize)
 	copy(hdr, magic)
 	copy(hdr[16:], key[:])
 	binary.LittleEndian.PutUint64(hdr[48:], uint64(len(elf)))
 	binary.LittleEndian.PutUint32(hdr[56:], crc32.Checksum(elf, crcTable))
-	if _, err := f.Write(hdr); err != nil {
-		return err
-	}
-	if _, err := f.Write(elf); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), c.path(key))
+	return atomicfile.Write(c.path(key), 0o600, hdr, elf)
 }

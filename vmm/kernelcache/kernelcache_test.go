@@ -163,7 +163,7 @@ func TestPutFailureLeavesNothing(t *testing.T) {
 	if err := c.Put(key, elfBytes); err == nil {
 		t.Fatal("Put over a directory succeeded")
 	}
-	dot, _ := filepath.Glob(filepath.Join(c.Dir(), ".tmp-*"))
+	dot, _ := filepath.Glob(filepath.Join(c.Dir(), ".*.tmp"))
 	if len(dot) != 0 {
 		t.Errorf("temporary files left: %q", dot)
 	}
