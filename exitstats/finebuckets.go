@@ -37,7 +37,7 @@ type FineBuckets [NumFineBuckets]uint64
 
 // fineIndex returns the fine bucket counting a duration of ns. It is
 // on the hot path: a division by a constant (a multiply), a bit scan and a
-// few shifts, no loop.
+// few shifts, no loop and one branch (durations past the last bound).
 //
 // In units of bucketBase/SubBuckets (6.25 ns), q is the duration's offset;
 // its highest subBits+1 bits pick the bucket: the leading one the power of
@@ -53,7 +53,9 @@ func fineIndex(ns uint64) int {
 		ns--
 	}
 	q := ns * SubBuckets / bucketBase // ns < 2^31: no overflow
-	shift := max(bits.Len64(q)-(subBits+1), 0)
+	// q|SubBuckets has the length of q, or subBits+1 where q is shorter:
+	// shift 0 without a branch.
+	shift := bits.Len64(q|SubBuckets) - (subBits + 1)
 	return shift<<subBits + int(q>>shift)
 }
 
