@@ -25,6 +25,7 @@ const (
 	blkFRO      = 1 << 5
 	blkFBlkSize = 1 << 6
 	blkFFlush   = 1 << 9
+	blkFMQ      = 1 << 12
 )
 
 // Request types and status values (5.2.6).
@@ -41,6 +42,14 @@ const (
 
 const (
 	blkQueueSize = 256
+	// BlockMaxQueues bounds num_queues: far above any vCPU count govmm
+	// runs, far below what the transport's MSI-X table holds.
+	BlockMaxQueues = 64
+	// blkWorkers bounds the requests of one queue that run on goroutines
+	// of their own beside the one the queue's notifier serves itself:
+	// enough to overlap slow host I/O, few enough that a guest cannot
+	// make us start many threads' worth of work per queue.
+	blkWorkers = 4
 	// blkSegMax leaves two descriptors of a queue-sized chain for the
 	// request header and the status byte, as Linux expects. It is
 	// enforced: a request of more descriptors than seg_max+2 fails.
@@ -61,56 +70,103 @@ const (
 	iovMax = 1024
 )
 
-// Block is a virtio-blk device backed by a raw image file. Requests run
-// synchronously in Notify, reading and writing guest memory directly
-// with preadv/pwritev.
+// Block is a virtio-blk device backed by a raw image file, reading and
+// writing guest memory directly with preadv/pwritev. Each request queue
+// is served by its own notifier (Notify runs concurrently for different
+// queues); within a queue, requests run concurrently too (serveQueue).
 type Block struct {
 	name string
 	guestLog
 	readOnly bool
 	capacity uint64 // in sectors; a partial trailing sector is not exposed
-	id       [blkIDLen]byte
-	config   [64]byte
+	nq       int    // request queues offered (num_queues)
+	// workers is blkWorkers; 0 serves each queue's requests one at a
+	// time, in ring order (the fuzz target's model needs that order).
+	workers int
+	id      [blkIDLen]byte
+	config  [64]byte
 
-	mu     sync.Mutex // serializes requests with Reset and Close
+	// mu is held for reading by every Notify, and for writing by
+	// Activate, Reset and Close, which so wait for the requests in
+	// progress.
+	mu     sync.RWMutex
 	f      *os.File
 	fd     int
 	closed bool
 	// Set by Activate, cleared by Reset.
 	mem      Memory
 	features uint64
-	q        *Queue
+	queues   []*blkQueue // nil for a queue the driver did not enable
 	irq      Interrupt
-	err      error // the queue error that broke the device, until Reset
+
+	errMu sync.Mutex
+	err   error // the queue error that broke the device, until Reset
 
 	stats blkCounters // lock-free: monitors read them while requests run
 }
 
-// NewBlock opens the raw disk image at path (a file or a block device).
-// With readOnly the file is opened read-only and the guest is told so
-// (VIRTIO_BLK_F_RO); writes then fail with an I/O error.
+// blkQueue is one request queue of an active device.
+type blkQueue struct {
+	index int
+	q     *Queue
+	// pushMu serializes completions (Push, the interrupt decision and
+	// the telemetry), which the queue's workers make concurrently.
+	pushMu sync.Mutex
+	// unsignalled counts the requests pushed since the last interrupt
+	// decision; pushMu guards it.
+	unsignalled int
+}
+
+// BlockConfig describes a virtio-blk disk.
+type BlockConfig struct {
+	Path     string // raw image file or block device
+	ReadOnly bool   // open read-only and tell the guest (VIRTIO_BLK_F_RO)
+	// Queues is the number of request queues offered (VIRTIO_BLK_F_MQ
+	// when more than one), 1 to BlockMaxQueues; 0 means 1.
+	Queues int
+}
+
+// NewBlock opens the raw disk image at path (a file or a block device)
+// as a disk with one request queue. With readOnly the file is opened
+// read-only and the guest is told so (VIRTIO_BLK_F_RO); writes then
+// fail with an I/O error.
 func NewBlock(path string, readOnly bool) (*Block, error) {
-	f, size, err := openImage(path, readOnly) // image.go
+	return OpenBlock(BlockConfig{Path: path, ReadOnly: readOnly})
+}
+
+// OpenBlock opens the disk c describes.
+func OpenBlock(c BlockConfig) (*Block, error) {
+	nq := max(c.Queues, 1)
+	if nq > BlockMaxQueues {
+		return nil, fmt.Errorf("virtio-blk %s: %d queues, at most %d", c.Path, c.Queues, BlockMaxQueues)
+	}
+	f, size, err := openImage(c.Path, c.ReadOnly) // image.go
 	if err != nil {
 		return nil, err
 	}
 	b := &Block{
 		name:     "virtio-blk",
-		readOnly: readOnly,
+		readOnly: c.ReadOnly,
 		capacity: uint64(size) / SectorSize,
+		nq:       nq,
+		workers:  blkWorkers,
 		f:        f,
 		fd:       int(f.Fd()), // not pollable: Fd does not change its mode
 	}
-	b.guestLog = newGuestLog("virtio-blk " + path)
+	b.guestLog = newGuestLog("virtio-blk " + c.Path)
 	binary.LittleEndian.PutUint64(b.config[0:], b.capacity)
 	binary.LittleEndian.PutUint32(b.config[8:], blkSizeMax)
 	binary.LittleEndian.PutUint32(b.config[12:], blkSegMax)
 	binary.LittleEndian.PutUint32(b.config[20:], SectorSize)
+	binary.LittleEndian.PutUint16(b.config[34:], uint16(nq))
 	// The serial the guest sees (/sys/block/vda/serial): the file name,
 	// which is what tells disks apart in a VM's config.
-	copy(b.id[:], filepath.Base(path))
+	copy(b.id[:], filepath.Base(c.Path))
 	return b, nil
 }
+
+// Queues is the number of request queues the disk offers.
+func (b *Block) Queues() int { return b.nq }
 
 // Capacity is the disk size in 512-byte sectors.
 func (b *Block) Capacity() uint64 { return b.capacity }
@@ -133,11 +189,20 @@ func (b *Block) Features() uint64 {
 	if b.readOnly {
 		f |= blkFRO
 	}
+	if b.nq > 1 {
+		f |= blkFMQ
+	}
 	return f
 }
 
-// QueueSizes implements Device: one request queue.
-func (b *Block) QueueSizes() []uint16 { return []uint16{blkQueueSize} }
+// QueueSizes implements Device: the request queues.
+func (b *Block) QueueSizes() []uint16 {
+	sizes := make([]uint16, b.nq)
+	for i := range sizes {
+		sizes[i] = blkQueueSize
+	}
+	return sizes
+}
 
 // ReadConfig implements Device: struct virtio_blk_config (5.2.4).
 func (b *Block) ReadConfig(offset uint64, data []byte) { readConfig(b.config[:], offset, data) }
@@ -146,7 +211,8 @@ func (b *Block) ReadConfig(offset uint64, data []byte) { readConfig(b.config[:],
 // field needs VIRTIO_BLK_F_CONFIG_WCE, which is not offered.
 func (b *Block) WriteConfig(offset uint64, data []byte) {}
 
-// Activate implements Device.
+// Activate implements Device. Queue 0 must be enabled; a driver may
+// leave later ones disabled (Linux uses one per vCPU at most).
 func (b *Block) Activate(mem Memory, features uint64, queues []*Queue, irq Interrupt) error {
 	if len(queues) < 1 || queues[0] == nil {
 		return errors.New("virtio-blk: request queue not enabled")
@@ -156,15 +222,39 @@ func (b *Block) Activate(mem Memory, features uint64, queues []*Queue, irq Inter
 	if b.closed {
 		return errors.New("virtio-blk: device closed")
 	}
-	b.mem, b.features, b.q, b.irq, b.err = mem, features, queues[0], irq, nil
+	b.queues = make([]*blkQueue, len(queues))
+	for i, q := range queues {
+		if q != nil {
+			b.queues[i] = &blkQueue{index: i, q: q}
+		}
+	}
+	b.mem, b.features, b.irq = mem, features, irq
+	b.setErr(nil)
 	return nil
 }
 
-// Reset implements Device. It waits for a request in progress.
+// Reset implements Device. It waits for the requests in progress.
 func (b *Block) Reset() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.mem, b.features, b.q, b.irq, b.err = nil, 0, nil, nil, nil
+	b.mem, b.features, b.queues, b.irq = nil, 0, nil, nil
+	b.setErr(nil)
+}
+
+// setErr records the error that broke the device (the first one), or
+// clears it with nil.
+func (b *Block) setErr(err error) {
+	b.errMu.Lock()
+	defer b.errMu.Unlock()
+	if err == nil || b.err == nil {
+		b.err = err
+	}
+}
+
+func (b *Block) broken() error {
+	b.errMu.Lock()
+	defer b.errMu.Unlock()
+	return b.err
 }
 
 // Close flushes the image to stable storage and closes it; the device
@@ -176,7 +266,7 @@ func (b *Block) Close() error {
 		return nil
 	}
 	b.closed = true
-	b.q = nil
+	b.queues = nil
 	var err error
 	if !b.readOnly {
 		err = b.f.Sync()
@@ -190,27 +280,27 @@ func (b *Block) Close() error {
 	return nil
 }
 
-// Notify implements Device: it serves every available request.
+// Notify implements Device: it serves every available request of queue.
+// Queues are served concurrently, each by its own notifier.
 func (b *Block) Notify(queue int) error {
-	if queue != 0 {
-		return fmt.Errorf("virtio-blk: notify for queue %d, device has one", queue)
+	if queue < 0 || queue >= b.nq {
+		return fmt.Errorf("virtio-blk: notify for queue %d, device has %d", queue, b.nq)
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.q == nil {
-		return nil // not active: a notification that raced a reset
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if queue >= len(b.queues) || b.queues[queue] == nil {
+		// Not active (a notification that raced a reset), or a queue the
+		// driver did not enable.
+		return nil
 	}
-	if b.err != nil {
-		return b.err
+	bq := b.queues[queue]
+	if err := b.broken(); err != nil {
+		return err
 	}
-	if err := serve(b.mem, b.q, b.features, b.irq, 0, func(c *Chain) served {
-		r := b.handle(c)
-		r.abandon = b.q.aborted()
-		return r
-	}); err != nil {
-		b.err = fmt.Errorf("virtio-blk: %w", err)
+	if err := b.serveQueue(bq); err != nil {
+		b.setErr(fmt.Errorf("virtio-blk: queue %d: %w", queue, err))
 	}
-	return b.err
+	return b.broken()
 }
 
 // Kinds of request, for telemetry (RequestOps).
@@ -219,7 +309,7 @@ const (
 	blkOpWrite
 	blkOpFlush
 	blkOpGetID
-	blkOpUnsupported // a type the device does not implement (discard, ...)
+	blkOpUnsupported // a type the device does not implement
 	blkOpBad         // no header or no status byte
 )
 
@@ -244,11 +334,119 @@ func blkOpOf(typ uint32) Op {
 	return blkOpUnsupported
 }
 
-// handle serves one request and reports the number of bytes it wrote
-// into the chain, status byte included. A malformed request is the
-// guest's problem, not the device's: it gets IOERR if it has a status
-// byte, and nothing otherwise.
-func (b *Block) handle(c *Chain) served {
+// serveQueue serves every request available on bq and returns once each
+// has completed. A request runs on the calling goroutine when it is the
+// last one available, or when b.workers requests already run on
+// goroutines of their own; otherwise it gets one. So one request in
+// flight costs no hand-off between threads, and many overlap their host
+// I/O. Requests go to the used ring in the order they finish, which
+// the ring allows; the interrupt for them goes out when the ring runs
+// empty (after each worker that finishes while the loop waits), and
+// after every queue-size batch, so a driver that keeps the queue full
+// still sees completions.
+//
+// The loop ends when Pop finds nothing, which includes a queue the
+// transport holds or aborted: that is how a stop, reset or BAR move wins
+// over a driver that keeps the queue full, and an aborted request (a
+// transfer gives up between chunks) is abandoned, not completed. An
+// error is a broken queue or a failed interrupt.
+func (b *Block) serveQueue(bq *blkQueue) error {
+	tel := bq.q.tel
+	start := tel.lastNotify() // telemetry: what the requests found wait from
+	done := make(chan error, b.workers)
+	var errs []error
+	record := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	inflight := 0
+	wait := func() {
+		record(<-done)
+		inflight--
+	}
+	for len(errs) == 0 {
+		c, err := bq.q.Pop(b.mem)
+		if err != nil {
+			record(err)
+			break
+		}
+		if c == nil {
+			record(b.signal(bq))
+			if inflight == 0 {
+				break
+			}
+			wait() // and look again: the driver may have added more
+			continue
+		}
+		popped := tel.now()
+		if inflight < b.workers && bq.q.HasAvail(b.mem) {
+			inflight++
+			go func() { done <- b.complete(bq, c, b.handle(bq.q, c), start, popped) }()
+			continue
+		}
+		record(b.complete(bq, c, b.handle(bq.q, c), start, popped))
+	}
+	for inflight > 0 {
+		wait()
+	}
+	// Requests completed before an error still get their interrupt.
+	record(b.signal(bq))
+	return errors.Join(errs...)
+}
+
+// complete returns chain c, served as r, to the driver; a request the
+// transport aborted is abandoned instead. start and popped time it for
+// telemetry, which the push lock serializes as it does the ring.
+func (b *Block) complete(bq *blkQueue, c *Chain, r served, start, popped int64) error {
+	bq.pushMu.Lock()
+	defer bq.pushMu.Unlock()
+	if bq.q.aborted() {
+		return nil
+	}
+	tel := bq.q.tel
+	done := tel.now()
+	if err := bq.q.Push(b.mem, c.Head, r.written); err != nil {
+		return err
+	}
+	tel.pushed(r.op, r.bytes, start, popped, done)
+	if bq.unsignalled++; bq.unsignalled >= int(bq.q.Size()) {
+		return b.signalLocked(bq)
+	}
+	return nil
+}
+
+// signal raises the queue's interrupt for the requests pushed since the
+// last one, if the driver wants it now.
+func (b *Block) signal(bq *blkQueue) error {
+	bq.pushMu.Lock()
+	defer bq.pushMu.Unlock()
+	return b.signalLocked(bq)
+}
+
+// signalLocked is signal with pushMu held.
+func (b *Block) signalLocked(bq *blkQueue) error {
+	if bq.unsignalled == 0 {
+		return nil
+	}
+	bq.unsignalled = 0
+	var err error
+	if bq.q.NeedsInterrupt(b.mem, b.features) {
+		err = b.irq.Queue(bq.index)
+	}
+	tel := bq.q.tel
+	tel.interrupted(tel.now())
+	if err != nil {
+		return fmt.Errorf("interrupt: %w", err)
+	}
+	return nil
+}
+
+// handle serves one request from q and reports the number of bytes it
+// wrote into the chain, status byte included, and what telemetry wants
+// to know. A malformed request is the guest's problem, not the device's:
+// it gets IOERR if it has a status byte, and nothing otherwise.
+func (b *Block) handle(q *Queue, c *Chain) served {
 	r := served{op: blkOpBad}
 	w := c.WritableLen()
 	if w == 0 {
@@ -256,7 +454,7 @@ func (b *Block) handle(c *Chain) served {
 		return r
 	}
 	// The status byte is the last writable byte; data comes before it.
-	status, n := b.request(c, w-1, &r)
+	status, n := b.request(q, c, w-1, &r)
 	c.Scatter([]byte{status}, w-1)
 	r.written = uint32(min(n+1, math.MaxUint32))
 	return r
@@ -279,9 +477,9 @@ func (b *Block) sizeOK(c *Chain) bool {
 }
 
 // request performs the request in c whose writable data part is dataLen
-// bytes, and returns its status and the data bytes it wrote; it puts the
-// request's kind and the data it moved in r, for telemetry.
-func (b *Block) request(c *Chain, dataLen uint64, r *served) (status byte, written uint64) {
+// bytes from q, and returns its status and the data bytes it wrote; it
+// puts the request's kind and the data it moved in r, for telemetry.
+func (b *Block) request(q *Queue, c *Chain, dataLen uint64, r *served) (status byte, written uint64) {
 	// Copy the header out of guest memory before looking at it: the
 	// guest may change it under us.
 	var hdr [blkHeaderLen]byte
@@ -311,7 +509,7 @@ func (b *Block) request(c *Chain, dataLen uint64, r *served) (status byte, writt
 			b.stats.invalid(opRead)
 			return blkSIOErr, 0
 		}
-		if err := b.transfer(c.Buffers(true, 0, dataLen), off, false); err != nil {
+		if err := b.transfer(q, c.Buffers(true, 0, dataLen), off, false); err != nil {
 			b.ioFailed("read", sector, dataLen, err)
 			b.stats.failed(opRead)
 			return blkSIOErr, 0
@@ -330,7 +528,7 @@ func (b *Block) request(c *Chain, dataLen uint64, r *served) (status byte, writt
 			b.stats.invalid(opWrite)
 			return blkSIOErr, 0
 		}
-		if err := b.transfer(c.Buffers(false, blkHeaderLen, n), off, true); err != nil {
+		if err := b.transfer(q, c.Buffers(false, blkHeaderLen, n), off, true); err != nil {
 			b.ioFailed("write", sector, n, err)
 			b.stats.failed(opWrite)
 			return blkSIOErr, 0
@@ -387,12 +585,12 @@ func (b *Block) sync() error {
 var errAborted = errors.New("aborted by a device reset or stop")
 
 // transfer reads the image at off into bufs, or writes bufs there, in
-// calls of at most blkIOChunk bytes, and gives up between them once the
-// queue is aborted. EOF before the end is an error, since the range was
-// checked against the disk size.
-func (b *Block) transfer(bufs [][]byte, off int64, write bool) error {
+// calls of at most blkIOChunk bytes, and gives up between them once q is
+// aborted. EOF before the end is an error, since the range was checked
+// against the disk size.
+func (b *Block) transfer(q *Queue, bufs [][]byte, off int64, write bool) error {
 	for bufs = skipEmpty(bufs); len(bufs) > 0; bufs = skipEmpty(bufs) {
-		if b.q.aborted() {
+		if q.aborted() {
 			return errAborted
 		}
 		iov := firstBytes(bufs, blkIOChunk)

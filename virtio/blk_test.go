@@ -421,7 +421,7 @@ func TestBlockAbortedTransfer(t *testing.T) {
 	e := newBlkEnv(t, path, false, 0)
 	e.q.abort()
 	bufs := [][]byte{make([]byte, 2*blkIOChunk)}
-	if err := e.b.transfer(bufs, 0, false); !errors.Is(err, errAborted) {
+	if err := e.b.transfer(e.q, bufs, 0, false); !errors.Is(err, errAborted) {
 		t.Errorf("transfer on an aborted queue: %v, want errAborted", err)
 	}
 	e.add(rd(blkHeader(blkTIn, 0)), wr(512), wr(1))

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"log"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -67,17 +68,83 @@ func (t *Transport) newNotifier(q int) (*pciNotifier, error) {
 func (t *Transport) serveNotifier(n *pciNotifier, q int) {
 	defer close(n.done)
 	var buf [8]byte
+	p := pollWindow{max: t.pollMax}
 	for {
 		if _, err := n.file.Read(buf[:]); err != nil {
 			return // closed by stopNotifiers
 		}
+		p.woke(time.Now())
 		// The counter sums the guest's writes since the last read (and
 		// the transport's kicks, which are not the guest's): one Notify
 		// serves them all.
 		n := binary.LittleEndian.Uint64(buf[:])
 		t.counters[q].eventfd.Add(n - min(n, t.counters[q].kicks.Swap(0)))
 		t.notify(q)
+		for p.max > 0 && t.poll(q, &p) {
+			t.counters[q].polled.Add(1)
+			t.notify(q)
+		}
 	}
+}
+
+// pollWindow adapts how long a notifier polls its queue after the queue
+// ran empty, as QEMU's AioContext polling does: a poll that finds work
+// leaves the window alone; a wake-up (a notification) that came later
+// than the window but within max grows it (from pollStart, doubling),
+// so that the next poll would have caught it; one later than max halves
+// it, since polling that long would cost more than the wake-up saves.
+type pollWindow struct {
+	max, window time.Duration
+	started     time.Time // when the last poll began; zero if it found work
+}
+
+const pollStart = 4 * time.Microsecond
+
+// woke records a notification at now after a poll that found nothing.
+func (p *pollWindow) woke(now time.Time) {
+	if p.started.IsZero() {
+		return
+	}
+	switch idle := now.Sub(p.started); {
+	case idle <= p.window:
+	case idle > p.max:
+		p.window /= 2
+	case p.window < p.max:
+		p.window = min(max(2*p.window, pollStart), p.max)
+	}
+	p.started = time.Time{}
+}
+
+// poll spins on queue q's available ring for the poll window, with the
+// guest's notifications suppressed, and reports whether the driver made
+// buffers available (Notify serves them). Before it reports false it asks
+// for notifications again. It holds notifyMu, as Notify does, so it stops
+// a vCPU's notification for at most the window; a hold or abort of the
+// queue (reset, BAR move, stop) ends it at once.
+func (t *Transport) poll(q int, p *pollWindow) bool {
+	qu := t.queues[q]
+	t.notifyMu[q].Lock()
+	defer t.notifyMu[q].Unlock()
+	if !t.active.Load() {
+		return false
+	}
+	p.started = time.Now()
+	qu.SuppressNotify()
+	for spins := 0; ; spins++ {
+		if qu.HasAvail(t.mem) {
+			p.started = time.Time{}
+			return true
+		}
+		// The clock is read every few loads only: it costs more than one.
+		if spins%16 == 15 && (time.Since(p.started) >= p.window || qu.halt.Load() != haltNone) {
+			break
+		}
+	}
+	if qu.EnableNotify(t.mem) {
+		p.started = time.Time{}
+		return true
+	}
+	return false
 }
 
 // stopNotifiers deregisters the ioeventfds and waits for their goroutines

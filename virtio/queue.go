@@ -69,6 +69,12 @@ type Queue struct {
 	lastAvail uint16 // free-running index of the next avail entry to pop
 	usedIdx   uint16 // free-running used.idx, as last published
 
+	// notifyOff keeps Pop from asking for a notification when it finds
+	// the ring empty (avail_event stays behind, so an EVENT_IDX driver
+	// does not notify): the transport polls the ring instead. Set and
+	// read by the queue's one Pop caller at a time, like lastAvail.
+	notifyOff bool
+
 	// Used index at the last NeedsInterrupt, for VIRTIO_F_EVENT_IDX:
 	// an interrupt is due when used_event lies in (signalled, usedIdx].
 	signalled      uint16
@@ -116,6 +122,7 @@ func (q *Queue) Reset() {
 	q.desc, q.avail, q.used = 0, 0, 0
 	q.unmap()
 	q.lastAvail, q.usedIdx = 0, 0
+	q.notifyOff = false
 	q.signalled, q.signalledValid = 0, false
 	q.halt.Store(haltNone)
 	q.tel.drop()
@@ -305,12 +312,10 @@ func (q *Queue) Pop(mem Memory) (*Chain, error) {
 	}
 	idx := q.loadAvailIdx()
 	if idx == q.lastAvail {
-		// Ask for a notification when the next entry arrives, then look
-		// again: the driver may have published it before it could see
-		// our avail_event, and then it will not notify (2.7.10).
-		q.setAvailEvent(q.lastAvail)
-		q.fence()
-		idx = q.loadAvailIdx()
+		if q.notifyOff {
+			return nil, nil
+		}
+		idx = q.armNotify()
 		if idx == q.lastAvail {
 			return nil, nil
 		}
@@ -325,9 +330,57 @@ func (q *Queue) Pop(mem Memory) (*Chain, error) {
 	if err != nil {
 		return nil, err
 	}
+	// avail_event stays where it was while the device has work: the
+	// driver, which notifies only when its index crosses avail_event,
+	// stays quiet until an empty Pop (or EnableNotify) asks again.
 	q.lastAvail++
-	q.setAvailEvent(q.lastAvail)
 	return c, nil
+}
+
+// armNotify asks for a notification when the next entry arrives and
+// returns avail.idx read afterwards: the driver may have published an
+// entry before it could see our avail_event, and then it will not notify
+// (2.7.10), so the caller must look again.
+func (q *Queue) armNotify() uint16 {
+	q.setAvailEvent(q.lastAvail)
+	q.fence()
+	return q.loadAvailIdx()
+}
+
+// SuppressNotify stops Pop from asking for notifications when the ring
+// runs empty, for a caller that polls the ring (HasAvail) instead. With
+// VIRTIO_F_EVENT_IDX the driver then stops notifying once it passed the
+// last avail_event; without it the driver keeps notifying, which costs
+// the same as before. Call it from the queue's Pop caller.
+func (q *Queue) SuppressNotify() { q.notifyOff = true }
+
+// EnableNotify undoes SuppressNotify and reports whether entries arrived
+// meanwhile (the caller must serve them: no notification will come for
+// them). A queue that cannot be read reports true, so that Pop finds and
+// reports the error.
+func (q *Queue) EnableNotify(mem Memory) bool {
+	q.notifyOff = false
+	if q.halt.Load() != haltNone {
+		return false
+	}
+	if err := q.mapRings(mem); err != nil {
+		return true
+	}
+	return q.armNotify() != q.lastAvail
+}
+
+// HasAvail reports whether Pop would find an entry: the driver made one
+// available and the transport neither holds nor aborted the queue. It
+// reads one index, so a poller can call it in a loop; a queue that cannot
+// be read reports true, so that Pop finds and reports the error.
+func (q *Queue) HasAvail(mem Memory) bool {
+	if q.halt.Load() != haltNone {
+		return false
+	}
+	if err := q.mapRings(mem); err != nil {
+		return true
+	}
+	return q.loadAvailIdx() != q.lastAvail
 }
 
 // Unpop returns the chain the last Pop took to the available ring, for a

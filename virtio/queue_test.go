@@ -774,3 +774,129 @@ func bitsLen(n uint16) int {
 	}
 	return l
 }
+
+// TestQueueNotifySuppression: while the transport polls, an empty Pop
+// leaves avail_event behind (the driver stays quiet); EnableNotify asks
+// again and reports what arrived meanwhile, so nothing waits unseen.
+func TestQueueNotifySuppression(t *testing.T) {
+	d := newTestDriver(t, 8)
+	if d.q.HasAvail(d.mem) {
+		t.Fatal("HasAvail on an empty ring")
+	}
+	d.add(wr(1))
+	if !d.q.HasAvail(d.mem) {
+		t.Fatal("HasAvail missed an entry")
+	}
+	d.q.SuppressNotify()
+	mustPop(t, d.q, d.mem)
+	if c, _ := d.q.Pop(d.mem); c != nil {
+		t.Fatal("unexpected chain")
+	}
+	if got := d.availEvent(); got != 0 {
+		t.Errorf("avail_event %d while suppressed, want 0 (not moved)", got)
+	}
+	if d.q.EnableNotify(d.mem) {
+		t.Error("EnableNotify reported work on an empty ring")
+	}
+	if got := d.availEvent(); got != 1 {
+		t.Errorf("avail_event %d after EnableNotify, want 1", got)
+	}
+	// An entry published while suppressed is reported by EnableNotify.
+	d.q.SuppressNotify()
+	d.add(wr(1))
+	if !d.q.EnableNotify(d.mem) {
+		t.Error("EnableNotify missed an entry published while suppressed")
+	}
+	mustPop(t, d.q, d.mem)
+	// A successful Pop does not move avail_event: the driver notifies
+	// only once the device found the ring empty and asked.
+	d.add(wr(1))
+	d.add(wr(1))
+	mustPop(t, d.q, d.mem)
+	if got := d.availEvent(); got != 1 {
+		t.Errorf("avail_event %d after a Pop with more queued, want 1", got)
+	}
+	// A held queue has nothing to poll.
+	d.q.hold()
+	if d.q.HasAvail(d.mem) || d.q.EnableNotify(d.mem) {
+		t.Error("a held queue reported work")
+	}
+	d.q.release()
+	if !d.q.HasAvail(d.mem) {
+		t.Error("HasAvail missed the queued entry after release")
+	}
+}
+
+// TestQueueEventIdxWrap runs VIRTIO_F_EVENT_IDX's comparisons through the
+// 16-bit wrap of the indices: used_event for interrupts, avail_event for
+// notifications.
+func TestQueueEventIdxWrap(t *testing.T) {
+	d := newTestDriver(t, 8)
+	// Start both rings just below the wrap, as after 65534 requests.
+	d.q.lastAvail, d.availIdx = 0xfffe, 0xfffe
+	d.setAvailIdx(0xfffe)
+	d.q.usedIdx, d.usedSeen = 0xfffe, 0xfffe
+	d.q.signalled, d.q.signalledValid = 0xfffe, true
+	// Interrupt when used.idx passes 0xffff, i.e. reaches 0.
+	d.setUsedEvent(0xffff)
+	push := func() {
+		t.Helper()
+		d.add(wr(1))
+		c := mustPop(t, d.q, d.mem)
+		if err := d.q.Push(d.mem, c.Head, 1); err != nil {
+			t.Fatal(err)
+		}
+		d.mustUsed()
+	}
+	push() // used.idx 0xffff
+	if d.q.NeedsInterrupt(d.mem, FeatureRingEventIdx) {
+		t.Error("interrupt before used.idx passed used_event 0xffff")
+	}
+	push() // used.idx 0
+	if !d.q.NeedsInterrupt(d.mem, FeatureRingEventIdx) {
+		t.Error("no interrupt when used.idx wrapped past used_event")
+	}
+	push() // used.idx 1: used_event is behind
+	if d.q.NeedsInterrupt(d.mem, FeatureRingEventIdx) {
+		t.Error("interrupt after used_event was passed")
+	}
+	// A batch that wraps and crosses used_event signals once.
+	d.q.usedIdx, d.usedSeen, d.q.signalled = 0xfffd, 0xfffd, 0xfffd
+	d.setUsedEvent(0xfffe)
+	for range 4 { // 0xfffe, 0xffff, 0, 1
+		push()
+	}
+	if !d.q.NeedsInterrupt(d.mem, FeatureRingEventIdx) {
+		t.Error("a batch across the wrap and used_event did not signal")
+	}
+	// avail_event follows lastAvail through the wrap.
+	if c, _ := d.q.Pop(d.mem); c != nil {
+		t.Fatal("unexpected chain")
+	}
+	if got, want := d.availEvent(), d.q.lastAvail; got != want {
+		t.Errorf("avail_event %#x after the wrap, want %#x", got, want)
+	}
+}
+
+// TestQueueOutOfOrderPush: chains go back in the order the device
+// finishes them, not the order it took them; the used ring carries each
+// head with its length.
+func TestQueueOutOfOrderPush(t *testing.T) {
+	d := newTestDriver(t, 8)
+	var chains []*Chain
+	for range 4 {
+		d.add(wr(8))
+		chains = append(chains, mustPop(t, d.q, d.mem))
+	}
+	for _, i := range []int{2, 0, 3, 1} {
+		if err := d.q.Push(d.mem, chains[i].Head, uint32(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, i := range []int{2, 0, 3, 1} {
+		if id, n := d.mustUsed(); id != uint32(chains[i].Head) || n != uint32(i) {
+			t.Errorf("used %d/%d, want %d/%d", id, n, chains[i].Head, i)
+		}
+	}
+	d.noUsed()
+}

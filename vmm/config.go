@@ -5,6 +5,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/govmm/govmm/vmm/kernelcache"
 )
@@ -61,8 +62,12 @@ type Config struct {
 
 	// virtio-pci devices (Linux guests only; see pci.go).
 	Disks []DiskConfig // virtio-blk disks, in PCI slot order
-	Nets  []NetConfig  // virtio-net interfaces on host taps, in PCI slot order (net.go)
-	RNG   bool         // a virtio-rng entropy device
+	// BlockPoll bounds how long a disk queue's notifier polls the queue
+	// for more requests after serving it (virtio.TransportConfig.PollMax);
+	// 0 never polls.
+	BlockPoll time.Duration
+	Nets      []NetConfig // virtio-net interfaces on host taps, in PCI slot order (net.go)
+	RNG       bool        // a virtio-rng entropy device
 	// VirtioConsole adds a virtio-console (the guest's hvc0, for
 	// console=hvc0) that shares Console with the serial port and takes
 	// the host's keyboard input.

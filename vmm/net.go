@@ -54,7 +54,7 @@ func (v *VM) addNets() error {
 		case err != nil:
 			return fmt.Errorf("virtio-net: %w", err)
 		}
-		if err := v.addVirtio(virtio.NewNet(tap, c.MAC)); err != nil {
+		if err := v.addVirtio(virtio.NewNet(tap, c.MAC), 0); err != nil {
 			return err
 		}
 	}

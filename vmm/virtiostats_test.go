@@ -24,7 +24,9 @@ import (
 // works (run with -race too).
 func TestVirtioRequestTelemetry(t *testing.T) {
 	img := makeDisk(t, map[string]string{"run.sh": blkScript, "in.txt": "hello from the host\n"})
-	vm, con := newDiskVM(t, img, nil)
+	// One request queue, whose telemetry then covers every request the
+	// disk counts (by default a disk has a queue per vCPU).
+	vm, con := newDiskVM(t, img, func(c *Config) { c.Disks[0].Queues = 1 })
 	metricsURL := serveMetrics(t, vm)
 	stop := make(chan struct{})
 	scraped := make(chan error, 1)

@@ -2,9 +2,18 @@ package main
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
+	"github.com/govmm/govmm/virtio"
 	"github.com/govmm/govmm/vmm"
+)
+
+// --blk-poll-us: the default polling bound of a disk queue, and the
+// largest accepted (a poll that long holds a host CPU for 10 ms).
+const (
+	defaultBlockPollUS = 0
+	maxBlockPollUS     = 10000
 )
 
 // diskFlags collects repeated --disk path[,ro] flags.
@@ -13,11 +22,14 @@ type diskFlags []vmm.DiskConfig
 func (d *diskFlags) String() string {
 	var s []string
 	for _, c := range *d {
+		v := c.Path
 		if c.ReadOnly {
-			s = append(s, c.Path+",ro")
-		} else {
-			s = append(s, c.Path)
+			v += ",ro"
 		}
+		if c.Queues > 0 {
+			v += fmt.Sprintf(",queues=%d", c.Queues)
+		}
+		s = append(s, v)
 	}
 	return strings.Join(s, " ")
 }
@@ -27,18 +39,25 @@ func (d *diskFlags) String() string {
 func (d *diskFlags) Set(v string) error {
 	path, opts, _ := strings.Cut(v, ",")
 	if path == "" {
-		return fmt.Errorf("want path[,ro]")
+		return fmt.Errorf("want path[,ro][,queues=N]")
 	}
 	c := vmm.DiskConfig{Path: path}
 	if opts != "" {
 		for _, o := range strings.Split(opts, ",") {
-			switch o {
-			case "ro":
+			key, val, _ := strings.Cut(o, "=")
+			switch {
+			case o == "ro":
 				c.ReadOnly = true
-			case "rw":
+			case o == "rw":
 				c.ReadOnly = false
+			case key == "queues":
+				n, err := strconv.Atoi(val)
+				if err != nil || n < 1 || n > virtio.BlockMaxQueues {
+					return fmt.Errorf("queues=%q: want a number of request queues from 1 to %d", val, virtio.BlockMaxQueues)
+				}
+				c.Queues = n
 			default:
-				return fmt.Errorf("unknown disk option %q (want ro or rw)", o)
+				return fmt.Errorf("unknown disk option %q (want ro, rw or queues=N)", o)
 			}
 		}
 	}

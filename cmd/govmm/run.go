@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/govmm/govmm/internal/atomicfile"
 	"github.com/govmm/govmm/sandbox"
@@ -52,9 +53,10 @@ func runCommand(args []string) error {
 	affinity := fs.String("cpu-affinity", "", "pin vCPU threads: `LIST` of host CPUs, vCPU i on LIST[i % len] (e.g. 0,1)")
 	// virtio-pci devices and their fast paths (disk.go).
 	var disks diskFlags
-	fs.Var(&disks, "disk", "a virtio-blk disk: raw image `path[,ro]` (repeatable)")
+	fs.Var(&disks, "disk", "a virtio-blk disk: raw image `path[,ro][,queues=N]` (repeatable); queues defaults to one per vCPU")
 	var nets netFlags // net.go
 	fs.Var(&nets, "net", "a virtio-net interface `tap=NAME[,mac=MAC]` on host tap NAME (repeatable); the MAC defaults to a random local one")
+	blkPoll := fs.Int("blk-poll-us", defaultBlockPollUS, "after serving a disk queue, poll it for more requests for an adaptive window of up to `US` microseconds before waiting for the guest's next notification (ioeventfd mode; 0 = never poll)")
 	rng := fs.Bool("rng", false, "a virtio-rng entropy device")
 	noIOEventFD := fs.Bool("no-ioeventfd", false, "virtqueue notifications exit to govmm (MMIO) instead of signalling an ioeventfd in the kernel")
 	noIRQFD := fs.Bool("no-irqfd", false, "send virtio interrupts with the KVM_SIGNAL_MSI ioctl instead of an irqfd write")
@@ -72,6 +74,9 @@ func runCommand(args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *blkPoll < 0 || *blkPoll > maxBlockPollUS {
+		return fmt.Errorf("--blk-poll-us %d: want 0 (off) to %d", *blkPoll, maxBlockPollUS)
 	}
 	memSize, err := vmm.ParseSize(*mem)
 	if err != nil {
@@ -106,7 +111,7 @@ func runCommand(args []string) error {
 		Console:   os.Stdout,
 		ExitStats: *exitStats, SyncRegs: *syncRegs,
 		ExitRIPs: *exitRIPs, GuestSymbols: *guestSymbols,
-		Disks: disks, Nets: nets, RNG: *rng, NoIOEventFD: *noIOEventFD, NoIRQFD: *noIRQFD,
+		Disks: disks, BlockPoll: time.Duration(*blkPoll) * time.Microsecond, Nets: nets, RNG: *rng, NoIOEventFD: *noIOEventFD, NoIRQFD: *noIRQFD,
 		NoReboot: *noReboot,
 		OnPanic:  *onPanic,
 	}
