@@ -20,12 +20,14 @@ const SectorSize = 512
 
 // virtio-blk feature bits (virtio 1.2, 5.2.3).
 const (
-	blkFSizeMax = 1 << 1
-	blkFSegMax  = 1 << 2
-	blkFRO      = 1 << 5
-	blkFBlkSize = 1 << 6
-	blkFFlush   = 1 << 9
-	blkFMQ      = 1 << 12
+	blkFSizeMax     = 1 << 1
+	blkFSegMax      = 1 << 2
+	blkFRO          = 1 << 5
+	blkFBlkSize     = 1 << 6
+	blkFFlush       = 1 << 9
+	blkFMQ          = 1 << 12
+	blkFDiscard     = 1 << 13
+	blkFWriteZeroes = 1 << 14
 )
 
 // Request types and status values (5.2.6).
@@ -34,6 +36,13 @@ const (
 	blkTOut   = 1
 	blkTFlush = 4
 	blkTGetID = 8
+	// DISCARD and WRITE_ZEROES carry segments of struct
+	// virtio_blk_discard_write_zeroes: le64 sector, le32 num_sectors,
+	// le32 flags (bit 0: the device may unmap, WRITE_ZEROES only).
+	blkTDiscard     = 11
+	blkTWriteZeroes = 13
+	blkSegLen       = 16
+	blkWZUnmap      = 1
 
 	blkSOK     = 0
 	blkSIOErr  = 1
@@ -68,6 +77,12 @@ const (
 	blkIDLen     = 20 // VIRTIO_BLK_ID_BYTES
 	// iovMax is Linux's IOV_MAX: longer vectors are split into calls.
 	iovMax = 1024
+	// The discard and write-zeroes limits advertised, and enforced:
+	// segments of at most blkDiscardSectors (512 MiB), at most
+	// blkDiscardSegs of them per request. Each segment is one fallocate
+	// (metadata work, not data), with a stop check between them.
+	blkDiscardSectors = 1 << 20
+	blkDiscardSegs    = 16
 )
 
 // Block is a virtio-blk device backed by a raw image file, reading and
@@ -159,6 +174,14 @@ func OpenBlock(c BlockConfig) (*Block, error) {
 	binary.LittleEndian.PutUint32(b.config[12:], blkSegMax)
 	binary.LittleEndian.PutUint32(b.config[20:], SectorSize)
 	binary.LittleEndian.PutUint16(b.config[34:], uint16(nq))
+	if !c.ReadOnly {
+		binary.LittleEndian.PutUint32(b.config[36:], blkDiscardSectors) // max_discard_sectors
+		binary.LittleEndian.PutUint32(b.config[40:], blkDiscardSegs)    // max_discard_seg
+		binary.LittleEndian.PutUint32(b.config[44:], 1)                 // discard_sector_alignment
+		binary.LittleEndian.PutUint32(b.config[48:], blkDiscardSectors) // max_write_zeroes_sectors
+		binary.LittleEndian.PutUint32(b.config[52:], blkDiscardSegs)    // max_write_zeroes_seg
+		b.config[56] = 1                                                // write_zeroes_may_unmap
+	}
 	// The serial the guest sees (/sys/block/vda/serial): the file name,
 	// which is what tells disks apart in a VM's config.
 	copy(b.id[:], filepath.Base(c.Path))
@@ -188,6 +211,9 @@ func (b *Block) Features() uint64 {
 	f := uint64(RingFeatures | blkFSizeMax | blkFSegMax | blkFBlkSize | blkFFlush)
 	if b.readOnly {
 		f |= blkFRO
+	} else {
+		// fstrim and mkfs in the guest give the space back to the host.
+		f |= blkFDiscard | blkFWriteZeroes
 	}
 	if b.nq > 1 {
 		f |= blkFMQ
@@ -311,9 +337,10 @@ const (
 	blkOpGetID
 	blkOpUnsupported // a type the device does not implement
 	blkOpBad         // no header or no status byte
+	blkOpDiscard
 )
 
-var blkOps = []string{"read", "write", "flush", "get_id", "unsupported", "bad"}
+var blkOps = []string{"read", "write", "flush", "get_id", "unsupported", "bad", "discard"}
 
 // RequestOps implements requestOps: the request types, plus requests
 // too malformed to have one.
@@ -324,12 +351,16 @@ func blkOpOf(typ uint32) Op {
 	switch typ {
 	case blkTIn:
 		return blkOpRead
-	case blkTOut:
+	case blkTOut, blkTWriteZeroes:
+		// WRITE_ZEROES is a write, as the disk's counters (and QEMU's)
+		// count it, so that the two agree.
 		return blkOpWrite
 	case blkTFlush:
 		return blkOpFlush
 	case blkTGetID:
 		return blkOpGetID
+	case blkTDiscard:
+		return blkOpDiscard
 	}
 	return blkOpUnsupported
 }
@@ -555,9 +586,123 @@ func (b *Block) request(q *Queue, c *Chain, dataLen uint64, r *served) (status b
 	case blkTGetID:
 		r.bytes = uint64(c.Scatter(b.id[:min(dataLen, blkIDLen)], 0))
 		return blkSOK, r.bytes
+	case blkTDiscard, blkTWriteZeroes:
+		return b.discard(q, c, typ == blkTWriteZeroes, start, r), 0
 	}
 	return blkSUnsupp, 0
 }
+
+// discard serves DISCARD (punch the segments' ranges out of the image,
+// giving the space back to the host) and, with zero, WRITE_ZEROES (make
+// them read as zeroes: punched out when the driver allows unmapping,
+// zeroed in place otherwise). Every segment is checked before any is
+// acted on, so a bad one fails the request and changes nothing.
+func (b *Block) discard(q *Queue, c *Chain, zero bool, start time.Time, r *served) byte {
+	feature, op := uint64(blkFDiscard), opDiscard
+	if zero {
+		feature, op = blkFWriteZeroes, opWrite
+	}
+	if b.features&feature == 0 {
+		return blkSUnsupp // a driver that did not negotiate it
+	}
+	if b.readOnly {
+		b.stats.failed(op)
+		return blkSIOErr
+	}
+	n := c.ReadableLen() - blkHeaderLen
+	if n == 0 || n%blkSegLen != 0 || n/blkSegLen > blkDiscardSegs {
+		b.warn.Printf("bad_request", "request %d: %d bytes of discard/write-zeroes segments, want 1-%d of %d bytes",
+			c.Head, n, blkDiscardSegs, blkSegLen)
+		b.stats.invalid(op)
+		return blkSIOErr
+	}
+	// Copied out of guest memory once: the guest may change it under us.
+	segs := make([]byte, n)
+	c.Gather(segs, blkHeaderLen)
+	var total uint64
+	for seg := segs; len(seg) > 0; seg = seg[blkSegLen:] {
+		sector := binary.LittleEndian.Uint64(seg[0:])
+		count := uint64(binary.LittleEndian.Uint32(seg[8:]))
+		flags := binary.LittleEndian.Uint32(seg[12:])
+		if flags&^blkWZUnmap != 0 || (!zero && flags != 0) {
+			// Unknown flags, or unmap on a discard (5.2.6.2).
+			return blkSUnsupp
+		}
+		if count > blkDiscardSectors {
+			b.warn.Printf("bad_request", "request %d: segment of %d sectors, limit %d", c.Head, count, blkDiscardSectors)
+			b.stats.invalid(op)
+			return blkSIOErr
+		}
+		if _, ok := b.span(sector, count*SectorSize); !ok {
+			b.stats.invalid(op)
+			return blkSIOErr
+		}
+		total += count * SectorSize
+	}
+	r.bytes = total
+	var highest uint64
+	for seg := segs; len(seg) > 0; seg = seg[blkSegLen:] {
+		off := binary.LittleEndian.Uint64(seg[0:]) * SectorSize
+		length := uint64(binary.LittleEndian.Uint32(seg[8:])) * SectorSize
+		unmap := !zero || binary.LittleEndian.Uint32(seg[12:])&blkWZUnmap != 0
+		if err := b.deallocate(q, int64(off), int64(length), zero, unmap); err != nil {
+			b.ioFailed("discard/write-zeroes", off/SectorSize, length, err)
+			b.stats.failed(op)
+			return blkSIOErr
+		}
+		highest = max(highest, off+length)
+	}
+	if zero {
+		if b.features&blkFFlush == 0 {
+			if err := b.sync(); err != nil { // write-through, as for writes
+				b.stats.failed(op)
+				return blkSIOErr
+			}
+		}
+		b.stats.wrote(highest)
+	}
+	b.stats.done(op, total, start)
+	return blkSOK
+}
+
+// deallocate gives [off, off+n) of the image back to the host (unmap)
+// or zeroes it in place. Where the host cannot punch holes a discard,
+// which is only a hint, does nothing, and zeroes are written instead;
+// where it cannot zero a range in place either, they are written with
+// pwritev, a chunk at a time with a stop check between.
+func (b *Block) deallocate(q *Queue, off, n int64, zero, unmap bool) error {
+	modes := []uint32{unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE}
+	if unmap {
+		modes = append([]uint32{unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE}, modes...)
+	}
+	if !zero {
+		modes = modes[:1] // the punch alone
+	}
+	for _, mode := range modes {
+		err := unix.Fallocate(b.fd, mode, off, n)
+		for err == unix.EINTR {
+			err = unix.Fallocate(b.fd, mode, off, n)
+		}
+		if err != unix.EOPNOTSUPP {
+			return err
+		}
+	}
+	if !zero {
+		return nil
+	}
+	for n > 0 {
+		k := min(n, int64(len(zeroChunk)))
+		if err := b.transfer(q, [][]byte{zeroChunk[:k]}, off, true); err != nil {
+			return err
+		}
+		off, n = off+k, n-k
+	}
+	return nil
+}
+
+// zeroChunk is what WRITE_ZEROES writes where the host cannot zero a
+// range in place. Never written to.
+var zeroChunk = make([]byte, blkIOChunk)
 
 // span checks that n bytes at sector are whole sectors inside the disk,
 // at least one, and returns their byte offset.

@@ -3,8 +3,11 @@ package virtio
 import (
 	"bytes"
 	"encoding/binary"
+	"os"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestBlockMultiQueueConfig(t *testing.T) {
@@ -184,4 +187,135 @@ func TestBlockAbortWithWorkers(t *testing.T) {
 			t.Errorf("request %d got status %d after the abort", i+2, d.mem[s])
 		}
 	}
+}
+
+func allocatedSectors(t *testing.T, path string) int64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Blocks // 512-byte units
+}
+
+// TestBlockDiscard: DISCARD punches its segments out of the image (the
+// host file's allocated blocks drop, the ranges read zero), WRITE_ZEROES
+// zeroes them with or without unmapping, and a bad segment anywhere in a
+// request fails it before any segment is applied.
+func TestBlockDiscard(t *testing.T) {
+	const sectors = 2048 // 1 MiB
+	path, disk := testImage(t, "disk.img", sectors)
+	e := newBlkEnv(t, path, false, blkFDiscard|blkFWriteZeroes|blkFFlush)
+	if f := e.b.Features(); f&(blkFDiscard|blkFWriteZeroes) != blkFDiscard|blkFWriteZeroes {
+		t.Fatalf("features %#x lack DISCARD/WRITE_ZEROES", f)
+	}
+	cfg := make([]byte, 24)
+	e.b.ReadConfig(36, cfg)
+	for i, want := range []uint32{blkDiscardSectors, blkDiscardSegs, 1, blkDiscardSectors, blkDiscardSegs} {
+		if got := binary.LittleEndian.Uint32(cfg[4*i:]); got != want {
+			t.Errorf("config word %d at 36: %d, want %d", i, got, want)
+		}
+	}
+	if cfg[20] != 1 {
+		t.Error("write_zeroes_may_unmap not set")
+	}
+	req := func(typ uint32, segs ...[]byte) byte {
+		bufs := []testBuf{rd(blkHeader(typ, 0))}
+		for _, s := range segs {
+			bufs = append(bufs, rd(s))
+		}
+		_, st := e.do(append(bufs, wr(1))...)
+		return st
+	}
+	image := func() []byte {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	want := bytes.Clone(disk)
+	zero := func(sector, n uint64) { clear(want[sector*SectorSize : (sector+n)*SectorSize]) }
+
+	before := allocatedSectors(t, path)
+	if st := req(blkTDiscard, blkSegment(0, 512, 0), blkSegment(1024, 512, 0)); st != blkSOK {
+		t.Fatalf("discard status %d", st)
+	}
+	zero(0, 512)
+	zero(1024, 512)
+	if !bytes.Equal(image(), want) {
+		t.Error("image after discard: ranges not zero, or others changed")
+	}
+	if after := allocatedSectors(t, path); after > before-1024 {
+		t.Errorf("allocated sectors %d -> %d after discarding 1024", before, after)
+	}
+	if st := req(blkTWriteZeroes, blkSegment(600, 8, 0), blkSegment(700, 16, blkWZUnmap)); st != blkSOK {
+		t.Fatalf("write-zeroes status %d", st)
+	}
+	zero(600, 8)
+	zero(700, 16)
+	if !bytes.Equal(image(), want) {
+		t.Error("image after write-zeroes differs")
+	}
+	if s := e.b.Stats(); s.UnmapOps != 1 || s.UnmapBytes != 1024*SectorSize || s.WriteOps != 1 || s.WriteBytes != 24*SectorSize {
+		t.Errorf("stats %+v", s)
+	}
+
+	// Each bad request changes nothing, even with a good segment first.
+	good := blkSegment(1600, 8, 0)
+	for _, tc := range []struct {
+		name string
+		typ  uint32
+		segs [][]byte
+		want byte
+	}{
+		{"past the end", blkTDiscard, [][]byte{good, blkSegment(sectors-1, 2, 0)}, blkSIOErr},
+		{"sector beyond", blkTWriteZeroes, [][]byte{good, blkSegment(1<<62, 1, 0)}, blkSIOErr},
+		{"empty segment", blkTDiscard, [][]byte{good, blkSegment(0, 0, 0)}, blkSIOErr},
+		{"over max_discard_sectors", blkTDiscard, [][]byte{good, blkSegment(0, blkDiscardSectors+1, 0)}, blkSIOErr},
+		{"no segments", blkTDiscard, nil, blkSIOErr},
+		{"partial segment", blkTDiscard, [][]byte{good[:12]}, blkSIOErr},
+		{"unmap on discard", blkTDiscard, [][]byte{good, blkSegment(0, 1, blkWZUnmap)}, blkSUnsupp},
+		{"unknown flag", blkTWriteZeroes, [][]byte{good, blkSegment(0, 1, 2)}, blkSUnsupp},
+		{"over max_discard_seg", blkTDiscard, slicesRepeat(good, blkDiscardSegs+1), blkSIOErr},
+	} {
+		if st := req(tc.typ, tc.segs...); st != tc.want {
+			t.Errorf("%s: status %d, want %d", tc.name, st, tc.want)
+		}
+	}
+	if !bytes.Equal(image(), want) {
+		t.Error("a refused request changed the image")
+	}
+	if st := req(blkTDiscard, slicesRepeat(good, blkDiscardSegs)...); st != blkSOK {
+		t.Errorf("max_discard_seg segments: status %d", st)
+	}
+
+	// Without the feature negotiated: UNSUPP. Read-only: IOERR, and not
+	// offered.
+	e.b.Close()
+	e2 := newBlkEnv(t, path, false, 0)
+	if _, st := e2.do(rd(blkHeader(blkTDiscard, 0)), rd(good), wr(1)); st != blkSUnsupp {
+		t.Errorf("discard without the feature: status %d", st)
+	}
+	e2.b.Close()
+	ro := newBlkEnv(t, path, true, blkFDiscard|blkFWriteZeroes)
+	if ro.b.Features()&(blkFDiscard|blkFWriteZeroes) != 0 {
+		t.Error("read-only disk offers DISCARD/WRITE_ZEROES")
+	}
+	for _, typ := range []uint32{blkTDiscard, blkTWriteZeroes} {
+		if _, st := ro.do(rd(blkHeader(typ, 0)), rd(blkSegment(0, 8, 0)), wr(1)); st != blkSIOErr {
+			t.Errorf("type %d on a read-only disk: status %d", typ, st)
+		}
+	}
+	if !bytes.Equal(image()[:SectorSize*8], want[:SectorSize*8]) {
+		t.Error("read-only disk changed")
+	}
+}
+
+func slicesRepeat(b []byte, n int) [][]byte {
+	out := make([][]byte, n)
+	for i := range out {
+		out[i] = b
+	}
+	return out
 }

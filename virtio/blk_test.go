@@ -215,7 +215,7 @@ func TestBlockConfig(t *testing.T) {
 	if b.Type() != IDBlock || b.Name() != "virtio-blk" || len(b.QueueSizes()) != 1 {
 		t.Errorf("identity %d %q %v", b.Type(), b.Name(), b.QueueSizes())
 	}
-	want := uint64(blkFSizeMax | blkFSegMax | blkFBlkSize | blkFFlush | RingFeatures)
+	want := uint64(blkFSizeMax | blkFSegMax | blkFBlkSize | blkFFlush | blkFDiscard | blkFWriteZeroes | RingFeatures)
 	if b.Features() != want {
 		t.Errorf("features %#x, want %#x", b.Features(), want)
 	}
@@ -522,4 +522,11 @@ func TestBlockMultiChunk(t *testing.T) {
 	if !bytes.Equal(f[4*512:4*512+len(got)], got) {
 		t.Error("multi-chunk write stored other data")
 	}
+}
+
+// blkSegment is one struct virtio_blk_discard_write_zeroes.
+func blkSegment(sector uint64, n, flags uint32) []byte {
+	b := binary.LittleEndian.AppendUint64(nil, sector)
+	b = binary.LittleEndian.AppendUint32(b, n)
+	return binary.LittleEndian.AppendUint32(b, flags)
 }

@@ -10,14 +10,15 @@ import (
 // and total service time, requests the host failed (an I/O error, a write
 // to a read-only disk) and requests the guest got wrong (outside the
 // disk, or not whole sectors). GET_ID and unsupported requests are not
-// block I/O and are not counted, as in QEMU.
+// block I/O and are not counted, as in QEMU. DISCARD counts as unmap,
+// WRITE_ZEROES as a write, as QEMU counts them.
 type BlockStats struct {
-	ReadBytes, WriteBytes                         uint64
-	ReadOps, WriteOps, FlushOps                   uint64
-	ReadTimeNs, WriteTimeNs, FlushTimeNs          uint64 // service time of completed requests
-	FailedReadOps, FailedWriteOps, FailedFlushOps uint64
-	InvalidReadOps, InvalidWriteOps               uint64
-	WriteHighestOffset                            uint64 // end of the highest byte written
+	ReadBytes, WriteBytes, UnmapBytes                             uint64
+	ReadOps, WriteOps, FlushOps, UnmapOps                         uint64
+	ReadTimeNs, WriteTimeNs, FlushTimeNs, UnmapTimeNs             uint64 // service time of completed requests
+	FailedReadOps, FailedWriteOps, FailedFlushOps, FailedUnmapOps uint64
+	InvalidReadOps, InvalidWriteOps, InvalidUnmapOps              uint64
+	WriteHighestOffset                                            uint64 // end of the highest byte written
 }
 
 // blkOp is the kind of a counted request.
@@ -27,6 +28,7 @@ const (
 	opRead blkOp = iota
 	opWrite
 	opFlush
+	opDiscard
 )
 
 // blkOpCounters count one kind of request.
@@ -38,7 +40,7 @@ type blkOpCounters struct {
 // (QMP, Prometheus) at any time without taking the device lock, which a
 // long request holds.
 type blkCounters struct {
-	op         [3]blkOpCounters
+	op         [4]blkOpCounters
 	highestEnd atomic.Uint64
 }
 
@@ -67,13 +69,13 @@ func (c *blkCounters) invalid(op blkOp) { c.op[op].invalid.Add(1) }
 // together they are a snapshot only when no request is in flight.
 func (b *Block) Stats() BlockStats {
 	c := &b.stats
-	r, w, f := &c.op[opRead], &c.op[opWrite], &c.op[opFlush]
+	r, w, f, u := &c.op[opRead], &c.op[opWrite], &c.op[opFlush], &c.op[opDiscard]
 	return BlockStats{
-		ReadBytes: r.bytes.Load(), WriteBytes: w.bytes.Load(),
-		ReadOps: r.ops.Load(), WriteOps: w.ops.Load(), FlushOps: f.ops.Load(),
-		ReadTimeNs: r.ns.Load(), WriteTimeNs: w.ns.Load(), FlushTimeNs: f.ns.Load(),
-		FailedReadOps: r.failed.Load(), FailedWriteOps: w.failed.Load(), FailedFlushOps: f.failed.Load(),
-		InvalidReadOps: r.invalid.Load(), InvalidWriteOps: w.invalid.Load(),
+		ReadBytes: r.bytes.Load(), WriteBytes: w.bytes.Load(), UnmapBytes: u.bytes.Load(),
+		ReadOps: r.ops.Load(), WriteOps: w.ops.Load(), FlushOps: f.ops.Load(), UnmapOps: u.ops.Load(),
+		ReadTimeNs: r.ns.Load(), WriteTimeNs: w.ns.Load(), FlushTimeNs: f.ns.Load(), UnmapTimeNs: u.ns.Load(),
+		FailedReadOps: r.failed.Load(), FailedWriteOps: w.failed.Load(), FailedFlushOps: f.failed.Load(), FailedUnmapOps: u.failed.Load(),
+		InvalidReadOps: r.invalid.Load(), InvalidWriteOps: w.invalid.Load(), InvalidUnmapOps: u.invalid.Load(),
 		WriteHighestOffset: c.highestEnd.Load(),
 	}
 }

@@ -46,7 +46,7 @@ func TestTelemetryCountsAndPhasesAddUp(t *testing.T) {
 	e.do(rd(blkHeader(blkTOut, 5)), rd(make([]byte, 512)), wr(1))
 	e.do(rd(blkHeader(blkTFlush, 0)), wr(1))
 	e.do(rd(blkHeader(blkTGetID, 0)), wr(blkIDLen), wr(1))
-	e.do(rd(blkHeader(11, 0)), wr(1))        // DISCARD, not offered
+	e.do(rd(blkHeader(99, 0)), wr(1))        // no such type
 	e.do(rd([]byte("short")), wr(1))         // no full header
 	e.add(rd(blkHeader(blkTIn, 0)), rd(nil)) // no status byte: dropped
 	e.b.Notify(0)
