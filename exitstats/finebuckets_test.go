@@ -2,6 +2,7 @@ package exitstats
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -101,6 +102,15 @@ func checkPercentiles(t *testing.T, samples []uint64) {
 		v.Record(k, ns)
 	}
 	row, _ := v.Snapshot().Row("IO:x")
+	// The JSON carries the histogram whole.
+	b, err := json.Marshal(row)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Stats
+	if err := json.Unmarshal(b, &back); err != nil || back != row {
+		t.Fatalf("JSON round trip: %v, changed: %v\n%s", err, back != row, b)
+	}
 	sorted := slices.Clone(samples)
 	slices.Sort(sorted)
 	prev := uint64(0)

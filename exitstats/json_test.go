@@ -113,12 +113,6 @@ func TestReadJSONErrors(t *testing.T) {
 		`{"vcpus":[{"guest":{"sum_ns":1e30}}]}`,
 		`{"vcpus":[{"rows":[{"buckets":[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1]}]}]}`,
 		`{"vcpus":[{"guest":{"buckets":[-1]}}]}`,
-		`{"vcpus":[{"rows":[{"count":1,"hist":[[8,1]]}]}]}`,        // 8 ns is not a bound
-		`{"vcpus":[{"rows":[{"count":2,"hist":[[13,1],[7,1]]}]}]}`, // out of order
-		`{"vcpus":[{"rows":[{"count":2,"hist":[[7,1],[7,1]]}]}]}`,  // twice
-		`{"vcpus":[{"rows":[{"count":1,"hist":[[7,2]]}]}]}`,        // more than count
-		`{"vcpus":[{"rows":[{"count":1,"hist":[[7,1,1]]}]}]}`,      // not a pair
-		`{"vcpus":[{"rows":[{"count":1,"hist":[[18446744073709551616,1]]}]}]}`,
 	}
 	for _, in := range tests {
 		if _, err := ReadJSON(strings.NewReader(in)); err == nil {
@@ -172,6 +166,28 @@ func TestJSONPercentiles(t *testing.T) {
 		got, ok := row[key].(float64)
 		if !ok || math.Abs(got-exact) > exact/32+0.004 {
 			t.Errorf("%s = %v, want %v within 1/32 + 4 ns", key, row[key], exact)
+		}
+	}
+}
+
+// A histogram in the JSON is checked: each error for its own reason.
+func TestReadJSONHistErrors(t *testing.T) {
+	row := func(fields string) string { return `{"vcpus":[{"rows":[{` + fields + `}]}]}` }
+	tests := []struct{ in, want string }{
+		{row(`"count":1,"max_ns":9,"hist":[[8,1]]`), "not a bucket bound"},
+		{row(`"count":2,"max_ns":20,"hist":[[13,1],[7,1]]`), "out of order"},
+		{row(`"count":2,"max_ns":20,"hist":[[7,1],[7,1]]`), "out of order"},
+		{row(`"count":1,"max_ns":7,"hist":[[7,2]]`), "count is 1"},
+		{row(`"count":1,"max_ns":7,"hist":[[7,1,1]]`), "not an [upper bound, count] pair"},
+		{row(`"count":1,"min_ns":100,"max_ns":200,"hist":[[7,1]]`), "outside min"},
+		{row(`"count":1,"min_ns":1,"max_ns":5,"hist":[[13,1]]`), "outside min"},
+		{row(`"count":1,"min_ns":9,"max_ns":8,"hist":[[13,1]]`), "outside min"},
+		{row(`"count":1,"hist":[[18446744073709551616,1]]`), "cannot unmarshal"},
+	}
+	for _, tt := range tests {
+		_, err := ReadJSON(strings.NewReader(tt.in))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("ReadJSON(%s) = %v, want an error with %q", tt.in, err, tt.want)
 		}
 	}
 }

@@ -159,6 +159,10 @@ func (j statsJSON) stats() (Stats, error) {
 		if i < next {
 			return Stats{}, fmt.Errorf("hist: bound %d ns out of order", pair[0])
 		}
+		// Durations outside [min, max] would give percentiles outside it.
+		if pair[1] != 0 && (i < fineIndex(s.Min) || i > fineIndex(s.Max) || s.Min > s.Max) {
+			return Stats{}, fmt.Errorf("hist: durations up to %d ns, outside min %d and max %d", pair[0], s.Min, s.Max)
+		}
 		s.Hist[i], next = pair[1], i+1
 	}
 	if n := s.Hist.Total(); len(j.Hist) > 0 && n != s.Count {
