@@ -19,7 +19,7 @@ SMP     ?= 2
 MEM     ?= 512M
 APPEND  ?= console=ttyS0 reboot=k panic=-1 quiet
 
-.PHONY: help build guests run test fuzz check bench bench-exits bench-boot bench-semtest bench-blk deps clean
+.PHONY: help build guests run test fuzz check bench bench-exits bench-boot bench-mem bench-semtest bench-blk deps clean
 help:
 	@echo "make deps         install the Debian packages the build and tests need (root)"
 	@echo "make run          build govmm and the guest, boot it (--smp $(SMP)), print the exit table"
@@ -27,6 +27,7 @@ help:
 	@echo "make fuzz         every fuzz target for FUZZTIME (default $(FUZZTIME)) each, one after another"
 	@echo "make bench-exits  cost of one port-I/O exit: C loop vs govmm (stats on/off, top RIPs on, sync regs off, seccomp on beside its child-process control), and of recording one exit"
 	@echo "make bench-boot   boot time and RSS: govmm vs QEMU microvm vs the C reference VMM"
+	@echo "make bench-mem    a page-fault-heavy guest (faultbench) with guest RAM in huge pages (default) and without"
 	@echo "make bench-semtest sem_test on the host, in govmm (each knob) and in QEMU"
 	@echo "make bench-blk    fio (4k random QD1/QD32, 1M sequential) on the host, in govmm (each datapath knob) and in QEMU (threads, native, io_uring): IOPS, latency, CPU/GiB, exits/request"
 	@echo "make bench-kbuild a kernel build on the host, in govmm (each knob) and in QEMU (root)"
@@ -74,7 +75,7 @@ fuzz:
 		done; \
 	done
 
-bench: bench-exits bench-boot bench-semtest bench-blk
+bench: bench-exits bench-boot bench-mem bench-semtest bench-blk
 
 # Every benchmark runs its rounds inside one iteration (-benchtime 1x: with
 # Nx the testing package would first run, and print, a one-round table),
@@ -82,6 +83,10 @@ bench: bench-exits bench-boot bench-semtest bench-blk
 BOOT_ROUNDS ?= 5
 bench-boot: guests
 	BOOT_ROUNDS=$(BOOT_ROUNDS) $(GO) test -run '^$$' -bench BenchmarkBoot -benchtime 1x -timeout 30m ./cmd/govmm/
+
+MEM_ROUNDS ?= 3
+bench-mem: guests
+	MEM_ROUNDS=$(MEM_ROUNDS) $(GO) test -run '^$$' -bench BenchmarkMemFaults -benchtime 1x -timeout 60m ./cmd/govmm/
 
 # SEMTEST_ITEMS / SEMTEST_SPIN override sem_test's arguments.
 SEMTEST_ROUNDS ?= 3

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -229,6 +230,16 @@ func TestBootOnHugetlbfs(t *testing.T) {
 	}
 	if !vm.mem.shared {
 		t.Error("guest RAM is not the hugetlbfs file's")
+	}
+}
+
+// faultbench, the workload of make bench-mem, runs in the test
+// initramfs and reports both phases.
+func TestFaultbenchInGuest(t *testing.T) {
+	_, out, console := bootLinux(t, "vmlinux", 1, "govmm.run=faultbench,2,8,3")
+	if out.Err != nil || !strings.Contains(console, "GOVMM-RESULT rc=0") ||
+		!regexp.MustCompile(`faultbench regions=2 mib=8 forks=3 touch_s=[0-9.]+ fork_s=[0-9.]+`).MatchString(console) {
+		t.Fatalf("ended %s (%v), want a faultbench line and rc=0; console:\n%s", out.Words(), out.Err, console)
 	}
 }
 
