@@ -43,7 +43,7 @@ import (
 // included, without the boot or fio's start-up, and without timing.
 //
 // Environment (defaults in brackets): BLK_ROUNDS [3] rounds;
-// BLK_RUNTIME [6s] each job's measured time and BLK_RAMP [1s] the ramp
+// BLK_RUNTIME [5s] each job's measured time and BLK_RAMP [1s] the ramp
 // before it; BLK_DISK_MB [1024] the image; BLK_DIR [the test's temporary
 // directory] where it lives, which must not be a tmpfs; BLK_JOBS and
 // BLK_ONLY, regular expressions, pick jobs and variants (host, govmm...,
@@ -133,27 +133,32 @@ exit $rc
 
 // blkVariant is one place the jobs run.
 type blkVariant struct {
-	name  string
-	kind  string   // "host", "govmm" or "qemu"
-	cache string   // how the image's I/O meets the host's page cache
-	args  []string // govmm run flags, or QEMU's disk arguments
+	name     string
+	kind     string   // "host", "govmm" or "qemu"
+	cache    string   // how the image's I/O meets the host's page cache
+	args     []string // govmm run flags, or QEMU's disk arguments
+	diskOpts string   // govmm: options after the image in --disk, such as ",queues=1"
 }
 
 // blkVariants lists the variants for image. A new govmm knob, or another
 // QEMU configuration, is one more line here.
 func blkVariants(image string) []blkVariant {
 	return []blkVariant{
-		{"host", "host", "O_DIRECT (fio --direct=1)", nil},
+		{name: "host", kind: "host", cache: "O_DIRECT (fio --direct=1)"},
 		// govmm opens the image without O_DIRECT (virtio/image.go) and
 		// serves requests with preadv/pwritev: the host page cache holds
-		// what the guest reads and writes, as QEMU's default does.
-		{"govmm", "govmm", "page cache", nil},
-		{"govmm-no-ioeventfd", "govmm", "page cache", []string{"--no-ioeventfd"}},
-		{"govmm-no-irqfd", "govmm", "page cache", []string{"--no-irqfd"}},
+		// what the guest reads and writes, as QEMU's default does. Its
+		// defaults: a queue per vCPU, no polling.
+		{name: "govmm", kind: "govmm", cache: "page cache"},
+		{name: "govmm-1-queue", kind: "govmm", cache: "page cache", diskOpts: ",queues=1"},
+		// 32 us: the polling bound of a QEMU iothread (poll-max-ns).
+		{name: "govmm-poll-32us", kind: "govmm", cache: "page cache", args: []string{"--blk-poll-us", "32"}},
+		{name: "govmm-no-ioeventfd", kind: "govmm", cache: "page cache", args: []string{"--no-ioeventfd"}},
+		{name: "govmm-no-irqfd", kind: "govmm", cache: "page cache", args: []string{"--no-irqfd"}},
 		// QEMU's default: a thread pool (aio=threads), cache=writeback.
-		{"qemu-threads", "qemu", "page cache (cache=writeback)", qemuDisk(image, "", false)},
-		{"qemu-native-iothread", "qemu", "O_DIRECT (cache.direct=on)", qemuDisk(image, "aio=native,cache.direct=on", true)},
-		{"qemu-io_uring-iothread", "qemu", "O_DIRECT (cache.direct=on)", qemuDisk(image, "aio=io_uring,cache.direct=on", true)},
+		{name: "qemu-threads", kind: "qemu", cache: "page cache (cache=writeback)", args: qemuDisk(image, "", false)},
+		{name: "qemu-native-iothread", kind: "qemu", cache: "O_DIRECT (cache.direct=on)", args: qemuDisk(image, "aio=native,cache.direct=on", true)},
+		{name: "qemu-io_uring-iothread", kind: "qemu", cache: "O_DIRECT (cache.direct=on)", args: qemuDisk(image, "aio=io_uring,cache.direct=on", true)},
 	}
 }
 
@@ -506,7 +511,7 @@ func BenchmarkBlockIO(b *testing.B) {
 		b.Fatalf("the host row needs fio: %v (apt-get install fio)", err)
 	}
 	rounds := testenv.Rounds(b, "BLK_ROUNDS", 3) * b.N
-	runtime := envDuration(b, "BLK_RUNTIME", 6*time.Second)
+	runtime := envDuration(b, "BLK_RUNTIME", 5*time.Second)
 	ramp := envDuration(b, "BLK_RAMP", time.Second)
 	diskBytes := benchEnvInt(b, "BLK_DISK_MB", 1024) << 20
 	if diskBytes < 64<<20 {
@@ -571,7 +576,7 @@ func BenchmarkBlockIO(b *testing.B) {
 	vmArgs := func(v blkVariant) []string {
 		if v.kind == "govmm" {
 			args := []string{govmmBin, "run", "--kernel", kernel, "--initrd", bench, "--smp", strconv.Itoa(blkVCPUs), "--mem", "1G",
-				"--disk", image, "--disk", script + ",ro", "--qmp", "unix:" + sock, "--append", cmdline + " reboot=k"}
+				"--disk", image + v.diskOpts, "--disk", script + ",ro", "--qmp", "unix:" + sock, "--append", cmdline + " reboot=k"}
 			return append(args, v.args...)
 		}
 		args := []string{qemu, "-M", machine, "-enable-kvm", "-cpu", "host,-arch-capabilities",
