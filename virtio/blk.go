@@ -383,7 +383,6 @@ func blkOpOf(typ uint32) Op {
 // error is a broken queue or a failed interrupt.
 func (b *Block) serveQueue(bq *blkQueue) error {
 	tel := bq.q.tel
-	start := tel.lastNotify() // telemetry: what the requests found wait from
 	done := make(chan error, b.workers)
 	var errs []error
 	record := func(err error) {
@@ -410,7 +409,7 @@ func (b *Block) serveQueue(bq *blkQueue) error {
 			wait() // and look again: the driver may have added more
 			continue
 		}
-		popped := tel.now()
+		start, popped := tel.popStart(), tel.now()
 		if inflight < b.workers && bq.q.HasAvail(b.mem) {
 			inflight++
 			go func() { done <- b.complete(bq, c, b.handle(bq.q, c), start, popped) }()

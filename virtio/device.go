@@ -98,7 +98,6 @@ type served struct {
 // until Reset.
 func serve(mem Memory, q *Queue, features uint64, irq Interrupt, queue int, handle func(*Chain) served) error {
 	tel := q.tel
-	start := tel.lastNotify()
 	pushed := 0
 	signal := func() error {
 		if pushed == 0 {
@@ -122,7 +121,7 @@ func serve(mem Memory, q *Queue, features uint64, irq Interrupt, queue int, hand
 			// interrupt.
 			return errors.Join(err, signal())
 		}
-		popped := tel.now()
+		start, popped := tel.popStart(), tel.now()
 		r := handle(c)
 		if r.abandon {
 			return signal()

@@ -324,12 +324,14 @@ func (q *Queue) Pop(mem Memory) (*Chain, error) {
 		return nil, fmt.Errorf("virtqueue: avail idx %d is %d entries ahead of %d, queue size %d",
 			idx, pending, q.lastAvail, q.size)
 	}
+	q.tel.saw(idx)
 	slot := 4 + 2*int(q.lastAvail&(q.size-1))
 	head := binary.LittleEndian.Uint16(q.availRing[slot:])
 	c, err := q.walk(mem, head)
 	if err != nil {
 		return nil, err
 	}
+	q.tel.took(q.lastAvail)
 	// avail_event stays where it was while the device has work: the
 	// driver, which notifies only when its index crosses avail_event,
 	// stays quiet until an empty Pop (or EnableNotify) asks again.

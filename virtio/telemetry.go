@@ -24,8 +24,9 @@ import (
 // A notification is stamped when govmm sees it: for an ioeventfd, when
 // the notifier goroutine wakes from its read, so KVM's eventfd signal
 // and the goroutine's wake-up come before any phase. Requests a device
-// finds without a notification of their own (a batch that grew while it
-// worked) are timed from the notification it was serving.
+// finds without a notification of their own (with EVENT_IDX, a batch
+// that grew while it worked) are timed from when it first saw them in
+// the available ring.
 //
 // Recording costs a few clock reads and atomic adds per request, no lock
 // and no allocation; monitors read the histograms at any time.
@@ -75,6 +76,15 @@ type queueTelemetry struct {
 	// notified is the time of the last notification, written by the
 	// transport before it runs the device's Notify.
 	notified atomic.Int64
+	// What the queue's popper (one goroutine at a time) saw: seenAt
+	// holds, for each avail ring entry up to seenIdx (free-running,
+	// indexed modulo its length, the queue's maximum size), the time its
+	// request counts from; lastLook is when new entries last showed up;
+	// start is the time of the entry Pop took last.
+	seenAt   []int64
+	seenIdx  uint16
+	lastLook int64
+	start    int64
 	// pending holds the requests pushed since the last interrupt; its
 	// capacity, the queue size, is allocated once.
 	pending []pendingRequest
@@ -88,6 +98,7 @@ func newQueueTelemetry(ops []string, size uint16) *queueTelemetry {
 		ops:     ops,
 		stats:   make([]opTelemetry, len(ops)),
 		pending: make([]pendingRequest, 0, size),
+		seenAt:  make([]int64, size),
 	}
 }
 
@@ -106,12 +117,45 @@ func (t *queueTelemetry) notify() {
 	}
 }
 
-// lastNotify is the time of the last notification (0 if none).
-func (t *queueTelemetry) lastNotify() int64 {
+// saw is Pop's look at the available ring: entries before idx are
+// there. New ones count from the notification that announced them, if
+// one came since the ring was last found to grow, else from now: with
+// EVENT_IDX the driver does not notify while the device works, and a
+// request found on the way has waited since it was put there, not since
+// the notification that started the device's loop.
+func (t *queueTelemetry) saw(idx uint16) {
+	if t == nil {
+		return
+	}
+	n := idx - t.seenIdx
+	if n == 0 || int(n) > len(t.seenAt) {
+		return // nothing new, or an index that went back: seen already
+	}
+	now := monotonicNow()
+	at := now
+	if notified := t.notified.Load(); notified > t.lastLook {
+		at = notified
+	}
+	for i := t.seenIdx; i != idx; i++ {
+		t.seenAt[int(i)%len(t.seenAt)] = at
+	}
+	t.seenIdx, t.lastLook = idx, now
+}
+
+// took records that Pop took the entry at free-running index i.
+func (t *queueTelemetry) took(i uint16) {
+	if t != nil {
+		t.start = t.seenAt[int(i)%len(t.seenAt)]
+	}
+}
+
+// popStart is when the request Pop returned last counts from: the
+// notification that announced it, or when the device first saw it.
+func (t *queueTelemetry) popStart() int64 {
 	if t == nil {
 		return 0
 	}
-	return t.notified.Load()
+	return t.start
 }
 
 // pushed records that a request of kind op that moved bytes, which the
@@ -153,10 +197,12 @@ func (t *queueTelemetry) interrupted(end int64) {
 	t.pending = t.pending[:0]
 }
 
-// drop forgets pending requests: the queue was reset.
+// drop forgets pending requests and what was seen: the queue was reset,
+// and its indices start again at 0.
 func (t *queueTelemetry) drop() {
 	if t != nil {
 		t.pending = t.pending[:0]
+		t.seenIdx, t.lastLook, t.start = 0, 0, 0
 	}
 }
 

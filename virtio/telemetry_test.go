@@ -142,6 +142,48 @@ func TestTelemetryPendingBounded(t *testing.T) {
 	}
 }
 
+// A request counts from the notification that announced it, or, found
+// without one (EVENT_IDX keeps the driver quiet while the device works),
+// from when the device first saw it in the available ring.
+func TestTelemetryRequestStart(t *testing.T) {
+	tel := newQueueTelemetry(nil, 8)
+	tel.notified.Store(1) // a notification, before the device looked
+	tel.saw(2)
+	for i := range uint16(2) {
+		if tel.took(i); tel.popStart() != 1 {
+			t.Errorf("entry %d counts from %d, want the notification's 1", i, tel.popStart())
+		}
+	}
+	before := monotonicNow()
+	tel.saw(5) // three more, with no notification since the last look
+	for i := uint16(2); i < 5; i++ {
+		if tel.took(i); tel.popStart() < before {
+			t.Errorf("entry %d counts from %d, before it was seen (%d)", i, tel.popStart(), before)
+		}
+	}
+	tel.notified.Store(tel.lastLook + 1) // announced again
+	tel.saw(6)
+	if tel.took(5); tel.popStart() != tel.notified.Load() {
+		t.Errorf("entry 5 counts from %d, want the notification's %d", tel.popStart(), tel.notified.Load())
+	}
+	// An index that went back shows nothing new; a reset starts over.
+	seen := tel.seenIdx
+	if tel.saw(3); tel.seenIdx != seen {
+		t.Errorf("an index going back moved seenIdx from %d to %d", seen, tel.seenIdx)
+	}
+	tel.drop()
+	if tel.seenIdx != 0 || tel.lastLook != 0 {
+		t.Errorf("after a reset: seenIdx %d, lastLook %d", tel.seenIdx, tel.lastLook)
+	}
+	// Without telemetry, Pop's calls do nothing.
+	var off *queueTelemetry
+	off.saw(3)
+	off.took(1)
+	if off.popStart() != 0 {
+		t.Error("nil telemetry has a start")
+	}
+}
+
 // Monitors read the histograms while the device records (run with
 // -race): each snapshot's counts only grow, and nothing is lost.
 func TestTelemetryConcurrentScrape(t *testing.T) {
@@ -192,9 +234,9 @@ func TestTransportRequestTelemetry(t *testing.T) {
 	r.negotiate(FeatureVersion1)
 	r.setupQueue(0, 16, 1)
 	r.write(ccDeviceStatus, 1, 0xf)
-	before := r.tr.queues[0].tel.lastNotify()
+	before := r.tr.queues[0].tel.notified.Load()
 	r.write(pciNotifyOff, 2, 0)
-	if after := r.tr.queues[0].tel.lastNotify(); after <= before {
+	if after := r.tr.queues[0].tel.notified.Load(); after <= before {
 		t.Errorf("MMIO notify not stamped: %d then %d", before, after)
 	}
 	if s := r.tr.RequestStats(); len(s) != 2 || s[0].Queue != 0 || s[1].Queue != 1 || len(s[0].Ops) != 0 {
@@ -228,7 +270,9 @@ func BenchmarkTelemetryRequest(b *testing.B) {
 	tel := newQueueTelemetry(blkOps, 256)
 	for i := range b.N {
 		tel.notify()
-		start := tel.lastNotify()
+		tel.saw(uint16(i + 1))
+		tel.took(uint16(i))
+		start := tel.popStart()
 		popped := tel.now()
 		done := tel.now()
 		tel.pushed(blkOpRead, uint64(i&0xffff), start, popped, done)
