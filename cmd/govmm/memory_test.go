@@ -1,9 +1,12 @@
 package main
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -56,4 +59,55 @@ func TestKernelCacheAcrossResetUnderSeccomp(t *testing.T) {
 	if entries, _ := filepath.Glob(filepath.Join(cache, "*.elf")); len(entries) != 1 {
 		t.Errorf("cache holds %q, want one entry", entries)
 	}
+}
+
+// The guest RAM mapping of a running govmm (the one of --mem's size) is
+// madvised MADV_HUGEPAGE ("hg" in its smaps VmFlags) by default and not
+// with --mem-hugepages=false.
+func TestMemHugePagesFlag(t *testing.T) {
+	kernel := needGuest(t)
+	for _, tc := range []struct {
+		flag string
+		want bool
+	}{{"--mem-hugepages=true", true}, {"--mem-hugepages=false", false}} {
+		t.Run(tc.flag, func(t *testing.T) {
+			cmd := exec.Command(govmmBin, "run", "--kernel", kernel, "--initrd", initramfs, "--mem", "320M", tc.flag,
+				"--exit-stats=false", "--append", "console=ttyS0 reboot=k panic=-1 quiet govmm.run=sleep,60")
+			out := &syncBuffer{}
+			cmd.Stdout, cmd.Stderr = out, out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { cmd.Process.Kill(); cmd.Wait() }()
+			deadline := time.Now().Add(60 * time.Second)
+			for !strings.Contains(out.String(), "GOVMM-READY") && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			smaps, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", cmd.Process.Pid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			flags, ok := ramVmFlags(string(smaps), 320<<10)
+			if !ok {
+				t.Fatalf("no 320 MiB mapping in govmm's smaps; output:\n%s", out)
+			}
+			if got := slices.Contains(flags, "hg"); got != tc.want {
+				t.Errorf("guest RAM VmFlags %v: hg %v, want %v", flags, got, tc.want)
+			}
+		})
+	}
+}
+
+// ramVmFlags returns the VmFlags of the mapping of sizeKiB in smaps.
+func ramVmFlags(smaps string, sizeKiB int) ([]string, bool) {
+	in := false
+	for _, line := range strings.Split(smaps, "\n") {
+		if rest, ok := strings.CutPrefix(line, "Size:"); ok {
+			in = strings.TrimSpace(rest) == fmt.Sprintf("%d kB", sizeKiB)
+		}
+		if rest, ok := strings.CutPrefix(line, "VmFlags:"); ok && in {
+			return strings.Fields(rest), true
+		}
+	}
+	return nil, false
 }
