@@ -114,6 +114,19 @@ sync
 echo "vda size $(cat /sys/block/vda/size) serial $(cat /sys/block/vda/serial)"
 `
 
+// checkBlkScript checks what blkScript left on img, unmounted cleanly.
+func checkBlkScript(t *testing.T, img string) {
+	t.Helper()
+	if got := diskFile(t, img, "out.txt", false); got != "HELLO FROM THE HOST\n" {
+		t.Errorf("out.txt = %q", got)
+	}
+	big := diskFile(t, img, "big", false)
+	sum := md5.Sum([]byte(big))
+	if len(big) != 4<<20 || hex.EncodeToString(sum[:])+"\n" != diskFile(t, img, "big.md5", false) {
+		t.Errorf("big: %d bytes, md5 %x, guest says %q", len(big), sum, diskFile(t, img, "big.md5", false))
+	}
+}
+
 func TestVirtioBlk(t *testing.T) {
 	for _, tc := range []struct {
 		name               string
@@ -136,14 +149,7 @@ func TestVirtioBlk(t *testing.T) {
 				t.Errorf("guest sees the disk wrong; console:\n%s", console)
 			}
 			// The guest unmounted cleanly: no fsck needed.
-			if got := diskFile(t, img, "out.txt", false); got != "HELLO FROM THE HOST\n" {
-				t.Errorf("out.txt = %q", got)
-			}
-			big := diskFile(t, img, "big", false)
-			sum := md5.Sum([]byte(big))
-			if len(big) != 4<<20 || hex.EncodeToString(sum[:])+"\n" != diskFile(t, img, "big.md5", false) {
-				t.Errorf("big: %d bytes, md5 %x, guest says %q", len(big), sum, diskFile(t, img, "big.md5", false))
-			}
+			checkBlkScript(t, img)
 
 			var served, mmio, irqs uint64
 			for _, c := range vm.VirtioCounters() {
@@ -336,14 +342,7 @@ taskset 2 dd if=/dev/vda of=/dev/null bs=4k count=200 iflag=direct 2>/dev/null
 			if !regexp.MustCompile(`hw queues 2\s`).MatchString(console) {
 				t.Errorf("guest does not see 2 queues; console:\n%s", console)
 			}
-			if got := diskFile(t, img, "out.txt", false); got != "HELLO FROM THE HOST\n" {
-				t.Errorf("out.txt = %q", got)
-			}
-			big := diskFile(t, img, "big", false)
-			sum := md5.Sum([]byte(big))
-			if len(big) != 4<<20 || hex.EncodeToString(sum[:])+"\n" != diskFile(t, img, "big.md5", false) {
-				t.Errorf("big: %d bytes, md5 %x, guest says %q", len(big), sum, diskFile(t, img, "big.md5", false))
-			}
+			checkBlkScript(t, img)
 			want := max(queues, 2)
 			var used int
 			for _, c := range vm.VirtioCounters() {
