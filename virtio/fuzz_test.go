@@ -573,58 +573,158 @@ func (p *fuzzTap) Read(b []byte) (int, error) {
 
 func (p *fuzzTap) Close() error { close(p.closed); return nil }
 
+func (p *fuzzTap) SetOffload(flags uint) error { return nil }
+
+// fuzzNetFeatures maps bits 1-9 of FuzzNet's feature word to the
+// offload features the driver accepts; bit 0 picks the device with
+// offloads on.
+var fuzzNetFeatures = []uint64{netFCsum, netFGuestCsum, netFGuestTSO4, netFGuestTSO6, netFGuestECN,
+	netFHostTSO4, netFHostTSO6, netFHostECN, netFMrgRxbuf}
+
+// fuzzNetHdrLen is the header each received frame of FuzzNet carries in
+// the input: flags through csum_offset (num_buffers is the device's).
+const fuzzNetHdrLen = netNumBuffersOff
+
 // FuzzNet transmits the chains of queue 1 and receives frames into those
-// of queue 0. A transmitted frame is the chain's readable bytes behind a
-// zeroed virtio-net header, or dropped if shorter than the header; a
-// received frame lands whole, behind the device's own header, in the
-// next receive buffer that holds it, or is dropped and leaves the buffer
-// for the next frame; nothing else in guest memory changes. The frame
-// sizes follow the chains in the input (le16 each).
+// of queue 0, on a device with offloads on or off and a driver that
+// accepts some of them. A transmitted frame reaches the tap whole, with
+// a header that uses only what was negotiated and offsets inside the
+// frame, or is dropped; a received frame lands whole behind a header the
+// guest negotiated and the right num_buffers, in the next receive buffer
+// that holds it (or, with MRG_RXBUF, as many as it takes), or is dropped
+// and leaves the buffers for the next frame; nothing else in guest
+// memory changes. After the chains the input holds a le16 feature word
+// (fuzzNetFeatures) and per frame a le16 size and its header.
 func FuzzNet(f *testing.F) {
-	sizes := func(s ...uint16) []byte {
-		var b []byte
-		for _, v := range s {
-			b = binary.LittleEndian.AppendUint16(b, v)
+	type frameSpec struct {
+		size uint16
+		hdr  netHdr
+	}
+	rest := func(features uint16, frames ...frameSpec) []byte {
+		b := binary.LittleEndian.AppendUint16(nil, features)
+		for _, fr := range frames {
+			b = binary.LittleEndian.AppendUint16(b, fr.size)
+			h := make([]byte, NetHdrLen)
+			fr.hdr.put(h, 0)
+			b = append(b, h[:fuzzNetHdrLen]...)
 		}
 		return b
 	}
+	hdr := func(h netHdr) []byte {
+		b := make([]byte, NetHdrLen)
+		h.put(b, 0)
+		return b
+	}
 	ping := append(make([]byte, NetHdrLen), "ethernet frame"...)
+	tso := netHdr{flags: netHdrFNeedsCsum, gsoType: netGSOTCPv4, hdrLen: 54, gsoSize: 1448, csumStart: 34, csumOffset: 16}
+	all := uint16(1<<(len(fuzzNetFeatures)+1) - 1)
 	for name, s := range map[string][]byte{
 		"both-ways": twoQueueSeed(
 			[][]byte{seedChain(false, sWr(1526)), seedChain(true, sWr(NetHdrLen), sWr(100))},
 			[][]byte{seedChain(false, sRd(ping)), seedChain(true, sRd(ping[:5]), sRd(ping[5:]))},
-			sizes(60, 112)),
+			rest(0, frameSpec{size: 60}, frameSpec{size: 112})),
 		"small-buffer": twoQueueSeed(
 			[][]byte{seedChain(false, sWr(64)), seedChain(false, sWr(2000))},
 			[][]byte{seedChain(false, sRd(ping[:NetHdrLen-1]))},
-			sizes(1514, 40, 5)),
+			rest(0, frameSpec{size: 1514}, frameSpec{size: 40}, frameSpec{size: 5})),
+		"offloads": twoQueueSeed(
+			[][]byte{seedChain(false, sWr(1526)), seedChain(false, sWr(4096), sWr(4096)), seedChain(false, sWr(4096)), seedChain(false, sWr(4096))},
+			[][]byte{seedChain(false, sRd(hdr(tso)), sRd(make([]byte, 3000))), seedChain(false, sRd(hdr(netHdr{flags: netHdrFNeedsCsum, csumStart: 100})), sRd(make([]byte, 60)))},
+			rest(all, frameSpec{size: 9000, hdr: tso}, frameSpec{size: 100, hdr: netHdr{flags: 3}}, frameSpec{size: 3000, hdr: netHdr{gsoType: 3}})),
+		"mergeable-short": twoQueueSeed(
+			[][]byte{seedChain(false, sWr(4096)), seedChain(false, sWr(8)), seedChain(false, sWr(4096))},
+			nil,
+			rest(1|1<<9, frameSpec{size: 100}, frameSpec{size: 5000}, frameSpec{size: 100})),
 	} {
 		testenv.AddSeed(f, name, s)
 	}
-	tap := &fuzzTap{closed: make(chan struct{})}
-	n := NewNet(tap, net.HardwareAddr{2, 0, 0, 0, 0, 1})
-	f.Cleanup(func() { n.Close() })
+	taps := [2]*fuzzTap{{closed: make(chan struct{})}, {closed: make(chan struct{})}}
+	nets := [2]*Net{NewNet(taps[0], net.HardwareAddr{2, 0, 0, 0, 0, 1}, false), NewNet(taps[1], net.HardwareAddr{2, 0, 0, 0, 0, 1}, true)}
+	f.Cleanup(func() { nets[0].Close(); nets[1].Close() })
 	m, rxq, txq := newFuzzMem(), NewQueue(fuzzQueueSize), NewQueue(fuzzQueueSize)
 	f.Fuzz(func(t *testing.T, in []byte) {
 		d, chains, rest := m.twoQueues(t, rxq, txq, in)
+		var word uint16
+		if len(rest) >= 2 {
+			word, rest = binary.LittleEndian.Uint16(rest), rest[2:]
+		}
+		n, tap := nets[word&1], taps[word&1]
+		// No EVENT_IDX: the receive goroutine would read used_event.
+		features := uint64(FeatureVersion1 | FeatureRingIndirect)
+		for i, f := range fuzzNetFeatures {
+			if word>>(i+1)&1 != 0 {
+				features |= f
+			}
+		}
+		features &= n.Features() | FeatureVersion1
 		m.snapshot()
 		tap.frames = tap.frames[:0]
-		// No EVENT_IDX: the receive goroutine would read used_event.
-		if err := n.Activate(m.mem, FeatureVersion1|FeatureRingIndirect, []*Queue{rxq, txq}, newTestIRQ()); err != nil {
+		if err := n.Activate(m.mem, features, []*Queue{rxq, txq}, newTestIRQ()); err != nil {
 			t.Fatal(err)
 		}
 		if err := n.Notify(1); err != nil {
 			t.Fatalf("transmit on a well-formed ring: %v", err)
 		}
-		// Each receive takes at most one buffer, so with no more frames
-		// than buffers it never waits for the guest.
-		var frames [][]byte
-		for i := 0; i+2 <= len(rest) && len(frames) < len(chains[0]); i += 2 {
-			p := make([]byte, int(binary.LittleEndian.Uint16(rest[i:]))%(2*fuzzMaxBuf))
+
+		// Receive, feeding only frames the model says will not wait
+		// for buffers (receive would block for the guest's next one).
+		type landing struct {
+			frame  []byte // header as the guest must see it, then the frame
+			chains int    // buffers it takes
+		}
+		var landed []landing
+		mergeable := features&netFMrgRxbuf != 0
+		next, broken := 0, false
+		for i := 0; i+2 <= len(rest); {
+			size := int(binary.LittleEndian.Uint16(rest[i:])) % (3 * fuzzMaxBuf)
+			i += 2
+			p := make([]byte, size)
 			for j := range p {
 				p[j] = byte(i + j)
 			}
-			frames = append(frames, p)
+			i += copy(p[:min(len(p), fuzzNetHdrLen)], rest[i:min(len(rest), i+fuzzNetHdrLen)])
+			if len(p) >= NetHdrLen {
+				p[netNumBuffersOff], p[netNumBuffersOff+1] = 0, 0
+			}
+			var h netHdr
+			var herr error
+			if len(p) >= NetHdrLen {
+				h, herr = parseNetHdr(p).checkRx(features, len(p)-NetHdrLen)
+			}
+			switch {
+			case len(p) < NetHdrLen || herr != nil || broken:
+				// dropped before any buffer is taken
+			case !mergeable:
+				if next >= len(chains[0]) {
+					i = len(rest) // would wait
+					continue
+				}
+				if chains[0][next].writableLen() >= uint64(len(p)) {
+					want := slices.Clone(p)
+					h.put(want, 1)
+					landed = append(landed, landing{want, 1})
+					next++
+				}
+			default:
+				room, k := uint64(0), 0
+				for room < uint64(len(p)) && next+k < len(chains[0]) && !broken {
+					w := chains[0][next+k].writableLen()
+					broken = w < NetHdrLen
+					room += w
+					k++
+				}
+				switch {
+				case broken:
+				case room < uint64(len(p)):
+					i = len(rest) // would wait
+					continue
+				default:
+					want := slices.Clone(p)
+					h.put(want, uint16(k))
+					landed = append(landed, landing{want, k})
+					next += k
+				}
+			}
 			n.receive(p, n.gen)
 		}
 		n.Reset()
@@ -635,9 +735,20 @@ func FuzzNet(f *testing.F) {
 		}
 		var want [][]byte
 		for _, u := range tx {
-			if rd := u.part(m.before, false); len(rd) >= NetHdrLen {
-				want = append(want, append(make([]byte, NetHdrLen), rd[NetHdrLen:]...))
+			rd := u.part(m.before, false)
+			if len(rd) < NetHdrLen {
+				continue
 			}
+			h, err := parseNetHdr(rd).checkTx(features, len(rd)-NetHdrLen)
+			if err != nil {
+				continue
+			}
+			if h.flags != 0 && features&netFCsum == 0 || h.gsoType != 0 && features&(netFHostTSO4|netFHostTSO6) == 0 {
+				t.Fatalf("header %+v accepted with features %#x", h, features)
+			}
+			p := slices.Clone(rd)
+			h.put(p, 0)
+			want = append(want, p)
 		}
 		if len(want) != len(tap.frames) || !slices.EqualFunc(want, tap.frames, bytes.Equal) {
 			t.Fatalf("tap got %d frames, want %d (or other bytes)", len(tap.frames), len(want))
@@ -645,24 +756,22 @@ func FuzzNet(f *testing.F) {
 
 		rx := usedChains(t, d[0], chains[0])
 		checkWrites(t, m.before, m.mem, d[:], rx)
-		next := 0 // the receive buffer the next frame goes to
-		for _, p := range frames {
-			if len(p) < NetHdrLen || next >= len(chains[0]) || chains[0][next].writableLen() < uint64(len(p)) {
-				continue // dropped
+		k := 0 // the next used buffer
+		for _, l := range landed {
+			var got []byte
+			for j := range l.chains {
+				if k+j >= len(rx) || rx[k+j].head != chains[0][k+j].head {
+					t.Fatalf("frame of %d bytes did not land in receive buffer %d", len(l.frame), k+j)
+				}
+				got = append(got, rx[k+j].part(m.mem, true)[:rx[k+j].len]...)
 			}
-			if next >= len(rx) || rx[next].head != chains[0][next].head || rx[next].len != uint32(len(p)) {
-				t.Fatalf("frame of %d bytes did not land in receive buffer %d", len(p), next)
+			if !bytes.Equal(got, l.frame) {
+				t.Fatalf("receive buffers %d-%d hold other bytes (%d, want %d)", k, k+l.chains-1, len(got), len(l.frame))
 			}
-			got := rx[next].part(m.mem, true)[:len(p)]
-			hdr := make([]byte, NetHdrLen)
-			hdr[netNumBuffersOff] = 1
-			if !bytes.Equal(got[:NetHdrLen], hdr) || !bytes.Equal(got[NetHdrLen:], p[NetHdrLen:]) {
-				t.Fatalf("receive buffer %d holds other bytes", next)
-			}
-			next++
+			k += l.chains
 		}
-		if next != len(rx) {
-			t.Fatalf("%d receive buffers used, %d frames landed", len(rx), next)
+		if k != len(rx) {
+			t.Fatalf("%d receive buffers used, %d filled by frames", len(rx), k)
 		}
 	})
 }

@@ -17,8 +17,25 @@ const NetHdrLen = 12
 
 // virtio-net feature bits and status (virtio 1.2, 5.1.3 and 5.1.4).
 const (
-	netFMAC    = 1 << 5
-	netFStatus = 1 << 16
+	netFCsum      = 1 << 0 // the guest may send partial checksums
+	netFGuestCsum = 1 << 1 // the guest takes partial checksums
+	netFMAC       = 1 << 5
+	netFGuestTSO4 = 1 << 7  // the guest takes TCP/IPv4 segments up to 64 KiB
+	netFGuestTSO6 = 1 << 8  // ... and TCP/IPv6
+	netFGuestECN  = 1 << 9  // ... with ECN
+	netFHostTSO4  = 1 << 11 // the guest may send TCP/IPv4 segments up to 64 KiB
+	netFHostTSO6  = 1 << 12
+	netFHostECN   = 1 << 13
+	netFMrgRxbuf  = 1 << 15 // a received frame may span several buffers
+	netFStatus    = 1 << 16
+
+	// netOffloads are the offload features offered when the tap takes
+	// them: checksums and TCP segmentation both ways, and mergeable
+	// receive buffers, without which a guest that takes 64 KiB segments
+	// must post 64 KiB buffers. No UFO/USO: Linux guests no longer send
+	// UFO, and USO needs a 6.2+ host kernel.
+	netOffloads = netFCsum | netFGuestCsum | netFGuestTSO4 | netFGuestTSO6 | netFGuestECN |
+		netFHostTSO4 | netFHostTSO6 | netFHostECN | netFMrgRxbuf
 
 	netSLinkUp = 1
 )
@@ -26,27 +43,37 @@ const (
 const (
 	netQueueSize = 256
 	// netMaxPacket is the largest header+frame we read from the tap or
-	// accept from the guest: without GSO offloads a frame is at most the
-	// MTU plus the Ethernet header, and 64 KiB covers any MTU.
-	netMaxPacket = NetHdrLen + 64<<10
-	// netNumBuffersOff is where num_buffers sits in the header.
-	netNumBuffersOff = 10
+	// accept from the guest: a TCP segment of up to 64 KiB (an IP
+	// packet's limit) behind an Ethernet and a VLAN header.
+	netMaxPacket = NetHdrLen + 18 + 65535
 )
+
+// NetTap is the host side of a Net: a tap carrying one frame per Read
+// and Write, each behind a NetHdrLen-byte virtio_net_hdr_v1 (a Tap from
+// OpenTap).
+type NetTap interface {
+	io.ReadWriteCloser
+	// SetOffload tells the tap which offloads (TUN_F_* flags) the guest
+	// accepted: what frames read from it may carry.
+	SetOffload(flags uint) error
+}
 
 // Net is a virtio network device bridged to a tap. Transmit runs in
 // Notify; receive runs in a goroutine that reads the tap and waits,
 // without spinning, for the guest to post receive buffers.
 //
-// No offload features are offered, so the only valid virtio-net header
-// is all zero (num_buffers 1 on receive). The device writes that header
-// itself in both directions instead of passing the guest's or the
-// kernel's through: a hostile guest cannot reach the tap's GSO parsing,
-// and the guest never sees flags it did not negotiate.
+// With offloads on, the virtio-net header passes between the guest and
+// the tap in both directions, checked field by field against the
+// features the guest accepted (checkTx, checkRx): a malformed header
+// drops its frame, it never reaches the kernel's GSO code. With them
+// off, no offload is offered, the only valid header is all zero, and the
+// device writes that header itself.
 type Net struct {
 	guestLog
-	tap    io.ReadWriteCloser
-	mac    net.HardwareAddr
-	config [12]byte // mac, status, max_virtqueue_pairs, mtu
+	tap     NetTap
+	mac     net.HardwareAddr
+	offload bool     // offer netOffloads
+	config  [12]byte // mac, status, max_virtqueue_pairs, mtu
 
 	// mu guards the receive side and wakes the receive goroutine; txMu
 	// guards the transmit side. Activation state is written with both
@@ -69,16 +96,18 @@ type Net struct {
 	rxErr    error // the queue error that broke receiveq, until Reset
 	txErr    error // likewise for transmitq
 
-	txBuf     []byte // one frame gathered from the guest; txMu guards it
+	txBuf     []byte   // one frame gathered from the guest; txMu guards it
+	rxChains  []*Chain // receive buffers taken for the frame at hand; mu guards it
 	rxDropped atomic.Uint64
 	txDropped atomic.Uint64
 }
 
-// NewNet returns a network device on tap, which must carry one frame per
-// Read and Write with a NetHdrLen-byte virtio_net_hdr_v1 before it (as a
-// Tap from OpenTap does). A mac that is not 6 bytes long is replaced by
-// a random locally administered address.
-func NewNet(tap io.ReadWriteCloser, mac net.HardwareAddr) *Net {
+// NewNet returns a network device on tap. offload offers checksum and
+// TCP segmentation offloads and mergeable receive buffers (netOffloads);
+// without it frames stay at the MTU and checksums are the guest's. A
+// mac that is not 6 bytes long is replaced by a random locally
+// administered address.
+func NewNet(tap NetTap, mac net.HardwareAddr, offload bool) *Net {
 	if len(mac) != 6 {
 		mac = make(net.HardwareAddr, 6)
 		rand.Read(mac)
@@ -88,6 +117,7 @@ func NewNet(tap io.ReadWriteCloser, mac net.HardwareAddr) *Net {
 		guestLog: newGuestLog("virtio-net"),
 		tap:      tap,
 		mac:      append(net.HardwareAddr(nil), mac...),
+		offload:  offload,
 		done:     make(chan struct{}),
 	}
 	n.cond = sync.NewCond(&n.mu)
@@ -101,8 +131,8 @@ func NewNet(tap io.ReadWriteCloser, mac net.HardwareAddr) *Net {
 func (n *Net) MAC() net.HardwareAddr { return n.mac }
 
 // Dropped returns how many frames were dropped on receive (no room in
-// the guest's buffer, device down) and on transmit (malformed, tap
-// error).
+// the guest's buffers, device down, a header the guest did not
+// negotiate) and on transmit (malformed header or length, tap error).
 func (n *Net) Dropped() (rx, tx uint64) { return n.rxDropped.Load(), n.txDropped.Load() }
 
 // Name implements Device.
@@ -111,9 +141,15 @@ func (n *Net) Name() string { return "virtio-net" }
 // Type implements Device.
 func (n *Net) Type() uint16 { return IDNet }
 
-// Features implements Device: a fixed MAC and a link status, nothing
-// else. Without MRG_RXBUF each receive buffer holds a whole frame.
-func (n *Net) Features() uint64 { return RingFeatures | netFMAC | netFStatus }
+// Features implements Device: a fixed MAC, a link status and, with
+// offloads on, netOffloads.
+func (n *Net) Features() uint64 {
+	f := uint64(RingFeatures | netFMAC | netFStatus)
+	if n.offload {
+		f |= netOffloads
+	}
+	return f
+}
 
 // QueueSizes implements Device: receiveq1 and transmitq1.
 func (n *Net) QueueSizes() []uint16 { return []uint16{netQueueSize, netQueueSize} }
@@ -125,8 +161,9 @@ func (n *Net) ReadConfig(offset uint64, data []byte) { readConfig(n.config[:], o
 // driver (only legacy drivers wrote the MAC).
 func (n *Net) WriteConfig(offset uint64, data []byte) {}
 
-// Activate implements Device. The first activation starts the receive
-// goroutine, which lives until Close.
+// Activate implements Device: it tells the tap which offloads the guest
+// accepted, and the first activation starts the receive goroutine,
+// which lives until Close.
 func (n *Net) Activate(mem Memory, features uint64, queues []*Queue, irq Interrupt) error {
 	if len(queues) < 2 || queues[0] == nil || queues[1] == nil {
 		return errors.New("virtio-net: receiveq or transmitq not enabled")
@@ -137,6 +174,12 @@ func (n *Net) Activate(mem Memory, features uint64, queues []*Queue, irq Interru
 	defer n.txMu.Unlock()
 	if n.closed {
 		return errors.New("virtio-net: device closed")
+	}
+	// Only what we offered counts: a driver that accepts more gets
+	// what it was offered.
+	features &= n.Features() | FeatureVersion1
+	if err := n.tap.SetOffload(tapOffloads(features)); err != nil {
+		return fmt.Errorf("virtio-net: tap offloads: %w", err)
 	}
 	n.mem, n.features, n.irq = mem, features, irq
 	n.rxq, n.txq, n.rxErr, n.txErr = queues[0], queues[1], nil, nil
@@ -164,9 +207,18 @@ func (n *Net) Reset() {
 }
 
 func (n *Net) resetLocked() {
+	if n.features&netFGuestCsum != 0 && !n.closed {
+		// Frames queued while the device is down then come plain; any
+		// that came before are checked against the next driver's
+		// features on receive, so a failure here loses nothing.
+		if err := n.tap.SetOffload(0); err != nil {
+			n.warn.Printf("host_io", "reset: tap offloads: %v", err)
+		}
+	}
 	n.active = false
 	n.mem, n.features, n.irq = nil, 0, nil
 	n.rxq, n.txq, n.rxErr, n.txErr = nil, nil, nil, nil
+	n.rxChains = n.rxChains[:0]
 }
 
 // Close stops the device, closes the tap and waits for the receive
@@ -248,7 +300,9 @@ func (n *Net) RequestOps(queue int) []string {
 	return []string{"tx", "tx_dropped"}
 }
 
-// transmit writes the frame in c to the tap, or drops it.
+// transmit writes the frame in c to the tap, or drops it. The frame is
+// gathered into txBuf before its header is checked, so the guest cannot
+// change what was checked.
 func (n *Net) transmit(c *Chain) served {
 	l := c.ReadableLen()
 	if l < NetHdrLen || l > netMaxPacket {
@@ -257,8 +311,14 @@ func (n *Net) transmit(c *Chain) served {
 		return served{op: netOpTxDropped}
 	}
 	p := n.txBuf[:l]
-	c.Gather(p[NetHdrLen:], NetHdrLen)
-	clear(p[:NetHdrLen])
+	c.Gather(p, 0)
+	hdr, err := parseNetHdr(p).checkTx(n.features, len(p)-NetHdrLen)
+	if err != nil {
+		n.txDropped.Add(1)
+		n.warn.Printf("bad_header", "transmit: dropped a %d-byte packet: %v", l, err)
+		return served{op: netOpTxDropped}
+	}
+	hdr.put(p, 0)
 	if _, err := n.tap.Write(p); err != nil {
 		n.txDropped.Add(1)
 		n.warn.Printf("host_io", "transmit: write tap: %v", err)
@@ -300,13 +360,14 @@ func (n *Net) receiveLoop() {
 	}
 }
 
-// receive puts one frame read from the tap into the next receive
-// buffer, waiting for the guest to post one.
+// receive puts one frame read from the tap into the guest's receive
+// buffers, waiting for the guest to post enough of them: one buffer
+// that holds the frame, or with MRG_RXBUF as many as it takes.
 func (n *Net) receive(p []byte, gen uint64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	// A frame is timed from its arrival: the queue phase is its wait
-	// for a receive buffer. Without rxq the device is down and the
+	// for receive buffers. Without rxq the device is down and the
 	// frame dropped below.
 	var tel *queueTelemetry
 	if n.rxq != nil {
@@ -317,47 +378,87 @@ func (n *Net) receive(p []byte, gen uint64) {
 		n.rxDropped.Add(1)
 		return
 	}
-	var c *Chain
-	for {
+	if !n.active || n.gen != gen {
+		// Reset since the frame was read: it belongs to a link that
+		// went down.
+		n.rxDropped.Add(1)
+		return
+	}
+	hdr, err := parseNetHdr(p).checkRx(n.features, len(p)-NetHdrLen)
+	if err != nil {
+		n.rxDropped.Add(1)
+		n.warn.Printf("rx_header", "receive: dropped a %d-byte packet: %v", len(p), err)
+		return
+	}
+	mergeable := n.features&netFMrgRxbuf != 0
+	chains := n.rxChains[:0]
+	var room uint64 // writable bytes in chains
+	for room < uint64(len(p)) {
 		if !n.active || n.gen != gen || n.rxErr != nil {
-			// Reset (or broken) since the frame was read: it belongs
-			// to a link that went down.
 			n.rxDropped.Add(1)
-			return
+			return // the chains go with the queue they came from
 		}
-		var err error
-		c, err = n.rxq.Pop(n.mem)
+		c, err := n.rxq.Pop(n.mem)
 		if err != nil {
 			n.failReceive(err)
 			n.rxDropped.Add(1)
 			return
 		}
-		if c != nil {
-			break
+		if c == nil {
+			if len(chains) == int(n.rxq.Size()) {
+				// Every buffer the ring can hold and still short: this
+				// frame can never fit. Leave them for smaller frames.
+				n.rxq.Unpop(len(chains))
+				n.rxDropped.Add(1)
+				n.warn.Printf("rx_buffer", "receive: dropped a %d-byte packet: %d receive buffers hold %d bytes", len(p), len(chains), room)
+				return
+			}
+			// Pop found the ring empty after asking for a
+			// notification, so the driver's next buffer comes with a
+			// Notify(0). The chains in hand wait with the frame.
+			n.rxChains = chains
+			n.cond.Wait()
+			continue
 		}
-		// Pop found the ring empty after asking for a notification,
-		// so the driver's next buffer comes with a Notify(0).
-		n.cond.Wait()
+		w := c.WritableLen()
+		switch {
+		case mergeable && w < NetHdrLen:
+			// Every mergeable buffer holds at least a header (5.1.6.3.1).
+			n.failReceive(fmt.Errorf("receive buffer %d of %d bytes, smaller than the %d-byte header", c.Head, w, NetHdrLen))
+			n.rxDropped.Add(1)
+			return
+		case !mergeable && w < uint64(len(p)):
+			// Without MRG_RXBUF a buffer must hold the whole frame;
+			// leave it for a smaller frame rather than hand back a
+			// truncated one.
+			n.rxq.Unpop(1)
+			n.rxDropped.Add(1)
+			n.warn.Printf("rx_buffer", "receive: dropped a %d-byte packet: receive buffer of %d bytes", len(p), w)
+			return
+		}
+		chains = append(chains, c)
+		room += w
 	}
-	if c.WritableLen() < uint64(len(p)) {
-		// Without MRG_RXBUF a buffer must hold the whole frame; leave
-		// it for a smaller frame rather than hand back a truncated one.
-		n.rxq.Unpop()
-		n.rxDropped.Add(1)
-		n.warn.Printf("rx_buffer", "receive: dropped a %d-byte packet: receive buffer of %d bytes", len(p), c.WritableLen())
-		return
-	}
+	n.rxChains = chains[:0]
 	popped := tel.now()
-	var hdr [NetHdrLen]byte
-	hdr[netNumBuffersOff] = 1 // without MRG_RXBUF, always 1 (5.1.6.4)
-	c.Scatter(hdr[:], 0)
-	c.Scatter(p[NetHdrLen:], NetHdrLen)
-	done := tel.now()
-	if err := n.rxq.Push(n.mem, c.Head, uint32(len(p))); err != nil {
-		n.failReceive(err)
-		return
+
+	// Fill the chains in order; num_buffers in the first header says
+	// how many the frame took. The frame is one request, timed on the
+	// last buffer it fills.
+	hdr.put(p, uint16(len(chains)))
+	off := 0
+	for _, c := range chains {
+		k := c.Scatter(p[off:], 0)
+		done := tel.now()
+		if err := n.rxq.Push(n.mem, c.Head, uint32(k)); err != nil {
+			n.failReceive(err)
+			return
+		}
+		off += k
+		if off == len(p) {
+			tel.pushed(netOpRx, uint64(len(p)-NetHdrLen), start, popped, done)
+		}
 	}
-	tel.pushed(netOpRx, uint64(len(p)-NetHdrLen), start, popped, done)
 	if n.rxq.NeedsInterrupt(n.mem, n.features) {
 		if err := n.irq.Queue(0); err != nil {
 			n.warn.Printf("host_io", "receive: interrupt: %v", err)

@@ -2,23 +2,37 @@ package virtio
 
 import (
 	"bytes"
+	"encoding/binary"
 	"net"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// fakeTap returns a socketpair that keeps packet boundaries like a tap:
-// the device's end and the test's (the host network's) end.
-func fakeTap(t *testing.T) (dev, host *os.File) {
+// sockTap is one end of a socketpair that keeps packet boundaries like
+// a tap, recording the offloads the device sets.
+type sockTap struct {
+	*os.File
+	offloads atomic.Uint64 // the last SetOffload flags, +1 (0: never set)
+}
+
+func (s *sockTap) SetOffload(flags uint) error {
+	s.offloads.Store(uint64(flags) + 1)
+	return nil
+}
+
+// fakeTap returns the device's end of a fake tap and the test's (the
+// host network's) end.
+func fakeTap(t *testing.T) (dev *sockTap, host *os.File) {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev, host = os.NewFile(uintptr(fds[0]), "tap-dev"), os.NewFile(uintptr(fds[1]), "tap-host")
+	dev, host = &sockTap{File: os.NewFile(uintptr(fds[0]), "tap-dev")}, os.NewFile(uintptr(fds[1]), "tap-host")
 	t.Cleanup(func() { host.Close() })
 	return dev, host
 }
@@ -35,13 +49,14 @@ type netEnv struct {
 	rx, tx *testDriver
 	irq    *testIRQ
 	host   *os.File
+	tap    *sockTap
 }
 
-func newNetEnv(t *testing.T) *netEnv {
+func newNetEnv(t *testing.T, offload bool) *netEnv {
 	t.Helper()
 	dev, host := fakeTap(t)
 	mac := net.HardwareAddr{0x52, 0x54, 0, 0x12, 0x34, 0x56}
-	n := NewNet(dev, mac)
+	n := NewNet(dev, mac, offload)
 	t.Cleanup(func() { n.Close() })
 	rx := newTestDriver(t, netQueueSize)
 	tx := &testDriver{t: t, mem: rx.mem, q: NewQueue(netQueueSize), size: netQueueSize,
@@ -54,7 +69,7 @@ func newNetEnv(t *testing.T) *netEnv {
 	if err := n.Activate(rx.mem, testNetFeatures(n), []*Queue{rx.q, tx.q}, irq); err != nil {
 		t.Fatal(err)
 	}
-	return &netEnv{n: n, rx: rx, tx: tx, irq: irq, host: host}
+	return &netEnv{n: n, rx: rx, tx: tx, irq: irq, host: host, tap: dev}
 }
 
 // frame returns a header-prefixed Ethernet frame of size bytes (header
@@ -85,7 +100,7 @@ func waitIRQ(t *testing.T, irq *testIRQ, q int) {
 
 func TestNetConfig(t *testing.T) {
 	dev, _ := fakeTap(t)
-	n := NewNet(dev, net.HardwareAddr{2, 0, 0, 0, 0, 1})
+	n := NewNet(dev, net.HardwareAddr{2, 0, 0, 0, 0, 1}, false)
 	defer n.Close()
 	cfg := make([]byte, 8)
 	n.ReadConfig(0, cfg)
@@ -96,7 +111,7 @@ func TestNetConfig(t *testing.T) {
 		t.Errorf("identity %#x %d %v", n.Features(), n.Type(), n.QueueSizes())
 	}
 	dev2, _ := fakeTap(t)
-	r := NewNet(dev2, nil)
+	r := NewNet(dev2, nil, true)
 	defer r.Close()
 	if m := r.MAC(); len(m) != 6 || m[0]&1 != 0 || m[0]&2 == 0 {
 		t.Errorf("random MAC %v not unicast and locally administered", m)
@@ -104,11 +119,12 @@ func TestNetConfig(t *testing.T) {
 }
 
 func TestNetTransmit(t *testing.T) {
-	e := newNetEnv(t)
+	e := newNetEnv(t, false)
 	f := frame(NetHdrLen+60, 1)
-	hdr := append([]byte{}, f[:NetHdrLen]...)
-	hdr[0], hdr[1] = 1, 4 // NEEDS_CSUM, GSO_TCPV6: not negotiated, must not reach the tap
-	head, _ := e.tx.add(rd(hdr), rd(f[NetHdrLen:40]), rd(f[40:]))
+	bad := append([]byte{}, f[:NetHdrLen]...)
+	bad[0], bad[1] = 1, 4 // NEEDS_CSUM, GSO_TCPV6: not negotiated, must not reach the tap
+	e.tx.add(rd(bad), rd(f[NetHdrLen:]))
+	head, _ := e.tx.add(rd(f[:NetHdrLen]), rd(f[NetHdrLen:40]), rd(f[40:]))
 	e.tx.add(rd(make([]byte, 4))) // shorter than the header: dropped
 	if err := e.n.Notify(1); err != nil {
 		t.Fatal(err)
@@ -121,20 +137,144 @@ func TestNetTransmit(t *testing.T) {
 	if !bytes.Equal(got[:m], f) {
 		t.Errorf("tap got % x\nwant % x", got[:m], f)
 	}
+	e.tx.mustUsed()
 	if id, n := e.tx.mustUsed(); id != uint32(head) || n != 0 {
 		t.Errorf("used %d/%d", id, n)
 	}
 	e.tx.mustUsed()
-	if _, tx := e.n.Dropped(); tx != 1 {
-		t.Errorf("%d transmit drops, want 1", tx)
+	if _, tx := e.n.Dropped(); tx != 2 {
+		t.Errorf("%d transmit drops, want 2", tx)
 	}
 	if e.irq.count(1) != 1 {
 		t.Errorf("%d transmit interrupts", e.irq.count(1))
 	}
+	if got := e.tap.offloads.Load(); got != 1 {
+		t.Errorf("tap offloads %#x+1 without offload features, want 0", got-1)
+	}
+}
+
+// tcpFrame returns a header-prefixed frame of frameLen bytes after the
+// header, with hdr put in front.
+func tcpFrame(hdr netHdr, frameLen int, seed byte) []byte {
+	p := frame(NetHdrLen+frameLen, seed)
+	hdr.put(p, 0)
+	return p
+}
+
+// TestNetTransmitOffloads: with CSUM and HOST_TSO negotiated, the
+// guest's header reaches the tap as the guest wrote it (num_buffers
+// zeroed), and every header that breaks a rule is dropped and counted.
+func TestNetTransmitOffloads(t *testing.T) {
+	e := newNetEnv(t, true)
+	tso := netHdr{flags: netHdrFNeedsCsum, gsoType: netGSOTCPv4, hdrLen: 66, gsoSize: 1448, csumStart: 34, csumOffset: 16}
+	good := tcpFrame(tso, 30000, 1)
+	good[netNumBuffersOff] = 7 // the driver's garbage: zeroed on the way
+	e.tx.add(rd(good[:NetHdrLen]), rd(good[NetHdrLen:]))
+	for _, h := range []netHdr{
+		{flags: 4}, // RSC_INFO: receive only
+		{flags: netHdrFNeedsCsum, csumStart: 100, csumOffset: 0},                 // checksum beyond 60 bytes
+		{gsoType: netGSOTCPv4, gsoSize: 10},                                      // TSO without NEEDS_CSUM
+		{flags: netHdrFNeedsCsum, gsoType: 3, gsoSize: 10},                       // UFO: not offered
+		{flags: netHdrFNeedsCsum, gsoType: netGSOTCPv6},                          // gso_size 0
+		{flags: netHdrFNeedsCsum, gsoType: netGSOTCPv6, gsoSize: 10, hdrLen: 61}, // hdr_len beyond the frame
+	} {
+		p := tcpFrame(h, 60, 2)
+		e.tx.add(rd(p))
+	}
+	if err := e.n.Notify(1); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, netMaxPacket)
+	m, err := e.host.Read(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append([]byte{}, good...)
+	want[netNumBuffersOff] = 0
+	if !bytes.Equal(got[:m], want) {
+		t.Errorf("tap got %d bytes, header % x; want %d, % x", m, got[:NetHdrLen], len(want), want[:NetHdrLen])
+	}
+	if _, tx := e.n.Dropped(); tx != 6 {
+		t.Errorf("%d transmit drops, want 6", tx)
+	}
+	if got := e.tap.offloads.Load() - 1; got != unix.TUN_F_CSUM|unix.TUN_F_TSO4|unix.TUN_F_TSO6|unix.TUN_F_TSO_ECN {
+		t.Errorf("tap offloads %#x, want all four", got)
+	}
+}
+
+// TestNetReceiveMergeable: a 64 KiB segment from the tap spans several
+// mergeable buffers, num_buffers says how many, and a frame that finds
+// too few buffers waits for more instead of being dropped.
+func TestNetReceiveMergeable(t *testing.T) {
+	e := newNetEnv(t, true)
+	const bufSize = 4096
+	tso := netHdr{flags: netHdrFNeedsCsum, gsoType: netGSOTCPv6, hdrLen: 86, gsoSize: 1428, csumStart: 54, csumOffset: 16}
+	f := tcpFrame(tso, 65000, 5)
+	var addrs []uint64
+	post := func(k int) {
+		for range k {
+			_, a := e.rx.add(wr(bufSize))
+			addrs = append(addrs, a[0])
+		}
+		if err := e.n.Notify(0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	post(5) // too few: the frame waits
+	if _, err := e.host.Write(f); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	e.rx.noUsed()
+	need := (len(f) + bufSize - 1) / bufSize
+	post(need - 5 + 2) // enough, and two to spare
+	waitIRQ(t, e.irq, 0)
+	var got []byte
+	for i := range need {
+		id, n, ok := e.rx.popUsed()
+		if !ok {
+			t.Fatalf("%d of %d buffers used", i, need)
+		}
+		if a := binary.LittleEndian.Uint64(e.rx.mem[e.rx.desc+16*uint64(id):]); a != addrs[i] {
+			t.Fatalf("buffer %d used out of order", i)
+		}
+		if i < need-1 && n != bufSize {
+			t.Fatalf("buffer %d: %d bytes used, want %d", i, n, bufSize)
+		}
+		got = append(got, e.rx.mem[addrs[i]:addrs[i]+uint64(n)]...)
+	}
+	e.rx.noUsed()
+	hdr := parseNetHdr(got)
+	if nb := binary.LittleEndian.Uint16(got[netNumBuffersOff:]); nb != uint16(need) {
+		t.Errorf("num_buffers %d, want %d", nb, need)
+	}
+	if hdr != tso {
+		t.Errorf("header %+v, want %+v", hdr, tso)
+	}
+	if !bytes.Equal(got[NetHdrLen:], f[NetHdrLen:]) {
+		t.Errorf("payload of %d bytes differs from the %d sent", len(got)-NetHdrLen, len(f)-NetHdrLen)
+	}
+	if rx, _ := e.n.Dropped(); rx != 0 {
+		t.Errorf("%d receive drops", rx)
+	}
+
+	// A GSO frame the guest did not accept (UDP) is dropped; the next
+	// one arrives in the spare buffers.
+	e.host.Write(tcpFrame(netHdr{flags: netHdrFNeedsCsum, gsoType: 3, gsoSize: 100}, 500, 1))
+	small := frame(NetHdrLen+100, 9)
+	e.host.Write(small)
+	waitIRQ(t, e.irq, 0)
+	id, n, ok := e.rx.popUsed()
+	if !ok || n != uint32(len(small)) {
+		t.Fatalf("small frame: used %d/%d %v", id, n, ok)
+	}
+	if rx, _ := e.n.Dropped(); rx != 1 {
+		t.Errorf("%d receive drops, want 1", rx)
+	}
 }
 
 func TestNetReceive(t *testing.T) {
-	e := newNetEnv(t)
+	e := newNetEnv(t, false)
 	// A buffer first, then the frame.
 	head, a := e.rx.add(wr(NetHdrLen), wr(1514))
 	if err := e.n.Notify(0); err != nil {
@@ -192,7 +332,7 @@ func TestNetReceive(t *testing.T) {
 // TestNetReset: after Reset the receive goroutine leaves the queues
 // alone, a new activation gets frames again, Close ends the goroutine.
 func TestNetReset(t *testing.T) {
-	e := newNetEnv(t)
+	e := newNetEnv(t, false)
 	e.host.Write(frame(NetHdrLen+30, 1)) // read, then held waiting for a buffer
 	time.Sleep(20 * time.Millisecond)
 	e.n.Reset()
@@ -239,7 +379,7 @@ func TestNetReset(t *testing.T) {
 // TestNetCloseWhileWaiting closes the device while its receive goroutine
 // waits for a buffer.
 func TestNetCloseWhileWaiting(t *testing.T) {
-	e := newNetEnv(t)
+	e := newNetEnv(t, false)
 	e.host.Write(frame(NetHdrLen+30, 1))
 	time.Sleep(20 * time.Millisecond)
 	if err := e.n.Close(); err != nil {
@@ -254,7 +394,7 @@ func TestNetCloseWhileWaiting(t *testing.T) {
 // the transport when the receive goroutine finds it, without waiting for
 // the guest to notify receiveq, and does not stop transmit.
 func TestNetBrokenReceiveQueue(t *testing.T) {
-	e := newNetEnv(t)
+	e := newNetEnv(t, false)
 	e.rx.writeDesc(e.rx.desc, 0, 1<<40, 16, descFlagWrite, 0)
 	e.rx.publish(0)
 	e.host.Write(frame(NetHdrLen+30, 1))
@@ -279,7 +419,7 @@ func TestNetBrokenReceiveQueue(t *testing.T) {
 
 // TestNetRaceNotify hammers Notify(0) while frames flow, for -race.
 func TestNetRaceNotify(t *testing.T) {
-	e := newNetEnv(t)
+	e := newNetEnv(t, false)
 	const frames = 200
 	go func() {
 		for i := range frames {

@@ -385,11 +385,13 @@ func (q *Queue) HasAvail(mem Memory) bool {
 	return q.loadAvailIdx() != q.lastAvail
 }
 
-// Unpop returns the chain the last Pop took to the available ring, for a
-// device that found it cannot use the chain yet (a receive buffer too
-// small for the frame at hand). Only valid right after a successful Pop.
-func (q *Queue) Unpop() {
-	q.lastAvail--
+// Unpop returns the chains the last n Pops took to the available ring,
+// for a device that found it cannot use them yet (receive buffers too
+// small for the frame at hand). Only valid while none of the chains
+// Pop returned since has been pushed: the driver does not touch
+// available entries the device has not used.
+func (q *Queue) Unpop(n int) {
+	q.lastAvail -= uint16(n)
 }
 
 // walk follows the chain starting at descriptor head and checks every

@@ -601,7 +601,7 @@ func TestQueueAvailEvent(t *testing.T) {
 	}
 	d.add(wr(1))
 	mustPop(t, d.q, d.mem)
-	d.q.Unpop()
+	d.q.Unpop(1)
 	if c := mustPop(t, d.q, d.mem); c == nil {
 		t.Fatal("Unpop lost the chain")
 	}

@@ -52,6 +52,25 @@ func (t *Tap) Read(p []byte) (int, error) { return t.f.Read(p) }
 // Write writes one frame, virtio-net header first.
 func (t *Tap) Write(p []byte) (int, error) { return t.f.Write(p) }
 
+// SetOffload sets the offloads (TUN_F_* flags) the tap may use in the
+// frames it hands us: partial checksums, TCP segments up to 64 KiB.
+func (t *Tap) SetOffload(flags uint) error {
+	rc, err := t.f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("tap %s: %w", t.name, err)
+	}
+	var ierr error
+	if err := rc.Control(func(fd uintptr) {
+		ierr = unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, int(flags))
+	}); err != nil {
+		return fmt.Errorf("tap %s: %w", t.name, err)
+	}
+	if ierr != nil {
+		return fmt.Errorf("tap %s: TUNSETOFFLOAD %#x: %w", t.name, flags, ierr)
+	}
+	return nil
+}
+
 // Close detaches from the interface (deleting it, unless it was made
 // persistent) and ends a Read in progress.
 func (t *Tap) Close() error { return t.f.Close() }

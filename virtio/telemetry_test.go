@@ -332,7 +332,7 @@ func TestTelemetryOtherDevices(t *testing.T) {
 		wantRequests(t, tel, "entropy", 2, 300+rngMaxRequest)
 	})
 	t.Run("net", func(t *testing.T) {
-		e := newNetEnv(t)
+		e := newNetEnv(t, true)
 		rxTel, txTel := withTelemetry(e.rx.q, e.n, 0), withTelemetry(e.tx.q, e.n, 1)
 		e.tx.add(rd(frame(NetHdrLen+60, 1)))
 		e.tx.add(rd(make([]byte, 4))) // shorter than the header: dropped

@@ -19,6 +19,12 @@ type NetConfig struct {
 	// MAC is the guest's address; nil picks a random locally
 	// administered one.
 	MAC net.HardwareAddr
+	// NoOffload offers the guest no checksum or segmentation offloads
+	// and no mergeable receive buffers: every frame then crosses at the
+	// MTU with its checksum computed by the sender (the datapath before
+	// offloads, kept for comparison and for hosts whose taps refuse
+	// TUNSETOFFLOAD).
+	NoOffload bool
 }
 
 // validate checks what can be checked before the tap is opened.
@@ -54,7 +60,7 @@ func (v *VM) addNets() error {
 		case err != nil:
 			return fmt.Errorf("virtio-net: %w", err)
 		}
-		if err := v.addVirtio(virtio.NewNet(tap, c.MAC), 0); err != nil {
+		if err := v.addVirtio(virtio.NewNet(tap, c.MAC, !c.NoOffload), 0); err != nil {
 			return err
 		}
 	}

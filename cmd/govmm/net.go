@@ -18,6 +18,9 @@ func (n *netFlags) String() string {
 		if c.MAC != nil {
 			v += ",mac=" + c.MAC.String()
 		}
+		if c.NoOffload {
+			v += ",offload=off"
+		}
 		s = append(s, v)
 	}
 	return strings.Join(s, " ")
@@ -31,7 +34,7 @@ func (n *netFlags) Set(v string) error {
 		key, val, ok := strings.Cut(o, "=")
 		switch {
 		case !ok:
-			return fmt.Errorf("option %q: want key=value (tap=NAME[,mac=MAC])", o)
+			return fmt.Errorf("option %q: want key=value (tap=NAME[,mac=MAC][,offload=off])", o)
 		case key == "tap":
 			if val == "" {
 				return fmt.Errorf("tap=: empty interface name")
@@ -43,8 +46,17 @@ func (n *netFlags) Set(v string) error {
 				return fmt.Errorf("mac=%s: not an Ethernet address like 52:54:00:12:34:56", val)
 			}
 			c.MAC = mac
+		case key == "offload":
+			switch val {
+			case "on":
+				c.NoOffload = false
+			case "off":
+				c.NoOffload = true
+			default:
+				return fmt.Errorf("offload=%s: want on or off", val)
+			}
 		default:
-			return fmt.Errorf("unknown net option %q (want tap or mac)", key)
+			return fmt.Errorf("unknown net option %q (want tap, mac or offload)", key)
 		}
 	}
 	if c.Tap == "" {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"reflect"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -22,16 +23,16 @@ import (
 func TestNetFlags(t *testing.T) {
 	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
 	var n netFlags
-	for _, v := range []string{"tap=tap0", "tap=tap1,mac=52:54:00:12:34:56", "mac=52-54-00-12-34-56,tap=tap2"} {
+	for _, v := range []string{"tap=tap0", "tap=tap1,mac=52:54:00:12:34:56", "mac=52-54-00-12-34-56,tap=tap2", "tap=tap3,offload=off"} {
 		if err := n.Set(v); err != nil {
 			t.Fatalf("Set(%q): %v", v, err)
 		}
 	}
-	want := netFlags{{Tap: "tap0"}, {Tap: "tap1", MAC: mac}, {Tap: "tap2", MAC: mac}}
+	want := netFlags{{Tap: "tap0"}, {Tap: "tap1", MAC: mac}, {Tap: "tap2", MAC: mac}, {Tap: "tap3", NoOffload: true}}
 	if !reflect.DeepEqual(n, want) {
 		t.Errorf("nets %+v, want %+v", n, want)
 	}
-	if got := n.String(); got != "tap=tap0 tap=tap1,mac=52:54:00:12:34:56 tap=tap2,mac=52:54:00:12:34:56" {
+	if got := n.String(); got != "tap=tap0 tap=tap1,mac=52:54:00:12:34:56 tap=tap2,mac=52:54:00:12:34:56 tap=tap3,offload=off" {
 		t.Errorf("String() = %q", got)
 	}
 	for _, tc := range []struct{ in, want string }{
@@ -42,6 +43,7 @@ func TestNetFlags(t *testing.T) {
 		{"tap=tap0,mac=52:54:00:12:34", "not an Ethernet address"},
 		{"tap=tap0,mac=00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01", "not an Ethernet address"},
 		{"tap=tap0,model=e1000", `unknown net option "model"`},
+		{"tap=tap0,offload=maybe", "want on or off"},
 	} {
 		err := (&netFlags{}).Set(tc.in)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -197,15 +199,16 @@ func listenIn(t *testing.T, ns, addr string) net.Listener {
 }
 
 // bootNet runs govmm with --net tap=tap0 inside ns and the guest at
-// netGuestAddr, the guest running run (a govmm.run value).
-func bootNet(t *testing.T, ns, run string) (console, stderr string) {
+// netGuestAddr, the guest running run (a govmm.run value); opts are
+// more --net options (",offload=off").
+func bootNet(t *testing.T, ns, run, opts string) (console, stderr string) {
 	t.Helper()
 	kernel := needGuest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), netTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, govmmBin, "run",
 		"--kernel", kernel, "--initrd", initramfs, "--smp", "2",
-		"--net", "tap=tap0,mac="+netGuestMAC,
+		"--net", "tap=tap0,mac="+netGuestMAC+opts,
 		"--append", fmt.Sprintf("console=ttyS0 reboot=k panic=-1 quiet govmm.ip=%s/24 govmm.run=%s", netGuestAddr, run))
 	cmd.WaitDelay = 5 * time.Second
 	var out, errOut syncBuffer
@@ -229,7 +232,7 @@ func TestNet(t *testing.T) {
 	ns := netNamespace(t)
 
 	t.Run("ping", func(t *testing.T) {
-		console, stderr := bootNet(t, ns, "ping,-c,3,-W,10,"+netHostAddr)
+		console, stderr := bootNet(t, ns, "ping,-c,3,-W,10,"+netHostAddr, "")
 		if !strings.Contains(console, "GOVMM-RESULT rc=0") ||
 			!strings.Contains(console, "3 packets transmitted, 3 packets received, 0% packet loss") {
 			t.Fatalf("guest's ping to the host failed; console:\n%s\nstderr:\n%s", console, stderr)
@@ -244,72 +247,104 @@ func TestNet(t *testing.T) {
 		}
 	})
 
-	t.Run("tcp", func(t *testing.T) {
-		// busybox nc -e cat in the guest echoes what the host sends:
-		// 1 MiB each way, compared byte for byte on the host.
-		data := make([]byte, 1<<20)
-		rand.Read(data)
-		l := listenIn(t, ns, netHostAddr+":0")
-		type echo struct {
-			back     []byte
-			err      error
-			hostPing string // ping from the host while the guest echoes
-			neigh    string // the host's ARP entry for the guest
-		}
-		echoes := make(chan echo, 1)
-		go func() {
-			c, err := l.Accept()
-			if err != nil {
-				echoes <- echo{err: err}
-				return
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(netTimeout))
-			e := echo{hostPing: hostPing(ns, netGuestAddr)}
-			if out, err := exec.Command("ip", "-n", ns, "neigh", "show", netGuestAddr).CombinedOutput(); err == nil {
-				e.neigh = strings.TrimSpace(string(out))
-			}
-			werr := make(chan error, 1)
-			go func() {
-				_, err := c.Write(data)
-				if err == nil {
-					err = c.(*net.TCPConn).CloseWrite() // cat's EOF
-				}
-				werr <- err
-			}()
-			e.back, e.err = io.ReadAll(c)
-			e.err = errors.Join(e.err, <-werr)
-			echoes <- e
-		}()
+	// busybox nc -e cat in the guest echoes what the host sends: 4 MiB
+	// each way, compared byte for byte on the host, with the offloads
+	// (checksums and 64 KiB segments both ways, mergeable receive
+	// buffers) and without. The guest first prints the features its
+	// driver accepted, which must be the ones asked for.
+	for _, tc := range []struct {
+		name, opts string
+		offloads   bool
+	}{{"tcp", "", true}, {"tcp-no-offload", ",offload=off", false}} {
+		t.Run(tc.name, func(t *testing.T) { testNetEcho(t, ns, tc.opts, tc.offloads) })
+	}
+}
 
-		start := time.Now()
-		console, stderr := bootNet(t, ns, fmt.Sprintf("nc,%s,%d,-e,cat", netHostAddr, l.Addr().(*net.TCPAddr).Port))
-		elapsed := time.Since(start)
-		l.Close() // ends an Accept still waiting
-		e := <-echoes
-		if !strings.Contains(console, "GOVMM-RESULT rc=0") || e.err != nil {
-			t.Fatalf("echo through the guest failed (%v); console:\n%s\nstderr:\n%s", e.err, console, stderr)
+// netOffloadBits are the virtio-net feature bits of the offloads, as
+// positions in the guest's /sys/.../features string: CSUM, GUEST_CSUM,
+// GUEST_TSO4/6, HOST_TSO4/6, MRG_RXBUF.
+var netOffloadBits = []int{0, 1, 7, 8, 11, 12, 15}
+
+var featuresRE = regexp.MustCompile(`(?m)^GOVMM-FEATURES ([01]{64})`)
+
+// testNetEcho echoes data through the guest with the --net options
+// opts and checks it and the offload features negotiated.
+func testNetEcho(t *testing.T, ns, opts string, offloads bool) {
+	t.Helper()
+	data := make([]byte, 4<<20)
+	rand.Read(data)
+	l := listenIn(t, ns, netHostAddr+":0")
+	type echo struct {
+		back     []byte
+		err      error
+		hostPing string // ping from the host while the guest echoes
+		neigh    string // the host's ARP entry for the guest
+	}
+	echoes := make(chan echo, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			echoes <- echo{err: err}
+			return
 		}
-		if !bytes.Equal(e.back, data) {
-			n := 0
-			for n < len(e.back) && n < len(data) && e.back[n] == data[n] {
-				n++
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(netTimeout))
+		e := echo{hostPing: hostPing(ns, netGuestAddr)}
+		if out, err := exec.Command("ip", "-n", ns, "neigh", "show", netGuestAddr).CombinedOutput(); err == nil {
+			e.neigh = strings.TrimSpace(string(out))
+		}
+		werr := make(chan error, 1)
+		go func() {
+			_, err := c.Write(data)
+			if err == nil {
+				err = c.(*net.TCPConn).CloseWrite() // cat's EOF
 			}
-			t.Errorf("echo: sent %d bytes, got %d back, first difference at byte %d", len(data), len(e.back), n)
+			werr <- err
+		}()
+		e.back, e.err = io.ReadAll(c)
+		e.err = errors.Join(e.err, <-werr)
+		echoes <- e
+	}()
+
+	start := time.Now()
+	// ${IFS} stands for the spaces govmm.run cannot carry.
+	script := fmt.Sprintf("echo${IFS}GOVMM-FEATURES${IFS}$(cat${IFS}/sys/class/net/eth0/device/features);nc${IFS}%s${IFS}%d${IFS}-e${IFS}cat",
+		netHostAddr, l.Addr().(*net.TCPAddr).Port)
+	console, stderr := bootNet(t, ns, "sh,-c,"+script, opts)
+	elapsed := time.Since(start)
+	l.Close() // ends an Accept still waiting
+	e := <-echoes
+	if !strings.Contains(console, "GOVMM-RESULT rc=0") || e.err != nil {
+		t.Fatalf("echo through the guest failed (%v); console:\n%s\nstderr:\n%s", e.err, console, stderr)
+	}
+	if !bytes.Equal(e.back, data) {
+		n := 0
+		for n < len(e.back) && n < len(data) && e.back[n] == data[n] {
+			n++
 		}
-		t.Logf("guest echoed %d bytes in a boot of %.1f s", len(e.back), elapsed.Seconds())
-		if !strings.Contains(e.neigh, "lladdr "+netGuestMAC) {
-			t.Errorf("host's neighbour entry for the guest is %q, want lladdr %s", e.neigh, netGuestMAC)
+		t.Errorf("echo: sent %d bytes, got %d back, first difference at byte %d", len(data), len(e.back), n)
+	}
+	t.Logf("guest echoed %d bytes in a boot of %.1f s", len(e.back), elapsed.Seconds())
+	if m := featuresRE.FindStringSubmatch(console); m == nil {
+		t.Errorf("guest printed no virtio-net features; console:\n%s", console)
+	} else {
+		for _, bit := range netOffloadBits {
+			if got := m[1][bit] == '1'; got != offloads {
+				t.Errorf("feature bit %d negotiated %v, want %v (features %s)", bit, got, offloads, m[1])
+			}
 		}
-		switch {
-		case e.hostPing == "":
-			t.Log("no ping command on the host: host-to-guest ICMP not checked")
-		case strings.Contains(e.hostPing, "1 packets received") || strings.Contains(e.hostPing, "1 received"):
-			t.Logf("host pinged the guest: %s", strings.ReplaceAll(lastLines(e.hostPing, 2), "\n", "; "))
-		default:
-			t.Errorf("host's ping to the guest failed:\n%s", e.hostPing)
-		}
-	})
+	}
+	if !strings.Contains(e.neigh, "lladdr "+netGuestMAC) {
+		t.Errorf("host's neighbour entry for the guest is %q, want lladdr %s", e.neigh, netGuestMAC)
+	}
+	switch {
+	case e.hostPing == "":
+		t.Log("no ping command on the host: host-to-guest ICMP not checked")
+	case strings.Contains(e.hostPing, "1 packets received") || strings.Contains(e.hostPing, "1 received"):
+		t.Logf("host pinged the guest: %s", strings.ReplaceAll(lastLines(e.hostPing, 2), "\n", "; "))
+	default:
+		t.Errorf("host's ping to the guest failed:\n%s", e.hostPing)
+	}
 }
 
 // hostPing pings addr once from inside ns and returns ping's output,
