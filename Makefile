@@ -19,7 +19,7 @@ SMP     ?= 2
 MEM     ?= 512M
 APPEND  ?= console=ttyS0 reboot=k panic=-1 quiet
 
-.PHONY: help build guests run test fuzz check bench bench-exits bench-boot bench-mem bench-semtest bench-blk deps clean
+.PHONY: help build guests run test fuzz check bench bench-exits bench-boot bench-mem bench-semtest bench-blk bench-net deps clean
 help:
 	@echo "make deps         install the Debian packages the build and tests need (root)"
 	@echo "make run          build govmm and the guest, boot it (--smp $(SMP)), print the exit table"
@@ -30,6 +30,7 @@ help:
 	@echo "make bench-mem    a page-fault-heavy guest (faultbench) with guest RAM in huge pages (default) and without"
 	@echo "make bench-semtest sem_test on the host, in govmm (each knob) and in QEMU"
 	@echo "make bench-blk    fio (4k random QD1/QD32, 1M sequential) on the host, in govmm (each datapath knob) and in QEMU (threads, native, io_uring): IOPS, latency, CPU/GiB, exits/request"
+	@echo "make bench-net    virtio-net TCP/UDP throughput and latency host<->guest over a tap: govmm (offloads on/off) vs QEMU (root)"
 	@echo "make bench-kbuild a kernel build on the host, in govmm (each knob) and in QEMU (root)"
 	@echo "make guests       the busybox initramfs and sem_test (guests/out/); off PVM hosts also Debian's kernel"
 
@@ -100,6 +101,14 @@ bench-semtest: guests
 BLK_ROUNDS ?= 3
 bench-blk: guests
 	BLK_ROUNDS=$(BLK_ROUNDS) $(GO) test -run '^$$' -bench BenchmarkBlockIO -benchtime 1x -timeout 60m ./cmd/govmm/
+
+# Needs root (a network namespace and a tap) and iperf3 on the host.
+# NET_ROUNDS rounds, each variant once per round in a rotated order;
+# NET_SECONDS each iperf3 job's length, NET_RR the latency job's round
+# trips; NET_JOBS / NET_ONLY (regular expressions) pick jobs / variants.
+NET_ROUNDS ?= 3
+bench-net: guests
+	NET_ROUNDS=$(NET_ROUNDS) $(GO) test -run '^$$' -bench BenchmarkNet -benchtime 1x -timeout 60m ./cmd/govmm/
 
 # Not part of `bench`: the image needs root and Debian's mirror, and one
 # round of every row takes 20-30 minutes (KBUILD_FULL=1 with host, govmm

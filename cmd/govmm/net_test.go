@@ -109,7 +109,7 @@ const (
 // netNamespace makes a network namespace for the test with tap0 in it
 // at netHostAddr/24, up, and deletes both when the test ends. It skips
 // where that needs what the machine lacks.
-func netNamespace(t *testing.T) string {
+func netNamespace(t testing.TB) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates a network namespace and a tap")
@@ -141,7 +141,7 @@ func netNamespace(t *testing.T) string {
 }
 
 // ip runs an ip(8) command, failing the test if it fails.
-func ip(t *testing.T, args ...string) string {
+func ip(t testing.TB, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -152,50 +152,56 @@ func ip(t *testing.T, args ...string) string {
 	return string(out)
 }
 
-// listenIn opens a TCP listener inside network namespace ns. The thread
-// that enters ns is locked for the switch; if it cannot switch back,
-// its goroutine ends still locked and the runtime retires the thread.
-func listenIn(t *testing.T, ns, addr string) net.Listener {
-	t.Helper()
-	type result struct {
-		l   net.Listener
-		err error
-	}
-	c := make(chan result, 1)
+// inNetns runs f on a thread inside network namespace ns: sockets f
+// opens belong to ns. If the thread cannot switch back, its goroutine
+// ends still locked and the runtime retires the thread.
+func inNetns(ns string, f func() error) error {
+	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
 		home, err := os.Open("/proc/thread-self/ns/net")
 		if err != nil {
-			c <- result{err: err}
+			errc <- err
 			return
 		}
 		defer home.Close()
 		target, err := os.Open("/var/run/netns/" + ns) // iproute2's NETNS_RUN_DIR
 		if err != nil {
 			runtime.UnlockOSThread()
-			c <- result{err: err}
+			errc <- err
 			return
 		}
 		defer target.Close()
 		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
 			runtime.UnlockOSThread()
-			c <- result{err: fmt.Errorf("setns %s: %w", ns, err)}
+			errc <- fmt.Errorf("setns %s: %w", ns, err)
 			return
 		}
-		l, err := net.Listen("tcp", addr)
+		err = f()
 		if serr := unix.Setns(int(home.Fd()), unix.CLONE_NEWNET); serr != nil {
-			c <- result{l, err}
+			errc <- err
 			return // still locked: the thread dies with this goroutine
 		}
 		runtime.UnlockOSThread()
-		c <- result{l, err}
+		errc <- err
 	}()
-	r := <-c
-	if r.err != nil {
-		t.Fatalf("listen on %s in %s: %v", addr, ns, r.err)
+	return <-errc
+}
+
+// listenIn opens a TCP listener inside network namespace ns.
+func listenIn(t *testing.T, ns, addr string) net.Listener {
+	t.Helper()
+	var l net.Listener
+	err := inNetns(ns, func() error {
+		var err error
+		l, err = net.Listen("tcp", addr)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listen on %s in %s: %v", addr, ns, err)
 	}
-	t.Cleanup(func() { r.l.Close() })
-	return r.l
+	t.Cleanup(func() { l.Close() })
+	return l
 }
 
 // bootNet runs govmm with --net tap=tap0 inside ns and the guest at
