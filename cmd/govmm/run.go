@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/govmm/govmm/internal/atomicfile"
@@ -253,30 +252,15 @@ func parseKnobs(haltPoll string, hltPass, pvHaltPoll bool, affinity string) (vmm
 	return k, nil
 }
 
-// writeJSON saves v as indented JSON. A regular file (or a new one) is
-// replaced whole, so a reader never sees half a table; a FIFO or device
-// (/dev/stdout, a pipe to jq) is written to as the stream it is.
+// writeJSON saves v as indented JSON (atomicfile.Save: a regular file
+// is replaced whole, a FIFO or device written as a stream).
 func writeJSON(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	b = append(b, '\n')
-	// Opening without O_CREAT or O_TRUNC changes nothing in a regular
-	// file; a FIFO's open waits for its reader, as a shell's > would.
-	if f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NOCTTY, 0); err == nil {
-		if fi, err := f.Stat(); err == nil && !fi.Mode().IsRegular() {
-			_, err := f.Write(b)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			return err
-		}
-		f.Close()
-	}
-	return replaceFile(path, b)
+	return atomicfile.Save(path, func(w io.Writer) error {
+		_, err := w.Write(append(b, '\n'))
+		return err
+	})
 }
-
-// replaceFile replaces path with b, whole or not at all. The table is no
-// secret and keeps the 0644 it always had.
-func replaceFile(path string, b []byte) error { return atomicfile.Write(path, 0o644, b) }

@@ -2,17 +2,34 @@
 package atomicfile
 
 import (
+	"bufio"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // Write writes chunks, one after another, to a temporary file beside
 // path and renames it over path, so a reader sees the old file or the
-// new one, never half of it. The temporary file is created exclusively
-// under a random name (a fixed one could be a symlink planted to make us
-// write elsewhere), given perm, and removed on every failure.
-func Write(path string, perm fs.FileMode, chunks ...[]byte) (err error) {
+// new one, never half of it (see WriteFunc).
+func Write(path string, perm fs.FileMode, chunks ...[]byte) error {
+	return WriteFunc(path, perm, func(w io.Writer) error {
+		for _, b := range chunks {
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// WriteFunc writes what write produces to a temporary file beside path
+// and renames it over path, whatever path is now (a link is replaced,
+// not followed). The temporary file is created exclusively under a
+// random name (a fixed one could be a symlink planted to make us write
+// elsewhere), given perm, and removed on every failure, write's included.
+func WriteFunc(path string, perm fs.FileMode, write func(io.Writer) error) (err error) {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
 		return err
@@ -26,13 +43,39 @@ func Write(path string, perm fs.FileMode, chunks ...[]byte) (err error) {
 	if err := f.Chmod(perm); err != nil { // CreateTemp made it 0600
 		return err
 	}
-	for _, b := range chunks {
-		if _, err := f.Write(b); err != nil {
-			return err
-		}
+	if err := buffered(f, write); err != nil {
+		return err
 	}
 	if err := f.Close(); err != nil {
 		return err
 	}
 	return os.Rename(f.Name(), path)
+}
+
+// Save is for the files a user names on govmm's command line (the exit
+// table, the exit trace): a FIFO or device at path (/dev/stdout, a pipe
+// to jq) is written to as the stream it is; anything else is replaced
+// whole by WriteFunc, 0644 (what govmm saves is no secret).
+func Save(path string, write func(io.Writer) error) error {
+	// Opening without O_CREAT or O_TRUNC changes nothing in a regular
+	// file; a FIFO's open waits for its reader, as a shell's > would.
+	if f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NOCTTY, 0); err == nil {
+		if fi, err := f.Stat(); err == nil && !fi.Mode().IsRegular() {
+			err := buffered(f, write)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			return err
+		}
+		f.Close()
+	}
+	return WriteFunc(path, 0o644, write)
+}
+
+func buffered(f *os.File, write func(io.Writer) error) error {
+	w := bufio.NewWriterSize(f, 64<<10)
+	if err := write(w); err != nil {
+		return err
+	}
+	return w.Flush()
 }
