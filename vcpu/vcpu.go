@@ -12,6 +12,7 @@ import (
 
 	"github.com/govmm/govmm/devices"
 	"github.com/govmm/govmm/exitstats"
+	"github.com/govmm/govmm/exittrace"
 	"github.com/govmm/govmm/kvm"
 )
 
@@ -40,10 +41,13 @@ func (r StopReason) String() string {
 // Config wires one vCPU to the rest of the VM.
 type Config struct {
 	IO, MMIO *devices.Bus
-	// Stats, when non-nil, receives the timing of every exit; nil turns
-	// measurement off altogether (no clock reads on the hot path).
-	Stats    *exitstats.VCPU
-	Registry *exitstats.Registry // names rows; required when Stats is set
+	// Stats, when non-nil, receives the timing of every exit; nil, with
+	// Trace nil too, turns measurement off altogether (no clock reads on
+	// the hot path).
+	Stats *exitstats.VCPU
+	// Trace, when non-nil, records every exit in the exit timeline.
+	Trace    *exittrace.VCPU
+	Registry *exitstats.Registry // names rows; required when Stats or Trace is set
 	// SyncRegs asks KVM to copy the general registers into kvm_run on
 	// every exit (KVM_CAP_SYNC_REGS) so PC needs no ioctl. When false, or
 	// when the capability is missing, each exit costs a KVM_GET_REGS.
@@ -99,7 +103,7 @@ func New(k *kvm.VCPU, cfg Config, syncRegsCap int) *VCPU {
 	v := &VCPU{k: k, cfg: cfg}
 	v.cond = sync.NewCond(&v.mu)
 	v.syncRegs = cfg.SyncRegs && syncRegsCap&kvm.SyncRegsGPR != 0
-	if cfg.Stats != nil {
+	if cfg.Stats != nil || cfg.Trace != nil {
 		v.kinds.init(cfg.Registry)
 	}
 	return v
@@ -261,9 +265,10 @@ func (v *VCPU) Run() (StopReason, error) {
 	if v.syncRegs {
 		run.ValidRegs = kvm.SyncRegsGPR
 	}
-	stats := v.cfg.Stats
+	stats, trace := v.cfg.Stats, v.cfg.Trace
+	timed := stats != nil || trace != nil
 	var last int64 // monotonic time of the last re-entry
-	if stats != nil {
+	if timed {
 		last = now()
 	}
 	// afterKick is set when KVM_RUN returned EINTR: a request may have set
@@ -276,7 +281,7 @@ func (v *VCPU) Run() (StopReason, error) {
 			if stop := v.serveRequests(); stop {
 				return Stopped, nil
 			}
-			if stats != nil {
+			if timed {
 				last = now()
 			}
 		}
@@ -284,14 +289,14 @@ func (v *VCPU) Run() (StopReason, error) {
 		// The time in guest and the handling of this exit are charged
 		// together once it is handled: one write section per exit.
 		var exitAt int64
-		if stats != nil {
+		if timed {
 			exitAt = now()
 		}
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				// A signal (Go's preemption, or our kick) ended the
 				// run: count it and loop to look at requests.
-				if stats != nil {
+				if timed {
 					// KVM fills the sync regs on this path too: the
 					// RIP the guest was stopped at costs nothing
 					// (without them, a KVM_GET_REGS as on any exit).
@@ -299,6 +304,9 @@ func (v *VCPU) Run() (StopReason, error) {
 					entered := last
 					last = now()
 					stats.RecordExit(v.kinds.intr, rip, uint64(exitAt-entered), uint64(last-exitAt))
+					if trace != nil {
+						trace.Exit(v.kinds.intr, exitAt, last-exitAt, exitAt-entered, rip)
+					}
 				}
 				afterKick = true
 				continue
@@ -313,10 +321,13 @@ func (v *VCPU) Run() (StopReason, error) {
 		}
 		rip := v.notePC()
 		kind, reason, err := v.handle(run)
-		if stats != nil {
+		if timed {
 			entered := last
 			last = now()
 			stats.RecordExit(kind, rip, uint64(exitAt-entered), uint64(last-exitAt))
+			if trace != nil {
+				trace.Exit(kind, exitAt, last-exitAt, exitAt-entered, rip)
+			}
 		}
 		if err != nil || reason != running {
 			return reason, err

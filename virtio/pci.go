@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/govmm/govmm/devices"
+	"github.com/govmm/govmm/exittrace"
 	"github.com/govmm/govmm/guestlog"
 )
 
@@ -162,6 +163,9 @@ type TransportConfig struct {
 	// (telemetry.go, read with RequestStats); off, no clock is read on
 	// the request path.
 	RequestTelemetry bool
+	// Trace, when set, records each queue's notifies and interrupts in
+	// the exit timeline.
+	Trace *exittrace.Trace
 }
 
 // QueueCounters count one queue's traffic.
@@ -215,7 +219,8 @@ type Transport struct {
 	configVector atomic.Uint32
 	queueVector  []atomic.Uint32
 
-	notifyMu []sync.Mutex // one Device.Notify per queue at a time
+	notifyMu []sync.Mutex       // one Device.Notify per queue at a time
+	traces   []*exittrace.Queue // per queue; nil entries when tracing is off
 	counters []pciQueueCounters
 	configIR atomic.Uint64 // configuration interrupts raised
 
@@ -260,6 +265,7 @@ func NewTransport(dev Device, c TransportConfig) (*Transport, error) {
 			q.tel = newQueueTelemetry(ops, s)
 		}
 		t.queues = append(t.queues, q)
+		t.traces = append(t.traces, c.Trace.NewQueue(name, i))
 	}
 	if d, ok := dev.(interface{ setGuestLog(*guestlog.Logger) }); ok {
 		d.setGuestLog(t.warn)
@@ -495,7 +501,9 @@ func (t *Transport) notify(q int) {
 	}
 	t.notifyMu[q].Lock()
 	t.queues[q].tel.notify()
+	span := t.traces[q].BeginNotify()
 	err := t.dev.Notify(q)
+	t.traces[q].EndNotify(span)
 	t.notifyMu[q].Unlock()
 	if err != nil {
 		t.fail(err)
@@ -536,7 +544,10 @@ func (i pciInterrupt) Queue(q int) error {
 		// interrupt it got; there is no INTx line to raise, though.
 		t.isr.Or(isrQueue)
 	}
-	return t.msix.fire(uint16(t.queueVector[q].Load()))
+	span := t.traces[q].BeginInterrupt()
+	err := t.msix.fire(uint16(t.queueVector[q].Load()))
+	t.traces[q].EndInterrupt(span)
+	return err
 }
 
 // Config implements Interrupt.

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/govmm/govmm/exittrace"
 	"github.com/govmm/govmm/vmm/kernelcache"
 )
 
@@ -52,6 +53,10 @@ type Config struct {
 	// (symbols.go).
 	ExitRIPs     bool
 	GuestSymbols string // a System.map or an ELF vmlinux; optional
+	// ExitTraceEvents, when positive, records the exit timeline
+	// (exittrace): the last ExitTraceEvents events of each vCPU and each
+	// virtqueue track (rounded up to a power of two). 0 turns it off.
+	ExitTraceEvents int
 
 	Knobs Knobs // halt polling, HLT pass-through, vCPU pinning
 	Boot  Boot  // how a bzImage is entered
@@ -120,6 +125,9 @@ func (c *Config) Validate() error {
 		if err := n.validate(); err != nil {
 			return err
 		}
+	}
+	if c.ExitTraceEvents < 0 || c.ExitTraceEvents > exittrace.MaxEvents {
+		return fmt.Errorf("--exit-trace-events %d: want 1 to %d", c.ExitTraceEvents, exittrace.MaxEvents)
 	}
 	if c.CPUs < 1 {
 		return fmt.Errorf("--smp %d: need at least one vCPU", c.CPUs)

@@ -116,6 +116,7 @@ func (v *VM) addVirtio(dev virtio.Device, poll time.Duration) error {
 		// Request telemetry goes with the exit statistics: off, no clock
 		// is read on the request path either.
 		RequestTelemetry: v.cfg.ExitStats,
+		Trace:            v.trace,
 	}
 	if !v.cfg.NoIOEventFD {
 		c.IOEventFDs = v.kvm

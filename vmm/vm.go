@@ -11,8 +11,10 @@ import (
 
 	"github.com/govmm/govmm/devices"
 	"github.com/govmm/govmm/exitstats"
+	"github.com/govmm/govmm/exittrace"
 	"github.com/govmm/govmm/guestlog"
 	"github.com/govmm/govmm/guestsym"
+	"github.com/govmm/govmm/internal/atomicfile"
 	"github.com/govmm/govmm/kvm"
 	"github.com/govmm/govmm/vcpu"
 	"github.com/govmm/govmm/virtio"
@@ -125,6 +127,7 @@ type VM struct {
 	vconsole       *virtio.Console     // nil without Config.VirtioConsole
 	stats          *exitstats.Registry // nil when statistics are off
 	syms           *guestsym.Table     // names the exits' guest RIPs; nil if none
+	trace          *exittrace.Trace    // nil when exit tracing is off
 	guestLog       *guestlog.Set       // the devices' rate-limited warnings, counted
 
 	start   time.Time
@@ -201,6 +204,15 @@ func New(cfg Config) (_ *VM, err error) {
 			}
 		}
 	}
+	// The rows' names: the statistics' own, or for the trace alone a
+	// registry that only names.
+	names := v.stats
+	if cfg.ExitTraceEvents > 0 {
+		if names == nil {
+			names = exitstats.NewRegistry()
+		}
+		v.trace = exittrace.New(cfg.ExitTraceEvents, names)
+	}
 	if err = v.addDevices(irqchip); err != nil {
 		return nil, err
 	}
@@ -218,10 +230,8 @@ func New(cfg Config) (_ *VM, err error) {
 		if err := setupCPU(k, supported, cfg.CPUs, irqchip, cfg.Knobs.PVHaltPoll); err != nil {
 			return nil, err
 		}
-		vc := vcpu.Config{IO: v.IOBus, MMIO: v.MMIOBus, SyncRegs: cfg.SyncRegs, HostCPUs: cfg.Knobs.hostCPUs(i)}
-		if v.stats != nil {
-			vc.Stats, vc.Registry = v.stats.NewVCPU(i), v.stats
-		}
+		vc := vcpu.Config{IO: v.IOBus, MMIO: v.MMIOBus, SyncRegs: cfg.SyncRegs, HostCPUs: cfg.Knobs.hostCPUs(i),
+			Stats: v.stats.NewVCPU(i), Trace: v.trace.NewVCPU(i), Registry: names}
 		v.vcpus = append(v.vcpus, vcpu.New(k, vc, syncCap))
 	}
 	if err := v.saveBootState(irqchip); err != nil {
@@ -730,3 +740,21 @@ func (w *readyWatcher) scan(p []byte) bool {
 
 // Uptime is the time since the VM was created.
 func (v *VM) Uptime() time.Duration { return time.Since(v.start) }
+
+// ExitTracing reports whether the VM records its exit timeline.
+func (v *VM) ExitTracing() bool { return v.trace != nil }
+
+// SaveExitTrace writes the exit timeline recorded so far to path, in the
+// Chrome trace-event format (atomicfile.Save: a regular file is replaced
+// whole, a FIFO or device written as a stream). The VM may be running.
+func (v *VM) SaveExitTrace(path string) (exittrace.Written, error) {
+	var w exittrace.Written
+	if v.trace == nil {
+		return w, errors.New("exit tracing is off")
+	}
+	err := atomicfile.Save(path, func(out io.Writer) (err error) {
+		w, err = v.trace.Write(out)
+		return err
+	})
+	return w, err
+}

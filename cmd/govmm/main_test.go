@@ -127,6 +127,7 @@ func TestBadInput(t *testing.T) {
 		{"mem-path not hugetlbfs", []string{"run", "--kernel", kernel, "--mem-path", t.TempDir()}, "not a hugetlbfs mount"},
 		{"mem-hugepages garbage", []string{"run", "--kernel", kernel, "--mem-hugepages=maybe"}, "mem-hugepages"},
 		{"on-panic garbage", []string{"run", "--kernel", kernel, "--on-panic", "reboot"}, `--on-panic "reboot"`},
+		{"exit-trace-events 0", []string{"run", "--kernel", kernel, "--exit-trace", "t.json", "--exit-trace-events", "0"}, "--exit-trace-events 0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command(govmmBin, tc.args...)

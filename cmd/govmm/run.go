@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/govmm/govmm/exittrace"
 	"github.com/govmm/govmm/internal/atomicfile"
 	"github.com/govmm/govmm/sandbox"
 	"github.com/govmm/govmm/vmm"
@@ -46,6 +47,8 @@ func runCommand(args []string) error {
 	statsJSON := fs.String("exit-stats-json", "", "write the final exit table as JSON to `FILE`")
 	exitRIPs := fs.Bool("exit-rips", true, "with --exit-stats: find the guest RIPs that cause most exits of each row, named from --guest-symbols or an ELF --kernel's symbols")
 	guestSymbols := fs.String("guest-symbols", "", "the guest kernel's symbols, to name exit RIPs: a System.map or an ELF vmlinux `FILE` (a bzImage has none)")
+	exitTrace := fs.String("exit-trace", "", "record the exit timeline and write it at exit to `FILE` (Chrome trace-event JSON, for ui.perfetto.dev)")
+	traceEvents := fs.Int("exit-trace-events", exittrace.DefaultEvents, "with --exit-trace: keep the last `N` events of each vCPU and virtqueue track")
 	haltPoll := fs.String("halt-poll-ns", "", "per-VM halt polling window in `ns` (KVM_CAP_HALT_POLL); default: the kvm module's")
 	hltPass := fs.Bool("hlt-passthrough", false, "let the guest run HLT and PAUSE without exiting (KVM_CAP_X86_DISABLE_EXITS); an idle vCPU then burns 100% of a host CPU")
 	pvHaltPoll := fs.Bool("pv-haltpoll", false, "advertise KVM_FEATURE_POLL_CONTROL so the guest's cpuidle-haltpoll driver polls before halting")
@@ -91,6 +94,12 @@ func runCommand(args []string) error {
 	if *console != "serial" && *console != "virtio" {
 		return fmt.Errorf("--console %q: want serial or virtio", *console)
 	}
+	if *exitTrace != "" && (*traceEvents < 1 || *traceEvents > exittrace.MaxEvents) {
+		return fmt.Errorf("--exit-trace-events %d: want 1 to %d", *traceEvents, exittrace.MaxEvents)
+	}
+	if *exitTrace == "" {
+		*traceEvents = 0
+	}
 	var boot vmm.Boot
 	switch *bootMode {
 	case "direct":
@@ -108,7 +117,7 @@ func runCommand(args []string) error {
 		CPUs: *smp, MemSize: memSize,
 		Memory:    vmm.MemoryConfig{NoHugePages: !*memHugePages, Path: *memPath},
 		Console:   os.Stdout,
-		ExitStats: *exitStats, SyncRegs: *syncRegs,
+		ExitStats: *exitStats, SyncRegs: *syncRegs, ExitTraceEvents: *traceEvents,
 		ExitRIPs: *exitRIPs, GuestSymbols: *guestSymbols,
 		Disks: disks, BlockPoll: time.Duration(*blkPoll) * time.Microsecond, Nets: nets, RNG: *rng, NoIOEventFD: *noIOEventFD, NoIRQFD: *noIRQFD,
 		NoReboot: *noReboot,
@@ -169,6 +178,14 @@ func runCommand(args []string) error {
 	out := vm.Run()
 	term.restore()
 	report(os.Stderr, vm, out, signals.First())
+	if *exitTrace != "" {
+		w, err := vm.SaveExitTrace(*exitTrace)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "govmm: --exit-trace: %v\n", err)
+			return exitCode(1)
+		}
+		fmt.Fprintf(os.Stderr, "govmm: exit trace: %d events written to %s, %d older ones dropped\n", w.Events, *exitTrace, w.Dropped)
+	}
 	if *exitStats || *statsJSON != "" {
 		table := vm.ExitTable()
 		if *exitStats {
