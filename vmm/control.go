@@ -4,13 +4,16 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log"
+	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/govmm/govmm/devices"
 	"github.com/govmm/govmm/exitstats"
+	"github.com/govmm/govmm/internal/atomicfile"
 	"github.com/govmm/govmm/vcpu"
 	"github.com/govmm/govmm/virtio"
 	"github.com/govmm/govmm/vmm/qmp"
@@ -195,6 +198,26 @@ func (v *VM) ExitTable() ExitTable {
 }
 
 func (c *control) KVMEnabled() bool { return true }
+
+// DumpExitTrace writes the exit trace for x-govmm-dump-exit-trace. A QMP
+// client names the file, so it is only ever replaced whole, 0644
+// (atomicfile.WriteFunc): a FIFO or device there is refused, since
+// writing to one could hold up the QMP server for every client.
+func (c *control) DumpExitTrace(filename string) (qmp.TraceDump, error) {
+	if filename == "" {
+		return qmp.TraceDump{}, errors.New("filename is empty")
+	}
+	if fi, err := os.Lstat(filename); err == nil && !fi.Mode().IsRegular() && fi.Mode()&os.ModeSymlink == 0 {
+		return qmp.TraceDump{}, errors.New("filename names something other than a regular file")
+	}
+	w, err := c.vm.saveExitTrace(func(write func(io.Writer) error) error {
+		return atomicfile.WriteFunc(filename, 0o644, write)
+	})
+	if err != nil {
+		return qmp.TraceDump{}, fmt.Errorf("x-govmm-dump-exit-trace: %w", err)
+	}
+	return qmp.TraceDump{Events: w.Events, Dropped: w.Dropped}, nil
+}
 
 // qdevPath is the QOM path QEMU gives the virtio backend of a device
 // created with -device ...,id=name; govmm names devices as its exit table

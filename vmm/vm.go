@@ -748,11 +748,16 @@ func (v *VM) ExitTracing() bool { return v.trace != nil }
 // Chrome trace-event format (atomicfile.Save: a regular file is replaced
 // whole, a FIFO or device written as a stream). The VM may be running.
 func (v *VM) SaveExitTrace(path string) (exittrace.Written, error) {
+	return v.saveExitTrace(func(write func(io.Writer) error) error { return atomicfile.Save(path, write) })
+}
+
+// saveExitTrace writes the trace through save, which streams it to a file.
+func (v *VM) saveExitTrace(save func(write func(io.Writer) error) error) (exittrace.Written, error) {
 	var w exittrace.Written
 	if v.trace == nil {
-		return w, errors.New("exit tracing is off")
+		return w, errors.New("exit tracing is off: start govmm with --exit-trace FILE")
 	}
-	err := atomicfile.Save(path, func(out io.Writer) (err error) {
+	err := save(func(out io.Writer) (err error) {
 		w, err = v.trace.Write(out)
 		return err
 	})

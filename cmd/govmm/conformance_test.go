@@ -337,6 +337,41 @@ var scenarios = []scenario{
 				"RESET guest=true reason=guest-reset", "SHUTDOWN guest=false reason=host-qmp-quit"},
 		},
 	},
+	{
+		// govmm's own: the exit trace of a running VM, written on request
+		// (a FIFO is refused: it could hold up the QMP server).
+		name: "x-govmm-dump-exit-trace", run: guestSleep, ready: true, govmmOnly: true,
+		govmmArgs: []string{"--exit-trace", os.DevNull},
+		commands:  []string{"x-govmm-dump-exit-trace"},
+		play: func(s *session) {
+			dir := s.t.TempDir()
+			path := filepath.Join(dir, "trace.json")
+			_, err := s.d.Run(goqmp.Command{Execute: "x-govmm-dump-exit-trace", Args: map[string]any{"filename": path}})
+			s.result("x-govmm-dump-exit-trace", err)
+			b, err := os.ReadFile(path)
+			if err == nil {
+				var sum testenv.TraceSummary
+				if sum, err = testenv.CheckTrace(b); err == nil {
+					_, named1 := sum.Tracks["vCPU 1"]
+					s.step(fmt.Sprintf("trace valid, vCPU 0 slices %v, vCPU 1 named %v", sum.Tracks["vCPU 0"] > 0, named1))
+				}
+			}
+			if err != nil {
+				s.step("trace: " + err.Error())
+			}
+			fifo := filepath.Join(dir, "fifo")
+			if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+				s.t.Fatal(err)
+			}
+			_, err = s.d.Run(goqmp.Command{Execute: "x-govmm-dump-exit-trace", Args: map[string]any{"filename": fifo}})
+			s.step(fmt.Sprintf("FIFO refused: %v", err != nil && strings.Contains(err.Error(), "other than a regular file")))
+		},
+		want: observation{
+			Steps: []string{"x-govmm-dump-exit-trace: ok", "trace valid, vCPU 0 slices true, vCPU 1 named true", "FIFO refused: true",
+				"connection open", "VM running", "quit: ok", "exit status 0"},
+			Events: []string{"SHUTDOWN guest=false reason=host-qmp-quit"},
+		},
+	},
 }
 
 // shapeDiffsAllowed are the differences between QEMU's replies and ours

@@ -40,6 +40,7 @@ func init() {
 		{name: "query-blockstats", params: []string{"query-nodes"}, run: (*call).queryBlockstats},
 		{name: "query-pci", run: (*call).queryPCI},
 		{name: "query-exit-stats", run: (*call).queryExitStats},
+		{name: "x-govmm-dump-exit-trace", params: []string{"filename"}, run: (*call).dumpExitTrace},
 		{name: "stop", run: (*call).stop},
 		{name: "cont", run: (*call).cont},
 		{name: "system_powerdown", run: (*call).systemPowerdown},
@@ -294,6 +295,29 @@ func (cl *call) queryExitStats() (any, *qmpError) {
 		return nil, genericError("query-exit-stats: %v", err)
 	}
 	return json.RawMessage(b), nil
+}
+
+// dumpExitTrace is ours, named as QEMU names a vendor's unstable command
+// (x- prefix): it writes the exit timeline recorded so far to filename,
+// a running VM's as well as a stopped one's.
+func (cl *call) dumpExitTrace() (any, *qmpError) {
+	raw, ok := cl.args["filename"]
+	if !ok {
+		return nil, genericError("Parameter 'filename' is missing")
+	}
+	var filename string
+	if raw[0] != '"' || json.Unmarshal(raw, &filename) != nil {
+		return nil, genericError("Invalid parameter type for 'filename', expected: string")
+	}
+	d, ok := cl.s.m.(ExitTraceDumper)
+	if !ok {
+		return nil, genericError("this machine records no exit trace")
+	}
+	w, err := d.DumpExitTrace(filename)
+	if err != nil {
+		return nil, genericError("%v", err)
+	}
+	return w, nil
 }
 
 // The state-changing commands emit their events before returning, so the

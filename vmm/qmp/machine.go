@@ -135,6 +135,19 @@ type CPUStateReader interface {
 	CPUStates() []CPU
 }
 
+// ExitTraceDumper is implemented by a Machine that records its exit
+// timeline, for x-govmm-dump-exit-trace.
+type ExitTraceDumper interface {
+	// DumpExitTrace writes the trace recorded so far to filename.
+	DumpExitTrace(filename string) (TraceDump, error)
+}
+
+// TraceDump is x-govmm-dump-exit-trace's reply: what the file holds.
+type TraceDump struct {
+	Events  uint64 `json:"events"`  // slices written
+	Dropped uint64 `json:"dropped"` // events recorded but overwritten in the bounded rings
+}
+
 // PCILister is implemented by a Machine with a PCI bus.
 type PCILister interface {
 	PCIFunctions() []PCIFunction
