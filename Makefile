@@ -25,7 +25,7 @@ help:
 	@echo "make run          build govmm and the guest, boot it (--smp $(SMP)), print the exit table"
 	@echo "make test         go vet + the full test suite (needs /dev/kvm for the VM tests); lists every skipped test and why"
 	@echo "make fuzz         every fuzz target for FUZZTIME (default $(FUZZTIME)) each, one after another"
-	@echo "make bench-exits  cost of one port-I/O exit: C loop vs govmm (stats on/off, top RIPs on, sync regs off, seccomp on beside its child-process control), and of recording one exit"
+	@echo "make bench-exits  cost of one port-I/O exit: C loop vs govmm (stats on/off, top RIPs on, exit trace on, sync regs off, seccomp on beside its child-process control), and of recording one exit (statistics, trace)"
 	@echo "make bench-boot   boot time and RSS: govmm vs QEMU microvm vs the C reference VMM"
 	@echo "make bench-mem    a page-fault-heavy guest (faultbench) with guest RAM in huge pages (default) and without"
 	@echo "make bench-semtest sem_test on the host, in govmm (each knob) and in QEMU"
@@ -125,6 +125,7 @@ EXIT_ROUNDS ?= 25
 bench-exits:
 	EXIT_ROUNDS=$(EXIT_ROUNDS) $(GO) test -run '^$$' -bench BenchmarkPortIOExit -benchtime 1x ./vmm/
 	$(GO) test -run '^$$' -bench 'BenchmarkRecord' ./exitstats/
+	$(GO) test -run '^$$' -bench 'BenchmarkTraceExit' ./exittrace/
 
 clean:
 	rm -rf bin

@@ -13,9 +13,10 @@ import (
 // virtqueue (its notifies, its interrupts). A nil *Trace is tracing off:
 // it hands out nil tracks, whose methods do nothing.
 type Trace struct {
-	events int                 // ring size of every track
-	names  *exitstats.Registry // names the vCPUs' exit rows
-	base   int64               // monotime of New: time 0 of the trace
+	events int                     // ring size of every track
+	names  *exitstats.Registry     // names the vCPUs' exit rows
+	base   int64                   // monotime of New: time 0 of the trace
+	symbol func(rip uint64) string // names guest RIPs; nil: addresses only
 
 	mu     sync.Mutex // guards vcpus and queues: set-up and readers only
 	vcpus  []*VCPU
@@ -33,6 +34,10 @@ func New(events int, names *exitstats.Registry) *Trace {
 	}
 	return &Trace{events: roundEvents(events), names: names, base: monotime.Now()}
 }
+
+// Symbolize has Write name each exit's RIP (function+0xoff) with symbol,
+// which returns "" where it knows none. Call it before the VM runs.
+func (t *Trace) Symbolize(symbol func(rip uint64) string) { t.symbol = symbol }
 
 // Events is how many events each track holds.
 func (t *Trace) Events() int { return t.events }

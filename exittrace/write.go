@@ -67,9 +67,10 @@ func (t *Trace) Write(w io.Writer) (Written, error) {
 		e.meta("thread_sort_index", tr.tid, "sort_index", strconv.Itoa(tr.tid))
 	}
 	names := rowNames{reg: t.names, cache: map[uint64]string{}}
+	syms := symbols{symbol: t.symbol, cache: map[uint64]string{}}
 	for _, tr := range vcpuTracks {
 		for _, ev := range tr.events {
-			e.exit(tr.tid, names.name(ev.c), ev)
+			e.exit(tr.tid, names.name(ev.c), syms.name(ev.b), ev)
 		}
 	}
 	for _, tr := range notifyTracks {
@@ -133,6 +134,26 @@ func (r rowNames) name(kind uint64) string {
 	}
 	n = jsonString(n)
 	r.cache[kind] = n
+	return n
+}
+
+// symbols names RIPs, each looked up once per Write.
+type symbols struct {
+	symbol func(uint64) string
+	cache  map[uint64]string // JSON strings, "" for none
+}
+
+func (s symbols) name(rip uint64) string {
+	if s.symbol == nil || rip == 0 {
+		return ""
+	}
+	n, ok := s.cache[rip]
+	if !ok {
+		if n = s.symbol(rip); n != "" {
+			n = jsonString(n)
+		}
+		s.cache[rip] = n
+	}
 	return n
 }
 
@@ -202,8 +223,9 @@ func (e *encoder) times(ev event) {
 	e.buf = appendMicros(e.buf, ev.dur)
 }
 
-// exit writes a vCPU's exit: a = ns in guest before it, b = RIP, c = row.
-func (e *encoder) exit(tid int, name string, ev event) {
+// exit writes a vCPU's exit: a = ns in guest before it, b = RIP, c = row;
+// sym names the RIP ("" for none).
+func (e *encoder) exit(tid int, name, sym string, ev event) {
 	e.begin("X", name, tid)
 	e.buf = append(e.buf, ",\"cat\":\"exit\""...)
 	e.times(ev)
@@ -213,6 +235,10 @@ func (e *encoder) exit(tid int, name string, ev event) {
 		e.buf = append(e.buf, ",\"rip\":\"0x"...)
 		e.buf = strconv.AppendUint(e.buf, ev.b, 16)
 		e.buf = append(e.buf, '"')
+	}
+	if sym != "" {
+		e.buf = append(e.buf, ",\"sym\":"...)
+		e.buf = append(e.buf, sym...)
 	}
 	e.buf = append(e.buf, '}')
 	e.end()

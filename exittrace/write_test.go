@@ -30,6 +30,12 @@ func TestWriteValidTrace(t *testing.T) {
 	reg := exitstats.NewRegistry()
 	io, hlt := reg.Kind("IO:serial"), reg.Kind("MMIO:virtio-blk.notify")
 	tr := New(4, reg)
+	tr.Symbolize(func(rip uint64) string {
+		if rip == 0xffffffff81000002 {
+			return `io_serial_out+0x11"`
+		}
+		return ""
+	})
 	b := tr.base
 	v0, v1 := tr.NewVCPU(0), tr.NewVCPU(1)
 	// vCPU 0 laps its ring of 4: the first two exits are dropped.
@@ -91,7 +97,7 @@ func TestWriteValidTrace(t *testing.T) {
 	for _, ev := range doc.TraceEvents {
 		if ev["ph"] == "X" && ev["tid"] == 1.0 {
 			args := ev["args"].(map[string]any)
-			if ev["ts"] != 2.0 || ev["dur"] != 0.1 || args["rip"] != "0xffffffff81000002" || args["guest_us"] != 0.4 {
+			if ev["ts"] != 2.0 || ev["dur"] != 0.1 || args["rip"] != "0xffffffff81000002" || args["guest_us"] != 0.4 || args["sym"] != `io_serial_out+0x11"` {
 				t.Errorf("first exit of vCPU 0: %v", ev)
 			}
 			break

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/govmm/govmm/devices"
+	"github.com/govmm/govmm/exittrace"
 	"github.com/govmm/govmm/guests/tiny"
 	"github.com/govmm/govmm/internal/testenv"
 	"github.com/govmm/govmm/vcpu"
@@ -91,7 +92,8 @@ type exitVariant struct {
 
 // BenchmarkPortIOExit measures one user-space port-I/O exit round trip, in
 // one run, for a bare C KVM_RUN loop (the physical limit) and for govmm
-// with statistics off, on, on with the top guest RIPs (rips-on), with sync
+// with statistics off, on, on with the top guest RIPs (rips-on), with
+// those and the exit trace (trace-on, its ring fresh each run), with sync
 // registers off, and with statistics
 // on in a child process without and with govmm's seccomp filter (the
 // child row is the control: seccomp_bench_test.go). EXIT_ROUNDS [25] rounds run inside one
@@ -109,6 +111,11 @@ func BenchmarkPortIOExit(b *testing.B) {
 		{"stats-on", func() (float64, error) { return timeRawGuest(exitsPerRound, true, true) }},
 		{"rips-on", func() (float64, error) {
 			return timeRawGuestWith(exitsPerRound, func(c *Config) { c.ExitStats, c.SyncRegs, c.ExitRIPs = true, true, true })
+		}},
+		{"trace-on", func() (float64, error) {
+			return timeRawGuestWith(exitsPerRound, func(c *Config) {
+				c.ExitStats, c.SyncRegs, c.ExitRIPs, c.ExitTraceEvents = true, true, true, exittrace.DefaultEvents
+			})
 		}},
 		{"sync-regs-off", func() (float64, error) { return timeRawGuest(exitsPerRound, true, false) }},
 		{"child", func() (float64, error) { return timeChildGuest(exitsPerRound, false) }},

@@ -212,6 +212,14 @@ func New(cfg Config) (_ *VM, err error) {
 			names = exitstats.NewRegistry()
 		}
 		v.trace = exittrace.New(cfg.ExitTraceEvents, names)
+		if v.syms == nil {
+			if v.syms, err = cfg.guestSymbols(); err != nil {
+				return nil, err
+			}
+		}
+		if v.syms != nil {
+			v.trace.Symbolize(v.syms.Name)
+		}
 	}
 	if err = v.addDevices(irqchip); err != nil {
 		return nil, err
