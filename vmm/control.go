@@ -67,10 +67,14 @@ func (v *VM) ServeQMP(path string) (func() error, error) {
 			srv.Emit("GUEST_CRASHLOADED", map[string]any{"action": "run"})
 			return
 		}
-		srv.Emit("GUEST_PANICKED", map[string]any{"action": action})
+		panicked := qmp.Event{Name: "GUEST_PANICKED", Data: map[string]any{"action": action}}
 		if action == OnPanicPause {
-			srv.Emit("STOP", nil) // as QEMU's vm_stop after the event
+			// STOP as QEMU's vm_stop after the event, with no room
+			// between them for the RESUME of a client's quick cont.
+			srv.EmitAll(panicked, qmp.Event{Name: "STOP"})
+			return
 		}
+		srv.EmitAll(panicked)
 	}
 	v.resetMu.Unlock()
 	go func() {

@@ -150,12 +150,30 @@ func (s *Server) isClosed() bool {
 // negotiation. It never blocks on a client; it is safe to call from any
 // goroutine, including from Machine methods. data may be nil for events
 // without data.
-func (s *Server) Emit(name string, data any) {
-	b := encodeEvent(name, data, time.Now())
+func (s *Server) Emit(name string, data any) { s.EmitAll(Event{name, data}) }
+
+// Event is one event for EmitAll.
+type Event struct {
+	Name string
+	Data any // nil for events without data
+}
+
+// EmitAll sends events to every client back to back, as Emit does each:
+// no event emitted elsewhere comes between them. QEMU emits GUEST_PANICKED
+// and the STOP of the pause it causes under one lock (the BQL), so a
+// client that answers the first with cont sees RESUME after both.
+func (s *Server) EmitAll(events ...Event) {
+	now := time.Now()
+	encoded := make([][]byte, len(events))
+	for i, e := range events {
+		encoded[i] = encodeEvent(e.Name, e.Data, now)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.clients {
-		c.sendEvent(b)
+		for _, b := range encoded {
+			c.sendEvent(b)
+		}
 	}
 }
 

@@ -616,3 +616,35 @@ func TestHalfCloseGetsReplies(t *testing.T) {
 		t.Errorf("want EOF, got %v", err)
 	}
 }
+
+// EmitAll's events reach a client back to back while another goroutine
+// emits all along: nothing comes between GUEST_PANICKED and its STOP.
+func TestEmitAllKeepsEventsTogether(t *testing.T) {
+	s := startServer(t, newFakeMachine())
+	c := dial(t, s.Path())
+	c.handshake()
+	const pairs = 100
+	others := make(chan struct{})
+	go func() {
+		defer close(others)
+		for i := 0; i < pairs; i++ {
+			s.Emit("RESUME", nil)
+		}
+	}()
+	for i := 0; i < pairs; i++ {
+		s.EmitAll(Event{Name: "GUEST_PANICKED", Data: map[string]any{"action": "pause"}}, Event{Name: "STOP"})
+	}
+	<-others
+	var last string
+	for i := 0; i < 3*pairs; i++ {
+		m := c.read()
+		name, _ := m["event"].(string)
+		if name == "" {
+			t.Fatalf("message %d: %v", i, m)
+		}
+		if last == "GUEST_PANICKED" && name != "STOP" {
+			t.Fatalf("event %d: %s right after GUEST_PANICKED, want STOP", i, name)
+		}
+		last = name
+	}
+}
