@@ -37,6 +37,36 @@ func fakeTap(t *testing.T) (dev *sockTap, host *os.File) {
 	return dev, host
 }
 
+// waitTapDrained waits until the device has read every frame written to
+// its end of the fake tap (nothing left in the socket's receive queue):
+// a test that needs a frame "read, then held" must not guess how long
+// the receive goroutine takes to get there on a loaded host.
+func waitTapDrained(t *testing.T, tap *sockTap) {
+	t.Helper()
+	rc, err := tap.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var queued int
+		var ioctlErr error
+		if err := rc.Control(func(fd uintptr) { queued, ioctlErr = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil {
+			t.Fatal(err)
+		}
+		if ioctlErr != nil {
+			t.Fatalf("SIOCINQ: %v", ioctlErr)
+		}
+		if queued == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the device has not read %d queued bytes from the tap in 10 s", queued)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // testNetFeatures are the features tests negotiate: all but EVENT_IDX,
 // whose used_event the test driver would have to write while the receive
 // goroutine reads it (the queue tests cover EVENT_IDX).
@@ -224,7 +254,7 @@ func TestNetReceiveMergeable(t *testing.T) {
 	if _, err := e.host.Write(f); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond)
+	waitTapDrained(t, e.tap)
 	e.rx.noUsed()
 	need := (len(f) + bufSize - 1) / bufSize
 	post(need - 5 + 2) // enough, and two to spare
@@ -302,7 +332,7 @@ func TestNetReceive(t *testing.T) {
 	// A frame with no buffer posted waits for one, without spinning.
 	f2 := frame(NetHdrLen+64, 9)
 	e.host.Write(f2)
-	time.Sleep(50 * time.Millisecond)
+	waitTapDrained(t, e.tap)
 	e.rx.noUsed()
 	_, a = e.rx.add(wr(1526))
 	if err := e.n.Notify(0); err != nil {
@@ -334,7 +364,7 @@ func TestNetReceive(t *testing.T) {
 func TestNetReset(t *testing.T) {
 	e := newNetEnv(t, false)
 	e.host.Write(frame(NetHdrLen+30, 1)) // read, then held waiting for a buffer
-	time.Sleep(20 * time.Millisecond)
+	waitTapDrained(t, e.tap)
 	e.n.Reset()
 	if err := e.n.Notify(1); err != nil {
 		t.Errorf("Notify after Reset: %v", err)
@@ -381,7 +411,7 @@ func TestNetReset(t *testing.T) {
 func TestNetCloseWhileWaiting(t *testing.T) {
 	e := newNetEnv(t, false)
 	e.host.Write(frame(NetHdrLen+30, 1))
-	time.Sleep(20 * time.Millisecond)
+	waitTapDrained(t, e.tap)
 	if err := e.n.Close(); err != nil {
 		t.Fatal(err)
 	}
