@@ -240,11 +240,11 @@ func (c *control) Blocks() []qmp.Block {
 			Device: d.name, Qdev: qdevPath(d.name), File: d.cfg.Path, ReadOnly: d.cfg.ReadOnly,
 			Size: d.blk.Capacity() * virtio.SectorSize, ActualSize: allocatedBytes(d.cfg.Path),
 			Stats: qmp.BlockStats{
-				ReadBytes: s.ReadBytes, WriteBytes: s.WriteBytes,
-				ReadOps: s.ReadOps, WriteOps: s.WriteOps, FlushOps: s.FlushOps,
-				ReadTimeNs: s.ReadTimeNs, WriteTimeNs: s.WriteTimeNs, FlushTimeNs: s.FlushTimeNs,
-				FailedReadOps: s.FailedReadOps, FailedWriteOps: s.FailedWriteOps, FailedFlushOps: s.FailedFlushOps,
-				InvalidReadOps: s.InvalidReadOps, InvalidWriteOps: s.InvalidWriteOps,
+				ReadBytes: s.ReadBytes, WriteBytes: s.WriteBytes, UnmapBytes: s.UnmapBytes,
+				ReadOps: s.ReadOps, WriteOps: s.WriteOps, FlushOps: s.FlushOps, UnmapOps: s.UnmapOps,
+				ReadTimeNs: s.ReadTimeNs, WriteTimeNs: s.WriteTimeNs, FlushTimeNs: s.FlushTimeNs, UnmapTimeNs: s.UnmapTimeNs,
+				FailedReadOps: s.FailedReadOps, FailedWriteOps: s.FailedWriteOps, FailedFlushOps: s.FailedFlushOps, FailedUnmapOps: s.FailedUnmapOps,
+				InvalidReadOps: s.InvalidReadOps, InvalidWriteOps: s.InvalidWriteOps, InvalidUnmapOps: s.InvalidUnmapOps,
 				WriteHighestOffset: s.WriteHighestOffset,
 			},
 		})

@@ -477,12 +477,13 @@ func (c *call) queryBlockstats() (any, *qmpError) {
 	for _, b := range bl.Blocks() {
 		st := b.Stats
 		e := blockStats{NodeName: b.Device, Stats: blockDeviceStats{
-			RdBytes: st.ReadBytes, WrBytes: st.WriteBytes,
-			RdOperations: st.ReadOps, WrOperations: st.WriteOps, FlushOperations: st.FlushOps,
-			RdTotalTimeNs: st.ReadTimeNs, WrTotalTimeNs: st.WriteTimeNs, FlushTotalTimeNs: st.FlushTimeNs,
+			RdBytes: st.ReadBytes, WrBytes: st.WriteBytes, UnmapBytes: st.UnmapBytes,
+			RdOperations: st.ReadOps, WrOperations: st.WriteOps, FlushOperations: st.FlushOps, UnmapOperations: st.UnmapOps,
+			RdTotalTimeNs: st.ReadTimeNs, WrTotalTimeNs: st.WriteTimeNs, FlushTotalTimeNs: st.FlushTimeNs, UnmapTotalTimeNs: st.UnmapTimeNs,
 			WrHighestOffset:    st.WriteHighestOffset,
 			FailedRdOperations: st.FailedReadOps, FailedWrOperations: st.FailedWriteOps, FailedFlushOperations: st.FailedFlushOps,
-			InvalidRdOperations: st.InvalidReadOps, InvalidWrOperations: st.InvalidWriteOps,
+			FailedUnmapOperations: st.FailedUnmapOps,
+			InvalidRdOperations:   st.InvalidReadOps, InvalidWrOperations: st.InvalidWriteOps, InvalidUnmapOperations: st.InvalidUnmapOps,
 			TimedStats: []struct{}{},
 		}}
 		if !nodes {

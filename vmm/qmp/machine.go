@@ -89,14 +89,14 @@ type Block struct {
 // BlockStats are a disk's I/O counters since the VM started, as QEMU's
 // BlockDeviceStats counts them: completed requests, their bytes and their
 // total service time; requests that failed on the host; requests the
-// guest got wrong (outside the disk).
+// guest got wrong (outside the disk). Unmap is DISCARD.
 type BlockStats struct {
-	ReadBytes, WriteBytes                         uint64
-	ReadOps, WriteOps, FlushOps                   uint64
-	ReadTimeNs, WriteTimeNs, FlushTimeNs          uint64
-	FailedReadOps, FailedWriteOps, FailedFlushOps uint64
-	InvalidReadOps, InvalidWriteOps               uint64
-	WriteHighestOffset                            uint64
+	ReadBytes, WriteBytes, UnmapBytes                             uint64
+	ReadOps, WriteOps, FlushOps, UnmapOps                         uint64
+	ReadTimeNs, WriteTimeNs, FlushTimeNs, UnmapTimeNs             uint64
+	FailedReadOps, FailedWriteOps, FailedFlushOps, FailedUnmapOps uint64
+	InvalidReadOps, InvalidWriteOps, InvalidUnmapOps              uint64
+	WriteHighestOffset                                            uint64
 }
 
 // BlockLister is implemented by a Machine with disks.
