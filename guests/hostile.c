@@ -452,30 +452,49 @@ static void round_result(const char *attack, long round, struct vq *q)
 	fflush(stdout);
 }
 
+// console_open sets up the virtio-console with its receiveq (the device
+// needs both queues, given no buffers) and returns its transmitq, with
+// the largest guest RAM range in ram/len. The device is static: the
+// queue keeps a pointer to it.
+static struct vq console_open(uint64_t *ram, uint64_t *len)
+{
+	static struct dev d;
+	d = take_device(VIRTIO_CONSOLE);
+	start(&d);
+	setup_queue(&d, 0);
+	struct vq tx = setup_queue(&d, 1);
+	driver_ok(&d);
+	*ram = 0;
+	largest_ram(ram, len);
+	return tx;
+}
+
+// console_send makes descriptor 0 of tx the transmit request, rounds
+// times (0: without end).
+static void console_send(const char *attack, long rounds, struct vq *tx)
+{
+	for (long r = 0; rounds == 0 || r < rounds; r++) {
+		publish(tx, 0);
+		notify(tx);
+		if (!wait_used(tx, tx->avail_idx, 10))
+			round_result(attack, r, tx);
+		first_round(attack, r);
+	}
+}
+
 // console_chain: every descriptor of the transmit queue in one chain,
 // each covering the largest RAM range.
 static void console_chain(const char *attack, long rounds)
 {
-	struct dev d = take_device(VIRTIO_CONSOLE);
-	start(&d);
-	setup_queue(&d, 0); // receiveq: the device needs both, given no buffers
-	struct vq tx = setup_queue(&d, 1);
-	driver_ok(&d);
-	uint64_t ram = 0, len;
-	largest_ram(&ram, &len);
+	uint64_t ram, len;
+	struct vq tx = console_open(&ram, &len);
 	for (int i = 0; i < tx.size; i++) {
 		descs(&tx)[i] = (struct desc){.addr = ram, .len = len,
 			.flags = i + 1 < tx.size ? DESC_NEXT : 0, .next = i + 1};
 	}
 	printf("HOSTILE-START %s chain=%u ram=%#" PRIx64 "+%#" PRIx64 "\n", attack, tx.size, ram, len);
 	fflush(stdout);
-	for (long r = 0; rounds == 0 || r < rounds; r++) {
-		publish(&tx, 0);
-		notify(&tx);
-		if (!wait_used(&tx, tx.avail_idx, 10))
-			round_result(attack, r, &tx);
-		first_round(attack, r);
-	}
+	console_send(attack, rounds, &tx);
 }
 
 // contig_table finds npages physically contiguous pages among the pages of
@@ -532,13 +551,8 @@ static uint64_t contig_table(size_t npages, uint8_t **va)
 static void console_indirect(const char *attack, long rounds)
 {
 	enum { ENTRIES = 4096, PAGES = ENTRIES * sizeof(struct desc) / PAGE };
-	struct dev d = take_device(VIRTIO_CONSOLE);
-	start(&d);
-	setup_queue(&d, 0);
-	struct vq tx = setup_queue(&d, 1);
-	driver_ok(&d);
-	uint64_t ram = 0, len;
-	largest_ram(&ram, &len);
+	uint64_t ram, len;
+	struct vq tx = console_open(&ram, &len);
 	uint8_t *va[PAGES];
 	uint64_t table = contig_table(PAGES, va);
 	const size_t per_page = PAGE / sizeof(struct desc);
@@ -550,13 +564,7 @@ static void console_indirect(const char *attack, long rounds)
 	descs(&tx)[0] = (struct desc){.addr = table, .len = ENTRIES * sizeof(struct desc), .flags = DESC_INDIRECT};
 	printf("HOSTILE-START %s table=%u ram=%#" PRIx64 "+%#" PRIx64 "\n", attack, ENTRIES, ram, len);
 	fflush(stdout);
-	for (long r = 0; rounds == 0 || r < rounds; r++) {
-		publish(&tx, 0);
-		notify(&tx);
-		if (!wait_used(&tx, tx.avail_idx, 10))
-			round_result(attack, r, &tx);
-		first_round(attack, r);
-	}
+	console_send(attack, rounds, &tx);
 }
 
 // A virtio-blk device with one queue and the pages its requests use.
