@@ -497,16 +497,8 @@ func onTmpfs(dir string) (bool, error) {
 // completion latency p50 and p99, host CPU seconds per GiB moved, and KVM
 // exits per disk request.
 func BenchmarkBlockIO(b *testing.B) {
-	kernel := guestDir + "/vmlinux"
 	bench := testenv.BenchInitramfs("../..")
-	for _, p := range []string{kernel, bench} {
-		if _, err := os.Stat(p); err != nil {
-			b.Skipf("%v (run `make guests`)", err)
-		}
-	}
-	if _, err := os.Stat("/dev/kvm"); err != nil {
-		b.Skipf("no /dev/kvm: %v", err)
-	}
+	kernel := benchKernel(b, bench)
 	if _, err := exec.LookPath("fio"); err != nil {
 		b.Fatalf("the host row needs fio: %v (apt-get install fio)", err)
 	}

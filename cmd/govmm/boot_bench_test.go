@@ -97,13 +97,7 @@ func buildPVMBoot(b *testing.B) string {
 // does), every round in a rotated order; failed boots are counted and
 // printed, not dropped.
 func BenchmarkBoot(b *testing.B) {
-	kernel := guestDir + "/vmlinux"
-	if _, err := os.Stat(kernel); err != nil {
-		b.Skipf("no guest kernel: %v", err)
-	}
-	if _, err := os.Stat(initramfs); err != nil {
-		b.Fatalf("initramfs missing (%v): run `make guests` first", err)
-	}
+	kernel := benchKernel(b, initramfs)
 	rounds := testenv.Rounds(b, "BOOT_ROUNDS", 5) * b.N
 	govmmRun := func(kernel string, flags ...string) []string {
 		return append([]string{govmmBin, "run", "--kernel", kernel, "--initrd", initramfs, "--smp", "2", "--mem", "512M",

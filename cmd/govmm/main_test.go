@@ -67,6 +67,16 @@ func needGuest(t *testing.T) string {
 	return k
 }
 
+// benchKernel returns the shared PVM kernel the VM benchmarks boot with
+// initrd: it skips without /dev/kvm and fails where /dev/kvm exists but
+// either file does not (testenv.NeedLinux).
+func benchKernel(b *testing.B, initrd string) string {
+	b.Helper()
+	kernel := guestDir + "/vmlinux"
+	testenv.NeedLinux(b, kernel, initrd)
+	return kernel
+}
+
 // writeFile makes a test input file of the given content.
 func writeFile(t *testing.T, name string, data []byte) string {
 	t.Helper()

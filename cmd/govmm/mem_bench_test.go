@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -48,13 +47,7 @@ func kvmCount(k *exitstats.KernelSnapshot, name string) (uint64, bool) {
 // run inside one iteration (-benchtime 1x, as make bench-mem does), every
 // round in a rotated order; a failed run is counted and reported.
 func BenchmarkMemFaults(b *testing.B) {
-	kernel := guestDir + "/vmlinux"
-	if _, err := os.Stat(kernel); err != nil {
-		b.Skipf("no guest kernel: %v", err)
-	}
-	if _, err := os.Stat(initramfs); err != nil {
-		b.Fatalf("initramfs missing (%v): run `make guests` first", err)
-	}
+	kernel := benchKernel(b, initramfs)
 	rounds := testenv.Rounds(b, "MEM_ROUNDS", 3) * b.N
 	dir := b.TempDir()
 	govmm := func(name string, flags ...string) []string {

@@ -304,19 +304,10 @@ func runNetVM(args []string, kind, sock, ns string, jobs []netJob, seconds, rr i
 // packets or round trips (UDP, latency) the exits KVM counted, those it
 // sent to the VMM, its halts, and govmm's own table's exits.
 func BenchmarkNet(b *testing.B) {
-	kernel := guestDir + "/vmlinux"
-	if _, err := os.Stat(kernel); err != nil {
-		b.Skipf("no guest kernel: %v", err)
-	}
-	if _, err := os.Stat("/dev/kvm"); err != nil {
-		b.Skipf("no /dev/kvm: %v", err)
-	}
+	bench := testenv.BenchInitramfs("../..")
+	kernel := benchKernel(b, bench)
 	if _, err := exec.LookPath("iperf3"); err != nil {
 		b.Skip("no iperf3 on the host (apt-get install iperf3)")
-	}
-	bench := testenv.BenchInitramfs("../..")
-	if _, err := os.Stat(bench); err != nil {
-		b.Fatalf("%s: run `make guests` first", bench)
 	}
 	ns := netNamespace(b)
 	rounds := testenv.Rounds(b, "NET_ROUNDS", 3) * b.N
