@@ -32,7 +32,7 @@ help:
 	@echo "make bench-blk    fio (4k random QD1/QD32, 1M sequential) on the host, in govmm (each datapath knob) and in QEMU (threads, native, io_uring): IOPS, latency, CPU/GiB, exits/request"
 	@echo "make bench-net    virtio-net TCP/UDP throughput and latency host<->guest over a tap: govmm (offloads on/off) vs QEMU (root)"
 	@echo "make bench-kbuild a kernel build on the host, in govmm (each knob) and in QEMU (root)"
-	@echo "make guests       the busybox initramfs and sem_test (guests/out/); off PVM hosts also Debian's kernel"
+	@echo "make guests       the busybox initramfs, its guest programs and bench.cpio (+ fio, iperf3) in guests/out/; off PVM hosts also Debian's kernel"
 
 build: $(BIN)
 # CGO_ENABLED=0: a static binary, without libc and the dynamic loader
