@@ -66,6 +66,7 @@ var (
 	reqSetDebugRegs  = iow(0xa2, unsafe.Sizeof(DebugRegs{}))
 	reqGetXCRs       = ior(0xa6, unsafe.Sizeof(XCRs{}))
 	reqSetXCRs       = iow(0xa7, unsafe.Sizeof(XCRs{}))
+	reqGetTSCKHz     = io(0xa3)
 
 	// VM ioctls that share numbers with vCPU ones.
 	reqGetIRQChip = iowr(0x62, unsafe.Sizeof(IRQChipState{}))

@@ -189,3 +189,27 @@ func TestImmediateExit(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 }
+
+// KVM_GET_TSC_KHZ gives a TSC rate a CPU can have (the exit clock scales
+// the TSC by it: vmm's TestExitClockFollowsRuntimeClock checks it ticks
+// with the runtime's clock).
+func TestTSCKHz(t *testing.T) {
+	s := openKVM(t)
+	vm, err := s.CreateVM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Close()
+	v, err := vm.CreateVCPU(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	khz, err := v.TSCKHz()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if khz < 100_000 || khz > 10_000_000 {
+		t.Errorf("TSC at %d kHz, want 0.1-10 GHz", khz)
+	}
+}

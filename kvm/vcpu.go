@@ -82,6 +82,13 @@ func (v *VCPU) IOData() ([]byte, error) {
 	return v.runMem[io.DataOffset : io.DataOffset+n], nil
 }
 
+// TSCKHz is the frequency of the vCPU's TSC in kHz (KVM_GET_TSC_KHZ):
+// the host's TSC rate unless user space set another.
+func (v *VCPU) TSCKHz() (uint32, error) {
+	khz, err := ioctl(v.fd, reqGetTSCKHz, 0)
+	return uint32(khz), wrap(err, "KVM_GET_TSC_KHZ", v.ID)
+}
+
 // GetRegs reads the general registers with an ioctl.
 func (v *VCPU) GetRegs() (Regs, error) {
 	var r Regs

@@ -13,6 +13,7 @@ import (
 	"github.com/govmm/govmm/devices"
 	"github.com/govmm/govmm/exitstats"
 	"github.com/govmm/govmm/exittrace"
+	"github.com/govmm/govmm/internal/word"
 	"github.com/govmm/govmm/kvm"
 )
 
@@ -72,7 +73,7 @@ type VCPU struct {
 
 	tid      atomic.Int32  // OS thread id while Run is executing, else 0 (set under mu)
 	requests atomic.Uint32 // pending req* bits
-	pc       atomic.Uint64 // guest RIP at the last exit
+	pc       word.Word     // guest RIP at the last exit (written by the vCPU thread only)
 
 	mu     sync.Mutex
 	cond   *sync.Cond

@@ -15,6 +15,7 @@ import (
 	"github.com/govmm/govmm/guestlog"
 	"github.com/govmm/govmm/guestsym"
 	"github.com/govmm/govmm/internal/atomicfile"
+	"github.com/govmm/govmm/internal/monotime"
 	"github.com/govmm/govmm/kvm"
 	"github.com/govmm/govmm/vcpu"
 	"github.com/govmm/govmm/virtio"
@@ -235,6 +236,9 @@ func New(cfg Config) (_ *VM, err error) {
 			return nil, err
 		}
 		v.kcpus = append(v.kcpus, k)
+		if i == 0 {
+			useTSCClock(k)
+		}
 		if err := setupCPU(k, supported, cfg.CPUs, irqchip, cfg.Knobs.PVHaltPoll); err != nil {
 			return nil, err
 		}
@@ -250,6 +254,16 @@ func New(cfg Config) (_ *VM, err error) {
 	}
 	v.boot.loaded = true
 	return v, nil
+}
+
+// useTSCClock stamps exits with the TSC at the rate KVM gives for it,
+// where the host keeps time with the TSC (monotime.UseTSC): ~20 ns less
+// per timed exit than the vDSO clock. Elsewhere, or if KVM cannot say,
+// the runtime's clock stays, which is only slower.
+func useTSCClock(k *kvm.VCPU) {
+	if khz, err := k.TSCKHz(); err == nil {
+		monotime.UseTSC(khz)
+	}
 }
 
 // load puts the guest image in memory and points vCPU 0 at it, at boot
