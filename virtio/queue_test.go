@@ -153,12 +153,20 @@ func (d *testDriver) writeDesc(table uint64, i uint16, addr uint64, n uint32, fl
 // chain writes bufs as a chain of descriptors and returns its head and
 // the guest address of each buffer; it does not publish it.
 func (d *testDriver) chain(bufs ...testBuf) (uint16, []uint64) {
-	head := d.nextDesc % d.size
 	addrs := make([]uint64, len(bufs))
+	for i, b := range bufs {
+		addrs[i] = d.alloc(b.n)
+	}
+	return d.chainAt(addrs, bufs...), addrs
+}
+
+// chainAt writes bufs as a chain of descriptors with the buffers at the
+// guest addresses addrs, and returns its head; it does not publish it.
+func (d *testDriver) chainAt(addrs []uint64, bufs ...testBuf) uint16 {
+	head := d.nextDesc % d.size
 	for i, b := range bufs {
 		idx := d.nextDesc % d.size
 		d.nextDesc++
-		addrs[i] = d.alloc(b.n)
 		copy(d.mem[addrs[i]:], b.data)
 		var flags uint16
 		if b.write {
@@ -169,7 +177,7 @@ func (d *testDriver) chain(bufs ...testBuf) (uint16, []uint64) {
 		}
 		d.writeDesc(d.desc, idx, addrs[i], b.n, flags, d.nextDesc%d.size)
 	}
-	return head, addrs
+	return head
 }
 
 // add writes and publishes a chain.

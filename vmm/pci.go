@@ -29,6 +29,9 @@ type DiskConfig struct {
 	// its own notifier and MSI-X vector; 0 means one per vCPU, as QEMU's
 	// num-queues default.
 	Queues int
+	// Direct serves the disk with O_DIRECT, around the host's page cache
+	// (--disk PATH,cache=none; virtio.BlockConfig.Direct).
+	Direct bool
 }
 
 // pciDevices is the VM's PCI bus: the host bridge behind ports
@@ -67,7 +70,7 @@ func (v *VM) addPCI() error {
 		if queues == 0 {
 			queues = min(v.cfg.CPUs, virtio.BlockMaxQueues)
 		}
-		blk, err := virtio.OpenBlock(virtio.BlockConfig{Path: d.Path, ReadOnly: d.ReadOnly, Queues: queues})
+		blk, err := virtio.OpenBlock(virtio.BlockConfig{Path: d.Path, ReadOnly: d.ReadOnly, Queues: queues, Direct: d.Direct})
 		if err != nil {
 			return err
 		}

@@ -131,14 +131,19 @@ func TestVirtioBlk(t *testing.T) {
 	for _, tc := range []struct {
 		name               string
 		noIOEventFD, noIRQ bool
+		direct             bool // cache=none
 	}{
-		{"ioeventfd+irqfd", false, false},
-		{"no-ioeventfd", true, false},
-		{"no-irqfd", false, true},
+		{"ioeventfd+irqfd", false, false, false},
+		{"no-ioeventfd", true, false, false},
+		{"no-irqfd", false, true, false},
+		{"cache=none", false, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			img := makeDisk(t, map[string]string{"run.sh": blkScript, "in.txt": "hello from the host\n"})
-			vm, out, console := bootDisk(t, img, func(c *Config) { c.NoIOEventFD, c.NoIRQFD = tc.noIOEventFD, tc.noIRQ })
+			vm, out, console := bootDisk(t, img, func(c *Config) {
+				c.NoIOEventFD, c.NoIRQFD = tc.noIOEventFD, tc.noIRQ
+				c.Disks[0].Direct = tc.direct
+			})
 			if out.Err != nil || out.Reason != vcpu.PowerOff {
 				t.Fatalf("guest ended %v (%v); console:\n%s", out.Reason, out.Err, console)
 			}

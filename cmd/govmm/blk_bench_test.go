@@ -150,6 +150,8 @@ func blkVariants(image string) []blkVariant {
 		// what the guest reads and writes, as QEMU's default does. Its
 		// defaults: a queue per vCPU, no polling.
 		{name: "govmm", kind: "govmm", cache: "page cache"},
+		// cache=none: O_DIRECT, as QEMU's cache.direct=on.
+		{name: "govmm-cache-none", kind: "govmm", cache: "O_DIRECT (cache=none)", diskOpts: ",cache=none"},
 		{name: "govmm-1-queue", kind: "govmm", cache: "page cache", diskOpts: ",queues=1"},
 		// 32 us: the polling bound of a QEMU iothread (poll-max-ns).
 		{name: "govmm-poll-32us", kind: "govmm", cache: "page cache", args: []string{"--blk-poll-us", "32"}},

@@ -16,7 +16,7 @@ const (
 	maxBlockPollUS     = 10000
 )
 
-// diskFlags collects repeated --disk path[,ro] flags.
+// diskFlags collects repeated --disk path[,option...] flags.
 type diskFlags []vmm.DiskConfig
 
 func (d *diskFlags) String() string {
@@ -29,6 +29,9 @@ func (d *diskFlags) String() string {
 		if c.Queues > 0 {
 			v += fmt.Sprintf(",queues=%d", c.Queues)
 		}
+		if c.Direct {
+			v += ",cache=none"
+		}
 		s = append(s, v)
 	}
 	return strings.Join(s, " ")
@@ -39,7 +42,7 @@ func (d *diskFlags) String() string {
 func (d *diskFlags) Set(v string) error {
 	path, opts, _ := strings.Cut(v, ",")
 	if path == "" {
-		return fmt.Errorf("want path[,ro][,queues=N]")
+		return fmt.Errorf("want path[,ro][,queues=N][,cache=none|writeback]")
 	}
 	c := vmm.DiskConfig{Path: path}
 	if opts != "" {
@@ -56,8 +59,19 @@ func (d *diskFlags) Set(v string) error {
 					return fmt.Errorf("queues=%q: want a number of request queues from 1 to %d", val, virtio.BlockMaxQueues)
 				}
 				c.Queues = n
+			case key == "cache":
+				// QEMU's names: none is O_DIRECT with flushes honoured,
+				// writeback (the default) the host's page cache.
+				switch val {
+				case "none":
+					c.Direct = true
+				case "writeback":
+					c.Direct = false
+				default:
+					return fmt.Errorf("cache=%q: want none (O_DIRECT) or writeback (the host's page cache)", val)
+				}
 			default:
-				return fmt.Errorf("unknown disk option %q (want ro, rw or queues=N)", o)
+				return fmt.Errorf("unknown disk option %q (want ro, rw, queues=N or cache=none|writeback)", o)
 			}
 		}
 	}

@@ -1,0 +1,302 @@
+package virtio
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// directEnv is a cache=none disk on a test driver whose guest RAM is an
+// anonymous mapping, so that guest addresses have the alignment of host
+// addresses (page-aligned at guest 0), as in a VM.
+type directEnv struct {
+	*testDriver
+	b    *Block
+	d    *directIO
+	path string
+	disk []byte
+}
+
+func newDirectEnv(t *testing.T, readOnly bool) *directEnv {
+	t.Helper()
+	path, disk := testImage(t, "direct.img", 64)
+	b, err := OpenBlock(BlockConfig{Path: path, ReadOnly: readOnly, Direct: true})
+	if err != nil {
+		if strings.Contains(err.Error(), "does not support O_DIRECT") {
+			t.Skipf("the test directory's file system has no O_DIRECT: %v", err)
+		}
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	raw, err := unix.Mmap(-1, 0, testMemSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Munmap(raw) })
+	d := newTestDriverIn(t, testMem(raw), NewQueue(b.QueueSizes()[0]), b.QueueSizes()[0], 0x1000, 0)
+	if err := b.Activate(d.mem, FeatureVersion1|blkFFlush, []*Queue{d.q}, newTestIRQ()); err != nil {
+		t.Fatal(err)
+	}
+	return &directEnv{testDriver: d, b: b, d: b.direct, path: path, disk: disk}
+}
+
+// Guest addresses of the request parts: the header, a page-aligned data
+// area and the status byte, apart so that data may be placed anywhere.
+const (
+	directHeader = 0x100000
+	directData   = 0x101000
+	directStatus = 0x110000
+)
+
+// read reads n bytes at sector into guest memory at directData+skew, in
+// pieces of the given lengths (one piece of n without them), and returns
+// them.
+func (e *directEnv) read(sector uint64, n, skew uint64, pieces ...uint32) []byte {
+	e.t.Helper()
+	if len(pieces) == 0 {
+		pieces = []uint32{uint32(n)}
+	}
+	bufs := []testBuf{rd(blkHeader(blkTIn, sector))}
+	addrs := []uint64{directHeader}
+	at := directData + skew
+	for _, p := range pieces {
+		bufs, addrs = append(bufs, wr(p)), append(addrs, at)
+		at += uint64(p)
+	}
+	bufs, addrs = append(bufs, wr(1)), append(addrs, directStatus)
+	clear(e.mem[directData : directData+skew+n])
+	e.mem[directStatus] = 0xff
+	e.submit(addrs, bufs)
+	return append([]byte(nil), e.mem[directData+skew:directData+skew+n]...)
+}
+
+// write writes data at sector from guest memory at directData+skew.
+func (e *directEnv) write(sector uint64, data []byte, skew uint64) {
+	e.t.Helper()
+	e.mem[directStatus] = 0xff
+	e.submit([]uint64{directHeader, directData + skew, directStatus},
+		[]testBuf{rd(blkHeader(blkTOut, sector)), rd(data), wr(1)})
+}
+
+func (e *directEnv) submit(addrs []uint64, bufs []testBuf) {
+	e.t.Helper()
+	e.publish(e.chainAt(addrs, bufs...))
+	if err := e.b.Notify(0); err != nil {
+		e.t.Fatalf("Notify: %v", err)
+	}
+	e.mustUsed()
+	if st := e.mem[directStatus]; st != blkSOK {
+		e.t.Fatalf("status %d", st)
+	}
+}
+
+// paths reports the bounced and buffered transfers since the last call.
+func (e *directEnv) paths() (bounced, buffered uint64) {
+	return e.d.bounced.Swap(0), e.d.buffered.Swap(0)
+}
+
+func (e *directEnv) fileSectors(sector, n uint64) []byte {
+	e.t.Helper()
+	f, err := os.ReadFile(e.path) // another descriptor, through the page cache
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return f[sector*SectorSize : sector*SectorSize+n]
+}
+
+// TestBlockDirectReads: aligned reads go straight to guest memory,
+// unaligned ones through a bounce buffer, and every one returns the
+// image's bytes.
+func TestBlockDirectReads(t *testing.T) {
+	e := newDirectEnv(t, false)
+	if e.d.memAlign < 1 || e.d.offAlign < SectorSize || e.d.offAlign&(e.d.offAlign-1) != 0 {
+		t.Fatalf("alignment mem %d, offset %d", e.d.memAlign, e.d.offAlign)
+	}
+	t.Logf("O_DIRECT alignment: addresses %d, offsets and lengths %d", e.d.memAlign, e.d.offAlign)
+	if fl, err := unix.FcntlInt(uintptr(e.d.fd), unix.F_GETFL, 0); err != nil || fl&unix.O_DIRECT == 0 {
+		t.Fatalf("the direct descriptor's flags %#x (%v) lack O_DIRECT", fl, err)
+	}
+	page := uint64(os.Getpagesize())
+	tests := []struct {
+		name         string
+		sector, n    uint64
+		skew         uint64
+		pieces       []uint32
+		bounce       bool
+		alignedFSOff bool // needs offAlign to divide the offset and length
+	}{
+		{name: "aligned page", sector: 8, n: page, alignedFSOff: true},
+		{name: "aligned two pieces", sector: 16, n: 2 * page, pieces: []uint32{uint32(page), uint32(page)}, alignedFSOff: true},
+		{name: "odd address", sector: 8, n: page, skew: 1, bounce: e.d.memAlign > 1, alignedFSOff: true},
+		{name: "piece lengths not blocks", sector: 8, n: page, pieces: []uint32{700, uint32(page) - 700}, bounce: true, alignedFSOff: true},
+	}
+	for _, tt := range tests {
+		if tt.alignedFSOff && (tt.sector*SectorSize%uint64(e.d.offAlign) != 0 || tt.n%uint64(e.d.offAlign) != 0) {
+			t.Logf("%s: skipped, the file system's O_DIRECT offset alignment is %d", tt.name, e.d.offAlign)
+			continue
+		}
+		got := e.read(tt.sector, tt.n, tt.skew, tt.pieces...)
+		if want := e.disk[tt.sector*SectorSize : tt.sector*SectorSize+tt.n]; !bytes.Equal(got, want) {
+			t.Errorf("%s: data differs from the image", tt.name)
+		}
+		bounced, buffered := e.paths()
+		if wantB := uint64(0); tt.bounce {
+			wantB = 1
+			if bounced != wantB {
+				t.Errorf("%s: %d bounced transfers, want %d", tt.name, bounced, wantB)
+			}
+		} else if bounced != 0 {
+			t.Errorf("%s: %d bounced transfers, want none", tt.name, bounced)
+		}
+		if buffered != 0 {
+			t.Errorf("%s: %d transfers through the page cache, want none", tt.name, buffered)
+		}
+	}
+}
+
+// TestBlockDirectWrites: direct and bounced writes reach the file, as
+// another descriptor reads it at once (no flush), and the device reads
+// what another descriptor wrote.
+func TestBlockDirectWrites(t *testing.T) {
+	e := newDirectEnv(t, false)
+	page := uint64(os.Getpagesize())
+	if page%uint64(e.d.offAlign) != 0 {
+		t.Skipf("O_DIRECT offset alignment %d above a page", e.d.offAlign)
+	}
+	data := bytes.Repeat([]byte("direct-io-write!"), int(page)/16)
+	for i, skew := range []uint64{0, 8} {
+		sector := uint64(8 * (i + 1))
+		data[0] = byte(i)
+		e.write(sector, data, skew)
+		if got := e.fileSectors(sector, page); !bytes.Equal(got, data) {
+			t.Errorf("skew %d: the file read through another descriptor differs from the write", skew)
+		}
+		if got := e.read(sector, page, 0); !bytes.Equal(got, data) {
+			t.Errorf("skew %d: reading the write back differs", skew)
+		}
+		bounced, buffered := e.paths()
+		want := uint64(0) // the write's transfer (the read back is aligned)
+		if skew%uint64(e.d.memAlign) != 0 {
+			want = 1
+		}
+		if bounced != want {
+			t.Errorf("skew %d: %d bounced transfers, want %d", skew, bounced, want)
+		}
+		if buffered != 0 {
+			t.Errorf("skew %d: %d transfers through the page cache", skew, buffered)
+		}
+	}
+
+	// Written by someone else through the page cache: a direct read
+	// sees it (the kernel writes the cached pages back first).
+	f, err := os.OpenFile(e.path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := bytes.Repeat([]byte{0xa5}, int(page))
+	if _, err := f.WriteAt(other, 32*SectorSize); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if got := e.read(32, page, 0); !bytes.Equal(got, other) {
+		t.Error("a direct read missed what another descriptor wrote")
+	}
+}
+
+// TestBlockDirectUnalignedOffset: with a file system that wants 4 KiB
+// offsets, a sector-sized write goes through the page cache, and direct
+// reads of the block around it see it. The alignment is forced, since
+// the test's file system may take 512-byte offsets.
+func TestBlockDirectUnalignedOffset(t *testing.T) {
+	e := newDirectEnv(t, false)
+	if os.Getpagesize() != 4096 || e.d.offAlign > 4096 {
+		t.Skip("needs 4 KiB pages and an O_DIRECT offset alignment of at most 4 KiB")
+	}
+	e.d.offAlign = 4096
+	sector := bytes.Repeat([]byte{0x3c}, SectorSize)
+	e.write(1, sector, 0)
+	if _, buffered := e.paths(); buffered != 1 {
+		t.Errorf("%d transfers through the page cache, want 1", buffered)
+	}
+	want := append(append(append([]byte(nil), e.disk[:SectorSize]...), sector...), e.disk[2*SectorSize:8*SectorSize]...)
+	if got := e.read(0, 4096, 0); !bytes.Equal(got, want) {
+		t.Error("direct read of the block differs from the sector written through the page cache and the image around it")
+	}
+	if bounced, buffered := e.paths(); bounced != 0 || buffered != 0 {
+		t.Errorf("the aligned read took a slower path: bounced %d, buffered %d", bounced, buffered)
+	}
+	if got := e.fileSectors(0, 4096); !bytes.Equal(got, want) {
+		t.Error("the file differs")
+	}
+	// A flush reaches the O_DIRECT and the buffered writes alike.
+	e.mem[directStatus] = 0xff
+	e.submit([]uint64{directHeader, directStatus}, []testBuf{rd(blkHeader(blkTFlush, 0)), wr(1)})
+}
+
+// TestBlockDirectRefusedFallsBack: where O_DIRECT refuses a transfer the
+// device believed aligned (wrong alignment information), the request
+// still succeeds, through the page cache.
+func TestBlockDirectRefusedFallsBack(t *testing.T) {
+	e := newDirectEnv(t, false)
+	if e.d.memAlign <= 1 {
+		t.Skip("the file system takes O_DIRECT buffers at any address")
+	}
+	e.d.memAlign = 1 // a lie: odd addresses now look aligned
+	page := uint64(os.Getpagesize())
+	if page%uint64(e.d.offAlign) != 0 {
+		t.Skipf("O_DIRECT offset alignment %d above a page", e.d.offAlign)
+	}
+	if got := e.read(8, page, 1); !bytes.Equal(got, e.disk[8*SectorSize:8*SectorSize+page]) {
+		t.Error("data differs from the image")
+	}
+	if bounced, buffered := e.paths(); bounced != 0 || buffered != 1 {
+		t.Errorf("bounced %d, buffered %d; want 0 and 1", bounced, buffered)
+	}
+}
+
+func TestBlockDirectReadOnly(t *testing.T) {
+	e := newDirectEnv(t, true)
+	page := uint64(os.Getpagesize())
+	if got := e.read(0, page, 0); !bytes.Equal(got, e.disk[:page]) {
+		t.Error("data differs from the image")
+	}
+	e.mem[directStatus] = 0xff
+	e.publish(e.chainAt([]uint64{directHeader, directData, directStatus},
+		rd(blkHeader(blkTOut, 0)), rd(make([]byte, SectorSize)), wr(1)))
+	if err := e.b.Notify(0); err != nil {
+		t.Fatal(err)
+	}
+	e.mustUsed()
+	if e.mem[directStatus] != blkSIOErr {
+		t.Errorf("write to a read-only cache=none disk: status %d", e.mem[directStatus])
+	}
+}
+
+func TestBlockDirectOpenErrors(t *testing.T) {
+	if _, err := OpenBlock(BlockConfig{Path: "/nonexistent/disk.img", Direct: true}); err == nil {
+		t.Error("OpenBlock of a missing file succeeded")
+	}
+	// A file system without O_DIRECT is a clear error, not a silent
+	// page cache: /dev/shm is a tmpfs, which has O_DIRECT only from
+	// Linux 6.6.
+	f, err := os.CreateTemp("/dev/shm", "govmm-direct-*.img")
+	if err != nil {
+		t.Skipf("no /dev/shm: %v", err)
+	}
+	defer os.Remove(f.Name())
+	f.Truncate(1 << 20)
+	f.Close()
+	b, err := OpenBlock(BlockConfig{Path: f.Name(), Direct: true})
+	switch {
+	case err == nil:
+		b.Close() // this kernel's tmpfs takes O_DIRECT
+	case !strings.Contains(err.Error(), "O_DIRECT"):
+		t.Errorf("error %q does not name O_DIRECT", err)
+	case !errors.Is(err, unix.EINVAL):
+		t.Errorf("error %v is not EINVAL", err)
+	}
+}
