@@ -443,22 +443,21 @@ func (n *Net) receive(p []byte, gen uint64) {
 	popped := tel.now()
 
 	// Fill the chains in order; num_buffers in the first header says
-	// how many the frame took. The frame is one request, timed on the
-	// last buffer it fills.
+	// how many the frame took. They are published together: a driver
+	// polling the used ring (NAPI on another vCPU) that found the first
+	// buffer but not the rest would drop the frame as truncated.
 	hdr.put(p, uint16(len(chains)))
 	off := 0
 	for _, c := range chains {
 		k := c.Scatter(p[off:], 0)
-		done := tel.now()
-		if err := n.rxq.Push(n.mem, c.Head, uint32(k)); err != nil {
+		if err := n.rxq.Put(n.mem, c.Head, uint32(k)); err != nil {
 			n.failReceive(err)
 			return
 		}
 		off += k
-		if off == len(p) {
-			tel.pushed(netOpRx, uint64(len(p)-NetHdrLen), start, popped, done)
-		}
 	}
+	n.rxq.Publish()
+	tel.pushed(netOpRx, uint64(len(p)-NetHdrLen), start, popped, tel.now())
 	if n.rxq.NeedsInterrupt(n.mem, n.features) {
 		if err := n.irq.Queue(0); err != nil {
 			n.warn.Printf("host_io", "receive: interrupt: %v", err)

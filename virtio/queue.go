@@ -457,6 +457,19 @@ func (q *Queue) walk(mem Memory, head uint16) (*Chain, error) {
 // Push returns chain head to the driver with written bytes written into
 // its device-writable buffers, and publishes it by advancing used.idx.
 func (q *Queue) Push(mem Memory, head uint16, written uint32) error {
+	if err := q.Put(mem, head, written); err != nil {
+		return err
+	}
+	q.Publish()
+	return nil
+}
+
+// Put writes the used element for chain head without publishing it: the
+// driver sees it, with every element Put before it, at the next Publish.
+// A device whose one request spans several chains (a received frame in
+// mergeable buffers) puts them all and publishes once, since the driver
+// may read used.idx at any moment and must find the whole request.
+func (q *Queue) Put(mem Memory, head uint16, written uint32) error {
 	if err := q.mapRings(mem); err != nil {
 		return err
 	}
@@ -467,9 +480,19 @@ func (q *Queue) Push(mem Memory, head uint16, written uint32) error {
 	binary.LittleEndian.PutUint32(e[0:], uint32(head))
 	binary.LittleEndian.PutUint32(e[4:], written)
 	q.usedIdx++
-	// The element must be visible before the index that publishes it:
-	// the atomic store is a release (and a full barrier on x86). The
-	// device owns used.flags, so writing them as 0 with the index is
+	return nil
+}
+
+// Publish advances used.idx past every element Put so far. The rings
+// are mapped: Put succeeded before, or there is nothing new to publish
+// (and then the store repeats the index).
+func (q *Queue) Publish() {
+	if !q.mapped {
+		return
+	}
+	// The elements must be visible before the index that publishes
+	// them: the atomic store is a release (and a full barrier on x86).
+	// The device owns used.flags, so writing them as 0 with the index is
 	// fine: this device never sets VIRTQ_USED_F_NO_NOTIFY, since with
 	// EVENT_IDX avail_event does that job and without it notifications
 	// are cheap ioeventfd writes.
@@ -480,7 +503,6 @@ func (q *Queue) Push(mem Memory, head uint16, written uint32) error {
 		binary.LittleEndian.PutUint16(q.usedRing[2:], q.usedIdx)
 		q.fence()
 	}
-	return nil
 }
 
 // NeedsInterrupt reports whether the driver wants an interrupt for the

@@ -908,3 +908,35 @@ func TestQueueOutOfOrderPush(t *testing.T) {
 	}
 	d.noUsed()
 }
+
+// TestQueuePutPublish: elements Put are invisible to the driver until
+// Publish, which shows them all at once (a frame in mergeable buffers).
+func TestQueuePutPublish(t *testing.T) {
+	d := newTestDriver(t, 8)
+	var chains []*Chain
+	for range 3 {
+		d.add(wr(8))
+		chains = append(chains, mustPop(t, d.q, d.mem))
+	}
+	for i, c := range chains {
+		if err := d.q.Put(d.mem, c.Head, uint32(i+1)); err != nil {
+			t.Fatal(err)
+		}
+		if got := d.usedIdx(); got != 0 {
+			t.Fatalf("used.idx %d after Put %d, want 0 until Publish", got, i)
+		}
+	}
+	d.q.Publish()
+	if got := d.usedIdx(); got != 3 {
+		t.Fatalf("used.idx %d after Publish, want 3", got)
+	}
+	for i, c := range chains {
+		if id, n := d.mustUsed(); id != uint32(c.Head) || n != uint32(i+1) {
+			t.Errorf("used %d/%d, want %d/%d", id, n, c.Head, i+1)
+		}
+	}
+	d.noUsed()
+	if err := d.q.Put(d.mem, 8, 0); err == nil {
+		t.Error("Put of descriptor 8 in a queue of 8: no error")
+	}
+}
