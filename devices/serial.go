@@ -64,6 +64,13 @@ const (
 	// serialOutSize caps the output buffer so a guest printing without
 	// newlines still reaches the terminal in reasonable chunks.
 	serialOutSize = 1024
+	// serialSinkMax bounds output waiting for a slow host terminal (see
+	// OutputSink); beyond it output is dropped and counted, where QEMU
+	// drops a character after four failed retries.
+	serialSinkMax = 1 << 20
+	// serialFlushTimeout bounds how long Flush and Close wait for output
+	// to reach a terminal that stopped reading.
+	serialFlushTimeout = 2 * time.Second
 	// DefaultSerialFlushDelay flushes partial lines (a shell prompt) that
 	// would otherwise wait for a newline that never comes.
 	DefaultSerialFlushDelay = 20 * time.Millisecond
@@ -71,7 +78,9 @@ const (
 
 // Serial is an 8250/16550A UART. Transmission is instantaneous: THR and
 // the transmitter always read empty, which is why the THR-empty interrupt
-// has to be synthesized the way Linux's 8250 driver expects.
+// has to be synthesized the way Linux's 8250 driver expects. Output goes
+// to the host through an OutputSink: a terminal that stops reading never
+// holds a vCPU.
 type Serial struct {
 	mu sync.Mutex // guards everything below
 
@@ -79,9 +88,8 @@ type Serial struct {
 	level   bool // last level successfully set on irq
 	irqErrd bool // an irq error was logged already
 
-	out        io.Writer
+	out        *OutputSink
 	outBuf     []byte
-	outErrd    bool // an output error was logged already
 	flushDelay time.Duration
 	timer      *time.Timer
 
@@ -102,12 +110,15 @@ type Serial struct {
 // NewSerial returns a UART that drives irq (may be nil for a polled UART)
 // and writes guest output to out (nil discards it).
 func NewSerial(irq IRQLine, out io.Writer) *Serial {
-	if out == nil {
-		out = io.Discard
-	}
+	logged := false // only the first output error is logged
 	return &Serial{
-		irq:        irq,
-		out:        out,
+		irq: irq,
+		out: NewOutputSink(out, serialSinkMax, 64<<10, func(err error) {
+			if !logged {
+				logged = true
+				log.Printf("serial: write output: %v (further errors not logged)", err)
+			}
+		}),
 		outBuf:     make([]byte, 0, serialOutSize),
 		flushDelay: DefaultSerialFlushDelay,
 		dll:        0x0c, // 9600 baud, what firmware usually leaves behind
@@ -140,8 +151,29 @@ func (s *Serial) SetFlushDelay(d time.Duration) {
 	}
 }
 
-// Flush writes buffered guest output to out.
+// Flush writes buffered guest output to out, waiting for a terminal that
+// stopped reading for at most serialFlushTimeout.
 func (s *Serial) Flush() {
+	s.handOver()
+	s.out.Flush(serialFlushTimeout)
+}
+
+// Close flushes the output (as Flush does) and stops the goroutine that
+// writes it; output after Close is dropped.
+func (s *Serial) Close() {
+	s.Flush()
+	s.out.Close()
+	if n := s.out.Dropped(); n > 0 {
+		log.Printf("serial: %d bytes of guest output dropped: the terminal did not keep up", n)
+	}
+}
+
+// OutputDropped returns how many output bytes a terminal that did not
+// keep up cost the guest.
+func (s *Serial) OutputDropped() uint64 { return s.out.Dropped() }
+
+// handOver passes a partial line to the sink (the flush timer's job).
+func (s *Serial) handOver() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.flushLocked()
@@ -368,23 +400,19 @@ func (s *Serial) outputLocked(c byte) {
 	}
 	if len(s.outBuf) == 1 && s.flushDelay > 0 {
 		if s.timer == nil {
-			s.timer = time.AfterFunc(s.flushDelay, s.Flush)
+			s.timer = time.AfterFunc(s.flushDelay, s.handOver)
 		} else {
 			s.timer.Reset(s.flushDelay)
 		}
 	}
 }
 
-// flushLocked writes while holding mu so output from several vCPUs stays
-// in order; a slow terminal thus back-pressures the guest, as a real
-// serial line would.
+// flushLocked hands the buffer to the sink while holding mu, so output
+// from several vCPUs stays in order; the sink never blocks.
 func (s *Serial) flushLocked() {
 	if len(s.outBuf) == 0 {
 		return
 	}
-	if _, err := s.out.Write(s.outBuf); err != nil && !s.outErrd {
-		s.outErrd = true
-		log.Printf("serial: write output: %v (further errors not logged)", err)
-	}
+	s.out.Write(s.outBuf)
 	s.outBuf = s.outBuf[:0]
 }

@@ -6,6 +6,8 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"github.com/govmm/govmm/devices"
 )
 
 const (
@@ -35,7 +37,7 @@ const (
 // the guest, transmitq (queue 1) guest output to the host.
 type Console struct {
 	guestLog
-	out *consoleSink
+	out *devices.OutputSink
 
 	// rxMu guards input and the receive queue; txMu the transmit queue.
 	// Activation state is written with both held, so either lock is
@@ -62,26 +64,28 @@ func NewConsole(out io.Writer) *Console {
 		out = io.Discard
 	}
 	c := &Console{guestLog: newGuestLog("virtio-console")}
-	c.out = newConsoleSink(out, &c.guestLog)
+	c.out = devices.NewOutputSink(out, consoleOutMax, consoleTxMax, func(err error) {
+		c.warn.Printf("host_io", "write output: %v", err)
+	})
 	return c
 }
 
 // Flush waits until the output the guest sent so far reached the host
 // writer, for at most consoleFlushTimeout: a terminal that stopped
 // reading does not hold up the caller for longer.
-func (c *Console) Flush() { c.out.flush(consoleFlushTimeout) }
+func (c *Console) Flush() { c.out.Flush(consoleFlushTimeout) }
 
 // Close flushes the output (as Flush does) and stops the goroutine that
 // writes it.
 func (c *Console) Close() error {
-	c.out.flush(consoleFlushTimeout)
-	c.out.close()
+	c.out.Flush(consoleFlushTimeout)
+	c.out.Close()
 	return nil
 }
 
 // OutputDropped returns how many output bytes were dropped: beyond
 // consoleTxMax in one request, or finding the output buffer full.
-func (c *Console) OutputDropped() uint64 { return c.out.droppedBytes() }
+func (c *Console) OutputDropped() uint64 { return c.out.Dropped() }
 
 // Name implements Device.
 func (c *Console) Name() string { return "virtio-console" }
@@ -228,146 +232,15 @@ func (c *Console) transmitLocked() error {
 	}
 	if err := serve(c.mem, c.txq, c.features, c.irq, 1, func(ch *Chain) served {
 		for _, b := range ch.Buffers(false, 0, consoleTxMax) {
-			c.out.write(b)
+			c.out.Write(b)
 		}
 		n := ch.ReadableLen()
 		if n > consoleTxMax {
-			c.out.drop(n - consoleTxMax)
+			c.out.Drop(n - consoleTxMax)
 		}
 		return served{bytes: min(n, consoleTxMax)}
 	}); err != nil {
 		c.txErr = fmt.Errorf("virtio-console: transmitq: %w", err)
 	}
 	return c.txErr
-}
-
-// consoleSink hands guest output to the host writer from a goroutine of
-// its own, so that a slow or stuck terminal never stalls a vCPU or a
-// notifier, nor therefore a reset or a stop that waits for them. Output
-// that finds consoleOutMax bytes waiting is dropped and counted.
-type consoleSink struct {
-	out io.Writer
-	log *guestLog // the console's, which the transport may replace
-
-	mu      sync.Mutex
-	buf     []byte          // waiting for the writer goroutine
-	busy    bool            // the goroutine is writing
-	started bool            // the goroutine runs (it starts on first output)
-	closed  bool            // no more output is taken
-	wake    chan struct{}   // output arrived, or closed
-	idle    []chan struct{} // closed when buf is empty and nothing is being written
-	dropped uint64
-}
-
-func newConsoleSink(out io.Writer, log *guestLog) *consoleSink {
-	return &consoleSink{out: out, log: log, wake: make(chan struct{}, 1)}
-}
-
-// write takes what fits of p; it never waits for the host writer.
-func (s *consoleSink) write(p []byte) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		s.dropped += uint64(len(p))
-		return
-	}
-	if room := consoleOutMax - len(s.buf); len(p) > room {
-		s.dropped += uint64(len(p) - room)
-		p = p[:room]
-	}
-	if len(p) == 0 {
-		return
-	}
-	s.buf = append(s.buf, p...)
-	if !s.started {
-		s.started = true
-		go s.run()
-	}
-	select {
-	case s.wake <- struct{}{}:
-	default: // a wake-up is already pending
-	}
-}
-
-// drop counts n bytes of output that were never taken.
-func (s *consoleSink) drop(n uint64) {
-	s.mu.Lock()
-	s.dropped += n
-	s.mu.Unlock()
-}
-
-func (s *consoleSink) droppedBytes() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.dropped
-}
-
-// run writes the buffered output to out, in pieces of at most
-// consoleTxMax so that a writer shared with the serial port is held
-// briefly, until close.
-func (s *consoleSink) run() {
-	var spare []byte
-	for {
-		_, open := <-s.wake
-		s.mu.Lock()
-		for len(s.buf) > 0 {
-			p := s.buf
-			s.buf, s.busy = spare[:0], true
-			s.mu.Unlock()
-			for q := p; len(q) > 0; q = q[min(len(q), consoleTxMax):] {
-				if _, err := s.out.Write(q[:min(len(q), consoleTxMax)]); err != nil {
-					// The guest can do nothing about a host terminal
-					// error: drop the output, keep the console going.
-					s.log.warn.Printf("host_io", "write output: %v", err)
-					break
-				}
-			}
-			s.mu.Lock()
-			s.busy, spare = false, p
-		}
-		for _, ch := range s.idle {
-			close(ch)
-		}
-		s.idle = nil
-		s.mu.Unlock()
-		if !open {
-			return
-		}
-	}
-}
-
-// flush waits until everything buffered has been written, or for d.
-func (s *consoleSink) flush(d time.Duration) {
-	s.mu.Lock()
-	if len(s.buf) == 0 && !s.busy {
-		s.mu.Unlock()
-		return
-	}
-	ch := make(chan struct{})
-	s.idle = append(s.idle, ch)
-	s.mu.Unlock()
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ch:
-	case <-t.C:
-	}
-}
-
-// close takes no more output and lets the goroutine end once it has
-// written what is buffered; it does not wait for that.
-func (s *consoleSink) close() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return
-	}
-	s.closed = true
-	close(s.wake)
-	if !s.started {
-		for _, ch := range s.idle {
-			close(ch)
-		}
-		s.idle = nil
-	}
 }

@@ -34,7 +34,7 @@ func (w *countWriter) Write(p []byte) (int, error) {
 func TestConsoleHostileChainsBounded(t *testing.T) {
 	out := &countWriter{}
 	c, _, tx, _ := newConsoleEnv(t, new(bytes.Buffer))
-	c.out = newConsoleSink(out, &c.guestLog)
+	c.out = devices.NewOutputSink(out, consoleOutMax, consoleTxMax, nil)
 	ram := uint32(len(tx.mem))
 	// 64 descriptors, the whole table, each covering RAM.
 	for i := range uint16(consoleQueueSize) {
@@ -89,7 +89,7 @@ func TestConsoleStuckTerminal(t *testing.T) {
 	w := stuckWriter{make(chan struct{})}
 	defer close(w.release)
 	c, _, tx, _ := newConsoleEnv(t, new(bytes.Buffer))
-	c.out = newConsoleSink(w, &c.guestLog)
+	c.out = devices.NewOutputSink(w, consoleOutMax, consoleTxMax, nil)
 	head, _ := tx.chain(rd(bytes.Repeat([]byte{'x'}, consoleTxMax)))
 	done := make(chan error, 1)
 	go func() {

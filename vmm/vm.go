@@ -696,6 +696,9 @@ func (v *VM) end(o Outcome) {
 func (v *VM) Close() error {
 	// Devices first: their ioeventfds are deassigned through the VM fd.
 	errs := []error{v.closePCI()}
+	if v.serial != nil {
+		v.serial.Close()
+	}
 	for _, k := range v.kcpus {
 		errs = append(errs, k.Close())
 	}
