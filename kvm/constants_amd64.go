@@ -64,6 +64,8 @@ var (
 	reqSetMPState    = iow(0x99, 4)
 	reqGetDebugRegs  = ior(0xa1, unsafe.Sizeof(DebugRegs{}))
 	reqSetDebugRegs  = iow(0xa2, unsafe.Sizeof(DebugRegs{}))
+	reqGetXSave      = ior(0xa4, unsafe.Sizeof(XSave{}))
+	reqSetXSave      = iow(0xa5, unsafe.Sizeof(XSave{}))
 	reqGetXCRs       = ior(0xa6, unsafe.Sizeof(XCRs{}))
 	reqSetXCRs       = iow(0xa7, unsafe.Sizeof(XCRs{}))
 	reqGetTSCKHz     = io(0xa3)
@@ -97,6 +99,7 @@ const (
 	CapIOEventFD        Cap = 36
 	CapMaxVCPUs         Cap = 66
 	CapTSCDeadlineTimer Cap = 72
+	CapXSave            Cap = 55
 	CapXCRs             Cap = 56
 	CapDebugRegs        Cap = 50
 	CapSyncRegs         Cap = 74

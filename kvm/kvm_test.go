@@ -34,6 +34,7 @@ func TestStructSizes(t *testing.T) {
 		{"kvm_pit_config", unsafe.Sizeof(pitConfig{}), 64},
 		{"kvm_enable_cap", unsafe.Sizeof(enableCap{}), 104},
 		{"kvm_msi", unsafe.Sizeof(msi{}), 32},
+		{"kvm_xsave", unsafe.Sizeof(XSave{}), 4096},
 		{"kvm_irq_routing_entry", unsafe.Sizeof(RoutingEntry{}), 48},
 		{"kvm_run", unsafe.Sizeof(Run{}), 2352},
 		{"kvm_run.kvm_valid_regs", unsafe.Offsetof(Run{}.ValidRegs), 288},
@@ -46,6 +47,9 @@ func TestStructSizes(t *testing.T) {
 	// Request numbers the kernel headers define, spot-checked.
 	if reqRun != 0xae80 || reqGetStatsFD != 0xaece || reqEnableCap != 0x4068aea3 {
 		t.Errorf("ioctl numbers: RUN %#x STATS_FD %#x ENABLE_CAP %#x", reqRun, reqGetStatsFD, reqEnableCap)
+	}
+	if reqGetXSave != 0x9000aea4 || reqSetXSave != 0x5000aea5 {
+		t.Errorf("ioctl numbers: GET_XSAVE %#x SET_XSAVE %#x", reqGetXSave, reqSetXSave)
 	}
 }
 

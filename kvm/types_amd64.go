@@ -65,6 +65,12 @@ type VCPUEvents struct {
 	Raw [64]byte
 }
 
+// XSave is struct kvm_xsave: the vCPU's XSAVE area (x87, SSE, AVX and
+// the other state components), in the XSAVE layout.
+type XSave struct {
+	Region [1024]uint32
+}
+
 // XCRs is struct kvm_xcrs: the extended control registers (XCR0).
 type XCRs struct {
 	NXCRs uint32

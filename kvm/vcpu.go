@@ -204,6 +204,21 @@ func (v *VCPU) SetVCPUEvents(e VCPUEvents) error {
 	return wrap(err, "KVM_SET_VCPU_EVENTS", v.ID)
 }
 
+// GetXSave reads the XSAVE area (KVM_CAP_XSAVE): every FPU and vector
+// register state component, AVX's upper halves included, which
+// KVM_GET_FPU leaves out.
+func (v *VCPU) GetXSave() (*XSave, error) {
+	x := new(XSave)
+	_, err := ioctlPtr(v.fd, reqGetXSave, unsafe.Pointer(x))
+	return x, wrap(err, "KVM_GET_XSAVE", v.ID)
+}
+
+// SetXSave writes the XSAVE area.
+func (v *VCPU) SetXSave(x *XSave) error {
+	_, err := ioctlPtr(v.fd, reqSetXSave, unsafe.Pointer(x))
+	return wrap(err, "KVM_SET_XSAVE", v.ID)
+}
+
 // GetXCRs reads the extended control registers (KVM_CAP_XCRS).
 func (v *VCPU) GetXCRs() (XCRs, error) {
 	var x XCRs

@@ -27,6 +27,7 @@ type vcpuBootState struct {
 	mp     uint32
 	lapic  *kvm.LAPICState // nil without an in-kernel irqchip
 	xcrs   *kvm.XCRs       // nil without KVM_CAP_XCRS
+	xsave  *kvm.XSave      // nil without KVM_CAP_XSAVE
 	debug  *kvm.DebugRegs  // nil without KVM_CAP_DEBUGREGS
 }
 
@@ -93,6 +94,11 @@ func (v *VM) saveBootState(irqchip bool) error {
 				return err
 			}
 			s.xcrs = &x
+		}
+		if v.kvm.CheckExtension(kvm.CapXSave) > 0 {
+			if s.xsave, err = k.GetXSave(); err != nil {
+				return err
+			}
 		}
 		if v.kvm.CheckExtension(kvm.CapDebugRegs) > 0 {
 			d, err := k.GetDebugRegs()
@@ -176,6 +182,13 @@ func (v *VM) restoreBootState() error {
 		}
 		if s.xcrs != nil {
 			if err := k.SetXCRs(*s.xcrs); err != nil {
+				return err
+			}
+		}
+		// After XCR0, which bounds the components it may load: the
+		// AVX and later state KVM_SET_FPU does not reach.
+		if s.xsave != nil {
+			if err := k.SetXSave(s.xsave); err != nil {
 				return err
 			}
 		}
