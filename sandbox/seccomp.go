@@ -29,7 +29,7 @@ var allowed = []string{
 	"futex", "nanosleep", "sched_yield",
 	// ioeventfds and irqfds, the tap, the console, sockets, /proc files
 	// the metrics' process collector reads.
-	"read", "write",
+	"read", "write", "readv", "writev",
 	// Go's netpoller: QMP, metrics and eventfd goroutines wait here (it
 	// starts on first use, which a VM with no pollable fd reaches late).
 	"epoll_pwait", "epoll_ctl", "epoll_create1",

@@ -8,6 +8,9 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // NetHdrLen is the size of struct virtio_net_hdr_v1, which precedes every
@@ -48,19 +51,33 @@ const (
 	netMaxPacket = NetHdrLen + 18 + 65535
 )
 
-// NetTap is the host side of a Net: a tap carrying one frame per Read
-// and Write, each behind a NetHdrLen-byte virtio_net_hdr_v1 (a Tap from
+// NetTap is the host side of a Net: a tap carrying one frame per read
+// and write, each behind a NetHdrLen-byte virtio_net_hdr_v1 (a Tap from
 // OpenTap).
 type NetTap interface {
-	io.ReadWriteCloser
+	// SyscallConn gives the device the tap's non-blocking descriptor,
+	// which it reads with readv straight into guest memory, waiting in
+	// Go's poller when there is nothing to read.
+	SyscallConn() (syscall.RawConn, error)
+	// WriteFrame writes one frame gathered from bufs (guest memory,
+	// behind a header of the device's).
+	WriteFrame(bufs [][]byte) error
 	// SetOffload tells the tap which offloads (TUN_F_* flags) the guest
 	// accepted: what frames read from it may carry.
 	SetOffload(flags uint) error
+	io.Closer
 }
 
 // Net is a virtio network device bridged to a tap. Transmit runs in
 // Notify; receive runs in a goroutine that reads the tap and waits,
 // without spinning, for the guest to post receive buffers.
+//
+// Frames cross without a copy where they can: the receive goroutine
+// reads each frame from the tap straight into the receive buffers it
+// holds (a bounce buffer takes what they cannot), and transmit writes
+// each frame to the tap straight from the guest's buffers, behind a
+// checked copy of its header. The receive goroutine reads up to
+// netRxBatch frames per wake-up.
 //
 // With offloads on, the virtio-net header passes between the guest and
 // the tap in both directions, checked field by field against the
@@ -96,11 +113,20 @@ type Net struct {
 	rxErr    error // the queue error that broke receiveq, until Reset
 	txErr    error // likewise for transmitq
 
-	txBuf     []byte   // one frame gathered from the guest; txMu guards it
-	rxChains  []*Chain // receive buffers taken for the frame at hand; mu guards it
+	// The receive side, mu guards it. rxHeld are receive buffers popped
+	// and not yet used, in ring order: the next frame is read into them.
+	rxHeld    []*Chain
+	rxBounce  []byte   // what the held buffers cannot take of a frame
+	rxIovs    [][]byte // the read's buffers, reused
+	txIovs    [][]byte // the write's buffers, reused; txMu guards it
+	txHdr     [NetHdrLen]byte
 	rxDropped atomic.Uint64
 	txDropped atomic.Uint64
 }
+
+// netRxBatch bounds the frames read per hold of mu while the tap keeps
+// delivering, so that Notify and Reset get their turn.
+const netRxBatch = 64
 
 // NewNet returns a network device on tap. offload offers checksum and
 // TCP segmentation offloads and mergeable receive buffers (netOffloads);
@@ -183,6 +209,7 @@ func (n *Net) Activate(mem Memory, features uint64, queues []*Queue, irq Interru
 	}
 	n.mem, n.features, n.irq = mem, features, irq
 	n.rxq, n.txq, n.rxErr, n.txErr = queues[0], queues[1], nil, nil
+	n.rxHeld = n.rxHeld[:0] // buffers of the queues before
 	n.active = true
 	n.gen++
 	if !n.started {
@@ -218,7 +245,7 @@ func (n *Net) resetLocked() {
 	n.active = false
 	n.mem, n.features, n.irq = nil, 0, nil
 	n.rxq, n.txq, n.rxErr, n.txErr = nil, nil, nil, nil
-	n.rxChains = n.rxChains[:0]
+	n.rxHeld = n.rxHeld[:0]
 }
 
 // Close stops the device, closes the tap and waits for the receive
@@ -272,9 +299,6 @@ func (n *Net) transmitLocked() error {
 	if n.txq == nil || n.txErr != nil {
 		return n.txErr
 	}
-	if n.txBuf == nil {
-		n.txBuf = make([]byte, netMaxPacket)
-	}
 	if err := serve(n.mem, n.txq, n.features, n.irq, 1, func(c *Chain) served {
 		return n.transmit(c)
 	}); err != nil {
@@ -300,9 +324,12 @@ func (n *Net) RequestOps(queue int) []string {
 	return []string{"tx", "tx_dropped"}
 }
 
-// transmit writes the frame in c to the tap, or drops it. The frame is
-// gathered into txBuf before its header is checked, so the guest cannot
-// change what was checked.
+// transmit writes the frame in c to the tap, or drops it. The header
+// is copied out of guest memory before it is checked, and the checked
+// copy is what the tap gets, so the guest cannot change what was
+// checked; the frame itself goes from guest memory (the tap copies it
+// before the kernel parses it, and its length, which the checks use,
+// is the descriptors').
 func (n *Net) transmit(c *Chain) served {
 	l := c.ReadableLen()
 	if l < NetHdrLen || l > netMaxPacket {
@@ -310,16 +337,16 @@ func (n *Net) transmit(c *Chain) served {
 		n.warn.Printf("bad_packet", "transmit: dropped a %d-byte packet (header %d, limit %d)", l, NetHdrLen, netMaxPacket)
 		return served{op: netOpTxDropped}
 	}
-	p := n.txBuf[:l]
-	c.Gather(p, 0)
-	hdr, err := parseNetHdr(p).checkTx(n.features, len(p)-NetHdrLen)
+	c.Gather(n.txHdr[:], 0)
+	hdr, err := parseNetHdr(n.txHdr[:]).checkTx(n.features, int(l)-NetHdrLen)
 	if err != nil {
 		n.txDropped.Add(1)
 		n.warn.Printf("bad_header", "transmit: dropped a %d-byte packet: %v", l, err)
 		return served{op: netOpTxDropped}
 	}
-	hdr.put(p, 0)
-	if _, err := n.tap.Write(p); err != nil {
+	hdr.put(n.txHdr[:], 0)
+	n.txIovs = c.AppendBuffers(append(n.txIovs[:0], n.txHdr[:]), false, NetHdrLen, l-NetHdrLen)
+	if err := n.tap.WriteFrame(n.txIovs); err != nil {
 		n.txDropped.Add(1)
 		n.warn.Printf("host_io", "transmit: write tap: %v", err)
 		return served{op: netOpTxDropped}
@@ -327,11 +354,19 @@ func (n *Net) transmit(c *Chain) served {
 	return served{op: netOpTx, bytes: l - NetHdrLen}
 }
 
-// receiveLoop reads frames from the tap and hands them to the guest,
-// until Close.
+// receiveLoop reads frames from the tap into the guest's receive
+// buffers, until Close. Each frame is read and delivered with mu held,
+// so a Reset never finds the device writing into buffers the driver is
+// about to take back; mu is free while the goroutine waits for the tap
+// or for buffers.
 func (n *Net) receiveLoop() {
 	defer close(n.done)
-	buf := make([]byte, netMaxPacket)
+	rc, err := n.tap.SyscallConn()
+	if err != nil {
+		n.warn.Printf("host_io", "receive: %v; receive stopped", err)
+		return
+	}
+	n.rxBounce = make([]byte, netMaxPacket)
 	for {
 		// Read only while active: while the device is down frames wait
 		// in the tap's queue (which drops when full, like a wire).
@@ -339,12 +374,33 @@ func (n *Net) receiveLoop() {
 		for !n.active && !n.closed {
 			n.cond.Wait()
 		}
-		closed, gen := n.closed, n.gen
+		closed := n.closed
 		n.mu.Unlock()
 		if closed {
 			return
 		}
-		m, err := n.tap.Read(buf)
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			for range netRxBatch {
+				if !n.active || n.closed {
+					return true
+				}
+				if rerr = n.receive(int(fd)); rerr != nil {
+					if rerr == unix.EAGAIN {
+						// The tap ran dry: wait in the poller.
+						rerr = nil
+						return false
+					}
+					return true
+				}
+			}
+			return true
+		})
+		if err == nil {
+			err = rerr
+		}
 		if err != nil {
 			n.mu.Lock()
 			closed := n.closed
@@ -356,114 +412,232 @@ func (n *Net) receiveLoop() {
 			}
 			return
 		}
-		n.receive(buf[:m], gen)
 	}
 }
 
-// receive puts one frame read from the tap into the guest's receive
-// buffers, waiting for the guest to post enough of them: one buffer
-// that holds the frame, or with MRG_RXBUF as many as it takes.
-func (n *Net) receive(p []byte, gen uint64) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	// A frame is timed from its arrival: the queue phase is its wait
-	// for receive buffers. Without rxq the device is down and the
-	// frame dropped below.
-	var tel *queueTelemetry
-	if n.rxq != nil {
-		tel = n.rxq.tel
-	}
-	start := tel.now()
-	if len(p) < NetHdrLen {
-		n.rxDropped.Add(1)
-		return
-	}
-	if !n.active || n.gen != gen {
-		// Reset since the frame was read: it belongs to a link that
-		// went down.
-		n.rxDropped.Add(1)
-		return
-	}
-	hdr, err := parseNetHdr(p).checkRx(n.features, len(p)-NetHdrLen)
-	if err != nil {
-		n.rxDropped.Add(1)
-		n.warn.Printf("rx_header", "receive: dropped a %d-byte packet: %v", len(p), err)
-		return
-	}
-	mergeable := n.features&netFMrgRxbuf != 0
-	chains := n.rxChains[:0]
-	var room uint64 // writable bytes in chains
-	for room < uint64(len(p)) {
-		if !n.active || n.gen != gen || n.rxErr != nil {
-			n.rxDropped.Add(1)
-			return // the chains go with the queue they came from
-		}
-		c, err := n.rxq.Pop(n.mem)
-		if err != nil {
-			n.failReceive(err)
-			n.rxDropped.Add(1)
-			return
-		}
-		if c == nil {
-			if len(chains) == int(n.rxq.Size()) {
-				// Every buffer the ring can hold and still short: this
-				// frame can never fit. Leave them for smaller frames.
-				n.rxq.Unpop(len(chains))
-				n.rxDropped.Add(1)
-				n.warn.Printf("rx_buffer", "receive: dropped a %d-byte packet: %d receive buffers hold %d bytes", len(p), len(chains), room)
-				return
-			}
-			// Pop found the ring empty after asking for a
-			// notification, so the driver's next buffer comes with a
-			// Notify(0). The chains in hand wait with the frame.
-			n.rxChains = chains
-			n.cond.Wait()
-			continue
-		}
-		w := c.WritableLen()
-		switch {
-		case mergeable && w < NetHdrLen:
-			// Every mergeable buffer holds at least a header (5.1.6.3.1).
-			n.failReceive(fmt.Errorf("receive buffer %d of %d bytes, smaller than the %d-byte header", c.Head, w, NetHdrLen))
-			n.rxDropped.Add(1)
-			return
-		case !mergeable && w < uint64(len(p)):
-			// Without MRG_RXBUF a buffer must hold the whole frame;
-			// leave it for a smaller frame rather than hand back a
-			// truncated one.
-			n.rxq.Unpop(1)
-			n.rxDropped.Add(1)
-			n.warn.Printf("rx_buffer", "receive: dropped a %d-byte packet: receive buffer of %d bytes", len(p), w)
-			return
-		}
-		chains = append(chains, c)
-		room += w
-	}
-	n.rxChains = chains[:0]
-	popped := tel.now()
-
-	// Fill the chains in order; num_buffers in the first header says
-	// how many the frame took. They are published together: a driver
-	// polling the used ring (NAPI on another vCPU) that found the first
-	// buffer but not the rest would drop the frame as truncated.
-	hdr.put(p, uint16(len(chains)))
-	off := 0
-	for _, c := range chains {
-		k := c.Scatter(p[off:], 0)
-		if err := n.rxq.Put(n.mem, c.Head, uint32(k)); err != nil {
-			n.failReceive(err)
-			return
-		}
-		off += k
-	}
-	n.rxq.Publish()
-	tel.pushed(netOpRx, uint64(len(p)-NetHdrLen), start, popped, tel.now())
+// interruptRx raises receiveq's interrupt after a frame if the driver
+// wants to hear of it: with EVENT_IDX a driver busy polling the ring
+// (NAPI) does not. mu must be held.
+func (n *Net) interruptRx() {
+	tel := n.rxq.tel
 	if n.rxq.NeedsInterrupt(n.mem, n.features) {
 		if err := n.irq.Queue(0); err != nil {
 			n.warn.Printf("host_io", "receive: interrupt: %v", err)
 		}
 	}
 	tel.interrupted(tel.now())
+}
+
+// holdRx pops receive buffers until those held can take a frame of
+// netMaxPacket bytes (with MRG_RXBUF) or one buffer is held (without,
+// a frame takes exactly one), or the ring is empty. It reports false if
+// receiveq broke. mu must be held.
+func (n *Net) holdRx(mergeable bool) bool {
+	var room uint64
+	for _, c := range n.rxHeld {
+		room += c.WritableLen()
+	}
+	for (mergeable && room < netMaxPacket) || len(n.rxHeld) == 0 {
+		c, err := n.rxq.Pop(n.mem)
+		if err != nil {
+			n.failReceive(err)
+			return false
+		}
+		if c == nil {
+			return true
+		}
+		w := c.WritableLen()
+		if mergeable && w < NetHdrLen {
+			// Every mergeable buffer holds at least a header (5.1.6.3.1).
+			n.failReceive(fmt.Errorf("receive buffer %d of %d bytes, smaller than the %d-byte header", c.Head, w, NetHdrLen))
+			return false
+		}
+		n.rxHeld = append(n.rxHeld, c)
+		room += w
+	}
+	return true
+}
+
+// receive reads one frame from the tap into the held receive buffers
+// (and the bounce buffer for what they cannot take), checks its header,
+// and hands it to the guest: with MRG_RXBUF in as many buffers as it
+// takes, waiting for the guest to post more if the frame went on into
+// the bounce buffer; without, in one buffer that holds it whole. It
+// returns unix.EAGAIN when the tap has no frame, another error when the
+// tap failed; a frame it cannot deliver is dropped and counted. mu must
+// be held; it is released only while waiting for buffers.
+func (n *Net) receive(fd int) error {
+	if n.rxErr != nil {
+		// A broken receiveq drops what arrives until Reset.
+		m, err := unix.Read(fd, n.rxBounce)
+		if err == nil && m > 0 {
+			n.rxDropped.Add(1)
+		}
+		return err
+	}
+	mergeable := n.features&netFMrgRxbuf != 0
+	if !n.holdRx(mergeable) {
+		return nil
+	}
+	// The held buffers first, in order, up to the largest frame; a
+	// frame without MRG_RXBUF may use only the first.
+	iovs := n.rxIovs[:0]
+	var room uint64
+	for i, c := range n.rxHeld {
+		if !mergeable && i > 0 {
+			break
+		}
+		iovs = c.AppendBuffers(iovs, true, 0, netMaxPacket-room)
+		room += min(c.WritableLen(), netMaxPacket-room)
+		if room == netMaxPacket {
+			break
+		}
+	}
+	if room < netMaxPacket {
+		iovs = append(iovs, n.rxBounce[:netMaxPacket-room])
+	}
+	n.rxIovs = iovs
+	m, err := unix.Readv(fd, iovs)
+	if err != nil {
+		return err
+	}
+	tel := n.rxq.tel
+	start := tel.now()
+	if m < NetHdrLen {
+		n.rxDropped.Add(1)
+		return nil
+	}
+	var hb [NetHdrLen]byte
+	gatherIovs(hb[:], iovs)
+	hdr, err := parseNetHdr(hb[:]).checkRx(n.features, m-NetHdrLen)
+	if err != nil {
+		n.rxDropped.Add(1)
+		n.warn.Printf("rx_header", "receive: dropped a %d-byte packet: %v", m, err)
+		return nil
+	}
+	used := 0
+	if !mergeable {
+		// A frame takes exactly one buffer, which must hold it whole: a
+		// buffer too small stays for a smaller frame rather than hand
+		// back a truncated one.
+		inPlace := len(n.rxHeld) > 0
+		if !inPlace && !n.waitRx(uint64(m), false) {
+			n.rxDropped.Add(1)
+			return nil
+		}
+		if w := n.rxHeld[0].WritableLen(); w < uint64(m) {
+			n.rxDropped.Add(1)
+			n.warn.Printf("rx_buffer", "receive: dropped a %d-byte packet: receive buffer of %d bytes", m, w)
+			return nil
+		}
+		if !inPlace {
+			n.rxHeld[0].Scatter(n.rxBounce[:m], 0)
+		}
+		used = 1
+	} else {
+		// The buffers the frame fills, in order, the last one partly.
+		left := uint64(m)
+		for used < len(n.rxHeld) && left > 0 {
+			w := n.rxHeld[used].WritableLen()
+			if w < NetHdrLen {
+				// Every mergeable buffer holds at least a header
+				// (5.1.6.3.1).
+				n.failReceive(fmt.Errorf("receive buffer %d of %d bytes, smaller than the %d-byte header", n.rxHeld[used].Head, w, NetHdrLen))
+				n.rxDropped.Add(1)
+				return nil
+			}
+			left -= min(left, w)
+			used++
+		}
+		if left > 0 {
+			// The rest is in the bounce buffer, from its start: more
+			// buffers take it.
+			if !n.waitRx(uint64(m), true) {
+				n.rxDropped.Add(1)
+				return nil
+			}
+			bounce := n.rxBounce[:left]
+			for len(bounce) > 0 {
+				bounce = bounce[n.rxHeld[used].Scatter(bounce, 0):]
+				used++
+			}
+		}
+	}
+	popped := tel.now()
+
+	// num_buffers in the first header says how many buffers the frame
+	// took. They are published together: a driver polling the used ring
+	// (NAPI on another vCPU) that found the first buffer but not the
+	// rest would drop the frame as truncated.
+	hdr.put(hb[:], uint16(used))
+	n.rxHeld[0].Scatter(hb[:], 0)
+	left := uint64(m)
+	for _, c := range n.rxHeld[:used] {
+		k := min(left, c.WritableLen())
+		if err := n.rxq.Put(n.mem, c.Head, uint32(k)); err != nil {
+			n.failReceive(err)
+			return nil
+		}
+		left -= k
+	}
+	n.rxq.Publish()
+	n.rxHeld = n.rxHeld[:copy(n.rxHeld, n.rxHeld[used:])]
+	tel.pushed(netOpRx, uint64(m-NetHdrLen), start, popped, tel.now())
+	n.interruptRx()
+	return nil
+}
+
+// waitRx waits until the held buffers take a frame of size bytes (with
+// MRG_RXBUF) or one buffer is held (without), and reports whether that
+// happened before the device went down or receiveq broke; a frame that
+// every buffer the ring can hold cannot take is dropped. A device reset
+// and activated meanwhile has new buffers, which do not hold the part of
+// the frame already read: it reports false. mu must be held.
+func (n *Net) waitRx(size uint64, mergeable bool) bool {
+	gen := n.gen
+	for {
+		if !n.active || n.rxErr != nil || n.gen != gen {
+			return false
+		}
+		var room uint64
+		for _, c := range n.rxHeld {
+			room += c.WritableLen()
+		}
+		if (mergeable && room >= size) || (!mergeable && len(n.rxHeld) > 0) {
+			return true
+		}
+		c, err := n.rxq.Pop(n.mem)
+		switch {
+		case err != nil:
+			n.failReceive(err)
+			return false
+		case c != nil && mergeable && c.WritableLen() < NetHdrLen:
+			n.failReceive(fmt.Errorf("receive buffer %d of %d bytes, smaller than the %d-byte header", c.Head, c.WritableLen(), NetHdrLen))
+			return false
+		case c != nil:
+			n.rxHeld = append(n.rxHeld, c)
+		case len(n.rxHeld) >= int(n.rxq.Size()):
+			// Every buffer the ring can hold and still short: this
+			// frame can never fit. Keep them for smaller frames.
+			n.warn.Printf("rx_buffer", "receive: dropped a %d-byte packet: %d receive buffers hold %d bytes", size, len(n.rxHeld), room)
+			return false
+		default:
+			// Pop found the ring empty after asking for a notification,
+			// so the driver's next buffer comes with a Notify(0).
+			n.cond.Wait()
+		}
+	}
+}
+
+// gatherIovs copies the start of iovs into p.
+func gatherIovs(p []byte, iovs [][]byte) {
+	n := 0
+	for _, b := range iovs {
+		if n == len(p) {
+			return
+		}
+		n += copy(p[n:], b)
+	}
 }
 
 // failReceive breaks receiveq until Reset and tells the transport now:

@@ -19,6 +19,8 @@ type sockTap struct {
 	offloads atomic.Uint64 // the last SetOffload flags, +1 (0: never set)
 }
 
+func (s *sockTap) WriteFrame(bufs [][]byte) error { return writeFrame(s.File, bufs) }
+
 func (s *sockTap) SetOffload(flags uint) error {
 	s.offloads.Store(uint64(flags) + 1)
 	return nil

@@ -596,7 +596,12 @@ func (c *Chain) Scatter(p []byte, off uint64) int {
 // the driver may change them concurrently, so never validate data in
 // them and then use it again.
 func (c *Chain) Buffers(write bool, off, n uint64) [][]byte {
-	var out [][]byte
+	return c.AppendBuffers(nil, write, off, n)
+}
+
+// AppendBuffers appends what Buffers returns to out, for a caller that
+// reuses its slice.
+func (c *Chain) AppendBuffers(out [][]byte, write bool, off, n uint64) [][]byte {
 	for i := range c.Descs {
 		d := &c.Descs[i]
 		if d.Write != write || n == 0 {

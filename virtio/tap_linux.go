@@ -3,6 +3,7 @@ package virtio
 import (
 	"fmt"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -46,11 +47,36 @@ func OpenTap(name string) (*Tap, error) {
 // Name is the interface name the kernel gave the tap.
 func (t *Tap) Name() string { return t.name }
 
-// Read reads one frame, virtio-net header first.
-func (t *Tap) Read(p []byte) (int, error) { return t.f.Read(p) }
+// SyscallConn gives access to the tap's descriptor, non-blocking and in
+// Go's poller, on which each read carries one frame, virtio-net header
+// first.
+func (t *Tap) SyscallConn() (syscall.RawConn, error) { return t.f.SyscallConn() }
 
-// Write writes one frame, virtio-net header first.
-func (t *Tap) Write(p []byte) (int, error) { return t.f.Write(p) }
+// WriteFrame writes one frame, virtio-net header first, gathered from
+// bufs.
+func (t *Tap) WriteFrame(bufs [][]byte) error {
+	if err := writeFrame(t.f, bufs); err != nil {
+		return fmt.Errorf("tap %s: %w", t.name, err)
+	}
+	return nil
+}
+
+// writeFrame writes bufs to f with one writev, waiting for room if f
+// (non-blocking, in the poller) has none.
+func writeFrame(f *os.File, bufs [][]byte) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var werr error
+	if err := rc.Write(func(fd uintptr) bool {
+		_, werr = unix.Writev(int(fd), bufs)
+		return werr != unix.EAGAIN
+	}); err != nil {
+		return err
+	}
+	return werr
+}
 
 // SetOffload sets the offloads (TUN_F_* flags) the tap may use in the
 // frames it hands us: partial checksums, TCP segments up to 64 KiB.
