@@ -31,6 +31,17 @@ func timeRawGuest(n uint32, stats, syncRegs bool) (float64, error) {
 
 // timeRawGuestWith is timeRawGuest with the configuration set by set.
 func timeRawGuestWith(n uint32, set func(*Config)) (float64, error) {
+	vm, err := newRawGuest(n, set)
+	if err != nil {
+		return 0, err
+	}
+	defer vm.Close()
+	return timeRun(vm, n)
+}
+
+// newRawGuest builds the VM of a guest doing n port-I/O exits, with the
+// configuration set by set.
+func newRawGuest(n uint32, set func(*Config)) (*VM, error) {
 	cfg := Config{
 		Raw:     &RawGuest{Code: tiny.PortLoop16(testPort, n), LoadAddr: tiny.LoadAddr},
 		MemSize: 2 << 20, CPUs: 1,
@@ -38,12 +49,18 @@ func timeRawGuestWith(n uint32, set func(*Config)) (float64, error) {
 	set(&cfg)
 	vm, err := New(cfg)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	defer vm.Close()
 	if _, err := vm.IOBus.Register("test", testPort, 1, devices.NewDiscard(0)); err != nil {
-		return 0, err
+		vm.Close()
+		return nil, err
 	}
+	return vm, nil
+}
+
+// timeRun runs a VM built by newRawGuest and returns the mean wall time
+// of one of its n exits.
+func timeRun(vm *VM, n uint32) (float64, error) {
 	start := time.Now()
 	out := vm.Run()
 	elapsed := time.Since(start)
