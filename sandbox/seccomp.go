@@ -33,9 +33,11 @@ var allowed = []string{
 	// Go's netpoller: QMP, metrics and eventfd goroutines wait here (it
 	// starts on first use, which a VM with no pollable fd reaches late).
 	"epoll_pwait", "epoll_ctl", "epoll_create1",
-	// virtio-blk requests, flushes, discards and write-zeroes, the KVM
-	// stats fds.
-	"preadv", "pwritev", "pread64", "fdatasync", "fsync", "fallocate",
+	// virtio-blk requests, flushes, discards and write-zeroes (pread64
+	// and pwrite64: cache=none's bounce buffers), the KVM stats fds.
+	"preadv", "pwritev", "pread64", "pwrite64", "fdatasync", "fsync", "fallocate",
+	// cache=none disks' Linux AIO (the context is made before start).
+	"io_submit", "io_getevents", "io_destroy",
 	// Go runtime: signals (preemption, and the SIGURG that kicks a vCPU
 	// out of KVM_RUN), and os/signal's clean-up at the end.
 	"rt_sigreturn", "rt_sigprocmask", "rt_sigaction", "sigaltstack",

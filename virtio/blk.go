@@ -108,6 +108,7 @@ type Block struct {
 	f      *os.File
 	fd     int
 	direct *directIO // cache=none: the O_DIRECT side (blk_direct.go); nil with the page cache
+	aios   []*blkAIO // cache=none: each queue's AIO context (blk_aio.go)
 	closed bool
 	// Set by Activate, cleared by Reset.
 	mem      Memory
@@ -125,6 +126,7 @@ type Block struct {
 type blkQueue struct {
 	index int
 	q     *Queue
+	aio   *blkAIO // nil: requests run on goroutines (serveQueue)
 	// pushMu serializes completions (Push, the interrupt decision and
 	// the telemetry), which the queue's workers make concurrently.
 	pushMu sync.Mutex
@@ -166,10 +168,23 @@ func OpenBlock(c BlockConfig) (*Block, error) {
 		return nil, err
 	}
 	var direct *directIO
+	var aios []*blkAIO
 	if c.Direct {
 		if direct, err = openDirect(f, c.ReadOnly); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("virtio-blk %s: %w", c.Path, err)
+		}
+		for range nq {
+			a, err := newBlkAIO(blkQueueSize)
+			if err != nil {
+				for _, a := range aios {
+					a.Close()
+				}
+				direct.Close()
+				f.Close()
+				return nil, fmt.Errorf("virtio-blk %s: cache=none: Linux AIO (fs.aio-max-nr?): %w", c.Path, err)
+			}
+			aios = append(aios, a)
 		}
 	}
 	b := &Block{
@@ -181,6 +196,7 @@ func OpenBlock(c BlockConfig) (*Block, error) {
 		f:        f,
 		fd:       int(f.Fd()), // not pollable: Fd does not change its mode
 		direct:   direct,
+		aios:     aios,
 	}
 	b.guestLog = newGuestLog("virtio-blk " + c.Path)
 	binary.LittleEndian.PutUint64(b.config[0:], b.capacity)
@@ -266,6 +282,9 @@ func (b *Block) Activate(mem Memory, features uint64, queues []*Queue, irq Inter
 	for i, q := range queues {
 		if q != nil {
 			b.queues[i] = &blkQueue{index: i, q: q}
+			if i < len(b.aios) {
+				b.queues[i].aio = b.aios[i]
+			}
 		}
 	}
 	b.mem, b.features, b.irq = mem, features, irq
@@ -311,6 +330,11 @@ func (b *Block) Close() error {
 	if !b.readOnly {
 		err = b.f.Sync()
 	}
+	for _, a := range b.aios {
+		if cerr := a.Close(); err == nil {
+			err = cerr
+		}
+	}
 	if b.direct != nil {
 		if cerr := b.direct.Close(); err == nil {
 			err = cerr
@@ -342,7 +366,11 @@ func (b *Block) Notify(queue int) error {
 	if err := b.broken(); err != nil {
 		return err
 	}
-	if err := b.serveQueue(bq); err != nil {
+	serve := b.serveQueue
+	if bq.aio != nil {
+		serve = func(bq *blkQueue) error { return b.serveQueueAIO(bq, bq.aio) }
+	}
+	if err := serve(bq); err != nil {
 		b.setErr(fmt.Errorf("virtio-blk: queue %d: %w", queue, err))
 	}
 	return b.broken()
@@ -504,25 +532,38 @@ func (b *Block) handle(q *Queue, c *Chain) served {
 	}
 	// The status byte is the last writable byte; data comes before it.
 	status, n := b.request(q, c, w-1, &r)
-	c.Scatter([]byte{status}, w-1)
-	r.written = uint32(min(n+1, math.MaxUint32))
+	reply(c, status, n, &r)
 	return r
+}
+
+// reply writes status into c's last writable byte, after the n data
+// bytes the request wrote, and records the used length in r.
+func reply(c *Chain, status byte, n uint64, r *served) {
+	c.Scatter([]byte{status}, c.WritableLen()-1)
+	r.written = uint32(min(n+1, math.MaxUint32))
 }
 
 // sizeOK enforces the seg_max and size_max the device advertises: they
 // bound the memory one request covers and so the work it makes.
 func (b *Block) sizeOK(c *Chain) bool {
-	if len(c.Descs) > blkSegMax+2 {
-		b.warn.Printf("request_size", "request %d: %d descriptors, seg_max %d allows %d", c.Head, len(c.Descs), blkSegMax, blkSegMax+2)
+	if msg := sizeProblem(c); msg != "" {
+		b.warn.Printf("request_size", "request %d: %s", c.Head, msg)
 		return false
+	}
+	return true
+}
+
+// sizeProblem says how c breaks seg_max or size_max; "" if it does not.
+func sizeProblem(c *Chain) string {
+	if len(c.Descs) > blkSegMax+2 {
+		return fmt.Sprintf("%d descriptors, seg_max %d allows %d", len(c.Descs), blkSegMax, blkSegMax+2)
 	}
 	for _, d := range c.Descs {
 		if d.Len > blkSizeMax {
-			b.warn.Printf("request_size", "request %d: %d-byte descriptor, size_max %d", c.Head, d.Len, blkSizeMax)
-			return false
+			return fmt.Sprintf("%d-byte descriptor, size_max %d", d.Len, blkSizeMax)
 		}
 	}
-	return true
+	return ""
 }
 
 // request performs the request in c whose writable data part is dataLen
@@ -551,49 +592,12 @@ func (b *Block) request(q *Queue, c *Chain, dataLen uint64, r *served) (status b
 	}
 
 	switch typ {
-	case blkTIn:
-		r.bytes = dataLen
-		off, ok := b.span(sector, dataLen)
+	case blkTIn, blkTOut:
+		d, ok := b.checkData(c, typ == blkTOut, sector, dataLen, r)
 		if !ok {
-			b.stats.invalid(opRead)
 			return blkSIOErr, 0
 		}
-		if err := b.transfer(q, c.Buffers(true, 0, dataLen), off, false); err != nil {
-			b.ioFailed("read", sector, dataLen, err)
-			b.stats.failed(opRead)
-			return blkSIOErr, 0
-		}
-		b.stats.done(opRead, dataLen, start)
-		return blkSOK, dataLen
-	case blkTOut:
-		if b.readOnly {
-			b.stats.failed(opWrite)
-			return blkSIOErr, 0
-		}
-		n := c.ReadableLen() - blkHeaderLen
-		r.bytes = n
-		off, ok := b.span(sector, n)
-		if !ok {
-			b.stats.invalid(opWrite)
-			return blkSIOErr, 0
-		}
-		if err := b.transfer(q, c.Buffers(false, blkHeaderLen, n), off, true); err != nil {
-			b.ioFailed("write", sector, n, err)
-			b.stats.failed(opWrite)
-			return blkSIOErr, 0
-		}
-		if b.features&blkFFlush == 0 {
-			// A driver that did not take FLUSH expects a write-through
-			// disk (5.2.6.2): make each write durable before it
-			// completes.
-			if err := b.sync(); err != nil {
-				b.stats.failed(opWrite)
-				return blkSIOErr, 0
-			}
-		}
-		b.stats.done(opWrite, n, start)
-		b.stats.wrote(uint64(off) + n)
-		return blkSOK, 0
+		return b.finishData(d, b.transfer(q, d.bufs, d.off, d.write), start)
 	case blkTFlush:
 		if err := b.sync(); err != nil {
 			b.stats.failed(opFlush)
@@ -725,12 +729,83 @@ var zeroChunk = make([]byte, blkIOChunk)
 // span checks that n bytes at sector are whole sectors inside the disk,
 // at least one, and returns their byte offset.
 func (b *Block) span(sector, n uint64) (int64, bool) {
-	if n == 0 || n%SectorSize != 0 || sector > b.capacity || n/SectorSize > b.capacity-sector {
+	if !b.inDisk(sector, n) {
 		b.warn.Printf("bad_request", "request for %d bytes at sector %d outside disk of %d sectors (or not whole sectors)",
 			n, sector, b.capacity)
 		return 0, false
 	}
 	return int64(sector * SectorSize), true
+}
+
+// inDisk is span's check, without a word to the guest log.
+func (b *Block) inDisk(sector, n uint64) bool {
+	return n != 0 && n%SectorSize == 0 && sector <= b.capacity && n/SectorSize <= b.capacity-sector
+}
+
+// dataRequest is a read (IN) or write (OUT) checked against the disk.
+type dataRequest struct {
+	write  bool
+	sector uint64
+	off    int64    // byte offset in the image
+	n      uint64   // bytes to move
+	bufs   [][]byte // the guest's data buffers, n bytes
+}
+
+// checkData checks the read or write in chain c (dataLen writable data
+// bytes before the status byte) and counts it as invalid or failed where
+// it cannot be done; r learns its size.
+func (b *Block) checkData(c *Chain, write bool, sector, dataLen uint64, r *served) (dataRequest, bool) {
+	d := dataRequest{write: write, sector: sector, n: dataLen}
+	op := opRead
+	if write {
+		if b.readOnly {
+			b.stats.failed(opWrite)
+			return d, false
+		}
+		op, d.n = opWrite, c.ReadableLen()-blkHeaderLen
+	}
+	r.bytes = d.n
+	off, ok := b.span(sector, d.n)
+	if !ok {
+		b.stats.invalid(op)
+		return d, false
+	}
+	d.off = off
+	if write {
+		d.bufs = c.Buffers(false, blkHeaderLen, d.n)
+	} else {
+		d.bufs = c.Buffers(true, 0, d.n)
+	}
+	return d, true
+}
+
+// finishData accounts for d, whose transfer (from start) ended with err,
+// and returns its status and the data bytes it wrote into the chain.
+func (b *Block) finishData(d dataRequest, err error, start time.Time) (status byte, written uint64) {
+	op, what := opRead, "read"
+	if d.write {
+		op, what = opWrite, "write"
+	}
+	if err != nil {
+		b.ioFailed(what, d.sector, d.n, err)
+		b.stats.failed(op)
+		return blkSIOErr, 0
+	}
+	if !d.write {
+		b.stats.done(opRead, d.n, start)
+		return blkSOK, d.n
+	}
+	if b.features&blkFFlush == 0 {
+		// A driver that did not take FLUSH expects a write-through disk
+		// (5.2.6.2): make each write durable before it completes.
+		if err := b.sync(); err != nil {
+			b.stats.failed(opWrite)
+			return blkSIOErr, 0
+		}
+	}
+	b.stats.done(opWrite, d.n, start)
+	b.stats.wrote(uint64(d.off) + d.n)
+	return blkSOK, 0
 }
 
 func (b *Block) sync() error {
