@@ -68,6 +68,22 @@ func openKVM(t *testing.T) *System {
 	return s
 }
 
+// newVCPU makes a VM with vCPU 0; cleanup closes both.
+func newVCPU(t *testing.T, s *System) *VCPU {
+	t.Helper()
+	vm, err := s.CreateVM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vm.Close() })
+	v, err := vm.CreateVCPU(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	return v
+}
+
 func TestSystemAndVM(t *testing.T) {
 	s := openKVM(t)
 	if s.CheckExtension(CapUserMemory) == 0 {
@@ -111,16 +127,7 @@ func TestStatsFD(t *testing.T) {
 	if s.CheckExtension(CapBinaryStatsFD) == 0 {
 		t.Skip("KVM_CAP_BINARY_STATS_FD missing")
 	}
-	vm, err := s.CreateVM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer vm.Close()
-	v, err := vm.CreateVCPU(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
+	v := newVCPU(t, s)
 	st, err := v.StatsFD()
 	if err != nil {
 		t.Fatal(err)
@@ -155,16 +162,7 @@ func TestImmediateExit(t *testing.T) {
 	if off := unsafe.Offsetof(Run{}.immediateExit); off != 1 {
 		t.Fatalf("immediate_exit at offset %d, want 1", off)
 	}
-	s := openKVM(t)
-	vm, err := s.CreateVM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer vm.Close()
-	v, err := vm.CreateVCPU(0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := newVCPU(t, openKVM(t))
 	v.Run.RequestInterruptWindow = 1
 	v.RequestImmediateExit()
 	if !v.Run.immediateExitSet() || v.Run.immediateExit != 1 {
@@ -198,18 +196,7 @@ func TestImmediateExit(t *testing.T) {
 // the TSC by it: vmm's TestExitClockFollowsRuntimeClock checks it ticks
 // with the runtime's clock).
 func TestTSCKHz(t *testing.T) {
-	s := openKVM(t)
-	vm, err := s.CreateVM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer vm.Close()
-	v, err := vm.CreateVCPU(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	khz, err := v.TSCKHz()
+	khz, err := newVCPU(t, openKVM(t)).TSCKHz()
 	if err != nil {
 		t.Fatal(err)
 	}
