@@ -400,3 +400,40 @@ func TestBlockAIOBatch(t *testing.T) {
 		}
 	}
 }
+
+// TestBlockAIORefusedFallsBack: reads that O_DIRECT refuses after all
+// (the alignment the device believed is a lie here) still succeed when
+// they went to AIO together: through the page cache.
+func TestBlockAIORefusedFallsBack(t *testing.T) {
+	e := newDirectEnv(t, false)
+	page := uint64(os.Getpagesize())
+	if e.d.memAlign <= 1 || page%uint64(e.d.offAlign) != 0 {
+		t.Skip("the file system takes O_DIRECT buffers at any address, or wants offsets above a page")
+	}
+	e.d.memAlign = 1 // odd addresses now look aligned
+	const reads = 4
+	var data, status [reads]uint64
+	for i := range reads {
+		data[i], status[i] = directData+uint64(i)*2*page+1, directStatus+uint64(i)
+		e.mem[status[i]] = 0xff
+		e.publish(e.chainAt([]uint64{directHeader + 16*uint64(i), data[i], status[i]},
+			rd(blkHeader(blkTIn, uint64(8*i))), wr(uint32(page)), wr(1)))
+	}
+	if err := e.b.Notify(0); err != nil {
+		t.Fatal(err)
+	}
+	for i := range reads {
+		e.mustUsed()
+		if e.mem[status[i]] != blkSOK {
+			t.Errorf("read %d: status %d", i, e.mem[status[i]])
+		}
+		if !bytes.Equal(e.mem[data[i]:data[i]+page], e.disk[8*i*SectorSize:8*i*SectorSize+int(page)]) {
+			t.Errorf("read %d: data differs from the image", i)
+		}
+	}
+	// They went to AIO in one batch (none was alone in the ring), which
+	// refused each, and each went through the page cache instead.
+	if _, buffered := e.paths(); buffered != reads {
+		t.Errorf("%d transfers through the page cache, want %d", buffered, reads)
+	}
+}
