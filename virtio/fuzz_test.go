@@ -656,7 +656,7 @@ func FuzzNet(f *testing.F) {
 		testenv.AddSeed(f, name, s)
 	}
 	taps := [2]*fuzzTap{newFuzzTap(f), newFuzzTap(f)}
-	nets := [2]*Net{NewNet(taps[0], net.HardwareAddr{2, 0, 0, 0, 0, 1}, false), NewNet(taps[1], net.HardwareAddr{2, 0, 0, 0, 0, 1}, true)}
+	nets := [2]*Net{mustNewNet(f, taps[0], net.HardwareAddr{2, 0, 0, 0, 0, 1}, false), mustNewNet(f, taps[1], net.HardwareAddr{2, 0, 0, 0, 0, 1}, true)}
 	f.Cleanup(func() { nets[0].Close(); nets[1].Close() })
 	m, rxq, txq := newFuzzMem(), NewQueue(fuzzQueueSize), NewQueue(fuzzQueueSize)
 	f.Fuzz(func(t *testing.T, in []byte) {

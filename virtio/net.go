@@ -2,6 +2,7 @@ package virtio
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +32,8 @@ const (
 	netFHostECN   = 1 << 13
 	netFMrgRxbuf  = 1 << 15 // a received frame may span several buffers
 	netFStatus    = 1 << 16
+	netFCtrlVQ    = 1 << 17 // a control queue
+	netFMQ        = 1 << 22 // several queue pairs, chosen on the control queue
 
 	// netOffloads are the offload features offered when the tap takes
 	// them: checksums and TCP segmentation both ways, and mergeable
@@ -43,8 +46,21 @@ const (
 	netSLinkUp = 1
 )
 
+// NetMaxQueuePairs bounds the queue pairs of a device: far above any
+// vCPU count govmm runs, and within the transport's MSI-X vectors.
+const NetMaxQueuePairs = 16
+
+// Control queue commands (5.1.6.5): only the multiqueue class, since no
+// other control feature is offered.
 const (
-	netQueueSize = 256
+	netCtrlMQ             = 4 // class VIRTIO_NET_CTRL_MQ
+	netCtrlMQVQPairsSet   = 0 // its command VQ_PAIRS_SET, a le16 pair count
+	netCtrlOK, netCtrlErr = 0, 1
+)
+
+const (
+	netQueueSize     = 256
+	netCtrlQueueSize = 64
 	// netMaxPacket is the largest header+frame we read from the tap or
 	// accept from the guest: a TCP segment of up to 64 KiB (an IP
 	// packet's limit) behind an Ethernet and a VLAN header.
@@ -63,8 +79,13 @@ type NetTap interface {
 	// behind a header of the device's).
 	WriteFrame(bufs [][]byte) error
 	// SetOffload tells the tap which offloads (TUN_F_* flags) the guest
-	// accepted: what frames read from it may carry.
+	// accepted: what frames read from it may carry. It applies to every
+	// queue of a multiqueue tap.
 	SetOffload(flags uint) error
+	// EnableQueue attaches or detaches this queue of a multiqueue tap:
+	// the kernel steers frames only to attached queues. Only a device
+	// with several queue pairs calls it.
+	EnableQueue(on bool) error
 	io.Closer
 }
 
@@ -87,10 +108,35 @@ type NetTap interface {
 // device writes that header itself.
 type Net struct {
 	guestLog
-	tap     NetTap
 	mac     net.HardwareAddr
 	offload bool     // offer netOffloads
 	config  [12]byte // mac, status, max_virtqueue_pairs, mtu
+	pairs   []*netPair
+
+	// ctrlMu serializes Activate, Reset, Close and the control queue;
+	// the pairs' own locks guard what the pairs use.
+	ctrlMu    sync.Mutex
+	closed    bool
+	active    bool
+	mem       Memory
+	features  uint64
+	irq       Interrupt
+	ctrlq     *Queue
+	ctrlErr   error
+	rxDropped atomic.Uint64
+	txDropped atomic.Uint64
+}
+
+// netPair is one receiveq/transmitq pair and the tap queue it serves,
+// with a receive goroutine of its own. Its methods reach the device's
+// MAC, counters and log through the embedded Net.
+type netPair struct {
+	*Net
+	index int // pair index: receiveq 2*index, transmitq 2*index+1
+	tap   NetTap
+	// tapDetached: usePairs detached the tap queue (a tap opens with
+	// its queues attached); ctrlMu guards it.
+	tapDetached bool
 
 	// mu guards the receive side and wakes the receive goroutine; txMu
 	// guards the transmit side. Activation state is written with both
@@ -98,7 +144,7 @@ type Net struct {
 	mu      sync.Mutex
 	cond    *sync.Cond // on mu: buffers posted, activated, reset, closed
 	txMu    sync.Mutex
-	active  bool
+	active  bool // the device is active and the driver uses this pair
 	closed  bool
 	gen     uint64        // activations so far, to drop frames read before a reset
 	started bool          // the receive goroutine runs
@@ -115,25 +161,27 @@ type Net struct {
 
 	// The receive side, mu guards it. rxHeld are receive buffers popped
 	// and not yet used, in ring order: the next frame is read into them.
-	rxHeld    []*Chain
-	rxBounce  []byte   // what the held buffers cannot take of a frame
-	rxIovs    [][]byte // the read's buffers, reused
-	txIovs    [][]byte // the write's buffers, reused; txMu guards it
-	txHdr     [NetHdrLen]byte
-	rxDropped atomic.Uint64
-	txDropped atomic.Uint64
+	rxHeld   []*Chain
+	rxBounce []byte   // what the held buffers cannot take of a frame
+	rxIovs   [][]byte // the read's buffers, reused
+	txIovs   [][]byte // the write's buffers, reused; txMu guards it
+	txHdr    [NetHdrLen]byte
 }
 
 // netRxBatch bounds the frames read per hold of mu while the tap keeps
 // delivering, so that Notify and Reset get their turn.
 const netRxBatch = 64
 
-// NewNet returns a network device on tap. offload offers checksum and
-// TCP segmentation offloads and mergeable receive buffers (netOffloads);
-// without it frames stay at the MTU and checksums are the guest's. A
-// mac that is not 6 bytes long is replaced by a random locally
-// administered address.
-func NewNet(tap NetTap, mac net.HardwareAddr, offload bool) *Net {
+// NewNet returns a network device on taps, one queue pair per tap (the
+// queues of one multiqueue tap; at most NetMaxQueuePairs). offload
+// offers checksum and TCP segmentation offloads and mergeable receive
+// buffers (netOffloads); without it frames stay at the MTU and checksums
+// are the guest's. A mac that is not 6 bytes long is replaced by a
+// random locally administered address.
+func NewNet(taps []NetTap, mac net.HardwareAddr, offload bool) (*Net, error) {
+	if len(taps) < 1 || len(taps) > NetMaxQueuePairs {
+		return nil, fmt.Errorf("virtio-net: %d queue pairs, want 1 to %d", len(taps), NetMaxQueuePairs)
+	}
 	if len(mac) != 6 {
 		mac = make(net.HardwareAddr, 6)
 		rand.Read(mac)
@@ -141,16 +189,18 @@ func NewNet(tap NetTap, mac net.HardwareAddr, offload bool) *Net {
 	}
 	n := &Net{
 		guestLog: newGuestLog("virtio-net"),
-		tap:      tap,
 		mac:      append(net.HardwareAddr(nil), mac...),
 		offload:  offload,
-		done:     make(chan struct{}),
 	}
-	n.cond = sync.NewCond(&n.mu)
+	for i, tap := range taps {
+		p := &netPair{Net: n, index: i, tap: tap, done: make(chan struct{})}
+		p.cond = sync.NewCond(&p.mu)
+		n.pairs = append(n.pairs, p)
+	}
 	copy(n.config[0:6], n.mac)
 	n.config[6] = netSLinkUp
-	n.config[8] = 1 // max_virtqueue_pairs, meaningful only with MQ
-	return n
+	binary.LittleEndian.PutUint16(n.config[8:], uint16(len(taps))) // max_virtqueue_pairs
+	return n, nil
 }
 
 // MAC is the device's Ethernet address.
@@ -167,18 +217,43 @@ func (n *Net) Name() string { return "virtio-net" }
 // Type implements Device.
 func (n *Net) Type() uint16 { return IDNet }
 
-// Features implements Device: a fixed MAC, a link status and, with
-// offloads on, netOffloads.
+// Features implements Device: a fixed MAC, a link status, with offloads
+// on netOffloads, and with several queue pairs the control queue and
+// multiqueue.
 func (n *Net) Features() uint64 {
 	f := uint64(RingFeatures | netFMAC | netFStatus)
 	if n.offload {
 		f |= netOffloads
 	}
+	if len(n.pairs) > 1 {
+		f |= netFCtrlVQ | netFMQ
+	}
 	return f
 }
 
-// QueueSizes implements Device: receiveq1 and transmitq1.
-func (n *Net) QueueSizes() []uint16 { return []uint16{netQueueSize, netQueueSize} }
+// QueuePairs is the number of queue pairs the device offers.
+func (n *Net) QueuePairs() int { return len(n.pairs) }
+
+// QueueSizes implements Device: receiveq and transmitq of each pair,
+// then with several pairs the control queue.
+func (n *Net) QueueSizes() []uint16 {
+	sizes := make([]uint16, 2*len(n.pairs))
+	for i := range sizes {
+		sizes[i] = netQueueSize
+	}
+	if len(n.pairs) > 1 {
+		sizes = append(sizes, netCtrlQueueSize)
+	}
+	return sizes
+}
+
+// ctrlIndex is the control queue's index, or -1 without one.
+func (n *Net) ctrlIndex() int {
+	if len(n.pairs) == 1 {
+		return -1
+	}
+	return 2 * len(n.pairs)
+}
 
 // ReadConfig implements Device: struct virtio_net_config (5.1.4).
 func (n *Net) ReadConfig(offset uint64, data []byte) { readConfig(n.config[:], offset, data) }
@@ -188,123 +263,220 @@ func (n *Net) ReadConfig(offset uint64, data []byte) { readConfig(n.config[:], o
 func (n *Net) WriteConfig(offset uint64, data []byte) {}
 
 // Activate implements Device: it tells the tap which offloads the guest
-// accepted, and the first activation starts the receive goroutine,
-// which lives until Close.
+// accepted and starts with one queue pair (the driver asks for more on
+// the control queue); the first activation starts the receive
+// goroutines, which live until Close.
 func (n *Net) Activate(mem Memory, features uint64, queues []*Queue, irq Interrupt) error {
 	if len(queues) < 2 || queues[0] == nil || queues[1] == nil {
 		return errors.New("virtio-net: receiveq or transmitq not enabled")
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.txMu.Lock()
-	defer n.txMu.Unlock()
+	n.ctrlMu.Lock()
+	defer n.ctrlMu.Unlock()
 	if n.closed {
 		return errors.New("virtio-net: device closed")
 	}
 	// Only what we offered counts: a driver that accepts more gets
 	// what it was offered.
 	features &= n.Features() | FeatureVersion1
-	if err := n.tap.SetOffload(tapOffloads(features)); err != nil {
+	if err := n.pairs[0].tap.SetOffload(tapOffloads(features)); err != nil {
 		return fmt.Errorf("virtio-net: tap offloads: %w", err)
 	}
-	n.mem, n.features, n.irq = mem, features, irq
-	n.rxq, n.txq, n.rxErr, n.txErr = queues[0], queues[1], nil, nil
-	n.rxHeld = n.rxHeld[:0] // buffers of the queues before
-	n.active = true
-	n.gen++
-	if !n.started {
-		n.started = true
-		go n.receiveLoop()
+	n.mem, n.features, n.irq, n.active = mem, features, irq, true
+	n.ctrlq, n.ctrlErr = nil, nil
+	if c := n.ctrlIndex(); c >= 0 && c < len(queues) && features&netFCtrlVQ != 0 {
+		n.ctrlq = queues[c]
 	}
-	n.cond.Broadcast()
+	for i, p := range n.pairs {
+		var rxq, txq *Queue
+		if 2*i+1 < len(queues) {
+			rxq, txq = queues[2*i], queues[2*i+1]
+		}
+		p.activate(mem, features, rxq, txq, irq)
+	}
+	n.usePairs(1)
 	return nil
 }
 
-// Reset implements Device. The receive goroutine stops using the queue
-// before Reset returns, and stops reading the tap after the frame it
-// may be waiting for (frames stay queued in the tap while the device is
-// down).
-func (n *Net) Reset() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.txMu.Lock()
-	defer n.txMu.Unlock()
-	n.resetLocked()
-	n.cond.Broadcast()
+// activate gives the pair its queues (nil if the driver left them
+// disabled); it is used once usePairs includes it.
+func (p *netPair) activate(mem Memory, features uint64, rxq, txq *Queue, irq Interrupt) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.txMu.Lock()
+	defer p.txMu.Unlock()
+	p.mem, p.features, p.irq = mem, features, irq
+	p.rxq, p.txq, p.rxErr, p.txErr = rxq, txq, nil, nil
+	p.rxHeld = p.rxHeld[:0] // buffers of the queues before
+	p.gen++
+	if !p.started {
+		p.started = true
+		go p.receiveLoop()
+	}
 }
 
+// usePairs makes the first k pairs (those with both queues enabled)
+// serve their queues and the rest stand still, and attaches the tap
+// queues of the first k, so that the kernel steers frames to those
+// alone. ctrlMu must be held.
+func (n *Net) usePairs(k int) {
+	for i, p := range n.pairs {
+		use := n.active && i < k
+		p.mu.Lock()
+		p.txMu.Lock()
+		p.active = use && p.rxq != nil && p.txq != nil
+		p.txMu.Unlock()
+		p.cond.Broadcast()
+		p.mu.Unlock()
+		// Only on a change: a detach waits for an RCU grace period
+		// (synchronize_net), tens of milliseconds of the caller's time.
+		if i > 0 && !n.closed && p.tapDetached == use {
+			if err := p.tap.EnableQueue(use); err != nil {
+				n.warn.Printf("host_io", "queue pair %d: tap queue: %v", i, err)
+			} else {
+				p.tapDetached = !use
+			}
+		}
+	}
+}
+
+// Reset implements Device. The receive goroutines stop using their
+// queues before Reset returns, and stop reading the tap after the frame
+// they may be waiting for (frames stay queued in the tap while the
+// device is down).
+func (n *Net) Reset() {
+	n.ctrlMu.Lock()
+	defer n.ctrlMu.Unlock()
+	n.resetLocked()
+}
+
+// resetLocked stops the device; ctrlMu must be held.
 func (n *Net) resetLocked() {
 	if n.features&netFGuestCsum != 0 && !n.closed {
 		// Frames queued while the device is down then come plain; any
 		// that came before are checked against the next driver's
 		// features on receive, so a failure here loses nothing.
-		if err := n.tap.SetOffload(0); err != nil {
+		if err := n.pairs[0].tap.SetOffload(0); err != nil {
 			n.warn.Printf("host_io", "reset: tap offloads: %v", err)
 		}
 	}
 	n.active = false
-	n.mem, n.features, n.irq = nil, 0, nil
-	n.rxq, n.txq, n.rxErr, n.txErr = nil, nil, nil, nil
-	n.rxHeld = n.rxHeld[:0]
+	n.mem, n.features, n.irq, n.ctrlq, n.ctrlErr = nil, 0, nil, nil, nil
+	for _, p := range n.pairs {
+		p.mu.Lock()
+		p.txMu.Lock()
+		p.active = false
+		p.closed = n.closed
+		p.mem, p.features, p.irq = nil, 0, nil
+		p.rxq, p.txq, p.rxErr, p.txErr = nil, nil, nil, nil
+		p.rxHeld = p.rxHeld[:0]
+		p.txMu.Unlock()
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	}
+	n.usePairs(1)
 }
 
-// Close stops the device, closes the tap and waits for the receive
-// goroutine to return.
+// Close stops the device, closes the taps and waits for the receive
+// goroutines to return.
 func (n *Net) Close() error {
-	n.mu.Lock()
-	n.txMu.Lock()
+	n.ctrlMu.Lock()
 	if n.closed {
-		n.txMu.Unlock()
-		n.mu.Unlock()
+		n.ctrlMu.Unlock()
 		return nil
 	}
 	n.closed = true
 	n.resetLocked()
-	started := n.started
-	n.cond.Broadcast()
-	n.txMu.Unlock()
-	n.mu.Unlock()
+	n.ctrlMu.Unlock()
 
-	// Closing the tap ends a Read in progress.
-	err := n.tap.Close()
-	if started {
-		<-n.done
+	var errs []error
+	for _, p := range n.pairs {
+		// Closing the tap ends a read in progress.
+		if err := p.tap.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("virtio-net: close tap queue %d: %w", p.index, err))
+		}
+		p.mu.Lock()
+		started := p.started
+		p.mu.Unlock()
+		if started {
+			<-p.done
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("virtio-net: close tap: %w", err)
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
-// Notify implements Device. On receiveq it only wakes the receive
-// goroutine, which may be waiting for buffers.
+// Notify implements Device. On a receiveq it only wakes the pair's
+// receive goroutine, which may be waiting for buffers.
 func (n *Net) Notify(queue int) error {
-	switch queue {
-	case 0:
-		n.mu.Lock()
-		defer n.mu.Unlock()
-		n.cond.Broadcast()
-		return n.rxErr
-	case 1:
-		n.txMu.Lock()
-		defer n.txMu.Unlock()
-		return n.transmitLocked()
+	if queue == n.ctrlIndex() {
+		return n.control()
 	}
-	return fmt.Errorf("virtio-net: notify for queue %d, device has two", queue)
+	if queue < 0 || queue >= 2*len(n.pairs) {
+		return fmt.Errorf("virtio-net: notify for queue %d, device has %d", queue, len(n.QueueSizes()))
+	}
+	p := n.pairs[queue/2]
+	if queue%2 == 0 {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.cond.Broadcast()
+		return p.rxErr
+	}
+	p.txMu.Lock()
+	defer p.txMu.Unlock()
+	return p.transmitLocked()
+}
+
+// control serves the control queue: VQ_PAIRS_SET, the one command of
+// the one class offered; anything else is answered VIRTIO_NET_ERR.
+func (n *Net) control() error {
+	n.ctrlMu.Lock()
+	defer n.ctrlMu.Unlock()
+	if n.ctrlq == nil || n.ctrlErr != nil {
+		return n.ctrlErr
+	}
+	if err := serve(n.mem, n.ctrlq, n.features, n.irq, n.ctrlIndex(), n.command); err != nil {
+		n.ctrlErr = fmt.Errorf("virtio-net: controlq: %w", err)
+	}
+	return n.ctrlErr
+}
+
+// command runs one control command: class, command and data readable,
+// the ack byte the last writable one (5.1.6.5). ctrlMu must be held.
+func (n *Net) command(c *Chain) served {
+	var cmd [4]byte // class, command, le16 virtqueue_pairs
+	got := c.Gather(cmd[:], 0)
+	w := c.WritableLen()
+	if w < 1 {
+		n.warn.Printf("bad_ctrl", "control: command without an ack byte")
+		return served{op: netOpCtrlBad}
+	}
+	ack, op := byte(netCtrlErr), netOpCtrlBad
+	if got >= 2 && cmd[0] == netCtrlMQ && cmd[1] == netCtrlMQVQPairsSet && n.features&netFMQ != 0 {
+		k := int(binary.LittleEndian.Uint16(cmd[2:]))
+		if got == 4 && c.ReadableLen() == 4 && k >= 1 && k <= len(n.pairs) {
+			n.usePairs(k)
+			ack, op = netCtrlOK, netOpCtrl
+		} else {
+			n.warn.Printf("bad_ctrl", "control: VQ_PAIRS_SET to %d of %d pairs (%d bytes)", k, len(n.pairs), c.ReadableLen())
+		}
+	} else {
+		n.warn.Printf("bad_ctrl", "control: class %d command %d not offered", cmd[0], cmd[1])
+	}
+	c.Scatter([]byte{ack}, w-1)
+	return served{written: uint32(w), op: op}
 }
 
 // transmitLocked sends every available frame to the tap; txMu must be
 // held.
-func (n *Net) transmitLocked() error {
-	if n.txq == nil || n.txErr != nil {
-		return n.txErr
+func (p *netPair) transmitLocked() error {
+	if p.txq == nil || p.txErr != nil {
+		return p.txErr
 	}
-	if err := serve(n.mem, n.txq, n.features, n.irq, 1, func(c *Chain) served {
-		return n.transmit(c)
+	if err := serve(p.mem, p.txq, p.features, p.irq, 2*p.index+1, func(c *Chain) served {
+		return p.transmit(c)
 	}); err != nil {
-		n.txErr = fmt.Errorf("virtio-net: transmitq: %w", err)
+		p.txErr = fmt.Errorf("virtio-net: transmitq: %w", err)
 	}
-	return n.txErr
+	return p.txErr
 }
 
 // Kinds of request, for telemetry (RequestOps).
@@ -313,12 +485,19 @@ const (
 
 	netOpTx        Op = 0 // on transmitq
 	netOpTxDropped Op = 1
+
+	netOpCtrl    Op = 0 // on the control queue
+	netOpCtrlBad Op = 1
 )
 
 // RequestOps implements requestOps: frames received; frames sent, and
-// those dropped (malformed, or the tap refused them).
+// those dropped (malformed, or the tap refused them); control commands
+// done, and those refused.
 func (n *Net) RequestOps(queue int) []string {
-	if queue == 0 {
+	switch {
+	case queue == n.ctrlIndex():
+		return []string{"ctrl", "ctrl_bad"}
+	case queue%2 == 0:
 		return []string{"rx"}
 	}
 	return []string{"tx", "tx_dropped"}
@@ -330,25 +509,25 @@ func (n *Net) RequestOps(queue int) []string {
 // checked; the frame itself goes from guest memory (the tap copies it
 // before the kernel parses it, and its length, which the checks use,
 // is the descriptors').
-func (n *Net) transmit(c *Chain) served {
+func (p *netPair) transmit(c *Chain) served {
 	l := c.ReadableLen()
 	if l < NetHdrLen || l > netMaxPacket {
-		n.txDropped.Add(1)
-		n.warn.Printf("bad_packet", "transmit: dropped a %d-byte packet (header %d, limit %d)", l, NetHdrLen, netMaxPacket)
+		p.txDropped.Add(1)
+		p.warn.Printf("bad_packet", "transmit: dropped a %d-byte packet (header %d, limit %d)", l, NetHdrLen, netMaxPacket)
 		return served{op: netOpTxDropped}
 	}
-	c.Gather(n.txHdr[:], 0)
-	hdr, err := parseNetHdr(n.txHdr[:]).checkTx(n.features, int(l)-NetHdrLen)
+	c.Gather(p.txHdr[:], 0)
+	hdr, err := parseNetHdr(p.txHdr[:]).checkTx(p.features, int(l)-NetHdrLen)
 	if err != nil {
-		n.txDropped.Add(1)
-		n.warn.Printf("bad_header", "transmit: dropped a %d-byte packet: %v", l, err)
+		p.txDropped.Add(1)
+		p.warn.Printf("bad_header", "transmit: dropped a %d-byte packet: %v", l, err)
 		return served{op: netOpTxDropped}
 	}
-	hdr.put(n.txHdr[:], 0)
-	n.txIovs = c.AppendBuffers(append(n.txIovs[:0], n.txHdr[:]), false, NetHdrLen, l-NetHdrLen)
-	if err := n.tap.WriteFrame(n.txIovs); err != nil {
-		n.txDropped.Add(1)
-		n.warn.Printf("host_io", "transmit: write tap: %v", err)
+	hdr.put(p.txHdr[:], 0)
+	p.txIovs = c.AppendBuffers(append(p.txIovs[:0], p.txHdr[:]), false, NetHdrLen, l-NetHdrLen)
+	if err := p.tap.WriteFrame(p.txIovs); err != nil {
+		p.txDropped.Add(1)
+		p.warn.Printf("host_io", "transmit: write tap: %v", err)
 		return served{op: netOpTxDropped}
 	}
 	return served{op: netOpTx, bytes: l - NetHdrLen}
@@ -359,35 +538,35 @@ func (n *Net) transmit(c *Chain) served {
 // so a Reset never finds the device writing into buffers the driver is
 // about to take back; mu is free while the goroutine waits for the tap
 // or for buffers.
-func (n *Net) receiveLoop() {
-	defer close(n.done)
-	rc, err := n.tap.SyscallConn()
+func (p *netPair) receiveLoop() {
+	defer close(p.done)
+	rc, err := p.tap.SyscallConn()
 	if err != nil {
-		n.warn.Printf("host_io", "receive: %v; receive stopped", err)
+		p.warn.Printf("host_io", "receive: %v; receive stopped", err)
 		return
 	}
-	n.rxBounce = make([]byte, netMaxPacket)
+	p.rxBounce = make([]byte, netMaxPacket)
 	for {
 		// Read only while active: while the device is down frames wait
 		// in the tap's queue (which drops when full, like a wire).
-		n.mu.Lock()
-		for !n.active && !n.closed {
-			n.cond.Wait()
+		p.mu.Lock()
+		for !p.active && !p.closed {
+			p.cond.Wait()
 		}
-		closed := n.closed
-		n.mu.Unlock()
+		closed := p.closed
+		p.mu.Unlock()
 		if closed {
 			return
 		}
 		var rerr error
 		err := rc.Read(func(fd uintptr) bool {
-			n.mu.Lock()
-			defer n.mu.Unlock()
+			p.mu.Lock()
+			defer p.mu.Unlock()
 			for range netRxBatch {
-				if !n.active || n.closed {
+				if !p.active || p.closed {
 					return true
 				}
-				if rerr = n.receive(int(fd)); rerr != nil {
+				if rerr = p.receive(int(fd)); rerr != nil {
 					if rerr == unix.EAGAIN {
 						// The tap ran dry: wait in the poller.
 						rerr = nil
@@ -402,13 +581,13 @@ func (n *Net) receiveLoop() {
 			err = rerr
 		}
 		if err != nil {
-			n.mu.Lock()
-			closed := n.closed
-			n.mu.Unlock()
+			p.mu.Lock()
+			closed := p.closed
+			p.mu.Unlock()
 			if !closed {
 				// A tap that fails a read (its interface deleted) will
 				// not recover: stop rather than spin.
-				n.warn.Printf("host_io", "receive: read tap: %v; receive stopped", err)
+				p.warn.Printf("host_io", "receive: read tap: %v; receive stopped", err)
 			}
 			return
 		}
@@ -418,11 +597,11 @@ func (n *Net) receiveLoop() {
 // interruptRx raises receiveq's interrupt after a frame if the driver
 // wants to hear of it: with EVENT_IDX a driver busy polling the ring
 // (NAPI) does not. mu must be held.
-func (n *Net) interruptRx() {
-	tel := n.rxq.tel
-	if n.rxq.NeedsInterrupt(n.mem, n.features) {
-		if err := n.irq.Queue(0); err != nil {
-			n.warn.Printf("host_io", "receive: interrupt: %v", err)
+func (p *netPair) interruptRx() {
+	tel := p.rxq.tel
+	if p.rxq.NeedsInterrupt(p.mem, p.features) {
+		if err := p.irq.Queue(2 * p.index); err != nil {
+			p.warn.Printf("host_io", "receive: interrupt: %v", err)
 		}
 	}
 	tel.interrupted(tel.now())
@@ -432,15 +611,15 @@ func (n *Net) interruptRx() {
 // netMaxPacket bytes (with MRG_RXBUF) or one buffer is held (without,
 // a frame takes exactly one), or the ring is empty. It reports false if
 // receiveq broke. mu must be held.
-func (n *Net) holdRx(mergeable bool) bool {
+func (p *netPair) holdRx(mergeable bool) bool {
 	var room uint64
-	for _, c := range n.rxHeld {
+	for _, c := range p.rxHeld {
 		room += c.WritableLen()
 	}
-	for (mergeable && room < netMaxPacket) || len(n.rxHeld) == 0 {
-		c, err := n.rxq.Pop(n.mem)
+	for (mergeable && room < netMaxPacket) || len(p.rxHeld) == 0 {
+		c, err := p.rxq.Pop(p.mem)
 		if err != nil {
-			n.failReceive(err)
+			p.failReceive(err)
 			return false
 		}
 		if c == nil {
@@ -449,10 +628,10 @@ func (n *Net) holdRx(mergeable bool) bool {
 		w := c.WritableLen()
 		if mergeable && w < NetHdrLen {
 			// Every mergeable buffer holds at least a header (5.1.6.3.1).
-			n.failReceive(fmt.Errorf("receive buffer %d of %d bytes, smaller than the %d-byte header", c.Head, w, NetHdrLen))
+			p.failReceive(fmt.Errorf("receive buffer %d of %d bytes, smaller than the %d-byte header", c.Head, w, NetHdrLen))
 			return false
 		}
-		n.rxHeld = append(n.rxHeld, c)
+		p.rxHeld = append(p.rxHeld, c)
 		room += w
 	}
 	return true
@@ -466,24 +645,24 @@ func (n *Net) holdRx(mergeable bool) bool {
 // returns unix.EAGAIN when the tap has no frame, another error when the
 // tap failed; a frame it cannot deliver is dropped and counted. mu must
 // be held; it is released only while waiting for buffers.
-func (n *Net) receive(fd int) error {
-	if n.rxErr != nil {
+func (p *netPair) receive(fd int) error {
+	if p.rxErr != nil {
 		// A broken receiveq drops what arrives until Reset.
-		m, err := unix.Read(fd, n.rxBounce)
+		m, err := unix.Read(fd, p.rxBounce)
 		if err == nil && m > 0 {
-			n.rxDropped.Add(1)
+			p.rxDropped.Add(1)
 		}
 		return err
 	}
-	mergeable := n.features&netFMrgRxbuf != 0
-	if !n.holdRx(mergeable) {
+	mergeable := p.features&netFMrgRxbuf != 0
+	if !p.holdRx(mergeable) {
 		return nil
 	}
 	// The held buffers first, in order, up to the largest frame; a
 	// frame without MRG_RXBUF may use only the first.
-	iovs := n.rxIovs[:0]
+	iovs := p.rxIovs[:0]
 	var room uint64
-	for i, c := range n.rxHeld {
+	for i, c := range p.rxHeld {
 		if !mergeable && i > 0 {
 			break
 		}
@@ -494,25 +673,25 @@ func (n *Net) receive(fd int) error {
 		}
 	}
 	if room < netMaxPacket {
-		iovs = append(iovs, n.rxBounce[:netMaxPacket-room])
+		iovs = append(iovs, p.rxBounce[:netMaxPacket-room])
 	}
-	n.rxIovs = iovs
+	p.rxIovs = iovs
 	m, err := unix.Readv(fd, iovs)
 	if err != nil {
 		return err
 	}
-	tel := n.rxq.tel
+	tel := p.rxq.tel
 	start := tel.now()
 	if m < NetHdrLen {
-		n.rxDropped.Add(1)
+		p.rxDropped.Add(1)
 		return nil
 	}
 	var hb [NetHdrLen]byte
 	gatherIovs(hb[:], iovs)
-	hdr, err := parseNetHdr(hb[:]).checkRx(n.features, m-NetHdrLen)
+	hdr, err := parseNetHdr(hb[:]).checkRx(p.features, m-NetHdrLen)
 	if err != nil {
-		n.rxDropped.Add(1)
-		n.warn.Printf("rx_header", "receive: dropped a %d-byte packet: %v", m, err)
+		p.rxDropped.Add(1)
+		p.warn.Printf("rx_header", "receive: dropped a %d-byte packet: %v", m, err)
 		return nil
 	}
 	used := 0
@@ -520,30 +699,30 @@ func (n *Net) receive(fd int) error {
 		// A frame takes exactly one buffer, which must hold it whole: a
 		// buffer too small stays for a smaller frame rather than hand
 		// back a truncated one.
-		inPlace := len(n.rxHeld) > 0
-		if !inPlace && !n.waitRx(uint64(m), false) {
-			n.rxDropped.Add(1)
+		inPlace := len(p.rxHeld) > 0
+		if !inPlace && !p.waitRx(uint64(m), false) {
+			p.rxDropped.Add(1)
 			return nil
 		}
-		if w := n.rxHeld[0].WritableLen(); w < uint64(m) {
-			n.rxDropped.Add(1)
-			n.warn.Printf("rx_buffer", "receive: dropped a %d-byte packet: receive buffer of %d bytes", m, w)
+		if w := p.rxHeld[0].WritableLen(); w < uint64(m) {
+			p.rxDropped.Add(1)
+			p.warn.Printf("rx_buffer", "receive: dropped a %d-byte packet: receive buffer of %d bytes", m, w)
 			return nil
 		}
 		if !inPlace {
-			n.rxHeld[0].Scatter(n.rxBounce[:m], 0)
+			p.rxHeld[0].Scatter(p.rxBounce[:m], 0)
 		}
 		used = 1
 	} else {
 		// The buffers the frame fills, in order, the last one partly.
 		left := uint64(m)
-		for used < len(n.rxHeld) && left > 0 {
-			w := n.rxHeld[used].WritableLen()
+		for used < len(p.rxHeld) && left > 0 {
+			w := p.rxHeld[used].WritableLen()
 			if w < NetHdrLen {
 				// Every mergeable buffer holds at least a header
 				// (5.1.6.3.1).
-				n.failReceive(fmt.Errorf("receive buffer %d of %d bytes, smaller than the %d-byte header", n.rxHeld[used].Head, w, NetHdrLen))
-				n.rxDropped.Add(1)
+				p.failReceive(fmt.Errorf("receive buffer %d of %d bytes, smaller than the %d-byte header", p.rxHeld[used].Head, w, NetHdrLen))
+				p.rxDropped.Add(1)
 				return nil
 			}
 			left -= min(left, w)
@@ -552,13 +731,13 @@ func (n *Net) receive(fd int) error {
 		if left > 0 {
 			// The rest is in the bounce buffer, from its start: more
 			// buffers take it.
-			if !n.waitRx(uint64(m), true) {
-				n.rxDropped.Add(1)
+			if !p.waitRx(uint64(m), true) {
+				p.rxDropped.Add(1)
 				return nil
 			}
-			bounce := n.rxBounce[:left]
+			bounce := p.rxBounce[:left]
 			for len(bounce) > 0 {
-				bounce = bounce[n.rxHeld[used].Scatter(bounce, 0):]
+				bounce = bounce[p.rxHeld[used].Scatter(bounce, 0):]
 				used++
 			}
 		}
@@ -570,20 +749,20 @@ func (n *Net) receive(fd int) error {
 	// (NAPI on another vCPU) that found the first buffer but not the
 	// rest would drop the frame as truncated.
 	hdr.put(hb[:], uint16(used))
-	n.rxHeld[0].Scatter(hb[:], 0)
+	p.rxHeld[0].Scatter(hb[:], 0)
 	left := uint64(m)
-	for _, c := range n.rxHeld[:used] {
+	for _, c := range p.rxHeld[:used] {
 		k := min(left, c.WritableLen())
-		if err := n.rxq.Put(n.mem, c.Head, uint32(k)); err != nil {
-			n.failReceive(err)
+		if err := p.rxq.Put(p.mem, c.Head, uint32(k)); err != nil {
+			p.failReceive(err)
 			return nil
 		}
 		left -= k
 	}
-	n.rxq.Publish()
-	n.rxHeld = n.rxHeld[:copy(n.rxHeld, n.rxHeld[used:])]
+	p.rxq.Publish()
+	p.rxHeld = p.rxHeld[:copy(p.rxHeld, p.rxHeld[used:])]
 	tel.pushed(netOpRx, uint64(m-NetHdrLen), start, popped, tel.now())
-	n.interruptRx()
+	p.interruptRx()
 	return nil
 }
 
@@ -593,38 +772,38 @@ func (n *Net) receive(fd int) error {
 // every buffer the ring can hold cannot take is dropped. A device reset
 // and activated meanwhile has new buffers, which do not hold the part of
 // the frame already read: it reports false. mu must be held.
-func (n *Net) waitRx(size uint64, mergeable bool) bool {
-	gen := n.gen
+func (p *netPair) waitRx(size uint64, mergeable bool) bool {
+	gen := p.gen
 	for {
-		if !n.active || n.rxErr != nil || n.gen != gen {
+		if !p.active || p.rxErr != nil || p.gen != gen {
 			return false
 		}
 		var room uint64
-		for _, c := range n.rxHeld {
+		for _, c := range p.rxHeld {
 			room += c.WritableLen()
 		}
-		if (mergeable && room >= size) || (!mergeable && len(n.rxHeld) > 0) {
+		if (mergeable && room >= size) || (!mergeable && len(p.rxHeld) > 0) {
 			return true
 		}
-		c, err := n.rxq.Pop(n.mem)
+		c, err := p.rxq.Pop(p.mem)
 		switch {
 		case err != nil:
-			n.failReceive(err)
+			p.failReceive(err)
 			return false
 		case c != nil && mergeable && c.WritableLen() < NetHdrLen:
-			n.failReceive(fmt.Errorf("receive buffer %d of %d bytes, smaller than the %d-byte header", c.Head, c.WritableLen(), NetHdrLen))
+			p.failReceive(fmt.Errorf("receive buffer %d of %d bytes, smaller than the %d-byte header", c.Head, c.WritableLen(), NetHdrLen))
 			return false
 		case c != nil:
-			n.rxHeld = append(n.rxHeld, c)
-		case len(n.rxHeld) >= int(n.rxq.Size()):
+			p.rxHeld = append(p.rxHeld, c)
+		case len(p.rxHeld) >= int(p.rxq.Size()):
 			// Every buffer the ring can hold and still short: this
 			// frame can never fit. Keep them for smaller frames.
-			n.warn.Printf("rx_buffer", "receive: dropped a %d-byte packet: %d receive buffers hold %d bytes", size, len(n.rxHeld), room)
+			p.warn.Printf("rx_buffer", "receive: dropped a %d-byte packet: %d receive buffers hold %d bytes", size, len(p.rxHeld), room)
 			return false
 		default:
 			// Pop found the ring empty after asking for a notification,
 			// so the driver's next buffer comes with a Notify(0).
-			n.cond.Wait()
+			p.cond.Wait()
 		}
 	}
 }
@@ -644,7 +823,7 @@ func gatherIovs(p []byte, iovs [][]byte) {
 // the driver may not notify receiveq again for a long time (it posted
 // its buffers), and should not have to for the device to be marked
 // broken. mu must be held.
-func (n *Net) failReceive(err error) {
-	n.rxErr = fmt.Errorf("virtio-net: receiveq: %w", err)
-	n.irq.Fail(n.rxErr)
+func (p *netPair) failReceive(err error) {
+	p.rxErr = fmt.Errorf("virtio-net: receiveq: %w", err)
+	p.irq.Fail(p.rxErr)
 }

@@ -17,9 +17,33 @@ import (
 type sockTap struct {
 	*os.File
 	offloads atomic.Uint64 // the last SetOffload flags, +1 (0: never set)
+	queue    atomic.Int32  // the last EnableQueue: 0 none, tapAttached, tapDetached
 }
 
 func (s *sockTap) WriteFrame(bufs [][]byte) error { return writeFrame(s.File, bufs) }
+
+const (
+	tapAttached = 1
+	tapDetached = 2
+)
+
+func (s *sockTap) EnableQueue(on bool) error {
+	s.queue.Store(tapDetached)
+	if on {
+		s.queue.Store(tapAttached)
+	}
+	return nil
+}
+
+// mustNewNet returns a device on taps, one queue pair each.
+func mustNewNet(t testing.TB, tap NetTap, mac net.HardwareAddr, offload bool, more ...NetTap) *Net {
+	t.Helper()
+	n, err := NewNet(append([]NetTap{tap}, more...), mac, offload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
 
 func (s *sockTap) SetOffload(flags uint) error {
 	s.offloads.Store(uint64(flags) + 1)
@@ -88,7 +112,7 @@ func newNetEnv(t *testing.T, offload bool) *netEnv {
 	t.Helper()
 	dev, host := fakeTap(t)
 	mac := net.HardwareAddr{0x52, 0x54, 0, 0x12, 0x34, 0x56}
-	n := NewNet(dev, mac, offload)
+	n := mustNewNet(t, dev, mac, offload)
 	t.Cleanup(func() { n.Close() })
 	rx := newTestDriver(t, netQueueSize)
 	tx := &testDriver{t: t, mem: rx.mem, q: NewQueue(netQueueSize), size: netQueueSize,
@@ -132,7 +156,7 @@ func waitIRQ(t *testing.T, irq *testIRQ, q int) {
 
 func TestNetConfig(t *testing.T) {
 	dev, _ := fakeTap(t)
-	n := NewNet(dev, net.HardwareAddr{2, 0, 0, 0, 0, 1}, false)
+	n := mustNewNet(t, dev, net.HardwareAddr{2, 0, 0, 0, 0, 1}, false)
 	defer n.Close()
 	cfg := make([]byte, 8)
 	n.ReadConfig(0, cfg)
@@ -143,7 +167,7 @@ func TestNetConfig(t *testing.T) {
 		t.Errorf("identity %#x %d %v", n.Features(), n.Type(), n.QueueSizes())
 	}
 	dev2, _ := fakeTap(t)
-	r := NewNet(dev2, nil, true)
+	r := mustNewNet(t, dev2, nil, true)
 	defer r.Close()
 	if m := r.MAC(); len(m) != 6 || m[0]&1 != 0 || m[0]&2 == 0 {
 		t.Errorf("random MAC %v not unicast and locally administered", m)
@@ -481,5 +505,104 @@ func TestNetRaceNotify(t *testing.T) {
 			got++
 		}
 		time.Sleep(100 * time.Microsecond)
+	}
+}
+
+// TestNetMultiqueue: with two queue pairs the device offers MQ and a
+// control queue, starts on pair 0 with tap queue 1 detached, and after
+// VQ_PAIRS_SET(2) receives and transmits on pair 1 through tap queue 1;
+// malformed or unoffered commands are answered VIRTIO_NET_ERR.
+func TestNetMultiqueue(t *testing.T) {
+	dev0, host0 := fakeTap(t)
+	dev1, host1 := fakeTap(t)
+	n := mustNewNet(t, dev0, net.HardwareAddr{2, 0, 0, 0, 0, 1}, false, dev1)
+	t.Cleanup(func() { n.Close() })
+	if f := n.Features(); f&(netFCtrlVQ|netFMQ) != netFCtrlVQ|netFMQ || len(n.QueueSizes()) != 5 {
+		t.Fatalf("features %#x, %d queues", f, len(n.QueueSizes()))
+	}
+	cfg := make([]byte, 2)
+	n.ReadConfig(8, cfg)
+	if binary.LittleEndian.Uint16(cfg) != 2 {
+		t.Errorf("max_virtqueue_pairs % x, want 2", cfg)
+	}
+	// Five queues in one memory, 64 KiB apart.
+	mem := make(testMem, testMemSize)
+	var d [5]*testDriver
+	var qs []*Queue
+	for i := range d {
+		d[i] = newTestDriverIn(t, mem, NewQueue(netQueueSize), netQueueSize, 0x10000*uint64(i+1), 0)
+		d[i].heap = 0x100000 + 0x80000*uint64(i)
+		qs = append(qs, d[i].q)
+	}
+	irq := newTestIRQ()
+	if err := n.Activate(mem, testNetFeatures(n), qs, irq); err != nil {
+		t.Fatal(err)
+	}
+	if dev0.queue.Load() != 0 || dev1.queue.Load() != tapDetached {
+		t.Errorf("tap queues %d %d before VQ_PAIRS_SET, want pair 1's detached (%d), pair 0's untouched", dev0.queue.Load(), dev1.queue.Load(), tapDetached)
+	}
+
+	command := func(class, cmd byte, data []byte) byte {
+		t.Helper()
+		_, a := d[4].add(rd(append([]byte{class, cmd}, data...)), wr(1))
+		if err := n.Notify(4); err != nil {
+			t.Fatal(err)
+		}
+		d[4].mustUsed()
+		return mem[a[1]]
+	}
+	for _, bad := range []struct {
+		class, cmd byte
+		data       []byte
+	}{
+		{netCtrlMQ, netCtrlMQVQPairsSet, []byte{3, 0}}, // more pairs than offered
+		{netCtrlMQ, netCtrlMQVQPairsSet, []byte{0, 0}},
+		{netCtrlMQ, netCtrlMQVQPairsSet, []byte{2}}, // short
+		{netCtrlMQ, 1, []byte{2, 0}},                // RSS_CONFIG: not offered
+		{0, 0, []byte{1}},                           // RX_PROMISC: not offered
+	} {
+		if ack := command(bad.class, bad.cmd, bad.data); ack != netCtrlErr {
+			t.Errorf("command %d/%d % x: ack %d, want VIRTIO_NET_ERR", bad.class, bad.cmd, bad.data, ack)
+		}
+	}
+	if dev1.queue.Load() != tapDetached {
+		t.Fatal("tap queue 1 attached by a refused command")
+	}
+	if ack := command(netCtrlMQ, netCtrlMQVQPairsSet, []byte{2, 0}); ack != netCtrlOK {
+		t.Fatalf("VQ_PAIRS_SET 2: ack %d", ack)
+	}
+	if dev1.queue.Load() != tapAttached {
+		t.Error("tap queue 1 not attached after VQ_PAIRS_SET 2")
+	}
+
+	// Receive and transmit on each pair through its own tap queue.
+	for i, host := range []*os.File{host0, host1} {
+		rx, tx := d[2*i], d[2*i+1]
+		_, a := rx.add(wr(1526))
+		n.Notify(2 * i)
+		f := frame(NetHdrLen+50, byte(10*i))
+		if _, err := host.Write(f); err != nil {
+			t.Fatal(err)
+		}
+		waitIRQ(t, irq, 2*i)
+		if _, l := rx.mustUsed(); l != uint32(len(f)) || !bytes.Equal(mem[a[0]+NetHdrLen:a[0]+uint64(len(f))], f[NetHdrLen:]) {
+			t.Errorf("pair %d: received %d bytes, or other bytes", i, l)
+		}
+		out := frame(NetHdrLen+40, byte(10*i+1))
+		tx.add(rd(out))
+		if err := n.Notify(2*i + 1); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, 2048)
+		m, err := host.Read(got)
+		if err != nil || !bytes.Equal(got[:m], out) {
+			t.Errorf("pair %d: tap queue got % x (%v), want % x", i, got[:m], err, out)
+		}
+	}
+
+	// Reset goes back to one pair.
+	n.Reset()
+	if dev1.queue.Load() != tapDetached {
+		t.Error("tap queue 1 still attached after Reset")
 	}
 }

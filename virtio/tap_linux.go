@@ -1,6 +1,7 @@
 package virtio
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"syscall"
@@ -19,7 +20,42 @@ type Tap struct {
 // exist (which needs CAP_NET_ADMIN); an empty name or one with %d lets
 // the kernel choose. The interface still has to be brought up and
 // bridged or addressed by the host's network setup.
-func OpenTap(name string) (*Tap, error) {
+func OpenTap(name string) (*Tap, error) { return openTap(name, false) }
+
+// OpenTapQueues attaches n queues to the multiqueue tap name
+// (IFF_MULTI_QUEUE: `ip tuntap add ... multi_queue`), creating it if it
+// does not exist; the kernel spreads the frames it sends among the
+// queues by flow. An existing tap made without multi_queue refuses
+// (EINVAL). One queue is OpenTap's single-queue tap, or one queue of an
+// existing multiqueue tap.
+func OpenTapQueues(name string, n int) ([]*Tap, error) {
+	if n == 1 {
+		t, err := OpenTap(name)
+		if errors.Is(err, unix.EINVAL) {
+			// The tap exists with multi_queue: one queue of it.
+			t, err = openTap(name, true)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return []*Tap{t}, nil
+	}
+	var taps []*Tap
+	for range n {
+		t, err := openTap(name, true)
+		if err != nil {
+			for _, t := range taps {
+				t.Close()
+			}
+			return nil, err
+		}
+		taps = append(taps, t)
+		name = t.name // a pattern like tap%d names the first queue's tap
+	}
+	return taps, nil
+}
+
+func openTap(name string, multiQueue bool) (*Tap, error) {
 	ifr, err := unix.NewIfreq(name)
 	if err != nil {
 		return nil, fmt.Errorf("open tap %q: %w", name, err)
@@ -32,7 +68,11 @@ func OpenTap(name string) (*Tap, error) {
 	}
 	// NO_PI: no packet-information prefix; VNET_HDR: a virtio-net header
 	// instead, sized to the virtio 1.x one so frames pass through as is.
-	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	flags := uint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	if multiQueue {
+		flags |= unix.IFF_MULTI_QUEUE
+	}
+	ifr.SetUint16(flags)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("open tap %q: TUNSETIFF: %w", name, err)
@@ -81,18 +121,36 @@ func writeFrame(f *os.File, bufs [][]byte) error {
 // SetOffload sets the offloads (TUN_F_* flags) the tap may use in the
 // frames it hands us: partial checksums, TCP segments up to 64 KiB.
 func (t *Tap) SetOffload(flags uint) error {
+	return t.ioctl(fmt.Sprintf("TUNSETOFFLOAD %#x", flags), func(fd int) error { return unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, int(flags)) })
+}
+
+// EnableQueue attaches (on) or detaches this queue of a multiqueue tap
+// (TUNSETQUEUE): the kernel sends frames only to attached queues, and
+// drops what a detached queue held.
+func (t *Tap) EnableQueue(on bool) error {
+	ifr, err := unix.NewIfreq("")
+	if err != nil {
+		return err
+	}
+	ifr.SetUint16(unix.IFF_DETACH_QUEUE)
+	if on {
+		ifr.SetUint16(unix.IFF_ATTACH_QUEUE)
+	}
+	return t.ioctl("TUNSETQUEUE", func(fd int) error { return unix.IoctlIfreq(fd, unix.TUNSETQUEUE, ifr) })
+}
+
+// ioctl runs one ioctl named what on the tap's descriptor.
+func (t *Tap) ioctl(what string, call func(fd int) error) error {
 	rc, err := t.f.SyscallConn()
 	if err != nil {
 		return fmt.Errorf("tap %s: %w", t.name, err)
 	}
 	var ierr error
-	if err := rc.Control(func(fd uintptr) {
-		ierr = unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, int(flags))
-	}); err != nil {
+	if err := rc.Control(func(fd uintptr) { ierr = call(int(fd)) }); err != nil {
 		return fmt.Errorf("tap %s: %w", t.name, err)
 	}
 	if ierr != nil {
-		return fmt.Errorf("tap %s: TUNSETOFFLOAD %#x: %w", t.name, flags, ierr)
+		return fmt.Errorf("tap %s: %s: %w", t.name, what, ierr)
 	}
 	return nil
 }

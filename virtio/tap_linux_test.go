@@ -72,7 +72,7 @@ func TestTapOpenClose(t *testing.T) {
 func TestTapNet(t *testing.T) {
 	tap, ifindex := openTestTap(t)
 	mac := net.HardwareAddr{0x52, 0x54, 0, 0xab, 0xcd, 0xef}
-	n := NewNet(tap, mac, true)
+	n := mustNewNet(t, tap, mac, true)
 	defer n.Close()
 
 	// The host end: a packet socket on the tap, for our EtherType only.

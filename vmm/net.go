@@ -25,12 +25,20 @@ type NetConfig struct {
 	// offloads, kept for comparison and for hosts whose taps refuse
 	// TUNSETOFFLOAD).
 	NoOffload bool
+	// Queues is the number of queue pairs (VIRTIO_NET_F_MQ when more
+	// than one), each served by its own goroutine on its own queue of a
+	// multiqueue tap; 0 means one per vCPU, or one if the tap exists
+	// without multi_queue.
+	Queues int
 }
 
 // validate checks what can be checked before the tap is opened.
 func (c NetConfig) validate() error {
 	if c.Tap == "" {
 		return errors.New("virtio-net: no tap name")
+	}
+	if c.Queues < 0 || c.Queues > virtio.NetMaxQueuePairs {
+		return fmt.Errorf("virtio-net %s: %d queue pairs, want 1 to %d", c.Tap, c.Queues, virtio.NetMaxQueuePairs)
 	}
 	if len(c.Tap) >= unix.IFNAMSIZ {
 		return fmt.Errorf("virtio-net: tap name %q longer than %d bytes", c.Tap, unix.IFNAMSIZ-1)
@@ -51,18 +59,44 @@ func (c NetConfig) validate() error {
 // addNets puts one virtio-net device per configured tap on the PCI bus.
 func (v *VM) addNets() error {
 	for _, c := range v.cfg.Nets {
-		tap, err := virtio.OpenTap(c.Tap)
+		taps, err := openTaps(c, v.cfg.CPUs)
 		switch {
 		case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
 			return fmt.Errorf("virtio-net: %w (needs root, CAP_NET_ADMIN, or a tap made by `ip tuntap add ... user USER` for this user)", err)
 		case errors.Is(err, unix.EINVAL):
-			return fmt.Errorf("virtio-net: %w (an interface of that name exists and is not a single-queue tap)", err)
+			return fmt.Errorf("virtio-net: %w (an interface of that name exists and is not a tap, or not a multi_queue one for queues=%d, or not a single-queue one for queues=1)", err, c.Queues)
 		case err != nil:
 			return fmt.Errorf("virtio-net: %w", err)
 		}
-		if err := v.addVirtio(virtio.NewNet(tap, c.MAC, !c.NoOffload), 0); err != nil {
+		nt := make([]virtio.NetTap, len(taps))
+		for i, t := range taps {
+			nt[i] = t
+		}
+		n, err := virtio.NewNet(nt, c.MAC, !c.NoOffload)
+		if err != nil {
+			for _, t := range taps {
+				t.Close()
+			}
+			return err
+		}
+		if err := v.addVirtio(n, 0); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// openTaps opens c's tap with c.Queues queues, or by default one per
+// vCPU, falling back to a single queue when the tap exists without
+// multi_queue (the kernel refuses a multiqueue attach with EINVAL).
+func openTaps(c NetConfig, cpus int) ([]*virtio.Tap, error) {
+	if c.Queues > 0 {
+		return virtio.OpenTapQueues(c.Tap, c.Queues)
+	}
+	n := min(max(cpus, 1), virtio.NetMaxQueuePairs)
+	taps, err := virtio.OpenTapQueues(c.Tap, n)
+	if n > 1 && errors.Is(err, unix.EINVAL) {
+		return virtio.OpenTapQueues(c.Tap, 1)
+	}
+	return taps, err
 }

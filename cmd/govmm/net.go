@@ -3,12 +3,14 @@ package main
 import (
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 
+	"github.com/govmm/govmm/virtio"
 	"github.com/govmm/govmm/vmm"
 )
 
-// netFlags collects repeated --net tap=NAME[,mac=MAC] flags.
+// netFlags collects repeated --net tap=NAME[,mac=MAC][,offload=off][,queues=N] flags.
 type netFlags []vmm.NetConfig
 
 func (n *netFlags) String() string {
@@ -20,6 +22,9 @@ func (n *netFlags) String() string {
 		}
 		if c.NoOffload {
 			v += ",offload=off"
+		}
+		if c.Queues > 0 {
+			v += fmt.Sprintf(",queues=%d", c.Queues)
 		}
 		s = append(s, v)
 	}
@@ -34,7 +39,7 @@ func (n *netFlags) Set(v string) error {
 		key, val, ok := strings.Cut(o, "=")
 		switch {
 		case !ok:
-			return fmt.Errorf("option %q: want key=value (tap=NAME[,mac=MAC][,offload=off])", o)
+			return fmt.Errorf("option %q: want key=value (tap=NAME[,mac=MAC][,offload=off][,queues=N])", o)
 		case key == "tap":
 			if val == "" {
 				return fmt.Errorf("tap=: empty interface name")
@@ -55,8 +60,14 @@ func (n *netFlags) Set(v string) error {
 			default:
 				return fmt.Errorf("offload=%s: want on or off", val)
 			}
+		case key == "queues":
+			q, err := strconv.Atoi(val)
+			if err != nil || q < 1 || q > virtio.NetMaxQueuePairs {
+				return fmt.Errorf("queues=%s: want a number of queue pairs from 1 to %d", val, virtio.NetMaxQueuePairs)
+			}
+			c.Queues = q
 		default:
-			return fmt.Errorf("unknown net option %q (want tap, mac or offload)", key)
+			return fmt.Errorf("unknown net option %q (want tap, mac, offload or queues)", key)
 		}
 	}
 	if c.Tap == "" {

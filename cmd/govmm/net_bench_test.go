@@ -62,18 +62,44 @@ type netVariant struct {
 	name string
 	kind string   // "govmm" or "qemu"
 	args []string // govmm run flags after --net, or QEMU's network arguments
+	// multiQueue: the variant needs tap0 made with multi_queue (QEMU's
+	// single-queue tap refuses one, and a multiqueue one a single-queue
+	// attach).
+	multiQueue bool
 }
 
 // netVariants lists the variants. A new datapath knob is one more line.
 func netVariants() []netVariant {
-	return []netVariant{
-		{"govmm", "govmm", []string{"--net", "tap=tap0,mac=" + netGuestMAC}},
-		{"govmm-offload-off", "govmm", []string{"--net", "tap=tap0,mac=" + netGuestMAC + ",offload=off"}},
-		// QEMU's user-space virtio-net (no vhost: these hosts have no
-		// /dev/vhost-net), one queue pair, its default offloads.
-		{"qemu", "qemu", []string{"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off",
-			"-device", "virtio-net-pci,netdev=n0,mac=" + netGuestMAC}},
+	qemuNet := func(opts, devOpts string) []string {
+		return []string{"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off" + opts,
+			"-device", "virtio-net-pci,netdev=n0,mac=" + netGuestMAC + devOpts}
 	}
+	return []netVariant{
+		// One queue pair per vCPU, the default.
+		{"govmm", "govmm", []string{"--net", "tap=tap0,mac=" + netGuestMAC}, true},
+		{"govmm-1q", "govmm", []string{"--net", "tap=tap0,mac=" + netGuestMAC + ",queues=1"}, false},
+		{"govmm-offload-off", "govmm", []string{"--net", "tap=tap0,mac=" + netGuestMAC + ",offload=off,queues=1"}, false},
+		// QEMU's user-space virtio-net (no vhost: these hosts have no
+		// /dev/vhost-net), its default offloads; one queue pair, and
+		// as many as govmm's default (2 with --smp 2; vectors = 2*2+2).
+		{"qemu", "qemu", qemuNet("", ""), false},
+		{"qemu-mq", "qemu", qemuNet(",queues=2", ",mq=on,vectors=6"), true},
+	}
+}
+
+// makeTap (re)makes tap0 in ns, with or without multi_queue.
+func makeTap(ns string, multiQueue bool) error {
+	exec.Command("ip", "-n", ns, "link", "del", "tap0").Run()
+	add := []string{"-n", ns, "tuntap", "add", "dev", "tap0", "mode", "tap"}
+	if multiQueue {
+		add = append(add, "multi_queue")
+	}
+	for _, args := range [][]string{add, {"-n", ns, "addr", "add", netHostAddr + "/24", "dev", "tap0"}, {"-n", ns, "link", "set", "tap0", "up"}} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	return nil
 }
 
 // netResult is one job's outcome in one boot.
@@ -296,9 +322,11 @@ func runNetVM(args []string, kind, sock, ns string, jobs []netJob, seconds, rr i
 	return results, nil
 }
 
-// BenchmarkNet compares virtio-net datapaths: govmm with its offloads,
-// govmm with offload=off (the datapath before them), and QEMU's
-// user-space virtio-net-pci on the same tap, kernel and initramfs. It
+// BenchmarkNet compares virtio-net datapaths: govmm with its offloads
+// and a queue pair per vCPU, with one pair, with offload=off (the
+// datapath before offloads), and QEMU's user-space virtio-net-pci with
+// one queue pair and with as many as govmm, on the same tap (made
+// multi_queue for the multiqueue variants), kernel and initramfs. It
 // reports the median rate (min-max, n, failed runs) of each job and
 // variant, the ratio to QEMU, and per GiB moved (TCP) or per 1000
 // packets or round trips (UDP, latency) the exits KVM counted, those it
@@ -361,6 +389,9 @@ func BenchmarkNet(b *testing.B) {
 	b.ResetTimer()
 	failed := testenv.RunRounds(b, rounds, len(variants), func(i int) string { return variants[i].name }, func(_, i int) error {
 		v := variants[i]
+		if err := makeTap(ns, v.multiQueue); err != nil {
+			return err
+		}
 		rs, err := runNetVM(vmArgs(v), v.kind, sock, ns, jobs, seconds, rr)
 		for _, j := range jobs {
 			if r, ok := rs[j.name]; ok {
@@ -402,11 +433,17 @@ func BenchmarkNet(b *testing.B) {
 	if f := strings.Fields(string(loadBefore)); len(f) > 0 {
 		fmt.Fprintf(&rep, "; host load average %s at the start", f[0])
 	}
-	fmt.Fprintf(&rep, "\nmedian (min-max, n, failed runs) of rounds, variants rotated per round; /qemu: ratio of medians to qemu in the same job (for rr64, of latencies: < 1 is faster)\n")
+	fmt.Fprintf(&rep, "\nmedian (min-max, n, failed runs) of rounds, variants rotated per round; /qemu: ratio of medians to qemu in the same job, with as many queue pairs (qemu-mq for the multiqueue variants; for rr64, of latencies: < 1 is faster)\n")
 	fmt.Fprintf(&rep, "exits per GiB (tcp) or per 1000 packets / round trips (udp, rr), median of rounds: kvm = all KVM exits; kvm-user = KVM's mmio_exits+io_exits; halt = KVM halt_exits; user = exits govmm's table counted\n\n")
 	fmt.Fprintf(&rep, "%-10s %-18s %-7s %-28s %6s %10s %9s %9s %9s %9s\n", "job", "variant", "unit", "median", "/qemu", "p99 us", "kvm", "kvm-user", "halt", "user")
 	for _, j := range jobs {
-		qemuMed := summary(key{j.name, "qemu"}, func(r netResult) float64 { return r.rate }).Median
+		qemuMed := func(v netVariant) float64 {
+			ref := "qemu"
+			if v.multiQueue {
+				ref = "qemu-mq"
+			}
+			return summary(key{j.name, ref}, func(r netResult) float64 { return r.rate }).Median
+		}
 		for _, v := range variants {
 			k := key{j.name, v.name}
 			s := summary(k, func(r netResult) float64 { return r.rate })
@@ -414,7 +451,7 @@ func BenchmarkNet(b *testing.B) {
 			if j.unit == "us" {
 				verb = "%.0f"
 			}
-			fmt.Fprintf(&rep, "%-10s %-18s %-7s %-28s %6s", j.name, v.name, j.unit, s.Format(verb), ratioOf(s.Median, qemuMed))
+			fmt.Fprintf(&rep, "%-10s %-18s %-7s %-28s %6s", j.name, v.name, j.unit, s.Format(verb), ratioOf(s.Median, qemuMed(v)))
 			if j.unit == "us" {
 				fmt.Fprintf(&rep, " %10.0f", summary(k, func(r netResult) float64 { return r.p99 }).Median)
 			} else {

@@ -23,16 +23,16 @@ import (
 func TestNetFlags(t *testing.T) {
 	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
 	var n netFlags
-	for _, v := range []string{"tap=tap0", "tap=tap1,mac=52:54:00:12:34:56", "mac=52-54-00-12-34-56,tap=tap2", "tap=tap3,offload=off"} {
+	for _, v := range []string{"tap=tap0", "tap=tap1,mac=52:54:00:12:34:56", "mac=52-54-00-12-34-56,tap=tap2", "tap=tap3,offload=off", "tap=tap4,queues=2"} {
 		if err := n.Set(v); err != nil {
 			t.Fatalf("Set(%q): %v", v, err)
 		}
 	}
-	want := netFlags{{Tap: "tap0"}, {Tap: "tap1", MAC: mac}, {Tap: "tap2", MAC: mac}, {Tap: "tap3", NoOffload: true}}
+	want := netFlags{{Tap: "tap0"}, {Tap: "tap1", MAC: mac}, {Tap: "tap2", MAC: mac}, {Tap: "tap3", NoOffload: true}, {Tap: "tap4", Queues: 2}}
 	if !reflect.DeepEqual(n, want) {
 		t.Errorf("nets %+v, want %+v", n, want)
 	}
-	if got := n.String(); got != "tap=tap0 tap=tap1,mac=52:54:00:12:34:56 tap=tap2,mac=52:54:00:12:34:56 tap=tap3,offload=off" {
+	if got := n.String(); got != "tap=tap0 tap=tap1,mac=52:54:00:12:34:56 tap=tap2,mac=52:54:00:12:34:56 tap=tap3,offload=off tap=tap4,queues=2" {
 		t.Errorf("String() = %q", got)
 	}
 	for _, tc := range []struct{ in, want string }{
@@ -44,6 +44,9 @@ func TestNetFlags(t *testing.T) {
 		{"tap=tap0,mac=00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01", "not an Ethernet address"},
 		{"tap=tap0,model=e1000", `unknown net option "model"`},
 		{"tap=tap0,offload=maybe", "want on or off"},
+		{"tap=tap0,queues=0", "from 1 to 16"},
+		{"tap=tap0,queues=17", "from 1 to 16"},
+		{"tap=tap0,queues=two", "from 1 to 16"},
 	} {
 		err := (&netFlags{}).Set(tc.in)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -262,8 +265,39 @@ func TestNet(t *testing.T) {
 		name, opts string
 		offloads   bool
 	}{{"tcp", "", true}, {"tcp-no-offload", ",offload=off", false}} {
-		t.Run(tc.name, func(t *testing.T) { testNetEcho(t, ns, tc.opts, tc.offloads) })
+		t.Run(tc.name, func(t *testing.T) {
+			console, _ := testNetEcho(t, ns, tc.opts, tc.offloads)
+			if !strings.Contains(console, "GOVMM-QUEUES rx-0 tx-0\n") {
+				t.Errorf("guest's eth0 has other queues than one pair; console:\n%s", console)
+			}
+		})
 	}
+
+	// On a multi_queue tap govmm offers a queue pair per vCPU by
+	// default: the guest's driver asks for both on the control queue
+	// (one VQ_PAIRS_SET) and the echo runs over them.
+	t.Run("tcp-multiqueue", func(t *testing.T) {
+		if err := makeTap(ns, true); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := makeTap(ns, false); err != nil {
+				t.Error(err)
+			}
+		})
+		console, stderr := testNetEcho(t, ns, "", true)
+		if !strings.Contains(console, "GOVMM-QUEUES rx-0 rx-1 tx-0 tx-1\n") {
+			t.Errorf("guest's eth0 does not have two queue pairs; console:\n%s", console)
+		}
+		if !regexp.MustCompile(`(?m)^\s*virtio-net\s+4\s+ctrl\s+1\s`).MatchString(stderr) {
+			t.Errorf("no control command served on queue 4 (VQ_PAIRS_SET); stderr:\n%s", stderr)
+		}
+		for _, l := range strings.Split(stderr, "\n") {
+			if strings.Contains(l, "virtio-net ") {
+				t.Log(l)
+			}
+		}
+	})
 }
 
 // netOffloadBits are the virtio-net feature bits of the offloads, as
@@ -274,8 +308,10 @@ var netOffloadBits = []int{0, 1, 7, 8, 11, 12, 15}
 var featuresRE = regexp.MustCompile(`(?m)^GOVMM-FEATURES ([01]{64})`)
 
 // testNetEcho echoes data through the guest with the --net options
-// opts and checks it and the offload features negotiated.
-func testNetEcho(t *testing.T, ns, opts string, offloads bool) {
+// opts and checks it and the offload features negotiated; it returns
+// govmm's console and stderr, where the guest listed eth0's queues
+// (GOVMM-QUEUES).
+func testNetEcho(t *testing.T, ns, opts string, offloads bool) (console, stderr string) {
 	t.Helper()
 	data := make([]byte, 4<<20)
 	rand.Read(data)
@@ -314,9 +350,15 @@ func testNetEcho(t *testing.T, ns, opts string, offloads bool) {
 
 	start := time.Now()
 	// ${IFS} stands for the spaces govmm.run cannot carry.
-	script := fmt.Sprintf("echo${IFS}GOVMM-FEATURES${IFS}$(cat${IFS}/sys/class/net/eth0/device/features);nc${IFS}%s${IFS}%d${IFS}-e${IFS}cat",
-		netHostAddr, l.Addr().(*net.TCPAddr).Port)
-	console, stderr := bootNet(t, ns, "sh,-c,"+script, opts)
+	// When cat has seen the host's EOF, nc closes the socket with the
+	// end of the echo maybe still unsent: the guest must not power off
+	// (and lose it) until the host acknowledged it all, that is while
+	// the connection is still in a state before FIN_WAIT2.
+	port := l.Addr().(*net.TCPAddr).Port
+	script := fmt.Sprintf("echo${IFS}GOVMM-FEATURES${IFS}$(cat${IFS}/sys/class/net/eth0/device/features);echo${IFS}GOVMM-QUEUES${IFS}$(ls${IFS}/sys/class/net/eth0/queues);nc${IFS}%s${IFS}%d${IFS}-e${IFS}cat;"+
+		"while(netstat${IFS}-tn|grep${IFS}%s:%d|grep${IFS}-q${IFS}-e${IFS}ESTABLISHED${IFS}-e${IFS}FIN_WAIT1${IFS}-e${IFS}CLOSING${IFS}-e${IFS}LAST_ACK);do(sleep${IFS}0.1);done",
+		netHostAddr, port, netHostAddr, port)
+	console, stderr = bootNet(t, ns, "sh,-c,"+script, opts)
 	elapsed := time.Since(start)
 	l.Close() // ends an Accept still waiting
 	e := <-echoes
@@ -351,6 +393,7 @@ func testNetEcho(t *testing.T, ns, opts string, offloads bool) {
 	default:
 		t.Errorf("host's ping to the guest failed:\n%s", e.hostPing)
 	}
+	return console, stderr
 }
 
 // hostPing pings addr once from inside ns and returns ping's output,
