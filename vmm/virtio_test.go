@@ -302,23 +302,29 @@ func TestPCIProbeExits(t *testing.T) {
 
 // TestVirtioBlkAcrossResets: the disk works in every boot of a guest that
 // reboots in place (device reset, BARs and MSI-X back to their power-on
-// state, a new driver probing them), and what each boot wrote is there.
+// state, a new driver probing them), and what each boot wrote is there;
+// also with cache=none, whose queues keep their AIO contexts across
+// resets.
 func TestVirtioBlkAcrossResets(t *testing.T) {
 	script := `echo boot >>/mnt/boots
 sync
 if [ "$(wc -l </mnt/boots)" -ge 3 ]; then umount /mnt; poweroff -f; fi
 reboot -f
 `
-	img := makeDisk(t, map[string]string{"run.sh": script})
-	vm, out, console := bootDisk(t, img, nil)
-	if out.Err != nil || out.Reason != vcpu.PowerOff {
-		t.Fatalf("guest ended %v (%v); console:\n%s", out.Reason, out.Err, console)
-	}
-	if n := vm.Resets(); n != 2 {
-		t.Errorf("%d resets, want 2", n)
-	}
-	if got := diskFile(t, img, "boots", true); got != "boot\nboot\nboot\n" {
-		t.Errorf("boots = %q, want three lines; console:\n%s", got, console)
+	for _, direct := range []bool{false, true} {
+		t.Run(fmt.Sprintf("cache=none:%v", direct), func(t *testing.T) {
+			img := makeDisk(t, map[string]string{"run.sh": script})
+			vm, out, console := bootDisk(t, img, func(c *Config) { c.Disks[0].Direct = direct })
+			if out.Err != nil || out.Reason != vcpu.PowerOff {
+				t.Fatalf("guest ended %v (%v); console:\n%s", out.Reason, out.Err, console)
+			}
+			if n := vm.Resets(); n != 2 {
+				t.Errorf("%d resets, want 2", n)
+			}
+			if got := diskFile(t, img, "boots", true); got != "boot\nboot\nboot\n" {
+				t.Errorf("boots = %q, want three lines; console:\n%s", got, console)
+			}
+		})
 	}
 }
 
