@@ -125,6 +125,11 @@ type Net struct {
 	ctrlErr   error
 	rxDropped atomic.Uint64
 	txDropped atomic.Uint64
+	// Frames and bytes (without the virtio header) that crossed, and
+	// transmitted frames dropped as malformed (a subset of txDropped).
+	rxPackets, rxBytes atomic.Uint64
+	txPackets, txBytes atomic.Uint64
+	txInvalid          atomic.Uint64
 }
 
 // netPair is one receiveq/transmitq pair and the tap queue it serves,
@@ -206,10 +211,30 @@ func NewNet(taps []NetTap, mac net.HardwareAddr, offload bool) (*Net, error) {
 // MAC is the device's Ethernet address.
 func (n *Net) MAC() net.HardwareAddr { return n.mac }
 
-// Dropped returns how many frames were dropped on receive (no room in
-// the guest's buffers, device down, a header the guest did not
-// negotiate) and on transmit (malformed header or length, tap error).
-func (n *Net) Dropped() (rx, tx uint64) { return n.rxDropped.Load(), n.txDropped.Load() }
+// NetStats are a network device's counters since it was made, as an
+// interface's statistics: bytes are the frames' own, without the virtio
+// header. Frames are dropped on receive for want of room in the guest's
+// buffers, the device down, or a header the guest did not negotiate; on
+// transmit for a malformed header or length, or a tap error.
+type NetStats struct {
+	RxPackets, RxBytes, RxDropped uint64
+	TxPackets, TxBytes, TxDropped uint64
+	// TxInvalid counts the transmitted frames dropped because the guest
+	// sent them malformed (length, header); TxDropped includes them.
+	TxInvalid uint64
+}
+
+// Stats returns the device's counters; it never waits for the device.
+func (n *Net) Stats() NetStats {
+	// TxInvalid first: a drop counts in txDropped before txInvalid, so
+	// read in this order TxInvalid never exceeds TxDropped.
+	invalid := n.txInvalid.Load()
+	return NetStats{
+		RxPackets: n.rxPackets.Load(), RxBytes: n.rxBytes.Load(), RxDropped: n.rxDropped.Load(),
+		TxPackets: n.txPackets.Load(), TxBytes: n.txBytes.Load(), TxDropped: n.txDropped.Load(),
+		TxInvalid: invalid,
+	}
+}
 
 // Name implements Device.
 func (n *Net) Name() string { return "virtio-net" }
@@ -513,6 +538,7 @@ func (p *netPair) transmit(c *Chain) served {
 	l := c.ReadableLen()
 	if l < NetHdrLen || l > netMaxPacket {
 		p.txDropped.Add(1)
+		p.txInvalid.Add(1)
 		p.warn.Printf("bad_packet", "transmit: dropped a %d-byte packet (header %d, limit %d)", l, NetHdrLen, netMaxPacket)
 		return served{op: netOpTxDropped}
 	}
@@ -520,6 +546,7 @@ func (p *netPair) transmit(c *Chain) served {
 	hdr, err := parseNetHdr(p.txHdr[:]).checkTx(p.features, int(l)-NetHdrLen)
 	if err != nil {
 		p.txDropped.Add(1)
+		p.txInvalid.Add(1)
 		p.warn.Printf("bad_header", "transmit: dropped a %d-byte packet: %v", l, err)
 		return served{op: netOpTxDropped}
 	}
@@ -530,6 +557,8 @@ func (p *netPair) transmit(c *Chain) served {
 		p.warn.Printf("host_io", "transmit: write tap: %v", err)
 		return served{op: netOpTxDropped}
 	}
+	p.txPackets.Add(1)
+	p.txBytes.Add(uint64(l - NetHdrLen))
 	return served{op: netOpTx, bytes: l - NetHdrLen}
 }
 
@@ -761,6 +790,8 @@ func (p *netPair) receive(fd int) error {
 	}
 	p.rxq.Publish()
 	p.rxHeld = p.rxHeld[:copy(p.rxHeld, p.rxHeld[used:])]
+	p.rxPackets.Add(1)
+	p.rxBytes.Add(uint64(m - NetHdrLen))
 	tel.pushed(netOpRx, uint64(m-NetHdrLen), start, popped, tel.now())
 	p.interruptRx()
 	return nil

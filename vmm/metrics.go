@@ -108,6 +108,9 @@ func (v *VM) ServeMetrics(addr string) (net.Addr, func() error, error) {
 	if v.pci != nil && len(v.pci.disks) > 0 {
 		cs = append(cs, blockCollector{disks: v.pci.disks})
 	}
+	if v.pci != nil && len(v.pci.nets) > 0 {
+		cs = append(cs, netCollector{nets: v.pci.nets})
+	}
 	if v.pci != nil && v.cfg.ExitStats {
 		// Its own copy of the list: Close empties the VM's while a
 		// scrape may run.

@@ -82,6 +82,8 @@ func (v *VM) addNets() error {
 		if err := v.addVirtio(n, 0); err != nil {
 			return err
 		}
+		p := v.pci
+		p.nets = append(p.nets, pciNet{name: p.transports[len(p.transports)-1].Name(), tap: c.Tap, net: n})
 	}
 	return nil
 }

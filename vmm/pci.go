@@ -41,6 +41,7 @@ type pciDevices struct {
 	router     *gsiRouter
 	transports []*virtio.Transport
 	disks      []pciDisk
+	nets       []pciNet
 	nextBAR    uint64
 	names      map[string]int // device name -> instances so far
 }
@@ -50,6 +51,13 @@ type pciDisk struct {
 	name string // its transport's: virtio-blk, virtio-blk1, ...
 	cfg  DiskConfig
 	blk  *virtio.Block
+}
+
+// pciNet is one virtio-net device on the bus.
+type pciNet struct {
+	name string // its transport's: virtio-net, virtio-net1, ...
+	tap  string
+	net  *virtio.Net
 }
 
 // addPCI creates the PCI bus and the configured virtio devices. Called
@@ -213,7 +221,8 @@ func (v *VM) VirtioCounters() []VirtioQueueCounters {
 }
 
 // WriteVirtioTable prints VirtioCounters as a table after a blank line
-// (nothing without virtio devices).
+// (nothing without virtio devices), and each network device's interface
+// counters (the govmm_net_* metrics) in a second one.
 func (v *VM) WriteVirtioTable(w io.Writer) {
 	rows := v.VirtioCounters()
 	if len(rows) == 0 {
@@ -224,6 +233,18 @@ func (v *VM) WriteVirtioTable(w io.Writer) {
 	fmt.Fprintln(tw, "virtio device\tqueue\tnotify ioeventfd\tnotify MMIO exit\tpolled\tinterrupts\t")
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t\n", r.Device, r.Queue, r.NotifyEventFD, r.NotifyMMIO, r.Polled, r.Interrupts)
+	}
+	tw.Flush()
+	if len(v.pci.nets) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "network device\ttap\trx packets\trx bytes\trx drops\ttx packets\ttx bytes\ttx drops\ttx errors\t")
+	for _, n := range v.pci.nets {
+		s := n.net.Stats()
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", n.name, n.tap,
+			s.RxPackets, s.RxBytes, s.RxDropped, s.TxPackets, s.TxBytes, s.TxDropped-s.TxInvalid, s.TxInvalid)
 	}
 	tw.Flush()
 }

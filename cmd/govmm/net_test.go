@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -254,6 +255,17 @@ func TestNet(t *testing.T) {
 		if !strings.Contains(stderr, "virtio-net") {
 			t.Errorf("no virtio-net rows in the virtio table:\n%s", stderr)
 		}
+		// The interface counters: the pings (and ARP) went both ways.
+		m := netCountersRE.FindStringSubmatch(stderr)
+		if m == nil {
+			t.Fatalf("no network device table:\n%s", stderr)
+		}
+		if rx, _ := strconv.Atoi(m[1]); rx < 3 {
+			t.Errorf("%d frames received, want at least the 3 ping replies", rx)
+		}
+		if tx, _ := strconv.Atoi(m[2]); tx < 3 {
+			t.Errorf("%d frames sent, want at least the 3 pings", tx)
+		}
 	})
 
 	// busybox nc -e cat in the guest echoes what the host sends: 4 MiB
@@ -304,6 +316,10 @@ func TestNet(t *testing.T) {
 // positions in the guest's /sys/.../features string: CSUM, GUEST_CSUM,
 // GUEST_TSO4/6, HOST_TSO4/6, MRG_RXBUF.
 var netOffloadBits = []int{0, 1, 7, 8, 11, 12, 15}
+
+// netCountersRE matches the first row of the network device table: rx
+// and tx packets.
+var netCountersRE = regexp.MustCompile(`network device[^\n]*\n\s*virtio-net\s+\S+\s+(\d+)\s+\d+\s+\d+\s+(\d+)\s`)
 
 var featuresRE = regexp.MustCompile(`(?m)^GOVMM-FEATURES ([01]{64})`)
 
