@@ -61,6 +61,9 @@ const (
 const (
 	netQueueSize     = 256
 	netCtrlQueueSize = 64
+	// netMaxIovs is the kernel's IOV_MAX, the most buffers one readv
+	// takes.
+	netMaxIovs = 1024
 	// netMaxPacket is the largest header+frame we read from the tap or
 	// accept from the guest: a TCP segment of up to 64 KiB (an IP
 	// packet's limit) behind an Ethernet and a VLAN header.
@@ -464,6 +467,18 @@ func (n *Net) control() error {
 	return n.ctrlErr
 }
 
+// readyPairs counts the leading pairs whose queues the driver enabled:
+// the pairs VQ_PAIRS_SET may ask for. A pair without queues would have
+// its tap queue attached and nobody reading it. ctrlMu must be held
+// (the pairs' queues change only under it).
+func (n *Net) readyPairs() int {
+	k := 0
+	for k < len(n.pairs) && n.pairs[k].rxq != nil && n.pairs[k].txq != nil {
+		k++
+	}
+	return k
+}
+
 // command runs one control command: class, command and data readable,
 // the ack byte the last writable one (5.1.6.5). ctrlMu must be held.
 func (n *Net) command(c *Chain) served {
@@ -477,7 +492,7 @@ func (n *Net) command(c *Chain) served {
 	ack, op := byte(netCtrlErr), netOpCtrlBad
 	if got >= 2 && cmd[0] == netCtrlMQ && cmd[1] == netCtrlMQVQPairsSet && n.features&netFMQ != 0 {
 		k := int(binary.LittleEndian.Uint16(cmd[2:]))
-		if got == 4 && c.ReadableLen() == 4 && k >= 1 && k <= len(n.pairs) {
+		if got == 4 && c.ReadableLen() == 4 && k >= 1 && k <= n.readyPairs() {
 			n.usePairs(k)
 			ack, op = netCtrlOK, netOpCtrl
 		} else {
@@ -687,19 +702,24 @@ func (p *netPair) receive(fd int) error {
 	if !p.holdRx(mergeable) {
 		return nil
 	}
-	// The held buffers first, in order, up to the largest frame; a
-	// frame without MRG_RXBUF may use only the first.
+	// The held buffers first, whole and in order, up to the largest
+	// frame and to what one readv takes (a chain can have thousands of
+	// descriptors); a frame without MRG_RXBUF may use only the first.
+	// The bounce buffer takes the rest.
 	iovs := p.rxIovs[:0]
 	var room uint64
-	for i, c := range p.rxHeld {
-		if !mergeable && i > 0 {
+	inIovs := 0 // held chains in iovs
+	for _, c := range p.rxHeld {
+		if (!mergeable && inIovs > 0) || room == netMaxPacket {
 			break
 		}
-		iovs = c.AppendBuffers(iovs, true, 0, netMaxPacket-room)
+		more := c.AppendBuffers(iovs, true, 0, netMaxPacket-room)
+		if len(more) >= netMaxIovs {
+			break
+		}
+		iovs = more
 		room += min(c.WritableLen(), netMaxPacket-room)
-		if room == netMaxPacket {
-			break
-		}
+		inIovs++
 	}
 	if room < netMaxPacket {
 		iovs = append(iovs, p.rxBounce[:netMaxPacket-room])
@@ -728,7 +748,7 @@ func (p *netPair) receive(fd int) error {
 		// A frame takes exactly one buffer, which must hold it whole: a
 		// buffer too small stays for a smaller frame rather than hand
 		// back a truncated one.
-		inPlace := len(p.rxHeld) > 0
+		inPlace := inIovs > 0
 		if !inPlace && !p.waitRx(uint64(m), false) {
 			p.rxDropped.Add(1)
 			return nil
@@ -745,7 +765,7 @@ func (p *netPair) receive(fd int) error {
 	} else {
 		// The buffers the frame fills, in order, the last one partly.
 		left := uint64(m)
-		for used < len(p.rxHeld) && left > 0 {
+		for used < inIovs && left > 0 {
 			w := p.rxHeld[used].WritableLen()
 			if w < NetHdrLen {
 				// Every mergeable buffer holds at least a header
@@ -766,7 +786,13 @@ func (p *netPair) receive(fd int) error {
 			}
 			bounce := p.rxBounce[:left]
 			for len(bounce) > 0 {
-				bounce = bounce[p.rxHeld[used].Scatter(bounce, 0):]
+				c := p.rxHeld[used]
+				if w := c.WritableLen(); w < NetHdrLen {
+					p.failReceive(fmt.Errorf("receive buffer %d of %d bytes, smaller than the %d-byte header", c.Head, w, NetHdrLen))
+					p.rxDropped.Add(1)
+					return nil
+				}
+				bounce = bounce[c.Scatter(bounce, 0):]
 				used++
 			}
 		}
