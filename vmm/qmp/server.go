@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -25,10 +26,6 @@ const drainTimeout = time.Second
 // process's descriptors (a new client got no greeting) and 248 MiB.
 // Clients past the cap get an error object and are hung up on at once.
 const MaxClients = 16
-
-// refuseTimeout bounds the write of a refusal. It cannot block on a fresh
-// connection, whose buffer is empty; the bound keeps it so.
-const refuseTimeout = 100 * time.Millisecond
 
 // quitFlushTimeout bounds how long quit waits for its reply to reach a
 // client before ending the VM anyway, as QEMU would.
@@ -126,11 +123,21 @@ func (s *Server) Serve() error {
 // server hangs up.
 var errTooManyClients = genericError("too many QMP clients: at most %d are served at once", MaxClients)
 
-// refuse tells a client past MaxClients why, and hangs up.
+// refuse tells a client past MaxClients why, and hangs up. The refusal is
+// one non-blocking write: a fresh connection's buffer takes it whole, and
+// nothing can make the accept loop wait. (A write deadline would: under
+// load the deadline could pass before the write began, and the client
+// got a bare EOF.)
 func refuse(conn net.Conn) {
 	if b, err := encode(response{Error: errTooManyClients}); err == nil {
-		conn.SetWriteDeadline(time.Now().Add(refuseTimeout))
-		conn.Write(b)
+		if sc, ok := conn.(syscall.Conn); ok {
+			if rc, err := sc.SyscallConn(); err == nil {
+				rc.Write(func(fd uintptr) bool {
+					syscall.Write(int(fd), b)
+					return true // written or not, never wait
+				})
+			}
+		}
 	}
 	conn.Close()
 }
