@@ -330,6 +330,20 @@ func TestNetReceiveMergeable(t *testing.T) {
 	}
 }
 
+// receiveWhole writes frame f into the tap and checks that the device
+// hands it back whole in the receive chain at head.
+func (e *netEnv) receiveWhole(t *testing.T, f []byte, head uint16) {
+	t.Helper()
+	if _, err := e.host.Write(f); err != nil {
+		t.Fatal(err)
+	}
+	waitIRQ(t, e.irq, 0)
+	id, n := e.rx.mustUsed()
+	if id != uint32(head) || n != uint32(len(f)) {
+		t.Fatalf("used %d/%d, want %d/%d", id, n, head, len(f))
+	}
+}
+
 func TestNetReceive(t *testing.T) {
 	e := newNetEnv(t, false)
 	// A buffer first, then the frame.
@@ -339,14 +353,7 @@ func TestNetReceive(t *testing.T) {
 	}
 	f := frame(NetHdrLen+100, 7)
 	f[0] = 2 // DATA_VALID from the kernel: not negotiated, must not reach the guest
-	if _, err := e.host.Write(f); err != nil {
-		t.Fatal(err)
-	}
-	waitIRQ(t, e.irq, 0)
-	id, n := e.rx.mustUsed()
-	if id != uint32(head) || n != uint32(len(f)) {
-		t.Fatalf("used %d/%d, want %d/%d", id, n, head, len(f))
-	}
+	e.receiveWhole(t, f, head)
 	wantHdr := make([]byte, NetHdrLen)
 	wantHdr[netNumBuffersOff] = 1
 	if got := e.rx.mem[a[0] : a[0]+NetHdrLen]; !bytes.Equal(got, wantHdr) {
@@ -632,14 +639,7 @@ func TestNetReceiveManyDescriptors(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := frame(NetHdrLen+60000, 5)
-	if _, err := e.host.Write(f); err != nil {
-		t.Fatal(err)
-	}
-	waitIRQ(t, e.irq, 0)
-	id, n := e.rx.mustUsed()
-	if id != uint32(head) || n != uint32(len(f)) {
-		t.Fatalf("used %d/%d, want %d/%d", id, n, head, len(f))
-	}
+	e.receiveWhole(t, f, head)
 	if got := e.rx.mem[buf+netNumBuffersOff]; got != 1 {
 		t.Errorf("num_buffers %d, want 1", got)
 	}
