@@ -50,6 +50,13 @@ type ioEvent struct {
 	res, res2 int64
 }
 
+// blkAIOMaxBytes bounds the data one queue has in flight through AIO.
+// AIO cannot be cancelled, so a reset or a stop waits for all of it: the
+// bound keeps that wait to a few chunks (the worker path's is one chunk
+// per worker), whatever the guest queues: 256 requests of a chunk each
+// would be 256 MiB. Requests past it are served on the ordinary path.
+const blkAIOMaxBytes = 8 * blkIOChunk
+
 // blkAIO is one request queue's AIO context. The queue's one notifier
 // uses it, one Notify at a time (the transport serializes them).
 type blkAIO struct {
@@ -57,7 +64,8 @@ type blkAIO struct {
 	done   *os.File // eventfd the kernel signals per completion; non-blocking, so the netpoller waits on it
 	doneFd int
 	slots  []aioSlot
-	free   []int // indices of idle slots
+	free   []int  // indices of idle slots
+	bytes  uint64 // data in flight, at most blkAIOMaxBytes
 	events []ioEvent
 	submit []*iocb // the batch being submitted
 	batch  []int   // its slots
@@ -128,7 +136,7 @@ func (b *Block) prepareAIO(a *blkAIO, c *Chain, telStart, popped int64) bool {
 	if write {
 		n = c.ReadableLen() - blkHeaderLen
 	}
-	if n > blkIOChunk || !b.inDisk(sector, n) {
+	if n > blkIOChunk || !b.inDisk(sector, n) || a.bytes+n > blkAIOMaxBytes {
 		return false
 	}
 	d := dataRequest{write: write, sector: sector, off: int64(sector * SectorSize), n: n}
@@ -143,6 +151,7 @@ func (b *Block) prepareAIO(a *blkAIO, c *Chain, telStart, popped int64) bool {
 	}
 	i := a.free[len(a.free)-1]
 	a.free = a.free[:len(a.free)-1]
+	a.bytes += n
 	s := &a.slots[i]
 	*s = aioSlot{iov: s.iov[:0], chain: c, d: d, r: served{op: blkOpOf(typ), bytes: n}, start: time.Now(), telStart: telStart, pop: popped}
 	for _, buf := range d.bufs {
@@ -281,6 +290,7 @@ func (b *Block) completeAIO(bq *blkQueue, a *blkAIO, i int, status byte, written
 	s := &a.slots[i]
 	reply(s.chain, status, written, &s.r)
 	err := b.complete(bq, s.chain, s.r, s.telStart, s.pop)
+	a.bytes -= s.d.n
 	s.chain, s.d = nil, dataRequest{}
 	a.free = append(a.free, i)
 	return err

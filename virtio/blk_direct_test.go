@@ -23,7 +23,13 @@ type directEnv struct {
 
 func newDirectEnv(t *testing.T, readOnly bool) *directEnv {
 	t.Helper()
-	path, disk := testImage(t, "direct.img", 128)
+	return newDirectEnvSectors(t, readOnly, 128)
+}
+
+// newDirectEnvSectors is newDirectEnv with an image of that many sectors.
+func newDirectEnvSectors(t *testing.T, readOnly bool, sectors int) *directEnv {
+	t.Helper()
+	path, disk := testImage(t, "direct.img", sectors)
 	b, err := OpenBlock(BlockConfig{Path: path, ReadOnly: readOnly, Direct: true})
 	if err != nil {
 		if strings.Contains(err.Error(), "does not support O_DIRECT") {
@@ -398,6 +404,47 @@ func TestBlockAIOBatch(t *testing.T) {
 		if got := e.fileSectors(uint64(64+8*i), page); !bytes.Equal(got, bytes.Repeat([]byte{byte(0x40 + i)}, int(page))) {
 			t.Errorf("write %d did not reach the file", i)
 		}
+	}
+}
+
+// TestBlockAIOBytesBounded: AIO cannot be cancelled, so a reset or a
+// stop waits for whatever is in flight. A ring of chunk-sized reads puts
+// at most blkAIOMaxBytes through AIO at once; the rest are served on the
+// ordinary path, and every one completes with the disk's data.
+func TestBlockAIOBytesBounded(t *testing.T) {
+	e := newDirectEnvSectors(t, false, 2*blkIOChunk/SectorSize)
+	a := e.b.queues[0].aio
+	if a == nil {
+		t.Fatal("a cache=none queue has no AIO context")
+	}
+	const n = 2 * blkAIOMaxBytes / blkIOChunk
+	const data = 0x200000 // every read lands here: page aligned, a chunk long
+	for i := range uint64(n) {
+		head := e.chainAt([]uint64{directHeader + 64*i, data, directStatus + i},
+			rd(blkHeader(blkTIn, 0)), wr(blkIOChunk), wr(1))
+		e.mem[directStatus+i] = 0xff
+		e.publish(head)
+	}
+	if err := e.b.Notify(0); err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		e.mustUsed()
+	}
+	e.noUsed()
+	for i := range uint64(n) {
+		if got := e.mem[directStatus+i]; got != blkSOK {
+			t.Errorf("read %d: status %d", i, got)
+		}
+	}
+	if !bytes.Equal(e.mem[data:data+blkIOChunk], e.disk[:blkIOChunk]) {
+		t.Error("data wrong")
+	}
+	if want := uint64(blkAIOMaxBytes / blkIOChunk); a.submitted != want {
+		t.Errorf("%d chunk-sized reads went to AIO at once, want %d", a.submitted, want)
+	}
+	if a.inflight() != 0 || a.bytes != 0 {
+		t.Errorf("%d requests, %d bytes still in flight", a.inflight(), a.bytes)
 	}
 }
 
