@@ -348,23 +348,37 @@ func (p *netPair) activate(mem Memory, features uint64, rxq, txq *Queue, irq Int
 // alone. ctrlMu must be held.
 func (n *Net) usePairs(k int) {
 	for i, p := range n.pairs {
-		use := n.active && i < k
+		// A pair's tap queue is attached before its receive goroutine
+		// is woken, and detached after it stopped: reading a detached
+		// queue fails (EBADFD), which would end that goroutine for good.
+		use := n.active && i < k && n.attachTap(i, true)
 		p.mu.Lock()
 		p.txMu.Lock()
 		p.active = use && p.rxq != nil && p.txq != nil
 		p.txMu.Unlock()
 		p.cond.Broadcast()
 		p.mu.Unlock()
-		// Only on a change: a detach waits for an RCU grace period
-		// (synchronize_net), tens of milliseconds of the caller's time.
-		if i > 0 && !n.closed && p.tapDetached == use {
-			if err := p.tap.EnableQueue(use); err != nil {
-				n.warn.Printf("host_io", "queue pair %d: tap queue: %v", i, err)
-			} else {
-				p.tapDetached = !use
-			}
+		if !use {
+			n.attachTap(i, false)
 		}
 	}
+}
+
+// attachTap attaches (on) or detaches pair i's tap queue, and reports
+// whether it is now as asked. Only on a change: a detach waits for an
+// RCU grace period (synchronize_net), tens of milliseconds of the
+// caller's time. Pair 0's queue stays attached. ctrlMu must be held.
+func (n *Net) attachTap(i int, on bool) bool {
+	p := n.pairs[i]
+	if i == 0 || n.closed || p.tapDetached != on {
+		return true
+	}
+	if err := p.tap.EnableQueue(on); err != nil {
+		n.warn.Printf("host_io", "queue pair %d: tap queue: %v", i, err)
+		return false
+	}
+	p.tapDetached = !on
+	return true
 }
 
 // Reset implements Device. The receive goroutines stop using their
@@ -502,7 +516,7 @@ func (n *Net) command(c *Chain) served {
 		n.warn.Printf("bad_ctrl", "control: class %d command %d not offered", cmd[0], cmd[1])
 	}
 	c.Scatter([]byte{ack}, w-1)
-	return served{written: uint32(w), op: op}
+	return served{written: 1, op: op} // the ack: what the device wrote
 }
 
 // transmitLocked sends every available frame to the tap; txMu must be
