@@ -25,6 +25,7 @@ type OutputSink struct {
 	closed  bool            // no more output is taken
 	wake    chan struct{}   // output arrived, or closed
 	idle    []chan struct{} // closed when buf is empty and nothing is being written
+	stalled bool            // a Flush gave up and no write has ended since
 	dropped uint64
 }
 
@@ -104,7 +105,7 @@ func (s *OutputSink) run() {
 				}
 			}
 			s.mu.Lock()
-			s.busy, spare = false, p
+			s.busy, s.stalled, spare = false, false, p
 		}
 		for _, ch := range s.idle {
 			close(ch)
@@ -117,10 +118,13 @@ func (s *OutputSink) run() {
 	}
 }
 
-// Flush waits until everything buffered has been written, or for d.
+// Flush waits until everything buffered has been written, or for d. It
+// does not wait at all while the writer is stuck where an earlier Flush
+// gave up on it: at shutdown, the end of Run and Close each flush, and a
+// stuck terminal must cost one timeout, not one per flush.
 func (s *OutputSink) Flush(d time.Duration) {
 	s.mu.Lock()
-	if len(s.buf) == 0 && !s.busy {
+	if len(s.buf) == 0 && !s.busy || s.stalled {
 		s.mu.Unlock()
 		return
 	}
@@ -132,6 +136,9 @@ func (s *OutputSink) Flush(d time.Duration) {
 	select {
 	case <-ch:
 	case <-t.C:
+		s.mu.Lock()
+		s.stalled = s.busy
+		s.mu.Unlock()
 	}
 }
 

@@ -8,13 +8,18 @@ import (
 )
 
 // gateWriter blocks every write until released, then keeps what it got.
+// entered, if not nil, hears of each write as it begins.
 type gateWriter struct {
 	release chan struct{}
+	entered chan struct{}
 	mu      sync.Mutex
 	got     []byte
 }
 
 func (w *gateWriter) Write(p []byte) (int, error) {
+	if w.entered != nil {
+		w.entered <- struct{}{}
+	}
 	<-w.release
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -69,4 +74,41 @@ func isSubsequence(sub, seq []byte) bool {
 		seq = seq[i+1:]
 	}
 	return true
+}
+
+// A writer that is stuck costs one flush timeout, not one per flush (the
+// end of Run and Close both flush); once it writes again, Flush waits
+// for it again.
+func TestOutputSinkFlushGivesUpOnce(t *testing.T) {
+	w := &gateWriter{release: make(chan struct{}), entered: make(chan struct{}, 2)}
+	s := NewOutputSink(w, 1<<10, 1<<10, nil)
+	defer s.Close()
+	s.Write([]byte("stuck"))
+	<-w.entered
+	s.Flush(time.Millisecond) // gives up: the writer is stuck in Write
+	done := make(chan struct{})
+	go func() {
+		s.Flush(time.Hour)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a second Flush waited for a writer an earlier Flush gave up on")
+	}
+	close(w.release)
+	for stalled := true; stalled; {
+		// The writer has moved once the sink has seen its write end.
+		s.mu.Lock()
+		stalled = s.stalled
+		s.mu.Unlock()
+		time.Sleep(time.Millisecond)
+	}
+	s.Write([]byte("more"))
+	s.Flush(time.Hour) // this one waits for the writer again
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if string(w.got) != "stuckmore" {
+		t.Errorf("wrote %q, want %q", w.got, "stuckmore")
+	}
 }
