@@ -75,7 +75,10 @@ const (
 	blkIOChunk   = 1 << 20
 	blkHeaderLen = 16 // le32 type, le32 reserved, le64 sector
 	blkIDLen     = 20 // VIRTIO_BLK_ID_BYTES
-	// iovMax is Linux's IOV_MAX: longer vectors are split into calls.
+	// iovMax is Linux's IOV_MAX, the most buffers one preadv, or one
+	// iocb of io_submit, takes. A request's data is one buffer per
+	// descriptor (Chain.Buffers), and seg_max keeps that below it (the
+	// compile-time check below), so the AIO path never has to split one.
 	iovMax = 1024
 	// The discard and write-zeroes limits advertised, and enforced:
 	// segments of at most blkDiscardSectors (512 MiB), at most
@@ -84,6 +87,9 @@ const (
 	blkDiscardSectors = 1 << 20
 	blkDiscardSegs    = 16
 )
+
+// A request's data fits in one vector: this fails to compile otherwise.
+const _ = uint(iovMax - blkSegMax)
 
 // Block is a virtio-blk device backed by a raw image file, reading and
 // writing guest memory directly with preadv/pwritev. Each request queue
@@ -283,13 +289,29 @@ func (b *Block) Activate(mem Memory, features uint64, queues []*Queue, irq Inter
 		if q != nil {
 			b.queues[i] = &blkQueue{index: i, q: q}
 			if i < len(b.aios) {
-				b.queues[i].aio = b.aios[i]
+				b.queues[i].aio = b.renewAIO(i)
 			}
 		}
 	}
 	b.mem, b.features, b.irq = mem, features, irq
 	b.setErr(nil)
 	return nil
+}
+
+// renewAIO returns queue i's AIO context, a new one in place of one
+// that failed (failAIO); mu must be held for writing. Where no new one
+// can be made, the queue is served without AIO (nil).
+func (b *Block) renewAIO(i int) *blkAIO {
+	if a := b.aios[i]; a == nil || !a.dead {
+		return a
+	}
+	b.aios[i].Close()
+	a, err := newBlkAIO(blkQueueSize)
+	if err != nil {
+		b.warn.Printf("aio_failure", "queue %d: new Linux AIO context: %v; the queue goes without", i, err)
+	}
+	b.aios[i] = a
+	return a
 }
 
 // Reset implements Device. It waits for the requests in progress.
@@ -331,6 +353,9 @@ func (b *Block) Close() error {
 		err = b.f.Sync()
 	}
 	for _, a := range b.aios {
+		if a == nil {
+			continue
+		}
 		if cerr := a.Close(); err == nil {
 			err = cerr
 		}
@@ -543,17 +568,9 @@ func reply(c *Chain, status byte, n uint64, r *served) {
 	r.written = uint32(min(n+1, math.MaxUint32))
 }
 
-// sizeOK enforces the seg_max and size_max the device advertises: they
-// bound the memory one request covers and so the work it makes.
-func (b *Block) sizeOK(c *Chain) bool {
-	if msg := sizeProblem(c); msg != "" {
-		b.warn.Printf("request_size", "request %d: %s", c.Head, msg)
-		return false
-	}
-	return true
-}
-
-// sizeProblem says how c breaks seg_max or size_max; "" if it does not.
+// sizeProblem enforces the seg_max and size_max the device advertises,
+// which bound the memory one request covers and so the work it makes:
+// it says how c breaks them; "" if it does not.
 func sizeProblem(c *Chain) string {
 	if len(c.Descs) > blkSegMax+2 {
 		return fmt.Sprintf("%d descriptors, seg_max %d allows %d", len(c.Descs), blkSegMax, blkSegMax+2)
@@ -566,23 +583,83 @@ func sizeProblem(c *Chain) string {
 	return ""
 }
 
+// blkRequest is a request read from its chain and checked, once, by the
+// one parser both ways of serving it share: request serves it, and
+// prepareAIO (blk_aio.go) hands the reads and writes it can take to
+// Linux AIO. Why a request cannot be served is in fault and why; parse
+// says nothing to the guest log or the counters, since what prepareAIO
+// declines the ordinary path serves and judges.
+type blkRequest struct {
+	typ    uint32
+	sector uint64
+	fault  blkFault
+	why    string      // what is wrong, for the guest log
+	d      dataRequest // a read's or write's transfer, checked (fault blkFine)
+}
+
+// blkFault is what parse found wrong with a request.
+type blkFault int
+
+const (
+	blkFine     blkFault = iota
+	blkNoHeader          // shorter than its header
+	blkTooLarge          // breaks seg_max or size_max
+	blkReadOnly          // a write to a read-only disk
+	blkOutside           // not whole sectors inside the disk
+)
+
+// parse reads and checks the request in c, whose writable part has
+// dataLen data bytes before the status byte. The header is copied out of
+// guest memory before it is looked at: the guest may change it under us.
+func (b *Block) parse(c *Chain, dataLen uint64) blkRequest {
+	var hdr [blkHeaderLen]byte
+	if c.Gather(hdr[:], 0) < blkHeaderLen {
+		return blkRequest{fault: blkNoHeader, why: fmt.Sprintf("header shorter than %d bytes", blkHeaderLen)}
+	}
+	p := blkRequest{typ: binary.LittleEndian.Uint32(hdr[0:]), sector: binary.LittleEndian.Uint64(hdr[8:])}
+	if p.why = sizeProblem(c); p.why != "" {
+		p.fault = blkTooLarge
+		return p
+	}
+	write := p.typ == blkTOut
+	if p.typ != blkTIn && !write {
+		return p
+	}
+	p.d = dataRequest{write: write, sector: p.sector, n: dataLen}
+	if write {
+		if b.readOnly {
+			p.fault = blkReadOnly
+			return p
+		}
+		p.d.n = c.ReadableLen() - blkHeaderLen
+	}
+	if !b.inDisk(p.sector, p.d.n) {
+		p.fault, p.why = blkOutside, b.outsideMsg(p.sector, p.d.n)
+		return p
+	}
+	p.d.off = int64(p.sector * SectorSize)
+	if write {
+		p.d.bufs = c.Buffers(false, blkHeaderLen, p.d.n)
+	} else {
+		p.d.bufs = c.Buffers(true, 0, p.d.n)
+	}
+	return p
+}
+
 // request performs the request in c whose writable data part is dataLen
 // bytes from q, and returns its status and the data bytes it wrote; it
 // puts the request's kind and the data it moved in r, for telemetry.
 func (b *Block) request(q *Queue, c *Chain, dataLen uint64, r *served) (status byte, written uint64) {
-	// Copy the header out of guest memory before looking at it: the
-	// guest may change it under us.
-	var hdr [blkHeaderLen]byte
-	if c.Gather(hdr[:], 0) < blkHeaderLen {
-		b.warn.Printf("bad_request", "request %d: header shorter than %d bytes", c.Head, blkHeaderLen)
+	p := b.parse(c, dataLen)
+	if p.fault == blkNoHeader {
+		b.warn.Printf("bad_request", "request %d: %s", c.Head, p.why)
 		return blkSIOErr, 0
 	}
-	typ := binary.LittleEndian.Uint32(hdr[0:])
-	sector := binary.LittleEndian.Uint64(hdr[8:])
-	r.op = blkOpOf(typ)
+	r.op = blkOpOf(p.typ)
 	start := time.Now()
-	if !b.sizeOK(c) {
-		switch typ {
+	if p.fault == blkTooLarge {
+		b.warn.Printf("request_size", "request %d: %s", c.Head, p.why)
+		switch p.typ {
 		case blkTIn:
 			b.stats.invalid(opRead)
 		case blkTOut:
@@ -591,13 +668,24 @@ func (b *Block) request(q *Queue, c *Chain, dataLen uint64, r *served) (status b
 		return blkSIOErr, 0
 	}
 
-	switch typ {
+	switch p.typ {
 	case blkTIn, blkTOut:
-		d, ok := b.checkData(c, typ == blkTOut, sector, dataLen, r)
-		if !ok {
+		op := opRead
+		if p.d.write {
+			op = opWrite
+		}
+		switch p.fault {
+		case blkReadOnly:
+			b.stats.failed(op)
+			return blkSIOErr, 0
+		case blkOutside:
+			r.bytes = p.d.n
+			b.warn.Printf("bad_request", "%s", p.why)
+			b.stats.invalid(op)
 			return blkSIOErr, 0
 		}
-		return b.finishData(d, b.transfer(q, d.bufs, d.off, d.write), start)
+		r.bytes = p.d.n
+		return b.finishData(p.d, b.transfer(q, p.d.bufs, p.d.off, p.d.write), start)
 	case blkTFlush:
 		if err := b.sync(); err != nil {
 			b.stats.failed(opFlush)
@@ -609,7 +697,7 @@ func (b *Block) request(q *Queue, c *Chain, dataLen uint64, r *served) (status b
 		r.bytes = uint64(c.Scatter(b.id[:min(dataLen, blkIDLen)], 0))
 		return blkSOK, r.bytes
 	case blkTDiscard, blkTWriteZeroes:
-		return b.discard(q, c, typ == blkTWriteZeroes, start, r), 0
+		return b.discard(q, c, p.typ == blkTWriteZeroes, start, r), 0
 	}
 	return blkSUnsupp, 0
 }
@@ -730,11 +818,14 @@ var zeroChunk = make([]byte, blkIOChunk)
 // at least one, and returns their byte offset.
 func (b *Block) span(sector, n uint64) (int64, bool) {
 	if !b.inDisk(sector, n) {
-		b.warn.Printf("bad_request", "request for %d bytes at sector %d outside disk of %d sectors (or not whole sectors)",
-			n, sector, b.capacity)
+		b.warn.Printf("bad_request", "%s", b.outsideMsg(sector, n))
 		return 0, false
 	}
 	return int64(sector * SectorSize), true
+}
+
+func (b *Block) outsideMsg(sector, n uint64) string {
+	return fmt.Sprintf("request for %d bytes at sector %d outside disk of %d sectors (or not whole sectors)", n, sector, b.capacity)
 }
 
 // inDisk is span's check, without a word to the guest log.
@@ -749,34 +840,6 @@ type dataRequest struct {
 	off    int64    // byte offset in the image
 	n      uint64   // bytes to move
 	bufs   [][]byte // the guest's data buffers, n bytes
-}
-
-// checkData checks the read or write in chain c (dataLen writable data
-// bytes before the status byte) and counts it as invalid or failed where
-// it cannot be done; r learns its size.
-func (b *Block) checkData(c *Chain, write bool, sector, dataLen uint64, r *served) (dataRequest, bool) {
-	d := dataRequest{write: write, sector: sector, n: dataLen}
-	op := opRead
-	if write {
-		if b.readOnly {
-			b.stats.failed(opWrite)
-			return d, false
-		}
-		op, d.n = opWrite, c.ReadableLen()-blkHeaderLen
-	}
-	r.bytes = d.n
-	off, ok := b.span(sector, d.n)
-	if !ok {
-		b.stats.invalid(op)
-		return d, false
-	}
-	d.off = off
-	if write {
-		d.bufs = c.Buffers(false, blkHeaderLen, d.n)
-	} else {
-		d.bufs = c.Buffers(true, 0, d.n)
-	}
-	return d, true
 }
 
 // finishData accounts for d, whose transfer (from start) ended with err,
@@ -827,11 +890,16 @@ var errAborted = errors.New("aborted by a device reset or stop")
 // aborted. EOF before the end is an error, since the range was checked
 // against the disk size.
 func (b *Block) transfer(q *Queue, bufs [][]byte, off int64, write bool) error {
+	return b.transferBy(b.rw, q, bufs, off, write) // blk_direct.go
+}
+
+// transferBy is transfer with each call made by rw.
+func (b *Block) transferBy(rw func(iov [][]byte, off int64, write bool) (int, error), q *Queue, bufs [][]byte, off int64, write bool) error {
 	for bufs = skipEmpty(bufs); len(bufs) > 0; bufs = skipEmpty(bufs) {
 		if q.aborted() {
 			return errAborted
 		}
-		n, err := b.rw(firstBytes(bufs, blkIOChunk), off, write) // blk_direct.go
+		n, err := rw(firstBytes(bufs, blkIOChunk), off, write)
 		switch {
 		case err == unix.EINTR:
 			continue

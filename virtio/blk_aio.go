@@ -1,7 +1,6 @@
 package virtio
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -57,10 +56,29 @@ type ioEvent struct {
 // would be 256 MiB. Requests past it are served on the ordinary path.
 const blkAIOMaxBytes = 8 * blkIOChunk
 
+// aioCalls are the kernel's side of a blkAIO: the system calls, and the
+// wait on the completion eventfd. Tests replace them to make the kernel
+// fail.
+type aioCalls struct {
+	submit    func(ctx uint64, cbs []*iocb) (int, error)
+	getEvents func(ctx uint64, events []ioEvent) (int, error)
+	destroy   func(ctx uint64) error
+	wait      func(done *os.File, timeout time.Duration) error
+}
+
+var linuxAIO = aioCalls{submit: ioSubmit, getEvents: ioGetEvents, destroy: ioDestroy, wait: waitEventfd}
+
+// aioRecheck is how long the loop waits on the completion eventfd before
+// it asks io_getevents again anyway: a wake-up that never comes then
+// costs a delay, not a queue that waits for ever.
+const aioRecheck = 100 * time.Millisecond
+
 // blkAIO is one request queue's AIO context. The queue's one notifier
 // uses it, one Notify at a time (the transport serializes them).
 type blkAIO struct {
+	sys    aioCalls
 	ctx    uint64   // aio_context_t
+	dead   bool     // destroyed after a failure (failAIO): never used again
 	done   *os.File // eventfd the kernel signals per completion; non-blocking, so the netpoller waits on it
 	doneFd int
 	slots  []aioSlot
@@ -87,7 +105,7 @@ type aioSlot struct {
 
 // newBlkAIO makes an AIO context of depth requests.
 func newBlkAIO(depth int) (*blkAIO, error) {
-	a := &blkAIO{slots: make([]aioSlot, depth), events: make([]ioEvent, depth)}
+	a := &blkAIO{sys: linuxAIO, slots: make([]aioSlot, depth), events: make([]ioEvent, depth)}
 	if err := ioSetup(depth, &a.ctx); err != nil {
 		return nil, fmt.Errorf("io_setup: %w", err)
 	}
@@ -105,61 +123,59 @@ func newBlkAIO(depth int) (*blkAIO, error) {
 
 // Close releases the context; nothing may be in flight.
 func (a *blkAIO) Close() error {
-	err := ioDestroy(a.ctx)
+	var err error
+	if !a.dead {
+		err = a.sys.destroy(a.ctx)
+	}
 	if cerr := a.done.Close(); err == nil {
 		err = cerr
 	}
 	return err
 }
 
+// waitEventfd waits until done is signalled, or timeout passes, and
+// clears it.
+func waitEventfd(done *os.File, timeout time.Duration) error {
+	if err := done.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	var buf [8]byte
+	if _, err := done.Read(buf[:]); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	return nil
+}
+
 func (a *blkAIO) inflight() int { return len(a.slots) - len(a.free) }
 
-// prepare adds chain c to the batch if it is a read or write AIO can
+// prepareAIO adds chain c to the batch if it is a read or write AIO can
 // serve as it is, and reports whether it did. It looks at the request
-// without a word to the guest log or the counters: what it declines, the
-// ordinary path serves and judges.
+// through parse, without a word to the guest log or the counters: what
+// it declines, the ordinary path serves and judges.
 func (b *Block) prepareAIO(a *blkAIO, c *Chain, telStart, popped int64) bool {
-	if len(a.free) == 0 || c.WritableLen() == 0 || sizeProblem(c) != "" {
+	w := c.WritableLen()
+	if len(a.free) == 0 || w == 0 {
 		return false
 	}
-	var hdr [blkHeaderLen]byte
-	if c.Gather(hdr[:], 0) < blkHeaderLen {
+	p := b.parse(c, w-1)
+	d := p.d
+	if p.fault != blkFine || p.typ != blkTIn && p.typ != blkTOut ||
+		d.n > blkIOChunk || a.bytes+d.n > blkAIOMaxBytes || b.direct.path(d.bufs, d.off) != dioDirect {
 		return false
 	}
-	typ := binary.LittleEndian.Uint32(hdr[0:])
-	sector := binary.LittleEndian.Uint64(hdr[8:])
-	write := typ == blkTOut
-	if typ != blkTIn && !write || write && b.readOnly {
-		return false
-	}
-	n := c.WritableLen() - 1
-	if write {
-		n = c.ReadableLen() - blkHeaderLen
-	}
-	if n > blkIOChunk || !b.inDisk(sector, n) || a.bytes+n > blkAIOMaxBytes {
-		return false
-	}
-	d := dataRequest{write: write, sector: sector, off: int64(sector * SectorSize), n: n}
-	if write {
-		d.bufs = c.Buffers(false, blkHeaderLen, n)
-	} else {
-		d.bufs = c.Buffers(true, 0, n)
-	}
-	d.bufs = skipEmpty(d.bufs)
-	if len(d.bufs) > iovMax || b.direct.path(d.bufs, d.off) != dioDirect {
-		return false
-	}
+	// Chain.Buffers gives no empty buffer and at most one per descriptor,
+	// which seg_max bounds below iovMax: the request is one iocb as it is.
 	i := a.free[len(a.free)-1]
 	a.free = a.free[:len(a.free)-1]
-	a.bytes += n
+	a.bytes += d.n
 	s := &a.slots[i]
-	*s = aioSlot{iov: s.iov[:0], chain: c, d: d, r: served{op: blkOpOf(typ), bytes: n}, start: time.Now(), telStart: telStart, pop: popped}
+	*s = aioSlot{iov: s.iov[:0], chain: c, d: d, r: served{op: blkOpOf(p.typ), bytes: d.n}, start: time.Now(), telStart: telStart, pop: popped}
 	for _, buf := range d.bufs {
 		s.iov = append(s.iov, unix.Iovec{Base: &buf[0], Len: uint64(len(buf))})
 	}
 	s.cb = iocb{data: uint64(i), opcode: iocbCmdPreadv, fd: uint32(b.direct.fd), nbytes: uint64(len(s.iov)),
 		offset: d.off, flags: iocbFlagResfd, resfd: uint32(a.doneFd)}
-	if write {
+	if d.write {
 		s.cb.opcode = iocbCmdPwritev
 	}
 	s.cb.buf = iovecAddress(s.iov)
@@ -175,6 +191,10 @@ func (b *Block) prepareAIO(a *blkAIO, c *Chain, telStart, popped int64) bool {
 // used_event allows), and after every queue-size batch. A queue the
 // transport holds or aborted stops being popped; what is in flight still
 // completes (an aborted queue's requests are abandoned by complete).
+//
+// Every round that waits ends with at least one request completed or
+// with the context given up (failAIO, which leaves nothing in flight),
+// so the loop ends however the kernel behaves.
 func (b *Block) serveQueueAIO(bq *blkQueue, a *blkAIO) error {
 	tel := bq.q.tel
 	var errs []error
@@ -221,13 +241,11 @@ func (b *Block) serveQueueAIO(bq *blkQueue, a *blkAIO) error {
 func (b *Block) submitAIO(bq *blkQueue, a *blkAIO, record func(error)) {
 	defer func() { a.submit, a.batch = a.submit[:0], a.batch[:0] }()
 	for len(a.submit) > 0 {
-		n, err := ioSubmit(a.ctx, a.submit)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil || n == 0 {
-			// EAGAIN (no room in the kernel) or a refusal: serve the
-			// rest synchronously, which reports real errors per request.
+		n, err := a.sys.submit(a.ctx, a.submit)
+		if err != nil || n <= 0 || n > len(a.submit) {
+			// EAGAIN (no room in the kernel), EINTR or a refusal: serve
+			// the rest synchronously, which reports real errors per
+			// request.
 			for _, i := range a.batch {
 				s := &a.slots[i]
 				status, written := b.finishData(s.d, b.transfer(bq.q, s.d.bufs, s.d.off, s.d.write), s.start)
@@ -241,44 +259,102 @@ func (b *Block) submitAIO(bq *blkQueue, a *blkAIO, record func(error)) {
 }
 
 // reapAIO waits for at least one completion and completes every request
-// that has one.
+// that has one. A context that fails (io_getevents or the eventfd
+// fails, or a completion names no request in flight) is given up
+// (failAIO): its error breaks the queue.
 func (b *Block) reapAIO(bq *blkQueue, a *blkAIO) error {
-	var buf [8]byte
 	for {
-		n, err := ioGetEvents(a.ctx, a.events[:a.inflight()])
-		if err != nil && err != unix.EINTR {
-			return fmt.Errorf("io_getevents: %w", err)
+		n, err := a.sys.getEvents(a.ctx, a.events[:a.inflight()])
+		switch {
+		case err == unix.EINTR:
+			n = 0
+		case err != nil:
+			return b.failAIO(bq, a, fmt.Errorf("io_getevents: %w", err))
+		case n < 0 || n > a.inflight():
+			return b.failAIO(bq, a, fmt.Errorf("io_getevents returned %d events for %d requests", n, a.inflight()))
 		}
 		if n > 0 {
 			var errs []error
+			var lost error
 			for _, e := range a.events[:n] {
+				if e.data >= uint64(len(a.slots)) || a.slots[e.data].chain == nil {
+					lost = fmt.Errorf("completion for slot %d, which has no request in flight", e.data)
+					continue
+				}
 				errs = append(errs, b.finishAIO(bq, a, int(e.data), e.res))
+			}
+			if lost != nil {
+				// The request the kernel did complete is unknown: only
+				// io_destroy can say all of them are done.
+				errs = append(errs, b.failAIO(bq, a, lost))
 			}
 			return errors.Join(errs...)
 		}
 		// Nothing yet: sleep on the eventfd, in the netpoller.
-		if _, err := a.done.Read(buf[:]); err != nil {
-			return fmt.Errorf("AIO eventfd: %w", err)
+		if err := a.sys.wait(a.done, aioRecheck); err != nil {
+			return b.failAIO(bq, a, fmt.Errorf("AIO eventfd: %w", err))
 		}
 	}
 }
 
-// finishAIO completes slot i, whose AIO returned res: the bytes moved or
-// a negative errno. A short transfer, or one O_DIRECT refused after all
-// (EINVAL), is finished by the ordinary path.
-func (b *Block) finishAIO(bq *blkQueue, a *blkAIO, i int, res int64) error {
-	if i < 0 || i >= len(a.slots) {
-		return fmt.Errorf("AIO completion for slot %d of %d", i, len(a.slots))
+// failAIO gives up a's context after err. io_destroy cancels what it can
+// and waits for the rest, after which no request in flight touches guest
+// memory any more: each then completes with IOERR (and no data). If
+// io_destroy fails too, nothing says when the kernel is done with their
+// buffers, so they are abandoned: never completed, their status never
+// written. Either way nothing is left in flight, and the error breaks
+// the queue (DEVICE_NEEDS_RESET, as a malformed ring does) until the
+// driver resets the device, whose next Activate makes a new context.
+// Logged once per failure; the guest log counts them (aio_failure).
+func (b *Block) failAIO(bq *blkQueue, a *blkAIO, err error) error {
+	n := a.inflight()
+	derr := a.sys.destroy(a.ctx)
+	a.dead = true
+	if derr != nil {
+		b.warn.Printf("aio_failure", "queue %d: Linux AIO failed (%v), and io_destroy (%v): %d requests in flight abandoned",
+			bq.index, err, derr, n)
+		for i := range a.slots {
+			a.slots[i].chain, a.slots[i].d = nil, dataRequest{}
+		}
+		a.free, a.bytes = a.free[:0], 0
+		for i := len(a.slots) - 1; i >= 0; i-- {
+			a.free = append(a.free, i)
+		}
+		return fmt.Errorf("Linux AIO: %w (io_destroy: %v)", err, derr)
 	}
+	b.warn.Printf("aio_failure", "queue %d: Linux AIO failed (%v): %d requests in flight end with IOERR", bq.index, err, n)
+	var errs []error
+	for i := range a.slots {
+		s := &a.slots[i]
+		if s.chain == nil {
+			continue
+		}
+		if s.d.write {
+			b.stats.failed(opWrite)
+		} else {
+			b.stats.failed(opRead)
+		}
+		errs = append(errs, b.completeAIO(bq, a, i, blkSIOErr, 0))
+	}
+	return errors.Join(append(errs, fmt.Errorf("Linux AIO: %w", err))...)
+}
+
+// finishAIO completes slot i, whose AIO returned res: the bytes moved or
+// a negative errno. A short transfer is finished by the ordinary path;
+// one O_DIRECT refused (refusedDirect), through the page cache.
+func (b *Block) finishAIO(bq *blkQueue, a *blkAIO, i int, res int64) error {
 	s := &a.slots[i]
 	var err error
 	switch {
 	case res == int64(s.d.n):
-	case res >= 0 || res == -int64(unix.EINVAL):
-		done := max(res, 0)
-		err = b.transfer(bq.q, advance(s.d.bufs, int(done)), s.d.off+done, s.d.write)
-	default:
+	case res >= 0 && res < int64(s.d.n):
+		err = b.transfer(bq.q, advance(s.d.bufs, int(res)), s.d.off+res, s.d.write)
+	case res < 0 && refusedDirect(unix.Errno(-res)):
+		err = b.transferBy(b.viaPageCache, bq.q, s.d.bufs, s.d.off, s.d.write)
+	case res < 0:
 		err = unix.Errno(-res)
+	default:
+		err = fmt.Errorf("AIO moved %d bytes of %d", res, s.d.n)
 	}
 	status, written := b.finishData(s.d, err, s.start)
 	return b.completeAIO(bq, a, i, status, written)

@@ -152,25 +152,38 @@ func (d *directIO) bounce(iov [][]byte, off int64, write bool) (int, error) {
 // rw is one preadv or pwritev of iov at off on the image, the way b's
 // cache mode and iov's alignment want it.
 func (b *Block) rw(iov [][]byte, off int64, write bool) (int, error) {
-	fd := b.fd
-	if d := b.direct; d != nil {
-		n, err := 0, error(nil)
-		switch d.path(iov, off) {
-		case dioDirect:
-			n, err = vectorIO(d.fd, iov, off, write)
-		case dioBounce:
-			n, err = d.bounce(iov, off, write)
-		default:
-			err = unix.EINVAL
-		}
-		if err != unix.EINVAL {
-			return n, err
-		}
-		// Refused for its alignment after all (or not alignable): the
-		// page cache takes any.
-		d.buffered.Add(1)
+	d := b.direct
+	if d == nil {
+		return vectorIO(b.fd, iov, off, write)
 	}
-	return vectorIO(fd, iov, off, write)
+	var n int
+	var err error
+	switch d.path(iov, off) {
+	case dioDirect:
+		n, err = vectorIO(d.fd, iov, off, write)
+	case dioBounce:
+		n, err = d.bounce(iov, off, write)
+	default:
+		return b.viaPageCache(iov, off, write)
+	}
+	if refusedDirect(err) {
+		return b.viaPageCache(iov, off, write)
+	}
+	return n, err
+}
+
+// refusedDirect reports whether O_DIRECT refused a transfer for its
+// alignment after all (EINVAL: the alignment the device believed was
+// wrong), which then goes through the page cache (viaPageCache). This is
+// the one place that decides it, for rw and for AIO's completions
+// (finishAIO) alike.
+func refusedDirect(err error) bool { return errors.Is(err, unix.EINVAL) }
+
+// viaPageCache is one transfer of a cache=none disk through the page
+// cache, which takes any alignment.
+func (b *Block) viaPageCache(iov [][]byte, off int64, write bool) (int, error) {
+	b.direct.buffered.Add(1)
+	return vectorIO(b.fd, iov, off, write)
 }
 
 func vectorIO(fd int, iov [][]byte, off int64, write bool) (int, error) {
