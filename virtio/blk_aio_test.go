@@ -72,6 +72,19 @@ func notifyWithin(t *testing.T, b *Block) error {
 	}
 }
 
+// checkAllOK checks that every read came back once, with the image's
+// data.
+func (r *aioReads) checkAllOK(t *testing.T) {
+	t.Helper()
+	for i := range r.head {
+		r.e.mustUsed()
+		if st := r.e.mem[r.status[i]]; st != blkSOK || !r.ok(i) {
+			t.Errorf("read %d: status %d, data right %v", i, st, r.ok(i))
+		}
+	}
+	r.e.noUsed()
+}
+
 // checkAllFailed checks that every read came back once, with IOERR, and
 // the device counted each as a failed read and the context failure once.
 func (r *aioReads) checkAllFailed(t *testing.T, err error) {
@@ -119,12 +132,7 @@ func (e *directEnv) checkRecovered(t *testing.T, old *blkAIO) {
 	if err := notifyWithin(t, e.b); err != nil {
 		t.Fatalf("Notify after the reset: %v", err)
 	}
-	for i := range r.head {
-		e.mustUsed()
-		if st := e.mem[r.status[i]]; st != blkSOK || !r.ok(i) {
-			t.Errorf("read %d after the reset: status %d, data right %v", i, st, r.ok(i))
-		}
-	}
+	r.checkAllOK(t)
 	if a.submitted != 4 {
 		t.Errorf("%d reads went to the new context, want 4", a.submitted)
 	}
@@ -258,12 +266,7 @@ func TestBlockAIOLostWakeup(t *testing.T) {
 	if err := notifyWithin(t, e.b); err != nil {
 		t.Fatal(err)
 	}
-	for i := range r.head {
-		e.mustUsed()
-		if st := e.mem[r.status[i]]; st != blkSOK || !r.ok(i) {
-			t.Errorf("read %d: status %d, data right %v", i, st, r.ok(i))
-		}
-	}
+	r.checkAllOK(t)
 	if a.dead || e.b.warn.Counts()["aio_failure"] != 0 {
 		t.Error("a slow wake-up failed the context")
 	}
@@ -278,12 +281,7 @@ func TestBlockAIOSubmitRefused(t *testing.T) {
 	if err := notifyWithin(t, e.b); err != nil {
 		t.Fatal(err)
 	}
-	for i := range r.head {
-		e.mustUsed()
-		if st := e.mem[r.status[i]]; st != blkSOK || !r.ok(i) {
-			t.Errorf("read %d: status %d, data right %v", i, st, r.ok(i))
-		}
-	}
+	r.checkAllOK(t)
 	if a.submitted != 0 || a.inflight() != 0 || a.dead {
 		t.Errorf("submitted %d, in flight %d, dead %v", a.submitted, a.inflight(), a.dead)
 	}
