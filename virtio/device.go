@@ -97,6 +97,15 @@ type served struct {
 // is a broken queue or a failed interrupt; the device should keep it
 // until Reset.
 func serve(mem Memory, q *Queue, features uint64, irq Interrupt, queue int, handle func(*Chain) served) error {
+	_, err := serveBatch(mem, q, features, irq, queue, 0, handle)
+	return err
+}
+
+// serveBatch is serve that stops after limit chains (0: no limit), with
+// their interrupt sent, and reports more when it stopped there: the ring
+// may hold more, and the caller must call it again (a device calls it
+// under a lock that others wait for, and lets them in between batches).
+func serveBatch(mem Memory, q *Queue, features uint64, irq Interrupt, queue, limit int, handle func(*Chain) served) (more bool, err error) {
 	tel := q.tel
 	pushed := 0
 	signal := func() error {
@@ -114,27 +123,28 @@ func serve(mem Memory, q *Queue, features uint64, irq Interrupt, queue int, hand
 		}
 		return nil
 	}
-	for {
+	for n := 0; limit == 0 || n < limit; n++ {
 		c, err := q.Pop(mem)
 		if err != nil || c == nil {
 			// Chains completed before a broken one still get their
 			// interrupt.
-			return errors.Join(err, signal())
+			return false, errors.Join(err, signal())
 		}
 		start, popped := tel.popStart(), tel.now()
 		r := handle(c)
 		if r.abandon {
-			return signal()
+			return false, signal()
 		}
 		done := tel.now()
 		if err := q.Push(mem, c.Head, r.written); err != nil {
-			return errors.Join(err, signal())
+			return false, errors.Join(err, signal())
 		}
 		tel.pushed(r.op, r.bytes, start, popped, done)
 		if pushed++; pushed >= int(q.Size()) {
 			if err := signal(); err != nil {
-				return err
+				return false, err
 			}
 		}
 	}
+	return true, signal()
 }

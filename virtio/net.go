@@ -116,10 +116,12 @@ type Net struct {
 	config  [12]byte // mac, status, max_virtqueue_pairs, mtu
 	pairs   []*netPair
 
+	// closed is set first thing in Close, with no lock: Close must not
+	// wait for a lock a transmit stuck in a tap write holds.
+	closed atomic.Bool
 	// ctrlMu serializes Activate, Reset, Close and the control queue;
 	// the pairs' own locks guard what the pairs use.
 	ctrlMu    sync.Mutex
-	closed    bool
 	active    bool
 	mem       Memory
 	features  uint64
@@ -129,7 +131,8 @@ type Net struct {
 	rxDropped atomic.Uint64
 	txDropped atomic.Uint64
 	// Frames and bytes (without the virtio header) that crossed, and
-	// transmitted frames dropped as malformed (a subset of txDropped).
+	// transmitted frames dropped as the guest's fault (a subset of
+	// txDropped).
 	rxPackets, rxBytes atomic.Uint64
 	txPackets, txBytes atomic.Uint64
 	txInvalid          atomic.Uint64
@@ -148,12 +151,13 @@ type netPair struct {
 
 	// mu guards the receive side and wakes the receive goroutine; txMu
 	// guards the transmit side. Activation state is written with both
-	// held (mu first), so either is enough to read it.
+	// held (mu first), so either is enough to read it; closed, which
+	// only the receive side reads, is mu's alone.
 	mu      sync.Mutex
 	cond    *sync.Cond // on mu: buffers posted, activated, reset, closed
 	txMu    sync.Mutex
-	active  bool // the device is active and the driver uses this pair
-	closed  bool
+	active  bool          // the device is active and the driver uses this pair
+	closed  bool          // Close began: the receive goroutine returns
 	gen     uint64        // activations so far, to drop frames read before a reset
 	started bool          // the receive goroutine runs
 	done    chan struct{} // closed when the receive goroutine returns
@@ -176,9 +180,11 @@ type netPair struct {
 	txHdr    [NetHdrLen]byte
 }
 
-// netRxBatch bounds the frames read per hold of mu while the tap keeps
-// delivering, so that Notify and Reset get their turn.
-const netRxBatch = 64
+// netBatch bounds the frames read per hold of mu while the tap keeps
+// delivering, and the chains served per hold of txMu or ctrlMu while
+// the driver keeps its ring full, so that Notify, usePairs and Reset get
+// their turn.
+const netBatch = 64
 
 // NewNet returns a network device on taps, one queue pair per tap (the
 // queues of one multiqueue tap; at most NetMaxQueuePairs). offload
@@ -300,7 +306,7 @@ func (n *Net) Activate(mem Memory, features uint64, queues []*Queue, irq Interru
 	}
 	n.ctrlMu.Lock()
 	defer n.ctrlMu.Unlock()
-	if n.closed {
+	if n.closed.Load() {
 		return errors.New("virtio-net: device closed")
 	}
 	// Only what we offered counts: a driver that accepts more gets
@@ -370,7 +376,7 @@ func (n *Net) usePairs(k int) {
 // caller's time. Pair 0's queue stays attached. ctrlMu must be held.
 func (n *Net) attachTap(i int, on bool) bool {
 	p := n.pairs[i]
-	if i == 0 || n.closed || p.tapDetached != on {
+	if i == 0 || n.closed.Load() || p.tapDetached != on {
 		return true
 	}
 	if err := p.tap.EnableQueue(on); err != nil {
@@ -393,7 +399,7 @@ func (n *Net) Reset() {
 
 // resetLocked stops the device; ctrlMu must be held.
 func (n *Net) resetLocked() {
-	if n.features&netFGuestCsum != 0 && !n.closed {
+	if n.features&netFGuestCsum != 0 && !n.closed.Load() {
 		// Frames queued while the device is down then come plain; any
 		// that came before are checked against the next driver's
 		// features on receive, so a failure here loses nothing.
@@ -407,7 +413,7 @@ func (n *Net) resetLocked() {
 		p.mu.Lock()
 		p.txMu.Lock()
 		p.active = false
-		p.closed = n.closed
+		p.closed = n.closed.Load()
 		p.mem, p.features, p.irq = nil, 0, nil
 		p.rxq, p.txq, p.rxErr, p.txErr = nil, nil, nil, nil
 		p.rxHeld = p.rxHeld[:0]
@@ -419,23 +425,31 @@ func (n *Net) resetLocked() {
 }
 
 // Close stops the device, closes the taps and waits for the receive
-// goroutines to return.
+// goroutines to return. It is bounded whatever the datapath is doing:
+// the taps close before it takes ctrlMu or txMu, which ends a tap read
+// or write in progress (a transmit waiting for room in the tap holds
+// txMu, and a control command may wait for that).
 func (n *Net) Close() error {
-	n.ctrlMu.Lock()
-	if n.closed {
-		n.ctrlMu.Unlock()
+	if !n.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	n.closed = true
-	n.resetLocked()
-	n.ctrlMu.Unlock()
-
 	var errs []error
 	for _, p := range n.pairs {
-		// Closing the tap ends a read in progress.
+		// The receive goroutine learns it is closing before its read
+		// fails, so it does not report the failure. mu is never held
+		// across a wait.
+		p.mu.Lock()
+		p.closed = true
+		p.cond.Broadcast()
+		p.mu.Unlock()
 		if err := p.tap.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("virtio-net: close tap queue %d: %w", p.index, err))
 		}
+	}
+	n.ctrlMu.Lock()
+	n.resetLocked()
+	n.ctrlMu.Unlock()
+	for _, p := range n.pairs {
 		p.mu.Lock()
 		started := p.started
 		p.mu.Unlock()
@@ -462,23 +476,42 @@ func (n *Net) Notify(queue int) error {
 		p.cond.Broadcast()
 		return p.rxErr
 	}
-	p.txMu.Lock()
-	defer p.txMu.Unlock()
-	return p.transmitLocked()
+	return inBatches(&p.txMu, p.transmitLocked)
+}
+
+// inBatches runs batch with mu held until it reports no more work or an
+// error, and frees mu between batches: however long a driver keeps a
+// ring full, those waiting for mu (usePairs, Reset) get their turn, and
+// the next batch then finds what they changed. A stop or reset of the
+// transport also ends it, through Pop (Queue.abort).
+func inBatches(mu *sync.Mutex, batch func() (more bool, err error)) error {
+	for {
+		mu.Lock()
+		more, err := batch()
+		mu.Unlock()
+		if err != nil || !more {
+			return err
+		}
+	}
 }
 
 // control serves the control queue: VQ_PAIRS_SET, the one command of
 // the one class offered; anything else is answered VIRTIO_NET_ERR.
 func (n *Net) control() error {
-	n.ctrlMu.Lock()
-	defer n.ctrlMu.Unlock()
+	return inBatches(&n.ctrlMu, n.controlLocked)
+}
+
+// controlLocked serves up to netBatch control commands and reports
+// whether there may be more; ctrlMu must be held.
+func (n *Net) controlLocked() (more bool, err error) {
 	if n.ctrlq == nil || n.ctrlErr != nil {
-		return n.ctrlErr
+		return false, n.ctrlErr
 	}
-	if err := serve(n.mem, n.ctrlq, n.features, n.irq, n.ctrlIndex(), n.command); err != nil {
+	more, err = serveBatch(n.mem, n.ctrlq, n.features, n.irq, n.ctrlIndex(), netBatch, n.command)
+	if err != nil {
 		n.ctrlErr = fmt.Errorf("virtio-net: controlq: %w", err)
 	}
-	return n.ctrlErr
+	return more, n.ctrlErr
 }
 
 // readyPairs counts the leading pairs whose queues the driver enabled:
@@ -519,18 +552,17 @@ func (n *Net) command(c *Chain) served {
 	return served{written: 1, op: op} // the ack: what the device wrote
 }
 
-// transmitLocked sends every available frame to the tap; txMu must be
-// held.
-func (p *netPair) transmitLocked() error {
+// transmitLocked sends up to netBatch available frames to the tap and
+// reports whether there may be more; txMu must be held.
+func (p *netPair) transmitLocked() (more bool, err error) {
 	if p.txq == nil || p.txErr != nil {
-		return p.txErr
+		return false, p.txErr
 	}
-	if err := serve(p.mem, p.txq, p.features, p.irq, 2*p.index+1, func(c *Chain) served {
-		return p.transmit(c)
-	}); err != nil {
+	more, err = serveBatch(p.mem, p.txq, p.features, p.irq, 2*p.index+1, netBatch, p.transmit)
+	if err != nil {
 		p.txErr = fmt.Errorf("virtio-net: transmitq: %w", err)
 	}
-	return p.txErr
+	return more, p.txErr
 }
 
 // Kinds of request, for telemetry (RequestOps).
@@ -562,33 +594,52 @@ func (n *Net) RequestOps(queue int) []string {
 // copy is what the tap gets, so the guest cannot change what was
 // checked; the frame itself goes from guest memory (the tap copies it
 // before the kernel parses it, and its length, which the checks use,
-// is the descriptors').
+// is the descriptors'). txMu must be held.
 func (p *netPair) transmit(c *Chain) served {
 	l := c.ReadableLen()
+	if !p.active {
+		// A driver must not transmit on a pair beyond the count it
+		// set with VQ_PAIRS_SET, nor before it set one on any pair but
+		// the first (virtio 1.2, 5.1.6.5.5); its tap queue may be
+		// detached. The frame is dropped as the guest's fault, and the
+		// chain goes back, so the driver does not wait for it.
+		return p.dropInvalid("bad_queue", "transmit: dropped a %d-byte packet on queue pair %d, which the driver has not enabled", l, p.index)
+	}
 	if l < NetHdrLen || l > netMaxPacket {
-		p.txDropped.Add(1)
-		p.txInvalid.Add(1)
-		p.warn.Printf("bad_packet", "transmit: dropped a %d-byte packet (header %d, limit %d)", l, NetHdrLen, netMaxPacket)
-		return served{op: netOpTxDropped}
+		return p.dropInvalid("bad_packet", "transmit: dropped a %d-byte packet (header %d, limit %d)", l, NetHdrLen, netMaxPacket)
 	}
 	c.Gather(p.txHdr[:], 0)
 	hdr, err := parseNetHdr(p.txHdr[:]).checkTx(p.features, int(l)-NetHdrLen)
 	if err != nil {
-		p.txDropped.Add(1)
-		p.txInvalid.Add(1)
-		p.warn.Printf("bad_header", "transmit: dropped a %d-byte packet: %v", l, err)
-		return served{op: netOpTxDropped}
+		return p.dropInvalid("bad_header", "transmit: dropped a %d-byte packet: %v", l, err)
 	}
 	hdr.put(p.txHdr[:], 0)
 	p.txIovs = c.AppendBuffers(append(p.txIovs[:0], p.txHdr[:]), false, NetHdrLen, l-NetHdrLen)
+	if len(p.txIovs) > netMaxIovs {
+		// One writev takes at most IOV_MAX buffers, and Linux sends at
+		// most MAX_SKB_FRAGS+2: a longer chain is the guest's doing.
+		return p.dropInvalid("bad_packet", "transmit: dropped a %d-byte packet in %d buffers, more than %d", l, len(p.txIovs)-1, netMaxIovs-1)
+	}
 	if err := p.tap.WriteFrame(p.txIovs); err != nil {
 		p.txDropped.Add(1)
-		p.warn.Printf("host_io", "transmit: write tap: %v", err)
+		if !p.Net.closed.Load() {
+			p.warn.Printf("host_io", "transmit: write tap: %v", err)
+		}
 		return served{op: netOpTxDropped}
 	}
 	p.txPackets.Add(1)
 	p.txBytes.Add(uint64(l - NetHdrLen))
 	return served{op: netOpTx, bytes: l - NetHdrLen}
+}
+
+// dropInvalid drops a frame the guest should not have sent, counting it
+// as its fault, and logs why (format and args, under the rate-limited
+// kind).
+func (p *netPair) dropInvalid(kind, format string, args ...any) served {
+	p.txDropped.Add(1)
+	p.txInvalid.Add(1)
+	p.warn.Printf(kind, format, args...)
+	return served{op: netOpTxDropped}
 }
 
 // receiveLoop reads frames from the tap into the guest's receive
@@ -620,7 +671,7 @@ func (p *netPair) receiveLoop() {
 		err := rc.Read(func(fd uintptr) bool {
 			p.mu.Lock()
 			defer p.mu.Unlock()
-			for range netRxBatch {
+			for range netBatch {
 				if !p.active || p.closed {
 					return true
 				}
@@ -665,34 +716,52 @@ func (p *netPair) interruptRx() {
 	tel.interrupted(tel.now())
 }
 
-// holdRx pops receive buffers until those held can take a frame of
-// netMaxPacket bytes (with MRG_RXBUF) or one buffer is held (without,
-// a frame takes exactly one), or the ring is empty. It reports false if
-// receiveq broke. mu must be held.
-func (p *netPair) holdRx(mergeable bool) bool {
+// holdRx pops receive buffers until those held take a frame of size
+// bytes (with MRG_RXBUF) or one buffer is held (without: a frame takes
+// exactly one buffer), and reports whether they do. When the ring runs
+// empty first it returns false, or with wait waits for the driver to
+// post more, and gives up (false) if the device went down, was reset and
+// activated meanwhile (the new buffers do not hold the part of a frame
+// already read), or receiveq broke; or if every buffer the ring can hold
+// is held and still short: that frame can never fit. mu must be held;
+// it is released only while waiting.
+func (p *netPair) holdRx(size uint64, mergeable, wait bool) bool {
+	gen := p.gen
 	var room uint64
 	for _, c := range p.rxHeld {
 		room += c.WritableLen()
 	}
-	for (mergeable && room < netMaxPacket) || len(p.rxHeld) == 0 {
-		c, err := p.rxq.Pop(p.mem)
-		if err != nil {
-			p.failReceive(err)
+	for {
+		if !p.active || p.closed || p.rxErr != nil || p.gen != gen {
 			return false
 		}
-		if c == nil {
+		if (mergeable && room >= size) || (!mergeable && len(p.rxHeld) > 0) {
 			return true
 		}
-		w := c.WritableLen()
-		if mergeable && w < NetHdrLen {
-			// Every mergeable buffer holds at least a header (5.1.6.3.1).
-			p.failReceive(fmt.Errorf("receive buffer %d of %d bytes, smaller than the %d-byte header", c.Head, w, NetHdrLen))
+		c, err := p.rxq.Pop(p.mem)
+		switch {
+		case err != nil:
+			p.failReceive(err)
 			return false
+		case c != nil && mergeable && c.WritableLen() < NetHdrLen:
+			// Every mergeable buffer holds at least a header (5.1.6.3.1).
+			p.failReceive(fmt.Errorf("receive buffer %d of %d bytes, smaller than the %d-byte header", c.Head, c.WritableLen(), NetHdrLen))
+			return false
+		case c != nil:
+			p.rxHeld = append(p.rxHeld, c)
+			room += c.WritableLen()
+		case !wait:
+			return false
+		case len(p.rxHeld) >= int(p.rxq.Size()):
+			// Keep them for smaller frames.
+			p.warn.Printf("rx_buffer", "receive: dropped a %d-byte packet: %d receive buffers hold %d bytes", size, len(p.rxHeld), room)
+			return false
+		default:
+			// Pop found the ring empty after asking for a notification,
+			// so the driver's next buffer comes with a Notify(0).
+			p.cond.Wait()
 		}
-		p.rxHeld = append(p.rxHeld, c)
-		room += w
 	}
-	return true
 }
 
 // receive reads one frame from the tap into the held receive buffers
@@ -713,7 +782,9 @@ func (p *netPair) receive(fd int) error {
 		return err
 	}
 	mergeable := p.features&netFMrgRxbuf != 0
-	if !p.holdRx(mergeable) {
+	// As many buffers as the largest frame takes, or as the ring has:
+	// the frame is read into them.
+	if !p.holdRx(netMaxPacket, mergeable, false) && p.rxErr != nil {
 		return nil
 	}
 	// The held buffers first, whole and in order, up to the largest
@@ -763,7 +834,7 @@ func (p *netPair) receive(fd int) error {
 		// buffer too small stays for a smaller frame rather than hand
 		// back a truncated one.
 		inPlace := inIovs > 0
-		if !inPlace && !p.waitRx(uint64(m), false) {
+		if !inPlace && !p.holdRx(uint64(m), false, true) {
 			p.rxDropped.Add(1)
 			return nil
 		}
@@ -777,36 +848,23 @@ func (p *netPair) receive(fd int) error {
 		}
 		used = 1
 	} else {
-		// The buffers the frame fills, in order, the last one partly.
+		// The buffers the frame fills, in order, the last one partly;
+		// each holds at least a header (holdRx let no smaller one in).
 		left := uint64(m)
 		for used < inIovs && left > 0 {
-			w := p.rxHeld[used].WritableLen()
-			if w < NetHdrLen {
-				// Every mergeable buffer holds at least a header
-				// (5.1.6.3.1).
-				p.failReceive(fmt.Errorf("receive buffer %d of %d bytes, smaller than the %d-byte header", p.rxHeld[used].Head, w, NetHdrLen))
-				p.rxDropped.Add(1)
-				return nil
-			}
-			left -= min(left, w)
+			left -= min(left, p.rxHeld[used].WritableLen())
 			used++
 		}
 		if left > 0 {
 			// The rest is in the bounce buffer, from its start: more
 			// buffers take it.
-			if !p.waitRx(uint64(m), true) {
+			if !p.holdRx(uint64(m), true, true) {
 				p.rxDropped.Add(1)
 				return nil
 			}
 			bounce := p.rxBounce[:left]
 			for len(bounce) > 0 {
-				c := p.rxHeld[used]
-				if w := c.WritableLen(); w < NetHdrLen {
-					p.failReceive(fmt.Errorf("receive buffer %d of %d bytes, smaller than the %d-byte header", c.Head, w, NetHdrLen))
-					p.rxDropped.Add(1)
-					return nil
-				}
-				bounce = bounce[c.Scatter(bounce, 0):]
+				bounce = bounce[p.rxHeld[used].Scatter(bounce, 0):]
 				used++
 			}
 		}
@@ -835,48 +893,6 @@ func (p *netPair) receive(fd int) error {
 	tel.pushed(netOpRx, uint64(m-NetHdrLen), start, popped, tel.now())
 	p.interruptRx()
 	return nil
-}
-
-// waitRx waits until the held buffers take a frame of size bytes (with
-// MRG_RXBUF) or one buffer is held (without), and reports whether that
-// happened before the device went down or receiveq broke; a frame that
-// every buffer the ring can hold cannot take is dropped. A device reset
-// and activated meanwhile has new buffers, which do not hold the part of
-// the frame already read: it reports false. mu must be held.
-func (p *netPair) waitRx(size uint64, mergeable bool) bool {
-	gen := p.gen
-	for {
-		if !p.active || p.rxErr != nil || p.gen != gen {
-			return false
-		}
-		var room uint64
-		for _, c := range p.rxHeld {
-			room += c.WritableLen()
-		}
-		if (mergeable && room >= size) || (!mergeable && len(p.rxHeld) > 0) {
-			return true
-		}
-		c, err := p.rxq.Pop(p.mem)
-		switch {
-		case err != nil:
-			p.failReceive(err)
-			return false
-		case c != nil && mergeable && c.WritableLen() < NetHdrLen:
-			p.failReceive(fmt.Errorf("receive buffer %d of %d bytes, smaller than the %d-byte header", c.Head, c.WritableLen(), NetHdrLen))
-			return false
-		case c != nil:
-			p.rxHeld = append(p.rxHeld, c)
-		case len(p.rxHeld) >= int(p.rxq.Size()):
-			// Every buffer the ring can hold and still short: this
-			// frame can never fit. Keep them for smaller frames.
-			p.warn.Printf("rx_buffer", "receive: dropped a %d-byte packet: %d receive buffers hold %d bytes", size, len(p.rxHeld), room)
-			return false
-		default:
-			// Pop found the ring empty after asking for a notification,
-			// so the driver's next buffer comes with a Notify(0).
-			p.cond.Wait()
-		}
-	}
 }
 
 // gatherIovs copies the start of iovs into p.

@@ -521,11 +521,46 @@ func TestNetRaceNotify(t *testing.T) {
 // control queue, starts on pair 0 with tap queue 1 detached, and after
 // VQ_PAIRS_SET(2) receives and transmits on pair 1 through tap queue 1;
 // malformed or unoffered commands are answered VIRTIO_NET_ERR.
+// mqEnv is a device of two queue pairs, activated: d are the drivers
+// of receiveq0, transmitq0, receiveq1, transmitq1 and the control queue,
+// in one memory.
+type mqEnv struct {
+	n     *Net
+	mem   testMem
+	d     [5]*testDriver
+	devs  [2]*sockTap
+	hosts [2]*os.File
+}
+
+func newMQEnv(t *testing.T, irq Interrupt) *mqEnv {
+	t.Helper()
+	e := &mqEnv{mem: make(testMem, testMemSize)}
+	e.devs[0], e.hosts[0] = fakeTap(t)
+	e.devs[1], e.hosts[1] = fakeTap(t)
+	e.n = mustNewNet(t, e.devs[0], net.HardwareAddr{2, 0, 0, 0, 0, 1}, false, e.devs[1])
+	t.Cleanup(func() { e.n.Close() })
+	// Five queues in one memory, 64 KiB apart.
+	var qs []*Queue
+	for i := range e.d {
+		size := uint16(netQueueSize)
+		if i == 4 {
+			size = netCtrlQueueSize
+		}
+		e.d[i] = newTestDriverIn(t, e.mem, NewQueue(size), size, 0x10000*uint64(i+1), 0)
+		e.d[i].heap = 0x100000 + 0x80000*uint64(i)
+		qs = append(qs, e.d[i].q)
+	}
+	if err := e.n.Activate(e.mem, testNetFeatures(e.n), qs, irq); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
 func TestNetMultiqueue(t *testing.T) {
-	dev0, host0 := fakeTap(t)
-	dev1, host1 := fakeTap(t)
-	n := mustNewNet(t, dev0, net.HardwareAddr{2, 0, 0, 0, 0, 1}, false, dev1)
-	t.Cleanup(func() { n.Close() })
+	irq := newTestIRQ()
+	e := newMQEnv(t, irq)
+	n, mem, d := e.n, e.mem, e.d
+	dev0, dev1 := e.devs[0], e.devs[1]
 	if f := n.Features(); f&(netFCtrlVQ|netFMQ) != netFCtrlVQ|netFMQ || len(n.QueueSizes()) != 5 {
 		t.Fatalf("features %#x, %d queues", f, len(n.QueueSizes()))
 	}
@@ -534,21 +569,22 @@ func TestNetMultiqueue(t *testing.T) {
 	if binary.LittleEndian.Uint16(cfg) != 2 {
 		t.Errorf("max_virtqueue_pairs % x, want 2", cfg)
 	}
-	// Five queues in one memory, 64 KiB apart.
-	mem := make(testMem, testMemSize)
-	var d [5]*testDriver
-	var qs []*Queue
-	for i := range d {
-		d[i] = newTestDriverIn(t, mem, NewQueue(netQueueSize), netQueueSize, 0x10000*uint64(i+1), 0)
-		d[i].heap = 0x100000 + 0x80000*uint64(i)
-		qs = append(qs, d[i].q)
-	}
-	irq := newTestIRQ()
-	if err := n.Activate(mem, testNetFeatures(n), qs, irq); err != nil {
-		t.Fatal(err)
-	}
 	if dev0.queue.Load() != 0 || dev1.queue.Load() != tapDetached {
 		t.Errorf("tap queues %d %d before VQ_PAIRS_SET, want pair 1's detached (%d), pair 0's untouched", dev0.queue.Load(), dev1.queue.Load(), tapDetached)
+	}
+	// A frame on transmitq1 before the driver enabled pair 1 (5.1.6.5.5)
+	// is dropped as the guest's fault, and its chain goes back; the
+	// tap queue never sees it (the first frame read from it below is
+	// the one sent once the pair is enabled).
+	d[3].add(rd(frame(NetHdrLen+40, 99)))
+	if err := n.Notify(3); err != nil {
+		t.Fatal(err)
+	}
+	if _, l := d[3].mustUsed(); l != 0 {
+		t.Errorf("dropped frame: used length %d", l)
+	}
+	if s := n.Stats(); s.TxDropped != 1 || s.TxInvalid != 1 || s.TxPackets != 0 {
+		t.Errorf("frame on a disabled pair: counters %+v, want one invalid drop", s)
 	}
 
 	command := func(class, cmd byte, data []byte) byte {
@@ -585,7 +621,7 @@ func TestNetMultiqueue(t *testing.T) {
 	}
 
 	// Receive and transmit on each pair through its own tap queue.
-	for i, host := range []*os.File{host0, host1} {
+	for i, host := range e.hosts {
 		rx, tx := d[2*i], d[2*i+1]
 		_, a := rx.add(wr(1526))
 		n.Notify(2 * i)
@@ -648,5 +684,160 @@ func TestNetReceiveManyDescriptors(t *testing.T) {
 	}
 	if rx := e.n.Stats().RxDropped; rx != 0 {
 		t.Errorf("%d receive drops", rx)
+	}
+}
+
+// refillIRQ is a driver that keeps one queue full: at each of that
+// queue's interrupts it makes every chain the device used available
+// again. It runs on the goroutine that serves the queue.
+type refillIRQ struct {
+	*testIRQ
+	queue int
+	d     *testDriver
+}
+
+func (r *refillIRQ) Queue(q int) error {
+	if q == r.queue {
+		for {
+			id, _, ok := r.d.popUsed()
+			if !ok {
+				break
+			}
+			r.d.publish(uint16(id))
+		}
+	}
+	return r.testIRQ.Queue(q)
+}
+
+// fillRing makes d's whole ring available, each chain made by bufs.
+func fillRing(d *testDriver, bufs ...testBuf) {
+	for range d.size {
+		d.add(bufs...)
+	}
+}
+
+// resetWhileFlooded serves queue (of e.n) in a goroutine while refill
+// keeps it full, resets the device once the flood is under way, and
+// checks that both the Reset and the Notify end: a driver that keeps a
+// ring full must not keep Reset (or usePairs) waiting for the lock the
+// queue is served under.
+func resetWhileFlooded(t *testing.T, n *Net, queue int, irq *refillIRQ) {
+	t.Helper()
+	notified := make(chan error, 1)
+	go func() { notified <- n.Notify(queue) }()
+	// Several rounds of refills: the ring has been full for a while.
+	deadline := time.Now().Add(10 * time.Second)
+	for irq.count(queue) < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d interrupts on queue %d in 10 s", irq.count(queue), queue)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	reset := make(chan struct{})
+	go func() { n.Reset(); close(reset) }()
+	select {
+	case <-reset:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Reset waits for a driver that keeps queue %d full", queue)
+	}
+	select {
+	case err := <-notified:
+		if err != nil {
+			t.Errorf("Notify(%d): %v", queue, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Notify(%d) goes on serving after Reset", queue)
+	}
+}
+
+// TestNetTransmitFlood: Reset wins over a driver that keeps transmitq
+// full (of frames too short to send, so the tap never fills).
+func TestNetTransmitFlood(t *testing.T) {
+	e := newNetEnv(t, false)
+	irq := &refillIRQ{testIRQ: newTestIRQ(), queue: 1, d: e.tx}
+	if err := e.n.Activate(e.rx.mem, testNetFeatures(e.n), []*Queue{e.rx.q, e.tx.q}, irq); err != nil {
+		t.Fatal(err)
+	}
+	fillRing(e.tx, rd(make([]byte, 4)))
+	resetWhileFlooded(t, e.n, 1, irq)
+}
+
+// TestNetControlFlood: Reset wins over a driver that keeps the control
+// queue full (of commands not offered, answered VIRTIO_NET_ERR).
+func TestNetControlFlood(t *testing.T) {
+	irq := &refillIRQ{testIRQ: newTestIRQ(), queue: 4}
+	e := newMQEnv(t, irq)
+	irq.d = e.d[4]
+	fillRing(e.d[4], rd([]byte{0, 0, 1}), wr(1))
+	resetWhileFlooded(t, e.n, 4, irq)
+}
+
+// TestNetTransmitManyDescriptors: a frame in more descriptors than one
+// writev takes (IOV_MAX) is the guest's fault: dropped and counted as
+// invalid, its chain returned, and the next frame goes out.
+func TestNetTransmitManyDescriptors(t *testing.T) {
+	e := newNetEnv(t, false)
+	const descs, each = 1100, 16
+	table := e.tx.alloc(16 * descs)
+	buf := e.tx.alloc(descs * each)
+	for i := range descs {
+		flags := uint16(0)
+		if i < descs-1 {
+			flags = descFlagNext
+		}
+		e.tx.writeDesc(table, uint16(i), buf+uint64(i*each), each, flags, uint16(i+1))
+	}
+	head := e.tx.nextDesc % e.tx.size
+	e.tx.nextDesc++
+	e.tx.writeDesc(e.tx.desc, head, table, 16*descs, descFlagIndirect, 0)
+	e.tx.publish(head)
+	f := frame(NetHdrLen+60, 3)
+	e.tx.add(rd(f))
+	if err := e.n.Notify(1); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 2048)
+	m, err := e.host.Read(got)
+	if err != nil || !bytes.Equal(got[:m], f) {
+		t.Fatalf("tap got %d bytes (%v), want the %d-byte frame after the dropped one", m, err, len(f))
+	}
+	if id, _ := e.tx.mustUsed(); id != uint32(head) {
+		t.Errorf("used chain %d, want the dropped one, %d", id, head)
+	}
+	if s := e.n.Stats(); s != (NetStats{TxPackets: 1, TxBytes: 60, TxDropped: 1, TxInvalid: 1}) {
+		t.Errorf("counters %+v, want one frame sent and one invalid drop", s)
+	}
+}
+
+// TestNetCloseWhileTransmitting: Close ends a transmit that waits for
+// room in a tap nobody reads, instead of waiting for it.
+func TestNetCloseWhileTransmitting(t *testing.T) {
+	e := newNetEnv(t, false)
+	rc, err := e.tap.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, 4096) })
+	// Far more than the socket takes: the transmit ends up waiting for
+	// room that never comes.
+	for range 64 {
+		e.tx.add(rd(frame(NetHdrLen+1500, 1)))
+	}
+	notified := make(chan error, 1)
+	go func() { notified <- e.n.Notify(1) }()
+	closed := make(chan error, 1)
+	go func() { closed <- e.n.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Error(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waits for a transmit blocked on the tap")
+	}
+	select {
+	case <-notified:
+	case <-time.After(10 * time.Second):
+		t.Fatal("transmit still blocked after Close")
 	}
 }

@@ -38,7 +38,7 @@ func (c NetConfig) validate() error {
 		return errors.New("virtio-net: no tap name")
 	}
 	if c.Queues < 0 || c.Queues > virtio.NetMaxQueuePairs {
-		return fmt.Errorf("virtio-net %s: %d queue pairs, want 1 to %d", c.Tap, c.Queues, virtio.NetMaxQueuePairs)
+		return fmt.Errorf("virtio-net %s: %d queue pairs, want 1 to %d, or 0 for the default (one per vCPU)", c.Tap, c.Queues, virtio.NetMaxQueuePairs)
 	}
 	if len(c.Tap) >= unix.IFNAMSIZ {
 		return fmt.Errorf("virtio-net: tap name %q longer than %d bytes", c.Tap, unix.IFNAMSIZ-1)

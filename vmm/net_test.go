@@ -20,6 +20,11 @@ func TestNetConfigValidate(t *testing.T) {
 		{"short MAC", NetConfig{Tap: "tap0", MAC: net.HardwareAddr{0x52, 0x54}}, "not a 6-byte"},
 		{"multicast MAC", NetConfig{Tap: "tap0", MAC: net.HardwareAddr{0x01, 0, 0x5e, 0, 0, 1}}, "not a unicast"},
 		{"zero MAC", NetConfig{Tap: "tap0", MAC: make(net.HardwareAddr, 6)}, "not a unicast"},
+		{"default queues", NetConfig{Tap: "tap0", Queues: 0}, ""},
+		{"most queues", NetConfig{Tap: "tap0", Queues: 16}, ""},
+		// The message names every count the rule takes, 0 included.
+		{"negative queues", NetConfig{Tap: "tap0", Queues: -1}, "want 1 to 16, or 0 for the default"},
+		{"too many queues", NetConfig{Tap: "tap0", Queues: 17}, "want 1 to 16, or 0 for the default"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := linux
