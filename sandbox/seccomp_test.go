@@ -22,7 +22,11 @@ const childEnv = "GOVMM_SANDBOX_TEST_CHILD"
 // TestMain lets a test re-run this binary as a child that confines itself
 // (a filter can never be taken off, so the test process itself stays free).
 func TestMain(m *testing.M) {
-	if job := os.Getenv(childEnv); job != "" {
+	switch job := os.Getenv(childEnv); job {
+	case "":
+	case "landlock":
+		os.Exit(landlockChild(os.Getenv("GOVMM_SANDBOX_TEST_DIR")))
+	default:
 		os.Exit(confinedChild(job))
 	}
 	os.Exit(m.Run())
@@ -78,8 +82,14 @@ func confinedChild(job string) int {
 
 func runChild(t *testing.T, job string) (exit int, stderr string) {
 	t.Helper()
+	return runChildIn(t, job, t.TempDir())
+}
+
+// runChildIn runs the test binary as a child doing job in dir.
+func runChildIn(t *testing.T, job, dir string) (exit int, stderr string) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+job, "GOVMM_SANDBOX_TEST_DIR="+t.TempDir())
+	cmd.Env = append(os.Environ(), childEnv+"="+job, "GOVMM_SANDBOX_TEST_DIR="+dir)
 	var buf bytes.Buffer
 	cmd.Stderr = &buf
 	err := cmd.Run()

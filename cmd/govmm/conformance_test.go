@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,7 +56,8 @@ type scenario struct {
 	// which its power button handler listens.
 	ready bool
 	// qemuArgs are added to QEMU's command line (-no-reboot, say), and
-	// govmmArgs to govmm's (--no-reboot).
+	// govmmArgs to govmm's (--no-reboot); {dir} in govmmArgs is a
+	// directory of the test's, session.dir.
 	qemuArgs, govmmArgs []string
 	// commands and events are the ones the scenario exercises: every
 	// command govmm lists in query-commands must be in some scenario.
@@ -341,12 +343,17 @@ var scenarios = []scenario{
 		// govmm's own: the exit trace of a running VM, written on request
 		// (a FIFO is refused: it could hold up the QMP server).
 		name: "x-govmm-dump-exit-trace", run: guestSleep, ready: true, govmmOnly: true,
-		govmmArgs: []string{"--exit-trace", os.DevNull},
+		govmmArgs: []string{"--exit-trace", "{dir}/at-exit.json"},
 		commands:  []string{"x-govmm-dump-exit-trace"},
 		play: func(s *session) {
-			dir := s.t.TempDir()
+			// Landlock lets govmm write only beside its output files.
+			outside := filepath.Join(s.t.TempDir(), "trace.json")
+			_, err := s.d.Run(goqmp.Command{Execute: "x-govmm-dump-exit-trace", Args: map[string]any{"filename": outside}})
+			_, statErr := os.Stat(outside)
+			s.step(fmt.Sprintf("outside refused: %v, nothing written: %v", err != nil && strings.Contains(err.Error(), "permission denied"), errors.Is(statErr, fs.ErrNotExist)))
+			dir := s.dir
 			path := filepath.Join(dir, "trace.json")
-			_, err := s.d.Run(goqmp.Command{Execute: "x-govmm-dump-exit-trace", Args: map[string]any{"filename": path}})
+			_, err = s.d.Run(goqmp.Command{Execute: "x-govmm-dump-exit-trace", Args: map[string]any{"filename": path}})
 			s.result("x-govmm-dump-exit-trace", err)
 			b, err := os.ReadFile(path)
 			if err == nil {
@@ -367,7 +374,7 @@ var scenarios = []scenario{
 			s.step(fmt.Sprintf("FIFO refused: %v", err != nil && strings.Contains(err.Error(), "other than a regular file")))
 		},
 		want: observation{
-			Steps: []string{"x-govmm-dump-exit-trace: ok", "trace valid, vCPU 0 slices true, vCPU 1 named true", "FIFO refused: true",
+			Steps: []string{"outside refused: true, nothing written: true", "x-govmm-dump-exit-trace: ok", "trace valid, vCPU 0 slices true, vCPU 1 named true", "FIFO refused: true",
 				"connection open", "VM running", "quit: ok", "exit status 0"},
 			Events: []string{"SHUTDOWN guest=false reason=host-qmp-quit"},
 		},
@@ -456,6 +463,7 @@ func (p *vmProc) running() bool {
 // session is one scenario being played on one VMM through go-qemu.
 type session struct {
 	t    *testing.T
+	dir  string // {dir} in govmmArgs
 	proc *vmProc
 	d    *goqemu.Domain
 	rm   *raw.Monitor
@@ -688,9 +696,15 @@ func diskImage(t *testing.T) string {
 
 func playGovmm(t *testing.T, kernel string, sc scenario) (observation, map[string]any, *syncBuffer) {
 	sock := filepath.Join(testenv.ShortTempDir(t), "qmp.sock")
-	p := startVM(t, append([]string{govmmBin, "run", "--kernel", kernel, "--initrd", initramfs, "--smp", "2", "--mem", "512M",
-		"--disk", diskImage(t), "--append", guestCmdline(sc), "--qmp", "unix:" + sock}, sc.govmmArgs...), sock)
+	dir := t.TempDir()
+	args := []string{govmmBin, "run", "--kernel", kernel, "--initrd", initramfs, "--smp", "2", "--mem", "512M",
+		"--disk", diskImage(t), "--append", guestCmdline(sc), "--qmp", "unix:" + sock}
+	for _, a := range sc.govmmArgs {
+		args = append(args, strings.ReplaceAll(a, "{dir}", dir))
+	}
+	p := startVM(t, args, sock)
 	s := newSession(t, p)
+	s.dir = dir
 	if sc.ready {
 		s.waitReady()
 	}

@@ -63,6 +63,7 @@ func runCommand(args []string) error {
 	noIOEventFD := fs.Bool("no-ioeventfd", false, "virtqueue notifications exit to govmm (MMIO) instead of signalling an ioeventfd in the kernel")
 	noIRQFD := fs.Bool("no-irqfd", false, "send virtio interrupts with the KVM_SIGNAL_MSI ioctl instead of an irqfd write")
 	confine := fs.Bool("seccomp", true, "once the VM is set up, allow only the system calls govmm needs (a seccomp filter on every thread); any other ends govmm with a message naming it")
+	landlockOn := fs.Bool("landlock", true, "once the VM is set up, confine file access (Landlock, where the kernel has it) to what govmm still opens: reading the kernel, initrd and kernel cache; creating files in the directories of --exit-stats-json, --exit-trace and the QMP socket")
 	onPanic := fs.String("on-panic", "", "add QEMU's pvpanic device; a guest panic it reports then does: poweroff (end govmm with status 1) or pause (stop the VM in state guest-panicked for QMP)")
 	noReboot := fs.Bool("no-reboot", false, "a reset (system_reset, a guest reboot, a triple fault) ends govmm instead of restarting the guest, as QEMU's -no-reboot")
 	if err := fs.Parse(args); err != nil {
@@ -167,8 +168,27 @@ func runCommand(args []string) error {
 	defer signals.Stop()
 
 	// Everything that opens files or binds sockets is done: from here on
-	// govmm needs only the calls of the exit path, its servers and its
-	// exit report.
+	// govmm needs only the files a reset reads and its reports write, and
+	// the calls of the exit path, its servers and its exit report.
+	if *landlockOn {
+		files := sandbox.Files{
+			Read:    nonEmpty(*kernel, *initrd),
+			Outputs: nonEmpty(*statsJSON, *exitTrace, qmpPath),
+		}
+		if cfg.KernelCache != nil {
+			files.ReadDirs = append(files.ReadDirs, *kernelCache)
+		}
+		if *metricsAddr != "" {
+			files.ReadDirs = append(files.ReadDirs, "/proc/self") // the process collector
+		}
+		on, err := sandbox.Landlock(files)
+		if err != nil {
+			return err
+		}
+		if !on {
+			fmt.Fprintln(os.Stderr, "govmm: this kernel has no Landlock: file access is not confined")
+		}
+	}
 	if *confine {
 		if err := sandbox.Seccomp(term.restore); err != nil {
 			return err
@@ -212,6 +232,17 @@ func runCommand(args []string) error {
 		return exitCode(1)
 	}
 	return nil
+}
+
+// nonEmpty returns the strings of ss that are not empty.
+func nonEmpty(ss ...string) []string {
+	var out []string
+	for _, s := range ss {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // defaultKernelCache is $XDG_CACHE_HOME/govmm (~/.cache/govmm), or off
