@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/govmm/govmm/internal/atomicfile"
 	"github.com/landlock-lsm/go-landlock/landlock"
 	ll "github.com/landlock-lsm/go-landlock/landlock/syscall"
 )
@@ -23,7 +24,9 @@ type Files struct {
 	// that does not exist is left out.
 	ReadDirs []string
 	// Outputs are files govmm writes or removes at run time: its report
-	// files and its QMP socket. A FIFO or device may be written in place;
+	// files and its QMP socket. /dev/stdout and /dev/stderr need nothing
+	// (atomicfile.Save writes them through the descriptors); a FIFO or
+	// device may be written in place;
 	// anything else is created, replaced (a temporary file renamed over
 	// it) or removed in its directory, which is therefore open to that
 	// for every file in it.
@@ -52,6 +55,9 @@ func Landlock(files Files) (bool, error) {
 	var inPlace, dirs []string
 	seen := map[string]bool{}
 	for _, p := range files.Outputs {
+		if atomicfile.StdStream(p) != nil {
+			continue // written through the descriptor govmm has
+		}
 		if fi, err := os.Stat(p); err == nil && !fi.Mode().IsRegular() && !fi.IsDir() && fi.Mode()&os.ModeSocket == 0 {
 			inPlace = append(inPlace, p)
 		} else if d := filepath.Dir(p); !seen[d] {

@@ -29,7 +29,7 @@ func landlockChild(dir string) int {
 	on, err := Landlock(Files{
 		Read:     []string{p("kernel")},
 		ReadDirs: []string{p("cache"), p("no-such-dir")},
-		Outputs:  []string{p("out/stats.json"), p("out/trace.json"), os.DevNull},
+		Outputs:  []string{p("out/stats.json"), p("out/trace.json"), os.DevNull, "/dev/stdout"},
 	})
 	if err != nil || !on {
 		fmt.Fprintln(os.Stderr, "Landlock:", on, err)

@@ -53,10 +53,14 @@ func WriteFunc(path string, perm fs.FileMode, write func(io.Writer) error) (err 
 }
 
 // Save is for the files a user names on govmm's command line (the exit
-// table, the exit trace): a FIFO or device at path (/dev/stdout, a pipe
-// to jq) is written to as the stream it is; anything else is replaced
-// whole by WriteFunc, 0644 (what govmm saves is no secret).
+// table, the exit trace): /dev/stdout and /dev/stderr are written through
+// the process's own descriptors; a FIFO or device at path (a pipe to jq)
+// is written to as the stream it is; anything else is replaced whole by
+// WriteFunc, 0644 (what govmm saves is no secret).
 func Save(path string, write func(io.Writer) error) error {
+	if f := StdStream(path); f != nil {
+		return buffered(f, write)
+	}
 	// Opening without O_CREAT or O_TRUNC changes nothing in a regular
 	// file; a FIFO's open waits for its reader, as a shell's > would.
 	if f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NOCTTY, 0); err == nil {
@@ -70,6 +74,23 @@ func Save(path string, write func(io.Writer) error) error {
 		f.Close()
 	}
 	return WriteFunc(path, 0o644, write)
+}
+
+// StdStream returns os.Stdout or os.Stderr if path names it (/dev/stdout,
+// /dev/fd/1, /proc/self/fd/1 and the same for 2), else nil. Those are
+// links to the descriptor, and a shell's "> log" makes it a regular file:
+// reopened by name, it would be written from its start, over what went
+// before; replaced, the link in /dev would be. Written through the
+// descriptor, the output follows what is already there, as the shell's
+// redirection means.
+func StdStream(path string) *os.File {
+	switch path {
+	case "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1":
+		return os.Stdout
+	case "/dev/stderr", "/dev/fd/2", "/proc/self/fd/2":
+		return os.Stderr
+	}
+	return nil
 }
 
 func buffered(f *os.File, write func(io.Writer) error) error {

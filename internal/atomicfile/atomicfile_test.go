@@ -57,3 +57,34 @@ func TestReplaceDoesNotFollowLinks(t *testing.T) {
 		t.Errorf("%s holds %q", path, b)
 	}
 }
+
+// /dev/stdout redirected to a file ("govmm run ... > log") is written
+// after what the file already holds, through the descriptor, and the
+// link in /dev stays a link.
+func TestSaveStdoutAppendsToRedirectedFile(t *testing.T) {
+	log, err := os.Create(filepath.Join(t.TempDir(), "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	if _, err := log.WriteString("console output\n"); err != nil {
+		t.Fatal(err)
+	}
+	saved := os.Stdout
+	os.Stdout = log
+	defer func() { os.Stdout = saved }()
+	before, lerr := os.Lstat("/dev/stdout")
+	err = Save("/dev/stdout", func(w io.Writer) error {
+		_, err := io.WriteString(w, "{}\n")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(log.Name()); string(got) != "console output\n{}\n" {
+		t.Errorf("log holds %q, want the output, then the JSON", got)
+	}
+	if after, err := os.Lstat("/dev/stdout"); lerr == nil && (err != nil || after.Mode() != before.Mode()) {
+		t.Errorf("/dev/stdout was %v, now %v (%v)", before.Mode(), after.Mode(), err)
+	}
+}
