@@ -9,6 +9,7 @@ import (
 	"github.com/govmm/govmm/internal/atomicfile"
 	"github.com/landlock-lsm/go-landlock/landlock"
 	ll "github.com/landlock-lsm/go-landlock/landlock/syscall"
+	"golang.org/x/sys/unix"
 )
 
 // Files are what a confined govmm may still open by path once its VM is
@@ -20,8 +21,7 @@ type Files struct {
 	// a reset loads once more.
 	Read []string
 	// ReadDirs are directories whose files are read at run time (the
-	// kernel cache, /proc/self for the metrics' process collector); one
-	// that does not exist is left out.
+	// kernel cache, /proc/self for the metrics' process collector).
 	ReadDirs []string
 	// Outputs are files govmm writes or removes at run time: its report
 	// files and its QMP socket. /dev/stdout and /dev/stderr need nothing
@@ -66,13 +66,30 @@ func Landlock(files Files) (bool, error) {
 		}
 	}
 	rules := []landlock.Rule{
-		landlock.PathAccess(readFile, files.Read...),
-		landlock.PathAccess(readDir, files.ReadDirs...).IgnoreIfMissing(),
-		landlock.PathAccess(writeFile, inPlace...),
-		landlock.PathAccess(replaceDir, dirs...),
+		landlock.PathAccess(readFile, reachable(files.Read)...),
+		landlock.PathAccess(readDir, reachable(files.ReadDirs)...),
+		landlock.PathAccess(writeFile, reachable(inPlace)...),
+		landlock.PathAccess(replaceDir, reachable(dirs)...),
 	}
 	if err := landlock.V11.BestEffort().RestrictPaths(rules...); err != nil {
 		return false, fmt.Errorf("landlock: %w", err)
 	}
 	return true, nil
+}
+
+// reachable returns the paths govmm can reach at all (open with O_PATH, as
+// Landlock does for its rules): one that does not exist, or lies behind a
+// directory govmm may not search (a kernel cache of another user's), is
+// out of reach anyway and needs no rule.
+func reachable(paths []string) []string {
+	var out []string
+	for _, p := range paths {
+		fd, err := unix.Open(p, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		unix.Close(fd)
+		out = append(out, p)
+	}
+	return out
 }
