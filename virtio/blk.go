@@ -349,15 +349,19 @@ func (b *Block) Close() error {
 	b.closed = true
 	b.queues = nil
 	var err error
-	if !b.readOnly {
-		err = b.f.Sync()
-	}
+	// AIO cannot be cancelled: closing a context waits for its writes,
+	// which the sync below must then cover.
 	for _, a := range b.aios {
 		if a == nil {
 			continue
 		}
 		if cerr := a.Close(); err == nil {
 			err = cerr
+		}
+	}
+	if !b.readOnly {
+		if serr := b.f.Sync(); err == nil {
+			err = serr
 		}
 	}
 	if b.direct != nil {
