@@ -23,8 +23,8 @@ func TestNetConfigValidate(t *testing.T) {
 		{"default queues", NetConfig{Tap: "tap0", Queues: 0}, ""},
 		{"most queues", NetConfig{Tap: "tap0", Queues: 16}, ""},
 		// The message names every count the rule takes, 0 included.
-		{"negative queues", NetConfig{Tap: "tap0", Queues: -1}, "want 1 to 16, or 0 for the default"},
-		{"too many queues", NetConfig{Tap: "tap0", Queues: 17}, "want 1 to 16, or 0 for the default"},
+		{"negative queues", NetConfig{Tap: "tap0", Queues: -1}, "want 1 to 16, or 0 for the default (one)"},
+		{"too many queues", NetConfig{Tap: "tap0", Queues: 17}, "want 1 to 16, or 0 for the default (one)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := linux
