@@ -138,9 +138,18 @@ func (v *VM) ServeMetrics(addr string) (net.Addr, func() error, error) {
 		MaxRequestsInFlight: 4,
 		Timeout:             10 * time.Second,
 	}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// A scraper is untrusted: connections are capped and none is held
+	// idle for long, or 5,000 idle keep-alive connections cost 100 MiB
+	// and 5,000 fds (at the fd limit, QMP could take no client to stop
+	// govmm).
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       metricsIdleTimeout,
+	}
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() { served <- srv.Serve(newLimitListener(ln, maxMetricsConns)) }()
 
 	var once sync.Once
 	var closeErr error
