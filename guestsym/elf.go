@@ -12,8 +12,11 @@ import (
 var ErrNoSymbols = errors.New("no symbol table")
 
 // maxSymbols bounds an ELF symbol table: a kernel with every option built
-// in has a few hundred thousand.
-const maxSymbols = 1 << 22
+// in has a few hundred thousand. maxStrings bounds the table's names.
+const (
+	maxSymbols = 1 << 22
+	maxStrings = 256 << 20 // bytes
+)
 
 // ReadELF reads the code symbols of an ELF kernel: those defined in a
 // section of executable code, as nm's t and T. Each such section's end
@@ -25,6 +28,9 @@ func ReadELF(r io.ReaderAt) (*Table, error) {
 		return nil, fmt.Errorf("ELF: %w", err)
 	}
 	defer f.Close()
+	if err := checkSymtabSize(f); err != nil {
+		return nil, err
+	}
 	syms, err := f.Symbols()
 	if errors.Is(err, elf.ErrNoSymbols) {
 		return nil, ErrNoSymbols
@@ -55,6 +61,24 @@ func ReadELF(r io.ReaderAt) (*Table, error) {
 		}
 	}
 	return newTable(es), nil
+}
+
+// checkSymtabSize refuses a symbol table or string table too large to
+// hold, before Symbols reads them whole: their sizes are the file's word,
+// and a sparse file can back any of them.
+func checkSymtabSize(f *elf.File) error {
+	for _, sec := range f.Sections {
+		if sec.Type != elf.SHT_SYMTAB {
+			continue
+		}
+		if sec.Size > maxSymbols*elf.Sym64Size {
+			return fmt.Errorf("ELF: a symbol table of %d bytes, more than %d symbols", sec.Size, maxSymbols)
+		}
+		if int(sec.Link) < len(f.Sections) && f.Sections[sec.Link].Size > maxStrings {
+			return fmt.Errorf("ELF: symbol names of %d bytes, more than %d", f.Sections[sec.Link].Size, maxStrings)
+		}
+	}
+	return nil
 }
 
 // Load reads the symbols of path, an ELF kernel (a vmlinux) or a
