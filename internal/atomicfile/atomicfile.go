@@ -3,6 +3,7 @@ package atomicfile
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"io/fs"
 	"os"
@@ -32,7 +33,12 @@ func Write(path string, perm fs.FileMode, chunks ...[]byte) error {
 func WriteFunc(path string, perm fs.FileMode, write func(io.Writer) error) (err error) {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
-		return err
+		// Named after path: the temporary name means nothing to a user.
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return &fs.PathError{Op: "create", Path: path, Err: err}
 	}
 	defer func() {
 		if err != nil {

@@ -88,3 +88,13 @@ func TestSaveStdoutAppendsToRedirectedFile(t *testing.T) {
 		t.Errorf("/dev/stdout was %v, now %v (%v)", before.Mode(), after.Mode(), err)
 	}
 }
+
+// A file that cannot be created is named in the error as the caller
+// named it, not by its temporary name.
+func TestCreateErrorNamesPath(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "no-such-dir", "out.json")
+	err := Write(path, 0o644, []byte("x"))
+	if !errors.Is(err, os.ErrNotExist) || err.Error() != "create "+path+": no such file or directory" {
+		t.Errorf("error %q, want create %s: no such file or directory", err, path)
+	}
+}
