@@ -228,8 +228,9 @@ func (n *Net) MAC() net.HardwareAddr { return n.mac }
 type NetStats struct {
 	RxPackets, RxBytes, RxDropped uint64
 	TxPackets, TxBytes, TxDropped uint64
-	// TxInvalid counts the transmitted frames dropped because the guest
-	// sent them malformed (length, header); TxDropped includes them.
+	// TxInvalid counts the transmitted frames dropped as the guest's
+	// fault: malformed (length, header, more buffers than IOV_MAX) or
+	// on a queue pair it has not enabled; TxDropped includes them.
 	TxInvalid uint64
 }
 

@@ -841,3 +841,61 @@ func TestNetCloseWhileTransmitting(t *testing.T) {
 		t.Fatal("transmit still blocked after Close")
 	}
 }
+
+// TestNetStopWhileTransmitting: the transport's Close (govmm's stop)
+// returns while the notifier serving transmitq waits for room in a tap
+// nobody reads: the write gives up after tapWriteWait, the aborted
+// queue yields no more frames, and the notifier Close waits for ends.
+func TestNetStopWhileTransmitting(t *testing.T) {
+	dev, _ := fakeTap(t)
+	rc, err := dev.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, 4096) })
+	n := mustNewNet(t, dev, net.HardwareAddr{2, 0, 0, 0, 0, 1}, false)
+	// Guest RAM outside the Go heap, as in TestTransportPollServesEverything.
+	raw, err := unix.Mmap(-1, 0, testMemSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Munmap(raw) })
+	mem := testMem(raw)
+	r := newRigConfig(t, n, TransportConfig{Memory: mem}, true)
+	r.enableMSIX()
+	r.negotiate(FeatureVersion1 | RingFeatures)
+	r.setupQueue(0, netQueueSize, 1)
+	r.setupQueue(1, netQueueSize, 2)
+	r.write(ccDeviceStatus, 1, StatusAcknowledge|StatusDriver|StatusFeaturesOK|StatusDriverOK)
+	tx := &testDriver{t: t, mem: mem, size: netQueueSize, desc: 0x20000, avail: 0x21000, used: 0x22000, heap: 0x100000}
+	// Far more than the socket takes.
+	for range 64 {
+		tx.add(rd(frame(NetHdrLen+1500, 1)))
+	}
+	efd, ok := r.ioev.fd(testBARBase + pciNotifyOff + pciNotifyMultiplier)
+	if !ok {
+		t.Fatal("no ioeventfd for transmitq")
+	}
+	unix.Write(efd, binary.LittleEndian.AppendUint64(nil, 1))
+	// Wait until the notifier is stuck: frames sent, and the rest wait.
+	deadline := time.Now().Add(10 * time.Second)
+	for n.Stats().TxPackets == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no frame sent in 10 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- r.tr.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Error(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the transport's Close waits for a transmit blocked on the tap")
+	}
+	if s := n.Stats(); s.TxPackets+s.TxDropped >= 64 {
+		t.Errorf("counters %+v: every frame was served, the stop did not cut transmit short", s)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -101,16 +102,35 @@ func (t *Tap) WriteFrame(bufs [][]byte) error {
 	return nil
 }
 
-// writeFrame writes bufs to f with one writev, waiting for room if f
-// (non-blocking, in the poller) has none.
+// tapWriteWait bounds how long a frame waits for room in the tap. A
+// tap takes frames at once unless its send buffer was limited
+// (TUNSETSNDBUF) and the host does not drain it; after this long the
+// frame is dropped, as a NIC gives up on a stuck transmit, so that a
+// notifier serving transmitq always returns (Transport.Close and reset
+// wait for it) and the guest gets its buffers back.
+const tapWriteWait = time.Second
+
+// writeFrame writes bufs to f with one writev, waiting up to
+// tapWriteWait for room if f (non-blocking, in the poller) has none.
 func writeFrame(f *os.File, bufs [][]byte) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
 	}
 	var werr error
+	waited := false
+	defer func() {
+		if waited {
+			f.SetWriteDeadline(time.Time{})
+		}
+	}()
 	if err := rc.Write(func(fd uintptr) bool {
 		_, werr = unix.Writev(int(fd), bufs)
+		if werr == unix.EAGAIN && !waited {
+			// Only a full tap pays for the deadline's timer.
+			waited = true
+			f.SetWriteDeadline(time.Now().Add(tapWriteWait))
+		}
 		return werr != unix.EAGAIN
 	}); err != nil {
 		return err

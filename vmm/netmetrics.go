@@ -29,9 +29,9 @@ var netMetrics = []counterMetric[virtio.NetStats]{
 		func(s virtio.NetStats) float64 { return float64(s.TxBytes) }},
 	{netDesc("transmit_packets_total", "Frames the guest sent to the tap."),
 		func(s virtio.NetStats) float64 { return float64(s.TxPackets) }},
-	{netDesc("transmit_drops_total", "Well-formed frames from the guest the tap refused."),
+	{netDesc("transmit_drops_total", "Well-formed frames from the guest the tap refused, or had no room for within a second."),
 		func(s virtio.NetStats) float64 { return float64(s.TxDropped - s.TxInvalid) }},
-	{netDesc("transmit_errors_total", "Frames from the guest dropped as malformed (length, virtio header)."),
+	{netDesc("transmit_errors_total", "Frames from the guest dropped as its fault: malformed (length, virtio header, more buffers than IOV_MAX) or on a queue pair it has not enabled."),
 		func(s virtio.NetStats) float64 { return float64(s.TxInvalid) }},
 }
 

@@ -32,7 +32,7 @@ func TestNetCollector(t *testing.T) {
 # HELP govmm_net_receive_bytes_total Bytes of the frames delivered to the guest (without the virtio header).
 # TYPE govmm_net_receive_bytes_total counter
 govmm_net_receive_bytes_total{device="virtio-net",tap="tap7"} 0
-# HELP govmm_net_transmit_errors_total Frames from the guest dropped as malformed (length, virtio header).
+# HELP govmm_net_transmit_errors_total Frames from the guest dropped as its fault: malformed (length, virtio header, more buffers than IOV_MAX) or on a queue pair it has not enabled.
 # TYPE govmm_net_transmit_errors_total counter
 govmm_net_transmit_errors_total{device="virtio-net",tap="tap7"} 0
 `
