@@ -23,14 +23,16 @@ type Files struct {
 	// ReadDirs are directories whose files are read at run time (the
 	// kernel cache, /proc/self for the metrics' process collector).
 	ReadDirs []string
-	// Outputs are files govmm writes or removes at run time: its report
-	// files and its QMP socket. /dev/stdout and /dev/stderr need nothing
-	// (atomicfile.Save writes them through the descriptors); a FIFO or
-	// device may be written in place;
-	// anything else is created, replaced (a temporary file renamed over
-	// it) or removed in its directory, which is therefore open to that
-	// for every file in it.
+	// Outputs are the files govmm writes at run time: its reports.
+	// /dev/stdout and /dev/stderr need nothing (atomicfile.Save writes
+	// them through the descriptors); a FIFO or device may be written in
+	// place; anything else is created, replaced (a temporary file renamed
+	// over it) or removed in its directory, which is therefore open to
+	// that for every file in it.
 	Outputs []string
+	// Removed are files govmm only removes (its QMP socket, at exit): in
+	// their directories it may remove files, and create or write none.
+	Removed []string
 }
 
 const (
@@ -52,24 +54,26 @@ func Landlock(files Files) (bool, error) {
 	// Loaded on first use: once confined, /etc/localtime could no longer
 	// be read and log lines would switch to UTC.
 	_ = time.Now().Local()
-	var inPlace, dirs []string
-	seen := map[string]bool{}
+	var inPlace, dirs, removeDirs []string
 	for _, p := range files.Outputs {
 		if atomicfile.StdStream(p) != nil {
 			continue // written through the descriptor govmm has
 		}
-		if fi, err := os.Stat(p); err == nil && !fi.Mode().IsRegular() && !fi.IsDir() && fi.Mode()&os.ModeSocket == 0 {
+		if fi, err := os.Stat(p); err == nil && !fi.Mode().IsRegular() && !fi.IsDir() {
 			inPlace = append(inPlace, p)
-		} else if d := filepath.Dir(p); !seen[d] {
-			seen[d] = true
-			dirs = append(dirs, d)
+		} else {
+			dirs = append(dirs, filepath.Dir(p))
 		}
+	}
+	for _, p := range files.Removed {
+		removeDirs = append(removeDirs, filepath.Dir(p))
 	}
 	rules := []landlock.Rule{
 		landlock.PathAccess(readFile, reachable(files.Read)...),
 		landlock.PathAccess(readDir, reachable(files.ReadDirs)...),
 		landlock.PathAccess(writeFile, reachable(inPlace)...),
 		landlock.PathAccess(replaceDir, reachable(dirs)...),
+		landlock.PathAccess(ll.AccessFSRemoveFile, reachable(removeDirs)...),
 	}
 	if err := landlock.V11.BestEffort().RestrictPaths(rules...); err != nil {
 		return false, fmt.Errorf("landlock: %w", err)

@@ -30,6 +30,7 @@ func landlockChild(dir string) int {
 		Read:     []string{p("kernel")},
 		ReadDirs: []string{p("cache"), p("no-such-dir")},
 		Outputs:  []string{p("out/stats.json"), p("out/trace.json"), os.DevNull, "/dev/stdout"},
+		Removed:  []string{p("run/qmp.sock")},
 	})
 	if err != nil || !on {
 		fmt.Fprintln(os.Stderr, "Landlock:", on, err)
@@ -55,6 +56,17 @@ func landlockChild(dir string) int {
 		{"remove an output", true, func() error { return os.Remove(p("out/stats.json")) }},
 		{"make a directory among the outputs", false, func() error { return os.Mkdir(p("out/d"), 0o755) }},
 		{"write elsewhere", false, func() error { return os.WriteFile(p("elsewhere"), nil, 0o644) }},
+		{"remove the socket", true, func() error {
+			// One stand-in for each thread's try.
+			for _, n := range []string{"run/qmp.sock", "run/qmp2.sock"} {
+				if err := os.Remove(p(n)); !errors.Is(err, fs.ErrNotExist) {
+					return err
+				}
+			}
+			return fs.ErrNotExist
+		}},
+		{"create beside the socket", false, func() error { return os.WriteFile(p("run/x"), nil, 0o644) }},
+		{"read beside the socket", false, func() error { _, err := os.ReadFile(p("run/other")); return err }},
 		{"write a device output", true, func() error { return os.WriteFile(os.DevNull, []byte("x"), 0) }},
 		{"read beside the device", false, func() error { _, err := os.ReadFile("/dev/zero"); return err }},
 	}
@@ -92,12 +104,12 @@ func TestLandlockConfines(t *testing.T) {
 		t.Skip("this kernel has no Landlock")
 	}
 	dir := t.TempDir()
-	for _, d := range []string{"cache", "out"} {
+	for _, d := range []string{"cache", "out", "run"} {
 		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, f := range []string{"kernel", "secret", "cache/entry"} {
+	for _, f := range []string{"kernel", "secret", "cache/entry", "run/qmp.sock", "run/qmp2.sock", "run/other"} {
 		if err := os.WriteFile(filepath.Join(dir, f), []byte(f), 0o644); err != nil {
 			t.Fatal(err)
 		}

@@ -63,7 +63,7 @@ func runCommand(args []string) error {
 	noIOEventFD := fs.Bool("no-ioeventfd", false, "virtqueue notifications exit to govmm (MMIO) instead of signalling an ioeventfd in the kernel")
 	noIRQFD := fs.Bool("no-irqfd", false, "send virtio interrupts with the KVM_SIGNAL_MSI ioctl instead of an irqfd write")
 	confine := fs.Bool("seccomp", true, "once the VM is set up, allow only the system calls govmm needs (a seccomp filter on every thread); any other ends govmm with a message naming it")
-	landlockOn := fs.Bool("landlock", true, "once the VM is set up, confine file access (Landlock, where the kernel has it) to what govmm still opens: reading the kernel, initrd and kernel cache; creating files in the directories of --exit-stats-json, --exit-trace and the QMP socket")
+	landlockOn := fs.Bool("landlock", true, "once the VM is set up, confine file access (Landlock, where the kernel has it) to what govmm still opens: reading the kernel, initrd and kernel cache; creating files in the directories of --exit-stats-json and --exit-trace; removing the QMP socket")
 	onPanic := fs.String("on-panic", "", "add QEMU's pvpanic device; a guest panic it reports then does: poweroff (end govmm with status 1) or pause (stop the VM in state guest-panicked for QMP)")
 	noReboot := fs.Bool("no-reboot", false, "a reset (system_reset, a guest reboot, a triple fault) ends govmm instead of restarting the guest, as QEMU's -no-reboot")
 	if err := fs.Parse(args); err != nil {
@@ -173,7 +173,8 @@ func runCommand(args []string) error {
 	if *landlockOn {
 		files := sandbox.Files{
 			Read:    nonEmpty(*kernel, *initrd),
-			Outputs: nonEmpty(*statsJSON, *exitTrace, qmpPath),
+			Outputs: nonEmpty(*statsJSON, *exitTrace),
+			Removed: nonEmpty(qmpPath),
 		}
 		if cfg.KernelCache != nil {
 			files.ReadDirs = append(files.ReadDirs, *kernelCache)
