@@ -112,7 +112,7 @@ type exitVariant struct {
 // with statistics off, on, on with the top guest RIPs (rips-on), with
 // those and the exit trace (trace-on, its ring fresh each run), with sync
 // registers off, and with statistics
-// on in a child process without and with govmm's seccomp filter (the
+// on in a child process without and with govmm's sandbox, Landlock and the seccomp filter (the
 // child row is the control: seccomp_bench_test.go). EXIT_ROUNDS [25] rounds run inside one
 // iteration (run it with -benchtime 1x, as make bench-exits does), each round running every variant in a rotated order
 // (testenv.Order), so load on the shared host hits all of them alike. It
