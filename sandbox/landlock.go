@@ -15,7 +15,8 @@ import (
 // Files are what a confined govmm may still open by path once its VM is
 // built. Everything else on the file system is refused (EACCES), whatever
 // the user's permissions: a guest that took over the VMM, or a QMP client
-// naming a file, reaches only these.
+// naming a file, reaches only these. Empty paths (a flag not given) are
+// left out.
 type Files struct {
 	// Read are files read again at run time: the kernel and initrd that
 	// a reset loads once more.
@@ -56,7 +57,7 @@ func Landlock(files Files) (bool, error) {
 	_ = time.Now().Local()
 	var inPlace, dirs, removeDirs []string
 	for _, p := range files.Outputs {
-		if atomicfile.StdStream(p) != nil {
+		if p == "" || atomicfile.StdStream(p) != nil {
 			continue // written through the descriptor govmm has
 		}
 		if fi, err := os.Stat(p); err == nil && !fi.Mode().IsRegular() && !fi.IsDir() {
@@ -66,6 +67,9 @@ func Landlock(files Files) (bool, error) {
 		}
 	}
 	for _, p := range files.Removed {
+		if p == "" {
+			continue // filepath.Dir would make it the working directory
+		}
 		removeDirs = append(removeDirs, filepath.Dir(p))
 	}
 	rules := []landlock.Rule{
@@ -88,6 +92,9 @@ func Landlock(files Files) (bool, error) {
 func reachable(paths []string) []string {
 	var out []string
 	for _, p := range paths {
+		if p == "" {
+			continue
+		}
 		fd, err := unix.Open(p, unix.O_PATH|unix.O_CLOEXEC, 0)
 		if err != nil {
 			continue

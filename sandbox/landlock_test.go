@@ -26,11 +26,17 @@ func landlockChild(dir string) int {
 		}
 	}()
 	p := func(name string) string { return filepath.Join(dir, name) }
+	// An empty path (a flag not given) must not become the working
+	// directory's.
+	if err := os.Chdir(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
 	on, err := Landlock(Files{
 		Read:     []string{p("kernel")},
 		ReadDirs: []string{p("cache"), p("no-such-dir")},
-		Outputs:  []string{p("out/stats.json"), p("out/trace.json"), os.DevNull, "/dev/stdout"},
-		Removed:  []string{p("run/qmp.sock")},
+		Outputs:  []string{p("out/stats.json"), p("out/trace.json"), os.DevNull, "/dev/stdout", ""},
+		Removed:  []string{p("run/qmp.sock"), ""},
 	})
 	if err != nil || !on {
 		fmt.Fprintln(os.Stderr, "Landlock:", on, err)

@@ -172,9 +172,9 @@ func runCommand(args []string) error {
 	// the calls of the exit path, its servers and its exit report.
 	if *landlockOn {
 		files := sandbox.Files{
-			Read:    nonEmpty(*kernel, *initrd),
-			Outputs: nonEmpty(*statsJSON, *exitTrace),
-			Removed: nonEmpty(qmpPath),
+			Read:    []string{*kernel, *initrd},
+			Outputs: []string{*statsJSON, *exitTrace},
+			Removed: []string{qmpPath},
 		}
 		if cfg.KernelCache != nil {
 			files.ReadDirs = append(files.ReadDirs, *kernelCache)
@@ -233,17 +233,6 @@ func runCommand(args []string) error {
 		return exitCode(1)
 	}
 	return nil
-}
-
-// nonEmpty returns the strings of ss that are not empty.
-func nonEmpty(ss ...string) []string {
-	var out []string
-	for _, s := range ss {
-		if s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 // defaultKernelCache is $XDG_CACHE_HOME/govmm (~/.cache/govmm), or off
