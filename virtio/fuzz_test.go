@@ -598,6 +598,21 @@ var fuzzNetPayload = func() []byte {
 	return b
 }()
 
+// badBufferAhead reports whether a device with MRG_RXBUF, holding the
+// receive buffers chains from the first on, meets one too small for a
+// header (5.1.6.3.1) before those it holds take the largest frame.
+func badBufferAhead(chains []fuzzChain) bool {
+	var room uint64
+	for i := 0; i < len(chains) && room < netMaxPacket; i++ {
+		w := chains[i].writableLen()
+		if w < NetHdrLen {
+			return true
+		}
+		room += w
+	}
+	return false
+}
+
 // fuzzNetHdrLen is the header each received frame of FuzzNet carries in
 // the input: flags through csum_offset (num_buffers is the device's).
 const fuzzNetHdrLen = netNumBuffersOff
@@ -706,6 +721,13 @@ func FuzzNet(f *testing.F) {
 			if len(p) >= NetHdrLen {
 				h, herr = parseNetHdr(p).checkRx(features, len(p)-NetHdrLen)
 			}
+			if mergeable && !broken {
+				// Before it reads any frame the device holds buffers
+				// for the largest one: a buffer too small for a header
+				// among them breaks receiveq first, even one past
+				// those this frame needs.
+				broken = badBufferAhead(chains[0][next:])
+			}
 			switch {
 			case len(p) < NetHdrLen || herr != nil || broken:
 				// dropped before any buffer is taken
@@ -721,15 +743,13 @@ func FuzzNet(f *testing.F) {
 					next++
 				}
 			default:
+				// No buffer in reach is too small (badBufferAhead).
 				room, k := uint64(0), 0
-				for room < uint64(len(p)) && next+k < len(chains[0]) && !broken {
-					w := chains[0][next+k].writableLen()
-					broken = w < NetHdrLen
-					room += w
+				for room < uint64(len(p)) && next+k < len(chains[0]) {
+					room += chains[0][next+k].writableLen()
 					k++
 				}
 				switch {
-				case broken:
 				case room < uint64(len(p)):
 					i = len(rest) // would wait
 					continue
