@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/govmm/govmm/internal/nbsys"
 	"golang.org/x/sys/unix"
 )
 
@@ -139,11 +140,23 @@ func waitEventfd(done *os.File, timeout time.Duration) error {
 	if err := done.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 		return err
 	}
-	var buf [8]byte
-	if _, err := done.Read(buf[:]); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+	rc, err := done.SyscallConn()
+	if err != nil {
 		return err
 	}
-	return nil
+	var buf [8]byte
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		_, rerr = nbsys.Read(int(fd), buf[:])
+		return rerr != unix.EAGAIN
+	})
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return rerr
 }
 
 func (a *blkAIO) inflight() int { return len(a.slots) - len(a.free) }

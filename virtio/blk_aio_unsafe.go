@@ -39,7 +39,8 @@ func ioGetEvents(ctx uint64, events []ioEvent) (int, error) {
 		return 0, nil
 	}
 	var now unix.Timespec // zero: do not wait
-	n, _, e := unix.Syscall6(unix.SYS_IO_GETEVENTS, uintptr(ctx), 0, uintptr(len(events)),
+	// It cannot wait: raw, as internal/nbsys explains.
+	n, _, e := unix.RawSyscall6(unix.SYS_IO_GETEVENTS, uintptr(ctx), 0, uintptr(len(events)),
 		uintptr(unsafe.Pointer(&events[0])), uintptr(unsafe.Pointer(&now)), 0)
 	if e != 0 {
 		return 0, e

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/govmm/govmm/internal/nbsys"
 	"golang.org/x/sys/unix"
 )
 
@@ -174,9 +175,10 @@ type netPair struct {
 	// The receive side, mu guards it. rxHeld are receive buffers popped
 	// and not yet used, in ring order: the next frame is read into them.
 	rxHeld   []*Chain
-	rxBounce []byte   // what the held buffers cannot take of a frame
-	rxIovs   [][]byte // the read's buffers, reused
-	txIovs   [][]byte // the write's buffers, reused; txMu guards it
+	rxBounce []byte       // what the held buffers cannot take of a frame
+	rxIovs   [][]byte     // the read's buffers, reused
+	rxRaw    []unix.Iovec // and their iovec array
+	txIovs   [][]byte     // the write's buffers, reused; txMu guards it
 	txHdr    [NetHdrLen]byte
 }
 
@@ -776,7 +778,7 @@ func (p *netPair) holdRx(size uint64, mergeable, wait bool) bool {
 func (p *netPair) receive(fd int) error {
 	if p.rxErr != nil {
 		// A broken receiveq drops what arrives until Reset.
-		m, err := unix.Read(fd, p.rxBounce)
+		m, err := nbsys.Read(fd, p.rxBounce)
 		if err == nil && m > 0 {
 			p.rxDropped.Add(1)
 		}
@@ -811,7 +813,7 @@ func (p *netPair) receive(fd int) error {
 		iovs = append(iovs, p.rxBounce[:netMaxPacket-room])
 	}
 	p.rxIovs = iovs
-	m, err := unix.Readv(fd, iovs)
+	m, err := nbsys.Readv(fd, iovs, &p.rxRaw)
 	if err != nil {
 		return err
 	}

@@ -18,9 +18,10 @@ type sockTap struct {
 	*os.File
 	offloads atomic.Uint64 // the last SetOffload flags, +1 (0: never set)
 	queue    atomic.Int32  // the last EnableQueue: 0 none, tapAttached, tapDetached
+	iovs     []unix.Iovec
 }
 
-func (s *sockTap) WriteFrame(bufs [][]byte) error { return writeFrame(s.File, bufs) }
+func (s *sockTap) WriteFrame(bufs [][]byte) error { return writeFrame(s.File, bufs, &s.iovs) }
 
 const (
 	tapAttached = 1

@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/govmm/govmm/internal/nbsys"
 	"golang.org/x/sys/unix"
 )
 
@@ -68,9 +69,20 @@ func (t *Transport) newNotifier(q int) (*pciNotifier, error) {
 func (t *Transport) serveNotifier(n *pciNotifier, q int) {
 	defer close(n.done)
 	var buf [8]byte
+	rc, err := n.file.SyscallConn()
+	if err != nil {
+		return
+	}
+	var rerr error
+	read := func(fd uintptr) bool {
+		_, rerr = nbsys.Read(int(fd), buf[:])
+		return rerr != unix.EAGAIN
+	}
 	p := pollWindow{max: t.pollMax}
 	for {
-		if _, err := n.file.Read(buf[:]); err != nil {
+		// The eventfd is non-blocking: the read is a raw system call
+		// (internal/nbsys says why) and the wait is the poller's.
+		if err := rc.Read(read); err != nil || rerr != nil {
 			return // closed by stopNotifiers
 		}
 		p.woke(time.Now())

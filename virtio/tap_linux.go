@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/govmm/govmm/internal/nbsys"
 	"golang.org/x/sys/unix"
 )
 
@@ -15,6 +16,7 @@ import (
 type Tap struct {
 	f    *os.File
 	name string
+	iovs []unix.Iovec // WriteFrame's, reused: one queue pair writes a tap
 }
 
 // OpenTap attaches to the tap interface name, creating it if it does not
@@ -96,7 +98,7 @@ func (t *Tap) SyscallConn() (syscall.RawConn, error) { return t.f.SyscallConn() 
 // WriteFrame writes one frame, virtio-net header first, gathered from
 // bufs.
 func (t *Tap) WriteFrame(bufs [][]byte) error {
-	if err := writeFrame(t.f, bufs); err != nil {
+	if err := writeFrame(t.f, bufs, &t.iovs); err != nil {
 		return fmt.Errorf("tap %s: %w", t.name, err)
 	}
 	return nil
@@ -111,8 +113,9 @@ func (t *Tap) WriteFrame(bufs [][]byte) error {
 const tapWriteWait = time.Second
 
 // writeFrame writes bufs to f with one writev, waiting up to
-// tapWriteWait for room if f (non-blocking, in the poller) has none.
-func writeFrame(f *os.File, bufs [][]byte) error {
+// tapWriteWait for room if f (non-blocking, in the poller) has none;
+// iovs is scratch space for the writev.
+func writeFrame(f *os.File, bufs [][]byte, iovs *[]unix.Iovec) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
@@ -125,7 +128,7 @@ func writeFrame(f *os.File, bufs [][]byte) error {
 		}
 	}()
 	if err := rc.Write(func(fd uintptr) bool {
-		_, werr = unix.Writev(int(fd), bufs)
+		_, werr = nbsys.Writev(int(fd), bufs, iovs)
 		if werr == unix.EAGAIN && !waited {
 			// Only a full tap pays for the deadline's timer.
 			waited = true

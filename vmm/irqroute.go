@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/govmm/govmm/internal/nbsys"
 	"github.com/govmm/govmm/kvm"
 	"github.com/govmm/govmm/virtio"
 )
@@ -131,7 +132,7 @@ func (v *irqfdVector) SetMessage(addr uint64, data uint32) error {
 }
 
 func (v *irqfdVector) Fire() error {
-	_, err := unix.Write(v.efd, eventfdOne)
+	_, err := nbsys.Write(v.efd, eventfdOne)
 	if errors.Is(err, unix.EAGAIN) {
 		return nil // the counter is full: an interrupt is pending anyway
 	}
