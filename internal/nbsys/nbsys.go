@@ -52,11 +52,7 @@ func rw(trap uintptr, fd int, p []byte) (int, error) {
 	if len(p) > 0 {
 		ptr = unsafe.Pointer(&p[0])
 	}
-	n, _, e := unix.RawSyscall(trap, uintptr(fd), uintptr(ptr), uintptr(len(p)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
+	return raw(trap, fd, ptr, len(p))
 }
 
 func rwv(trap uintptr, fd int, bufs [][]byte, scratch *[]unix.Iovec) (int, error) {
@@ -74,12 +70,24 @@ func rwv(trap uintptr, fd int, bufs [][]byte, scratch *[]unix.Iovec) (int, error
 	if len(iovs) > 0 {
 		ptr = unsafe.Pointer(&iovs[0])
 	}
-	n, _, e := unix.RawSyscall(trap, uintptr(fd), uintptr(ptr), uintptr(len(iovs)))
+	n, err := raw(trap, fd, ptr, len(iovs))
 	// The kernel is done with the buffers: drop the scratch array's
-	// references so it does not keep guest memory views alive.
+	// references so it does not keep them alive.
 	clear(iovs)
-	if e != 0 {
-		return 0, e
+	return n, err
+}
+
+// raw makes the call, again after EINTR as os.File does (a call that
+// does not wait hardly sees one).
+func raw(trap uintptr, fd int, ptr unsafe.Pointer, n int) (int, error) {
+	for {
+		r, _, e := unix.RawSyscall(trap, uintptr(fd), uintptr(ptr), uintptr(n))
+		switch e {
+		case 0:
+			return int(r), nil
+		case unix.EINTR:
+		default:
+			return 0, e
+		}
 	}
-	return int(n), nil
 }
