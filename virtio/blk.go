@@ -56,10 +56,9 @@ const (
 	BlockMaxQueues = 64
 	// blkWorkers bounds the requests of one queue that run on goroutines
 	// of their own beside the one the queue's notifier serves itself:
-	// a guest's usual depth per queue (fio's and Linux's 32), so that
-	// depth reaches the host's disk, and as QEMU's thread pool (64 per
-	// event loop) a bounded number of threads per queue.
-	blkWorkers = 32
+	// enough to overlap slow host I/O, few enough that a guest cannot
+	// make us start many threads' worth of work per queue.
+	blkWorkers = 4
 	// blkSegMax leaves two descriptors of a queue-sized chain for the
 	// request header and the status byte, as Linux expects. It is
 	// enforced: a request of more descriptors than seg_max+2 fails.
