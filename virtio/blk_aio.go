@@ -6,7 +6,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/govmm/govmm/internal/nbsys"
 	"golang.org/x/sys/unix"
 )
 
@@ -64,7 +63,7 @@ type aioCalls struct {
 	submit    func(ctx uint64, cbs []*iocb) (int, error)
 	getEvents func(ctx uint64, events []ioEvent) (int, error)
 	destroy   func(ctx uint64) error
-	wait      func(done *os.File, timeout time.Duration) error
+	wait      func(done *eventfdReader, timeout time.Duration) error
 }
 
 var linuxAIO = aioCalls{submit: ioSubmit, getEvents: ioGetEvents, destroy: ioDestroy, wait: waitEventfd}
@@ -78,9 +77,9 @@ const aioRecheck = 100 * time.Millisecond
 // uses it, one Notify at a time (the transport serializes them).
 type blkAIO struct {
 	sys    aioCalls
-	ctx    uint64   // aio_context_t
-	dead   bool     // destroyed after a failure (failAIO): never used again
-	done   *os.File // eventfd the kernel signals per completion; non-blocking, so the netpoller waits on it
+	ctx    uint64         // aio_context_t
+	dead   bool           // destroyed after a failure (failAIO): never used again
+	done   *eventfdReader // eventfd the kernel signals per completion; non-blocking, so the netpoller waits on it
 	doneFd int
 	slots  []aioSlot
 	free   []int  // indices of idle slots
@@ -115,7 +114,13 @@ func newBlkAIO(depth int) (*blkAIO, error) {
 		ioDestroy(a.ctx)
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	a.done, a.doneFd = os.NewFile(uintptr(fd), "virtio-blk-aio"), fd
+	f := os.NewFile(uintptr(fd), "virtio-blk-aio")
+	if a.done, err = newEventfdReader(f); err != nil {
+		f.Close()
+		ioDestroy(a.ctx)
+		return nil, err
+	}
+	a.doneFd = fd
 	for i := depth - 1; i >= 0; i-- {
 		a.free = append(a.free, i)
 	}
@@ -128,7 +133,7 @@ func (a *blkAIO) Close() error {
 	if !a.dead {
 		err = a.sys.destroy(a.ctx)
 	}
-	if cerr := a.done.Close(); err == nil {
+	if cerr := a.done.f.Close(); err == nil {
 		err = cerr
 	}
 	return err
@@ -136,27 +141,14 @@ func (a *blkAIO) Close() error {
 
 // waitEventfd waits until done is signalled, or timeout passes, and
 // clears it.
-func waitEventfd(done *os.File, timeout time.Duration) error {
-	if err := done.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+func waitEventfd(done *eventfdReader, timeout time.Duration) error {
+	if err := done.f.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 		return err
 	}
-	rc, err := done.SyscallConn()
-	if err != nil {
+	if _, err := done.Read(); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 		return err
 	}
-	var buf [8]byte
-	var rerr error
-	err = rc.Read(func(fd uintptr) bool {
-		_, rerr = nbsys.Read(int(fd), buf[:])
-		return rerr != unix.EAGAIN
-	})
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	return rerr
+	return nil
 }
 
 func (a *blkAIO) inflight() int { return len(a.slots) - len(a.free) }

@@ -160,7 +160,7 @@ func TestBlockAIOGetEventsFails(t *testing.T) {
 func TestBlockAIOEventfdFails(t *testing.T) {
 	e, a := newAIOEnv(t)
 	a.sys.getEvents = func(uint64, []ioEvent) (int, error) { return 0, nil } // nothing yet, for ever
-	a.sys.wait = func(*os.File, time.Duration) error { return unix.EBADF }
+	a.sys.wait = func(*eventfdReader, time.Duration) error { return unix.EBADF }
 	r := e.publishReads(4)
 	r.checkAllFailed(t, notifyWithin(t, e.b))
 	e.checkRecovered(t, a)

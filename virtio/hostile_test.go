@@ -165,6 +165,9 @@ func (m *floodMem) stop() {
 	m.mu.Unlock()
 }
 
+// keptFull is what the flood tests' waits are under.
+const keptFull = " while the guest kept the queue full"
+
 // waitFor polls cond until it holds, failing the test after endsWithin.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -178,7 +181,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // within runs f and fails the test if it has not returned after
-// endsWithin; onTimeout runs first, to unblock what f waits for.
+// endsWithin; onTimeout, unless nil, runs first, to unblock what f waits
+// for.
 func within(t *testing.T, what string, f func(), onTimeout func()) {
 	t.Helper()
 	done := make(chan struct{})
@@ -186,8 +190,10 @@ func within(t *testing.T, what string, f func(), onTimeout func()) {
 	select {
 	case <-done:
 	case <-time.After(endsWithin):
-		onTimeout()
-		t.Fatalf("%s did not return while the guest kept the queue full", what)
+		if onTimeout != nil {
+			onTimeout()
+		}
+		t.Fatalf("%s did not return in %v", what, endsWithin)
 	}
 }
 
@@ -246,7 +252,7 @@ func TestTransportStopWinsOverFlood(t *testing.T) {
 			defer m.stop()
 			vcpu := kick(r, ioeventfd)
 			waitFor(t, "transmitq to be served", func() bool { return tx.usedIdx() > 2*consoleQueueSize })
-			within(t, "reset", func() { r.write(ccDeviceStatus, 1, 0) }, m.stop)
+			within(t, "reset"+keptFull, func() { r.write(ccDeviceStatus, 1, 0) }, m.stop)
 			within(t, "the notification", func() { <-vcpu }, m.stop)
 			if r.status() != 0 {
 				t.Errorf("status %#x after reset", r.status())
@@ -259,7 +265,7 @@ func TestTransportStopWinsOverFlood(t *testing.T) {
 			m.flood([]byte("y"))
 			vcpu = kick(r, ioeventfd)
 			waitFor(t, "transmitq to be served", func() bool { return tx.usedIdx() > 2*consoleQueueSize })
-			within(t, "Close", func() { r.tr.Close() }, m.stop)
+			within(t, "Close"+keptFull, func() { r.tr.Close() }, m.stop)
 			within(t, "the notification", func() { <-vcpu }, m.stop)
 		})
 	}
@@ -275,7 +281,7 @@ func TestTransportBARMoveWinsOverFlood(t *testing.T) {
 	defer m.stop()
 	kick(r, true)
 	waitFor(t, "transmitq to be served", func() bool { return tx.usedIdx() > 2*consoleQueueSize })
-	within(t, "BAR move", func() { r.cfgWrite(devices.PCIBAR0, 4, testBARBase+BARSize) }, m.stop)
+	within(t, "BAR move"+keptFull, func() { r.cfgWrite(devices.PCIBAR0, 4, testBARBase+BARSize) }, m.stop)
 	if _, ok := r.ioev.fd(testBARBase + BARSize + pciNotifyOff + pciNotifyMultiplier); !ok {
 		t.Fatal("no ioeventfd at the new BAR address")
 	}

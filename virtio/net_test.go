@@ -826,21 +826,12 @@ func TestNetCloseWhileTransmitting(t *testing.T) {
 	}
 	notified := make(chan error, 1)
 	go func() { notified <- e.n.Notify(1) }()
-	closed := make(chan error, 1)
-	go func() { closed <- e.n.Close() }()
-	select {
-	case err := <-closed:
-		if err != nil {
-			t.Error(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Close waits for a transmit blocked on the tap")
+	var closeErr error
+	within(t, "Close, with a transmit blocked on the tap", func() { closeErr = e.n.Close() }, nil)
+	if closeErr != nil {
+		t.Error(closeErr)
 	}
-	select {
-	case <-notified:
-	case <-time.After(10 * time.Second):
-		t.Fatal("transmit still blocked after Close")
-	}
+	within(t, "the transmit, after Close", func() { <-notified }, nil)
 }
 
 // TestNetStopWhileTransmitting: the transport's Close (govmm's stop)
@@ -879,22 +870,11 @@ func TestNetStopWhileTransmitting(t *testing.T) {
 	}
 	unix.Write(efd, binary.LittleEndian.AppendUint64(nil, 1))
 	// Wait until the notifier is stuck: frames sent, and the rest wait.
-	deadline := time.Now().Add(10 * time.Second)
-	for n.Stats().TxPackets == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no frame sent in 10 s")
-		}
-		time.Sleep(time.Millisecond)
-	}
-	closed := make(chan error, 1)
-	go func() { closed <- r.tr.Close() }()
-	select {
-	case err := <-closed:
-		if err != nil {
-			t.Error(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the transport's Close waits for a transmit blocked on the tap")
+	waitFor(t, "a frame sent", func() bool { return n.Stats().TxPackets > 0 })
+	var closeErr error
+	within(t, "the transport's Close, with a transmit blocked on the tap", func() { closeErr = r.tr.Close() }, nil)
+	if closeErr != nil {
+		t.Error(closeErr)
 	}
 	if s := n.Stats(); s.TxPackets+s.TxDropped >= 64 {
 		t.Errorf("counters %+v: every frame was served, the stop did not cut transmit short", s)

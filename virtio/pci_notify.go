@@ -1,12 +1,10 @@
 package virtio
 
 import (
-	"encoding/binary"
 	"log"
 	"os"
 	"time"
 
-	"github.com/govmm/govmm/internal/nbsys"
 	"golang.org/x/sys/unix"
 )
 
@@ -68,29 +66,21 @@ func (t *Transport) newNotifier(q int) (*pciNotifier, error) {
 
 func (t *Transport) serveNotifier(n *pciNotifier, q int) {
 	defer close(n.done)
-	var buf [8]byte
-	rc, err := n.file.SyscallConn()
+	r, err := newEventfdReader(n.file)
 	if err != nil {
 		return
 	}
-	var rerr error
-	read := func(fd uintptr) bool {
-		_, rerr = nbsys.Read(int(fd), buf[:])
-		return rerr != unix.EAGAIN
-	}
 	p := pollWindow{max: t.pollMax}
 	for {
-		// The eventfd is non-blocking: the read is a raw system call
-		// (internal/nbsys says why) and the wait is the poller's.
-		if err := rc.Read(read); err != nil || rerr != nil {
+		signals, err := r.Read()
+		if err != nil {
 			return // closed by stopNotifiers
 		}
 		p.woke(time.Now())
 		// The counter sums the guest's writes since the last read (and
 		// the transport's kicks, which are not the guest's): one Notify
 		// serves them all.
-		n := binary.LittleEndian.Uint64(buf[:])
-		t.counters[q].eventfd.Add(n - min(n, t.counters[q].kicks.Swap(0)))
+		t.counters[q].eventfd.Add(signals - min(signals, t.counters[q].kicks.Swap(0)))
 		t.notify(q)
 		for p.max > 0 && t.poll(q, &p) {
 			t.counters[q].polled.Add(1)
