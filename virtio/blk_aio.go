@@ -221,10 +221,11 @@ func (b *Block) serveQueueAIO(bq *blkQueue, a *blkAIO) error {
 			}
 			took = true
 			start, popped := tel.popStart(), tel.now()
-			// The one request in flight runs here, as serveQueue runs its
-			// last: a blocking read costs no wake-up through the netpoller.
-			alone := a.inflight() == 0 && len(a.batch) == 0 && !bq.q.HasAvail(b.mem)
-			if alone || !b.prepareAIO(a, c, start, popped) {
+			// A request alone in the ring goes through AIO too: served
+			// here with a blocking preadv, it made the scheduler hand off
+			// the notifier's processor and wake its monitor thread, on
+			// the cores the vCPUs need (README, Storage).
+			if !b.prepareAIO(a, c, start, popped) {
 				record(b.complete(bq, c, b.handle(bq.q, c), start, popped))
 			}
 		}
