@@ -160,6 +160,9 @@ func blkVariants(image string) []blkVariant {
 		{name: "govmm-poll-32us", kind: "govmm", cache: "page cache", args: []string{"--blk-poll-us", "32"}},
 		{name: "govmm-no-ioeventfd", kind: "govmm", cache: "page cache", args: []string{"--no-ioeventfd"}},
 		{name: "govmm-no-irqfd", kind: "govmm", cache: "page cache", args: []string{"--no-irqfd"}},
+		// Go's monitor thread allowed to sleep deeply, so that system
+		// calls wake it (internal/keepawake).
+		{name: "govmm-sysmon-asleep", kind: "govmm", cache: "page cache", args: []string{"--keep-sysmon-awake=false"}},
 		// QEMU's default: a thread pool (aio=threads), cache=writeback.
 		{name: "qemu-threads", kind: "qemu", cache: "page cache (cache=writeback)", args: qemuDisk(image, "", false)},
 		{name: "qemu-native-iothread", kind: "qemu", cache: "O_DIRECT (cache.direct=on)", args: qemuDisk(image, "aio=native,cache.direct=on", true)},

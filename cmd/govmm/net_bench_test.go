@@ -79,6 +79,8 @@ func netVariants() []netVariant {
 		{"govmm", "govmm", []string{"--net", "tap=tap0,mac=" + netGuestMAC}, false},
 		{"govmm-mq", "govmm", []string{"--net", "tap=tap0,mac=" + netGuestMAC + ",queues=2"}, true},
 		{"govmm-offload-off", "govmm", []string{"--net", "tap=tap0,mac=" + netGuestMAC + ",offload=off,queues=1"}, false},
+		// Go's monitor thread allowed to sleep deeply (internal/keepawake).
+		{"govmm-sysmon-asleep", "govmm", []string{"--net", "tap=tap0,mac=" + netGuestMAC, "--keep-sysmon-awake=false"}, false},
 		// QEMU's user-space virtio-net (no vhost: these hosts have no
 		// /dev/vhost-net), its default offloads; one queue pair, and
 		// as many as govmm's default (2 with --smp 2; vectors = 2*2+2).

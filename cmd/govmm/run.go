@@ -14,6 +14,7 @@ import (
 
 	"github.com/govmm/govmm/exittrace"
 	"github.com/govmm/govmm/internal/atomicfile"
+	"github.com/govmm/govmm/internal/keepawake"
 	"github.com/govmm/govmm/sandbox"
 	"github.com/govmm/govmm/vmm"
 	"github.com/govmm/govmm/vmm/kernelcache"
@@ -65,6 +66,7 @@ func runCommand(args []string) error {
 	confine := fs.Bool("seccomp", true, "once the VM is set up, allow only the system calls govmm needs (a seccomp filter on every thread); any other ends govmm with a message naming it")
 	landlockOn := fs.Bool("landlock", true, "once the VM is set up, confine file access (Landlock, where the kernel has it) to what govmm still opens: reading the kernel, initrd and kernel cache; creating files in the directories of --exit-stats-json and --exit-trace; removing the QMP socket")
 	onPanic := fs.String("on-panic", "", "add QEMU's pvpanic device; a guest panic it reports then does: poweroff (end govmm with status 1) or pause (stop the VM in state guest-panicked for QMP)")
+	keepAwake := fs.Bool("keep-sysmon-awake", true, "hold one Go scheduler processor in a blocking wait while the VM runs, so that Go's monitor thread never sleeps deeply and the I/O paths' system calls need not wake it (README, Storage); GOMAXPROCS is raised by one for it")
 	noReboot := fs.Bool("no-reboot", false, "a reset (system_reset, a guest reboot, a triple fault) ends govmm instead of restarting the guest, as QEMU's -no-reboot")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -196,6 +198,13 @@ func runCommand(args []string) error {
 		}
 	}
 
+	if *keepAwake {
+		k, err := keepawake.Start()
+		if err != nil {
+			return err
+		}
+		defer k.Stop()
+	}
 	out := vm.Run()
 	term.restore()
 	report(os.Stderr, vm, out, signals.First())
