@@ -151,6 +151,7 @@ func BenchmarkSemTest(b *testing.B) {
 		{"govmm-hlt-passthrough", []string{"--hlt-passthrough"}},
 		{"govmm-pv-haltpoll", []string{"--pv-haltpoll"}},
 		{"govmm-pinned", []string{"--cpu-affinity", "0,1"}},
+		{"govmm-sysmon-asleep", []string{"--keep-sysmon-awake=false"}},
 	} {
 		variants = append(variants, variant{k.name, govmm(k.name, semRunArg, k.knobs...), filepath.Join(dir, k.name+".json")})
 	}
@@ -159,6 +160,19 @@ func BenchmarkSemTest(b *testing.B) {
 			"-smp", "2", "-m", "512", "-kernel", kernel, "-initrd", initramfs,
 			"-append", strings.Replace(cmdline(semRunArg), "reboot=k", "reboot=t", 1),
 			"-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio"}, ""})
+	}
+	// SEMTEST_ONLY, a regular expression, picks variants.
+	if only := envRegexp(b, "SEMTEST_ONLY"); only != nil {
+		var kept []variant
+		for _, v := range variants {
+			if only.MatchString(v.name) {
+				kept = append(kept, v)
+			}
+		}
+		if len(kept) == 0 {
+			b.Fatal("SEMTEST_ONLY matches no variant")
+		}
+		variants = kept
 	}
 	// The exits of a boot that runs nothing, to take out of each run.
 	baseline, err := runSemTestBaseline(govmm("baseline", "true"), filepath.Join(dir, "baseline.json"))
