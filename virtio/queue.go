@@ -75,6 +75,12 @@ type Queue struct {
 	// read by the queue's one Pop caller at a time, like lastAvail.
 	notifyOff bool
 
+	// spare holds chains their device gave back (Recycle) for Pop to
+	// reuse, so that a device that pops a buffer per packet does not
+	// allocate one each time and drive the garbage collector. Pop's
+	// caller owns it, like lastAvail.
+	spare []*Chain
+
 	// Used index at the last NeedsInterrupt, for VIRTIO_F_EVENT_IDX:
 	// an interrupt is due when used_event lies in (signalled, usedIdx].
 	signalled      uint16
@@ -298,6 +304,15 @@ func (q *Queue) setAvailEvent(v uint16) {
 	binary.LittleEndian.PutUint16(q.usedRing[4+8*int(q.size):], v)
 }
 
+// Recycle gives Pop chain c to reuse. Only Pop's caller may call it,
+// once it has pushed c's head and keeps no reference to c: the next Pop
+// overwrites it. At most a queue's worth is kept.
+func (q *Queue) Recycle(c *Chain) {
+	if len(q.spare) < int(q.size) {
+		q.spare = append(q.spare, c)
+	}
+}
+
 // Pop returns the next available descriptor chain, or nil when the
 // driver has made none available or the transport holds or aborted the
 // queue (so a device's loop over Pop ends). An error means the queue is
@@ -398,7 +413,13 @@ func (q *Queue) Unpop(n int) {
 // step: an index inside its table, a length bounded by the table (which
 // catches loops), buffers inside guest RAM, indirect tables well formed.
 func (q *Queue) walk(mem Memory, head uint16) (*Chain, error) {
-	c := &Chain{Head: head, Descs: make([]Desc, 0, 4)}
+	var c *Chain
+	if n := len(q.spare); n > 0 {
+		c, q.spare = q.spare[n-1], q.spare[:n-1]
+		c.Head, c.Descs = head, c.Descs[:0]
+	} else {
+		c = &Chain{Head: head, Descs: make([]Desc, 0, 4)}
+	}
 	table := q.descRing
 	n := uint32(q.size)
 	idx := uint32(head)

@@ -940,3 +940,29 @@ func TestQueuePutPublish(t *testing.T) {
 		t.Error("Put of descriptor 8 in a queue of 8: no error")
 	}
 }
+
+// TestQueueRecycle: a chain given back is reused by the next Pop, which
+// fills it with the new chain's descriptors and nothing of the old.
+func TestQueueRecycle(t *testing.T) {
+	d := newTestDriver(t, 8)
+	q, m := d.q, d.mem
+	first := d.chainAt([]uint64{0x10000, 0x11000}, wr(64), wr(32))
+	second := d.chainAt([]uint64{0x12000}, wr(16))
+	d.publish(first)
+	d.publish(second)
+	c, err := q.Pop(m)
+	if err != nil || c == nil || c.Head != first || len(c.Descs) != 2 {
+		t.Fatalf("first Pop: %+v, %v", c, err)
+	}
+	q.Recycle(c)
+	c2, err := q.Pop(m)
+	if err != nil || c2 == nil {
+		t.Fatalf("second Pop: %v", err)
+	}
+	if c2 != c {
+		t.Error("Pop did not reuse the recycled chain")
+	}
+	if c2.Head != second || len(c2.Descs) != 1 || c2.WritableLen() != 16 {
+		t.Errorf("reused chain: head %d, %d descriptors, %d writable bytes; want %d, 1, 16", c2.Head, len(c2.Descs), c2.WritableLen(), second)
+	}
+}
