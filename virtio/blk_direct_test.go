@@ -478,8 +478,8 @@ func TestBlockAIORefusedFallsBack(t *testing.T) {
 			t.Errorf("read %d: data differs from the image", i)
 		}
 	}
-	// They went to AIO in one batch, which
-	// refused each, and each went through the page cache instead.
+	// They went to AIO in one batch, which refused each, and each went
+	// through the page cache instead.
 	if _, buffered := e.paths(); buffered != reads {
 		t.Errorf("%d transfers through the page cache, want %d", buffered, reads)
 	}

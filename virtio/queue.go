@@ -306,12 +306,19 @@ func (q *Queue) setAvailEvent(v uint16) {
 
 // Recycle gives Pop chain c to reuse. Only Pop's caller may call it,
 // once it has pushed c's head and keeps no reference to c: the next Pop
-// overwrites it. At most a queue's worth is kept.
+// overwrites it. At most a queue's worth is kept, and only chains of a
+// few descriptors: a guest's long indirect chain (up to maxIndirect
+// descriptors, 192 KiB of Descs) kept for reuse would hold that memory
+// for the VM's life, a queue's worth of them tens of MiB.
 func (q *Queue) Recycle(c *Chain) {
-	if len(q.spare) < int(q.size) {
+	if len(q.spare) < int(q.size) && cap(c.Descs) <= recycleMaxDescs {
 		q.spare = append(q.spare, c)
 	}
 }
+
+// recycleMaxDescs is the most descriptors a recycled chain may have room
+// for: four times what walk starts a chain with.
+const recycleMaxDescs = 16
 
 // Pop returns the next available descriptor chain, or nil when the
 // driver has made none available or the transport holds or aborted the

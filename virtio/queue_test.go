@@ -966,3 +966,32 @@ func TestQueueRecycle(t *testing.T) {
 		t.Errorf("reused chain: head %d, %d descriptors, %d writable bytes; want %d, 1, 16", c2.Head, len(c2.Descs), c2.WritableLen(), second)
 	}
 }
+
+// TestQueueRecycleDropsLongChains: a chain with room for more than a few
+// descriptors is not kept for reuse, so a guest's long chains cannot
+// pin their memory.
+func TestQueueRecycleDropsLongChains(t *testing.T) {
+	d := newTestDriver(t, 64)
+	q, m := d.q, d.mem
+	addrs := make([]uint64, 40)
+	bufs := make([]testBuf, 40)
+	for i := range addrs {
+		addrs[i], bufs[i] = 0x10000+uint64(i)*0x100, wr(16)
+	}
+	long := d.chainAt(addrs, bufs...)
+	short := d.chainAt([]uint64{0x20000}, wr(16))
+	d.publish(long)
+	d.publish(short)
+	c, err := q.Pop(m)
+	if err != nil || c == nil || len(c.Descs) != 40 {
+		t.Fatalf("first Pop: %v, %v", c, err)
+	}
+	q.Recycle(c)
+	c2, err := q.Pop(m)
+	if err != nil || c2 == nil || c2.Head != short {
+		t.Fatalf("second Pop: %v, %v", c2, err)
+	}
+	if c2 == c {
+		t.Errorf("a chain with room for %d descriptors was kept for reuse (at most %d)", cap(c.Descs), recycleMaxDescs)
+	}
+}
