@@ -26,8 +26,9 @@ import (
 // TCP throughput both ways with 1 and 4 streams, iperf3 UDP with 64-byte
 // datagrams (packets per second the receiver got), and request/response
 // latency of 64-byte TCP messages. The guest boots the benchmark
-// initramfs and runs the servers (iperf3 -s, and busybox nc -ll -e cat as
-// an echo server); the host runs the clients inside the namespace
+// initramfs and runs the servers (guests/net-server: iperf3 -s and busybox
+// nc -ll -e cat as an echo server, iperf3 and the virtio-net interrupts
+// pinned to fixed vCPUs); the host runs the clients inside the namespace
 // (iperf3, and a Go ping-pong client), one job after another in one boot
 // per variant and round. Around each job the host reads KVM's exit
 // counters (and govmm's user-space exits) over QMP, so every job's exits
@@ -366,9 +367,8 @@ func BenchmarkNet(b *testing.B) {
 		b.Fatal("NET_JOBS or NET_ONLY matches nothing")
 	}
 	sock := filepath.Join(b.TempDir(), "qmp.sock")
-	// iperf3 daemonizes; nc -ll -e cat echoes every connection.
-	guestRun := fmt.Sprintf("sh,-c,iperf3${IFS}-s${IFS}-D;exec${IFS}nc${IFS}-ll${IFS}-p${IFS}%d${IFS}-e${IFS}cat", netEchoPort)
-	cmdline := fmt.Sprintf("console=ttyS0 panic=-1 quiet govmm.ip=%s/24 govmm.run=%s", netGuestAddr, guestRun)
+	// net-server starts iperf3 as a daemon and execs the echo server.
+	cmdline := fmt.Sprintf("console=ttyS0 panic=-1 quiet govmm.ip=%s/24 govmm.run=net-server,%d", netGuestAddr, netEchoPort)
 	vmArgs := func(v netVariant) []string {
 		args := []string{"ip", "netns", "exec", ns}
 		if v.kind == "govmm" {
