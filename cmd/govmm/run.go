@@ -203,7 +203,11 @@ func runCommand(args []string) error {
 		if err != nil {
 			return err
 		}
-		defer k.Stop()
+		defer func() {
+			if err := k.Stop(); err != nil {
+				fmt.Fprintf(os.Stderr, "govmm: %v\n", err)
+			}
+		}()
 	}
 	out := vm.Run()
 	term.restore()
