@@ -147,8 +147,10 @@ type netPair struct {
 	*Net
 	index int // pair index: receiveq 2*index, transmitq 2*index+1
 	// txStreaming: the last transmit notification found two frames or
-	// more, so the next one waits netTxDefer (Notify).
+	// more, so the next one waits netTxDefer (NotifyDelay). txFrames
+	// counts the frames transmit took, sent or dropped.
 	txStreaming atomic.Bool
+	txFrames    atomic.Uint64
 	tap         NetTap
 	// tapDetached: usePairs detached the tap queue (a tap opens with
 	// its queues attached); ctrlMu guards it.
@@ -483,29 +485,30 @@ func (n *Net) Notify(queue int) error {
 		p.cond.Broadcast()
 		return p.rxErr
 	}
-	if p.txStreaming.Load() {
-		// The guest is streaming: let it queue more frames (its
-		// notifications off) before serving them.
-		ts := unix.NsecToTimespec(int64(netTxDefer))
-		unix.Nanosleep(&ts, nil)
-	}
-	before := p.txPackets.Load() + p.txDropped.Load()
+	before := p.txFrames.Load()
 	err := inBatches(&p.txMu, p.transmitLocked)
-	p.txStreaming.Store(p.txPackets.Load()+p.txDropped.Load()-before >= 2)
+	p.txStreaming.Store(p.txFrames.Load()-before >= 2)
 	return err
 }
 
-// netTxDefer is how long a transmit notification waits before the device
-// serves it when the notification before it found two frames or more (a
-// guest streaming). Served at once, the device empties the ring and asks
-// to be notified again, so the guest's next frame costs it another
+// NotifyDelay implements notifyDeferrer: a transmitq notification that
+// follows one which found two frames or more (a guest streaming) waits
+// netTxDefer before it is served.
+func (n *Net) NotifyDelay(queue int) time.Duration {
+	if queue < 0 || queue >= 2*len(n.pairs) || queue%2 == 0 || !n.pairs[queue/2].txStreaming.Load() {
+		return 0
+	}
+	return netTxDefer
+}
+
+// netTxDefer is how long a streaming guest's transmit notification
+// waits. Served at once, the device empties the ring and asks to be
+// notified again, so the guest's next frame costs it another
 // notification (an emulated page fault on PVM hosts) and the notifier's
 // thread a wake-up that preempts a vCPU; after the wait it finds several
 // frames queued with the guest's notifications off. A lone frame (request
 // and response) is served at once. The sleep comes with the kernel's
-// timer slack (50 us for a normal thread). The frame counts are the
-// device's, so with several pairs another pair's frames can make a
-// wrong guess, which costs one wait.
+// timer slack (50 us for a normal thread).
 const netTxDefer = 20 * time.Microsecond
 
 // inBatches runs batch with mu held until it reports no more work or an
@@ -625,6 +628,7 @@ func (n *Net) RequestOps(queue int) []string {
 // before the kernel parses it, and its length, which the checks use,
 // is the descriptors'). txMu must be held.
 func (p *netPair) transmit(c *Chain) served {
+	p.txFrames.Add(1)
 	l := c.ReadableLen()
 	if !p.active {
 		// A driver must not transmit on a pair beyond the count it

@@ -880,3 +880,44 @@ func TestNetStopWhileTransmitting(t *testing.T) {
 		t.Errorf("counters %+v: every frame was served, the stop did not cut transmit short", s)
 	}
 }
+
+// TestNetNotifyDelay: a transmitq notification that found two frames or
+// more asks the next one to wait (a guest streaming); one that found a
+// single frame does not, nor does a receiveq or an out-of-range queue.
+func TestNetNotifyDelay(t *testing.T) {
+	e := newNetEnv(t, false)
+	f := frame(NetHdrLen+60, 1)
+	notify := func(frames int) time.Duration {
+		t.Helper()
+		for range frames {
+			e.tx.add(rd(f[:NetHdrLen]), rd(f[NetHdrLen:]))
+		}
+		if err := e.n.Notify(1); err != nil {
+			t.Fatal(err)
+		}
+		for range frames {
+			e.tx.mustUsed()
+		}
+		return e.n.NotifyDelay(1)
+	}
+	if d := e.n.NotifyDelay(1); d != 0 {
+		t.Errorf("before any frame: delay %v, want 0", d)
+	}
+	if d := notify(1); d != 0 {
+		t.Errorf("after one frame: delay %v, want 0", d)
+	}
+	if d := notify(2); d != netTxDefer {
+		t.Errorf("after two frames: delay %v, want %v", d, netTxDefer)
+	}
+	if d := e.n.NotifyDelay(0); d != 0 {
+		t.Errorf("receiveq: delay %v, want 0", d)
+	}
+	for _, q := range []int{-1, 2, 99} {
+		if d := e.n.NotifyDelay(q); d != 0 {
+			t.Errorf("queue %d: delay %v, want 0", q, d)
+		}
+	}
+	if d := notify(1); d != 0 {
+		t.Errorf("after one frame again: delay %v, want 0", d)
+	}
+}

@@ -81,12 +81,28 @@ func (t *Transport) serveNotifier(n *pciNotifier, q int) {
 		// the transport's kicks, which are not the guest's): one Notify
 		// serves them all.
 		t.counters[q].eventfd.Add(signals - min(signals, t.counters[q].kicks.Swap(0)))
+		if d, ok := t.dev.(notifyDeferrer); ok {
+			if wait := d.NotifyDelay(q); wait > 0 {
+				ts := unix.NsecToTimespec(int64(wait))
+				unix.Nanosleep(&ts, nil)
+			}
+		}
 		t.notify(q)
 		for p.max > 0 && t.poll(q, &p) {
 			t.counters[q].polled.Add(1)
 			t.notify(q)
 		}
 	}
+}
+
+// notifyDeferrer is a Device whose notifier should wait before serving
+// some notifications, to let the driver queue more work while its
+// notifications are off (Net's transmitq when the guest streams). Only
+// the ioeventfd notifier waits: a notification that exits to user space
+// is served at once, since waiting there would stall the vCPU that sent
+// it. The wait is outside notifyMu, so a reset or stop never waits on it.
+type notifyDeferrer interface {
+	NotifyDelay(queue int) time.Duration
 }
 
 // pollWindow adapts how long a notifier polls its queue after the queue
