@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/govmm/govmm/devices"
@@ -35,6 +36,7 @@ const (
 const (
 	fuzzWrite = 1 // device-writable
 	fuzzAlias = 2 // writable buffer placed over the chain's last readable one
+	fuzzAlign = 4 // buffer placed on a sector boundary (O_DIRECT takes it as it is)
 )
 
 // fuzzBuf is one buffer of a fuzz chain as the test laid it out.
@@ -74,7 +76,7 @@ func (c *fuzzChain) writableLen() uint64 {
 // fuzzChains decodes up to max chains from in and makes them available
 // on d's queue, using d's heap up to heapEnd. Per chain: a count byte (1 to
 // fuzzMaxDescs buffers), a byte whose bit 0 asks for an indirect table;
-// per buffer: a flag byte (fuzzWrite, fuzzAlias) and a le16 length,
+// per buffer: a flag byte (fuzzWrite, fuzzAlias, fuzzAlign) and a le16 length,
 // followed, for a readable buffer, by its contents. It returns the chains
 // and the input it did not use.
 func fuzzChains(d *testDriver, in []byte, heapEnd uint64, max int) ([]fuzzChain, []byte) {
@@ -105,6 +107,9 @@ func fuzzChains(d *testDriver, in []byte, heapEnd uint64, max int) ([]fuzzChain,
 				b.addr, b.n = r.addr, min(n, r.n)
 				lastRead = -1 // writable buffers never overlap each other
 			} else {
+				if flags&fuzzAlign != 0 {
+					d.heap = align(d.heap, SectorSize)
+				}
 				if d.heap+uint64(n)+16 > heapEnd {
 					break
 				}
@@ -257,17 +262,16 @@ func seedChain(indirect bool, bufs ...seedBuf) []byte {
 func sRd(data []byte) seedBuf  { return seedBuf{n: uint16(len(data)), data: data} }
 func sWr(n uint16) seedBuf     { return seedBuf{flags: fuzzWrite, n: n} }
 func sAlias(n uint16) seedBuf  { return seedBuf{flags: fuzzWrite | fuzzAlias, n: n} }
+func sRdA(data []byte) seedBuf { return seedBuf{flags: fuzzAlign, n: uint16(len(data)), data: data} }
+func sWrA(n uint16) seedBuf    { return seedBuf{flags: fuzzWrite | fuzzAlign, n: n} }
 func seeds(c ...[]byte) []byte { return bytes.Join(c, nil) }
 
 const blkFuzzSectors = 16
 
-// FuzzBlockRequest runs virtio-blk requests decoded by fuzzChains
-// against a 16-sector image and checks them against a model of the
-// disk: the device writes only the writable buffers of the requests it
-// completed, reads and writes only whole sectors inside the image, and
-// every request comes back once with the status and length the spec
-// gives it.
-func FuzzBlockRequest(f *testing.F) {
+// addBlockSeeds adds the block fuzz targets' seeds: one of each request
+// type, good and bad, and reads and writes in sector-aligned buffers
+// (which a cache=none disk sends to Linux AIO, several in a batch).
+func addBlockSeeds(f *testing.F) {
 	hdr := func(typ uint32, sector uint64) seedBuf { return sRd(blkHeader(typ, sector)) }
 	dwz := func(sector uint64, n, flags uint32) []byte { return blkSegment(sector, n, flags) }
 	sector := bytes.Repeat([]byte("written!"), SectorSize/8)
@@ -284,10 +288,21 @@ func FuzzBlockRequest(f *testing.F) {
 		"discard":     seeds(seedChain(false, hdr(blkTDiscard, 0), sRd(dwz(2, 4, 0)), sRd(dwz(10, 1, 0)), sWr(1)), seedChain(true, hdr(blkTIn, 1), sWr(SectorSize+1))),
 		"zeroes":      seeds(seedChain(false, hdr(blkTWriteZeroes, 0), sRd(dwz(3, 2, blkWZUnmap)), sRd(dwz(7, 1, 0)), sWr(1)), seedChain(true, hdr(blkTIn, 3), sWr(SectorSize+1))),
 		"discard-bad": seeds(seedChain(false, hdr(blkTDiscard, 0), sRd(dwz(2, 4, 0)), sRd(dwz(blkFuzzSectors-1, 2, 0)), sWr(1)), seedChain(false, hdr(blkTDiscard, 0), sRd(dwz(0, 1, blkWZUnmap)), sWr(1))),
+		"aligned":     seeds(seedChain(false, hdr(blkTOut, 2), sRdA(bytes.Repeat(sector, 8)), sWr(1)), seedChain(false, hdr(blkTIn, 0), sWrA(8*SectorSize), sWr(1)), seedChain(true, hdr(blkTIn, 8), sWrA(2*SectorSize), sWrA(2*SectorSize), sWr(1))),
+		"aligned-mix": seeds(seedChain(false, hdr(blkTOut, 4), sRdA(sector), sWr(1)), seedChain(false, hdr(blkTOut, 4), sRd(sector), sWr(1)), seedChain(false, hdr(blkTIn, 4), sWrA(SectorSize), sWr(1)), seedChain(false, hdr(blkTIn, 3), sWr(3*SectorSize), sWr(1))),
 	} {
 		testenv.AddSeed(f, name, s)
 	}
+}
 
+// FuzzBlockRequest runs virtio-blk requests decoded by fuzzChains
+// against a 16-sector image and checks them against a model of the
+// disk: the device writes only the writable buffers of the requests it
+// completed, reads and writes only whole sectors inside the image, and
+// every request comes back once with the status and length the spec
+// gives it.
+func FuzzBlockRequest(f *testing.F) {
+	addBlockSeeds(f)
 	path := filepath.Join(fuzzTempDir(f), "disk.img")
 	image := make([]byte, blkFuzzSectors*SectorSize)
 	for i := range image {
@@ -332,7 +347,7 @@ func FuzzBlockRequest(f *testing.F) {
 
 		want := slices.Clone(image)
 		for _, u := range used {
-			checkBlockRequest(t, u, m, want, b.ID())
+			checkBlockRequest(t, u, m, orderedDisk(want), b.ID())
 		}
 		n, _ := b.f.ReadAt(disk, 0)
 		if n != len(image) || !bytes.Equal(disk[:n], want) {
@@ -341,9 +356,154 @@ func FuzzBlockRequest(f *testing.F) {
 	})
 }
 
+// FuzzBlockDirect is FuzzBlockRequest on a cache=none disk: requests in
+// sector-aligned buffers go to Linux AIO, several in a batch, and the
+// rest through the aligned bounce buffer or the page cache, while the
+// batch is in flight. Requests in flight together have no order, so the
+// model (unorderedDisk) accepts any order of them; the rest is checked
+// as FuzzBlockRequest checks it.
+func FuzzBlockDirect(f *testing.F) {
+	addBlockSeeds(f)
+	// Not /dev/shm: tmpfs has no O_DIRECT.
+	path := filepath.Join(f.TempDir(), "disk.img")
+	image := make([]byte, blkFuzzSectors*SectorSize)
+	for i := range image {
+		image[i] = byte(i * 7 % 251)
+	}
+	if err := os.WriteFile(path, image, 0o644); err != nil {
+		f.Fatal(err)
+	}
+	b, err := OpenBlock(BlockConfig{Path: path, Direct: true})
+	if err != nil {
+		if strings.Contains(err.Error(), "does not support O_DIRECT") {
+			f.Skipf("the test directory's file system has no O_DIRECT: %v", err)
+		}
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { b.Close() })
+	m, q := newFuzzMem(), NewQueue(fuzzQueueSize)
+	disk := make([]byte, len(image)+1) // one more, to see growth
+
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if _, err := b.f.WriteAt(image, 0); err != nil {
+			t.Fatal(err)
+		}
+		clear(m.mem)
+		d := m.queue(t, q, 0)
+		chains, _ := fuzzChains(d, in, fuzzMemSize, fuzzQueueSize)
+		m.snapshot()
+		if err := b.Activate(m.mem, FeatureVersion1|RingFeatures|blkFFlush|blkFDiscard|blkFWriteZeroes, []*Queue{q}, newTestIRQ()); err != nil {
+			t.Fatal(err)
+		}
+		err := b.Notify(0)
+		b.Reset()
+		if err != nil {
+			t.Fatalf("Notify on a well-formed ring: %v", err)
+		}
+		used := usedChains(t, d, chains)
+		if len(used) != len(chains) {
+			t.Fatalf("%d of %d requests completed", len(used), len(chains))
+		}
+		checkWrites(t, m.before, m.mem, []*testDriver{d}, used)
+
+		model := newUnorderedDisk(image)
+		for _, u := range used {
+			checkBlockRequest(t, u, m, model, b.ID())
+		}
+		n, _ := b.f.ReadAt(disk, 0)
+		if n != len(image) {
+			t.Fatalf("disk image of %d bytes, want %d", n, len(image))
+		}
+		model.check(t, disk[:n])
+	})
+}
+
+// blkModel is the disk as a fuzz target's checker sees it: a read's
+// data is checked against it, a write's (or discard's zeroes) applied.
+type blkModel interface {
+	sectors() uint64
+	read(t *testing.T, sector uint64, data []byte)
+	write(sector uint64, data []byte)
+}
+
+// orderedDisk models a disk whose requests ran one at a time, in ring
+// order: its bytes are the disk's.
+type orderedDisk []byte
+
+func (d orderedDisk) sectors() uint64 { return uint64(len(d)) / SectorSize }
+
+func (d orderedDisk) read(t *testing.T, sector uint64, data []byte) {
+	t.Helper()
+	if off := sector * SectorSize; !bytes.Equal(data, d[off:off+uint64(len(data))]) {
+		t.Fatalf("read of sector %d returned other data", sector)
+	}
+}
+
+func (d orderedDisk) write(sector uint64, data []byte) { copy(d[sector*SectorSize:], data) }
+
+// unorderedDisk models a disk whose requests ran in any order: a sector
+// no request wrote reads, and ends, as the image has it; one that
+// requests wrote reads as the image or any of them has it, and ends as
+// one of them has it. (A sector is the unit a disk writes whole.) Reads
+// are kept until check, which knows every write.
+type unorderedDisk struct {
+	image  []byte
+	writes map[uint64][][]byte // per sector, what requests wrote there
+	reads  []sectorRead
+}
+
+type sectorRead struct {
+	sector uint64
+	data   []byte
+}
+
+func newUnorderedDisk(image []byte) *unorderedDisk {
+	return &unorderedDisk{image: image, writes: map[uint64][][]byte{}}
+}
+
+func (d *unorderedDisk) sectors() uint64 { return uint64(len(d.image)) / SectorSize }
+
+func (d *unorderedDisk) read(t *testing.T, sector uint64, data []byte) {
+	for i := uint64(0); i < uint64(len(data))/SectorSize; i++ {
+		d.reads = append(d.reads, sectorRead{sector + i, slices.Clone(data[i*SectorSize : (i+1)*SectorSize])})
+	}
+}
+
+func (d *unorderedDisk) write(sector uint64, data []byte) {
+	for i := uint64(0); i < uint64(len(data))/SectorSize; i++ {
+		d.writes[sector+i] = append(d.writes[sector+i], data[i*SectorSize:(i+1)*SectorSize])
+	}
+}
+
+// imageSector is sector s of the image.
+func (d *unorderedDisk) imageSector(s uint64) []byte { return d.image[s*SectorSize : (s+1)*SectorSize] }
+
+// check fails unless every read returned, and final (the disk after the
+// requests) holds, what some order of the requests gives.
+func (d *unorderedDisk) check(t *testing.T, final []byte) {
+	t.Helper()
+	oneOf := func(got []byte, want [][]byte) bool {
+		return slices.ContainsFunc(want, func(w []byte) bool { return bytes.Equal(got, w) })
+	}
+	for _, r := range d.reads {
+		if !oneOf(r.data, append([][]byte{d.imageSector(r.sector)}, d.writes[r.sector]...)) {
+			t.Fatalf("read of sector %d returned data neither the image nor a write had there", r.sector)
+		}
+	}
+	for s := range d.sectors() {
+		want := d.writes[s]
+		if len(want) == 0 {
+			want = [][]byte{d.imageSector(s)}
+		}
+		if !oneOf(final[s*SectorSize:(s+1)*SectorSize], want) {
+			t.Fatalf("sector %d ends with data no order of the requests leaves there", s)
+		}
+	}
+}
+
 // checkBlockRequest checks one completed request against the spec and
 // applies it to the disk model.
-func checkBlockRequest(t *testing.T, u fuzzUsed, m *fuzzMem, disk []byte, id [blkIDLen]byte) {
+func checkBlockRequest(t *testing.T, u fuzzUsed, m *fuzzMem, disk blkModel, id [blkIDLen]byte) {
 	t.Helper()
 	w := u.writableLen()
 	if w == 0 {
@@ -368,7 +528,7 @@ func checkBlockRequest(t *testing.T, u fuzzUsed, m *fuzzMem, disk []byte, id [bl
 	}
 	typ, sector := binary.LittleEndian.Uint32(rd[0:]), binary.LittleEndian.Uint64(rd[8:])
 	inDisk := func(n uint64) bool {
-		size := uint64(len(disk))
+		size := disk.sectors() * SectorSize
 		// At least one whole sector, inside the disk (an empty transfer
 		// is an error too).
 		return n > 0 && n%SectorSize == 0 && sector <= size/SectorSize && n <= size-sector*SectorSize
@@ -380,9 +540,7 @@ func checkBlockRequest(t *testing.T, u fuzzUsed, m *fuzzMem, disk []byte, id [bl
 			return
 		}
 		expect(blkSOK, uint32(len(data))+1)
-		if off := sector * SectorSize; !bytes.Equal(data, disk[off:off+uint64(len(data))]) {
-			t.Fatalf("read of sector %d returned other data", sector)
-		}
+		disk.read(t, sector, data)
 	case blkTOut:
 		payload := rd[blkHeaderLen:]
 		if !inDisk(uint64(len(payload))) {
@@ -390,7 +548,7 @@ func checkBlockRequest(t *testing.T, u fuzzUsed, m *fuzzMem, disk []byte, id [bl
 			return
 		}
 		expect(blkSOK, 1)
-		copy(disk[sector*SectorSize:], payload)
+		disk.write(sector, payload)
 	case blkTFlush:
 		expect(blkSOK, 1)
 	case blkTGetID:
@@ -411,7 +569,7 @@ func checkBlockRequest(t *testing.T, u fuzzUsed, m *fuzzMem, disk []byte, id [bl
 		for s := segs; len(s) > 0; s = s[blkSegLen:] {
 			sector, n := binary.LittleEndian.Uint64(s[0:]), uint64(binary.LittleEndian.Uint32(s[8:]))
 			flags := binary.LittleEndian.Uint32(s[12:])
-			size := uint64(len(disk)) / SectorSize
+			size := disk.sectors()
 			switch {
 			case flags&^blkWZUnmap != 0 || (typ == blkTDiscard && flags != 0):
 				expect(blkSUnsupp, 1)
@@ -424,7 +582,7 @@ func checkBlockRequest(t *testing.T, u fuzzUsed, m *fuzzMem, disk []byte, id [bl
 		expect(blkSOK, 1)
 		for s := segs; len(s) > 0; s = s[blkSegLen:] {
 			sector, n := binary.LittleEndian.Uint64(s[0:]), uint64(binary.LittleEndian.Uint32(s[8:]))
-			clear(disk[sector*SectorSize : (sector+n)*SectorSize])
+			disk.write(sector, make([]byte, n*SectorSize))
 		}
 	default:
 		expect(blkSUnsupp, 1)
