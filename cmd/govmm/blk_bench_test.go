@@ -215,6 +215,32 @@ func envRegexp(b *testing.B, name string) *regexp.Regexp {
 	return re
 }
 
+// envPick keeps the items whose name matches the regular expression in
+// environment variable env (every item when it is unset), and fails b
+// when none is left: a filter that matches nothing is a typo.
+func envPick[T any](b *testing.B, env string, items []T, name func(T) string) []T {
+	b.Helper()
+	re := envRegexp(b, env)
+	var kept []T
+	for _, it := range items {
+		if re == nil || re.MatchString(name(it)) {
+			kept = append(kept, it)
+		}
+	}
+	if len(kept) == 0 {
+		b.Fatalf("%s=%q matches nothing", env, os.Getenv(env))
+	}
+	return kept
+}
+
+// withoutQEMU drops the variants of kind "qemu" when QEMU is missing.
+func withoutQEMU[T any](variants []T, kind func(T) string, qemuErr error) []T {
+	if qemuErr == nil {
+		return variants
+	}
+	return slices.DeleteFunc(variants, func(v T) bool { return kind(v) == "qemu" })
+}
+
 // makeScratchDisk writes a raw image of pseudo-random bytes: every block
 // allocated and written once, so reads hit real blocks (a sparse or
 // fallocated file would read zeroes from nowhere).
@@ -545,16 +571,7 @@ func BenchmarkBlockIO(b *testing.B) {
 	makeScratchDisk(b, image, diskBytes)
 	defer os.Remove(image)
 
-	var jobs []blkJob
-	onlyJobs := envRegexp(b, "BLK_JOBS")
-	for _, j := range blkJobs {
-		if onlyJobs == nil || onlyJobs.MatchString(j.name) {
-			jobs = append(jobs, j)
-		}
-	}
-	if len(jobs) == 0 {
-		b.Fatal("BLK_JOBS matches no job")
-	}
+	jobs := envPick(b, "BLK_JOBS", blkJobs, func(j blkJob) string { return j.name })
 	clones := map[string]int{}
 	for _, j := range jobs {
 		clones[j.name] = j.numjobs
@@ -570,17 +587,8 @@ func BenchmarkBlockIO(b *testing.B) {
 	}
 
 	qemu, qemuErr := exec.LookPath("qemu-system-x86_64")
-	onlyVariants := envRegexp(b, "BLK_ONLY")
-	var variants []blkVariant
-	for _, v := range blkVariants(image) {
-		if (v.kind == "qemu" && qemuErr != nil) || (onlyVariants != nil && !onlyVariants.MatchString(v.name)) {
-			continue
-		}
-		variants = append(variants, v)
-	}
-	if len(variants) == 0 {
-		b.Fatal("BLK_ONLY matches no variant")
-	}
+	variants := envPick(b, "BLK_ONLY", withoutQEMU(blkVariants(image), func(v blkVariant) string { return v.kind }, qemuErr),
+		func(v blkVariant) string { return v.name })
 	// microvm with pcie=on boots the kernel directly and has the
 	// transport govmm has: virtio-pci with MSI-X, ioeventfd and irqfd.
 	machine := "microvm,pcie=on"

@@ -151,13 +151,9 @@ func BenchmarkKbuild(b *testing.B) {
 		}
 		timeout = d
 	}
-	only := regexp.MustCompile("")
-	if v := os.Getenv("KBUILD_ONLY"); v != "" {
-		re, err := regexp.Compile(v)
-		if err != nil {
-			b.Fatalf("KBUILD_ONLY=%q: %v", v, err)
-		}
-		only = re
+	only := envRegexp(b, "KBUILD_ONLY")
+	if only == nil {
+		only = regexp.MustCompile("")
 	}
 
 	rounds := testenv.Rounds(b, "KBUILD_ROUNDS", 1) * b.N

@@ -347,25 +347,10 @@ func BenchmarkNet(b *testing.B) {
 	if seconds < 1 || rr < 100 {
 		b.Fatal("NET_SECONDS must be at least 1 and NET_RR at least 100")
 	}
-	var jobs []netJob
-	onlyJobs := envRegexp(b, "NET_JOBS")
-	for _, j := range netJobs {
-		if onlyJobs == nil || onlyJobs.MatchString(j.name) {
-			jobs = append(jobs, j)
-		}
-	}
+	jobs := envPick(b, "NET_JOBS", netJobs, func(j netJob) string { return j.name })
 	qemu, qemuErr := exec.LookPath("qemu-system-x86_64")
-	onlyVariants := envRegexp(b, "NET_ONLY")
-	var variants []netVariant
-	for _, v := range netVariants() {
-		if (v.kind == "qemu" && qemuErr != nil) || (onlyVariants != nil && !onlyVariants.MatchString(v.name)) {
-			continue
-		}
-		variants = append(variants, v)
-	}
-	if len(jobs) == 0 || len(variants) == 0 {
-		b.Fatal("NET_JOBS or NET_ONLY matches nothing")
-	}
+	variants := envPick(b, "NET_ONLY", withoutQEMU(netVariants(), func(v netVariant) string { return v.kind }, qemuErr),
+		func(v netVariant) string { return v.name })
 	sock := filepath.Join(b.TempDir(), "qmp.sock")
 	// net-server starts iperf3 as a daemon and execs the echo server.
 	cmdline := fmt.Sprintf("console=ttyS0 panic=-1 quiet govmm.ip=%s/24 govmm.run=net-server,%d", netGuestAddr, netEchoPort)

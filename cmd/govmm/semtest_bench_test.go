@@ -162,18 +162,7 @@ func BenchmarkSemTest(b *testing.B) {
 			"-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio"}, ""})
 	}
 	// SEMTEST_ONLY, a regular expression, picks variants.
-	if only := envRegexp(b, "SEMTEST_ONLY"); only != nil {
-		var kept []variant
-		for _, v := range variants {
-			if only.MatchString(v.name) {
-				kept = append(kept, v)
-			}
-		}
-		if len(kept) == 0 {
-			b.Fatal("SEMTEST_ONLY matches no variant")
-		}
-		variants = kept
-	}
+	variants = envPick(b, "SEMTEST_ONLY", variants, func(v variant) string { return v.name })
 	// The exits of a boot that runs nothing, to take out of each run.
 	baseline, err := runSemTestBaseline(govmm("baseline", "true"), filepath.Join(dir, "baseline.json"))
 	if err != nil {
