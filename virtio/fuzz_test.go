@@ -303,14 +303,7 @@ func addBlockSeeds(f *testing.F) {
 // gives it.
 func FuzzBlockRequest(f *testing.F) {
 	addBlockSeeds(f)
-	path := filepath.Join(fuzzTempDir(f), "disk.img")
-	image := make([]byte, blkFuzzSectors*SectorSize)
-	for i := range image {
-		image[i] = byte(i * 7 % 251)
-	}
-	if err := os.WriteFile(path, image, 0o644); err != nil {
-		f.Fatal(err)
-	}
+	path, image := blkFuzzImage(f, fuzzTempDir(f))
 	b, err := NewBlock(path, false)
 	if err != nil {
 		f.Fatal(err)
@@ -320,40 +313,7 @@ func FuzzBlockRequest(f *testing.F) {
 	// queue): served one at a time, they follow the ring, which the model
 	// needs for overlapping ones. TestBlockManyInFlight covers the rest.
 	b.workers = 0
-	m, q := newFuzzMem(), NewQueue(fuzzQueueSize)
-	disk := make([]byte, len(image)+1) // one more, to see growth
-
-	f.Fuzz(func(t *testing.T, in []byte) {
-		if _, err := b.f.WriteAt(image, 0); err != nil {
-			t.Fatal(err)
-		}
-		clear(m.mem)
-		d := m.queue(t, q, 0)
-		chains, _ := fuzzChains(d, in, fuzzMemSize, fuzzQueueSize)
-		m.snapshot()
-		if err := b.Activate(m.mem, FeatureVersion1|RingFeatures|blkFFlush|blkFDiscard|blkFWriteZeroes, []*Queue{q}, newTestIRQ()); err != nil {
-			t.Fatal(err)
-		}
-		err := b.Notify(0)
-		b.Reset()
-		if err != nil {
-			t.Fatalf("Notify on a well-formed ring: %v", err)
-		}
-		used := usedChains(t, d, chains)
-		if len(used) != len(chains) {
-			t.Fatalf("%d of %d requests completed", len(used), len(chains))
-		}
-		checkWrites(t, m.before, m.mem, []*testDriver{d}, used)
-
-		want := slices.Clone(image)
-		for _, u := range used {
-			checkBlockRequest(t, u, m, orderedDisk(want), b.ID())
-		}
-		n, _ := b.f.ReadAt(disk, 0)
-		if n != len(image) || !bytes.Equal(disk[:n], want) {
-			t.Fatalf("disk image differs from the model (%d bytes)", n)
-		}
-	})
+	fuzzBlock(f, b, image, func() blkModel { return orderedDisk(slices.Clone(image)) })
 }
 
 // FuzzBlockDirect is FuzzBlockRequest on a cache=none disk: requests in
@@ -365,14 +325,7 @@ func FuzzBlockRequest(f *testing.F) {
 func FuzzBlockDirect(f *testing.F) {
 	addBlockSeeds(f)
 	// Not /dev/shm: tmpfs has no O_DIRECT.
-	path := filepath.Join(f.TempDir(), "disk.img")
-	image := make([]byte, blkFuzzSectors*SectorSize)
-	for i := range image {
-		image[i] = byte(i * 7 % 251)
-	}
-	if err := os.WriteFile(path, image, 0o644); err != nil {
-		f.Fatal(err)
-	}
+	path, image := blkFuzzImage(f, f.TempDir())
 	b, err := OpenBlock(BlockConfig{Path: path, Direct: true})
 	if err != nil {
 		if strings.Contains(err.Error(), "does not support O_DIRECT") {
@@ -381,9 +334,30 @@ func FuzzBlockDirect(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { b.Close() })
+	fuzzBlock(f, b, image, func() blkModel { return newUnorderedDisk(image) })
+}
+
+// blkFuzzImage writes the block fuzz targets' image into dir.
+func blkFuzzImage(f *testing.F, dir string) (path string, image []byte) {
+	path = filepath.Join(dir, "disk.img")
+	image = make([]byte, blkFuzzSectors*SectorSize)
+	for i := range image {
+		image[i] = byte(i * 7 % 251)
+	}
+	if err := os.WriteFile(path, image, 0o644); err != nil {
+		f.Fatal(err)
+	}
+	return path, image
+}
+
+// fuzzBlock serves each input's requests (fuzzChains) on b's one queue,
+// its image first reset to image, and checks them: only the used ring
+// and the writable buffers of completed requests change, every request
+// completes, each as checkBlockRequest wants against a fresh model, and
+// the image ends as the model allows.
+func fuzzBlock(f *testing.F, b *Block, image []byte, newModel func() blkModel) {
 	m, q := newFuzzMem(), NewQueue(fuzzQueueSize)
 	disk := make([]byte, len(image)+1) // one more, to see growth
-
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if _, err := b.f.WriteAt(image, 0); err != nil {
 			t.Fatal(err)
@@ -406,14 +380,11 @@ func FuzzBlockDirect(f *testing.F) {
 		}
 		checkWrites(t, m.before, m.mem, []*testDriver{d}, used)
 
-		model := newUnorderedDisk(image)
+		model := newModel()
 		for _, u := range used {
 			checkBlockRequest(t, u, m, model, b.ID())
 		}
 		n, _ := b.f.ReadAt(disk, 0)
-		if n != len(image) {
-			t.Fatalf("disk image of %d bytes, want %d", n, len(image))
-		}
 		model.check(t, disk[:n])
 	})
 }
@@ -424,6 +395,9 @@ type blkModel interface {
 	sectors() uint64
 	read(t *testing.T, sector uint64, data []byte)
 	write(sector uint64, data []byte)
+	// check fails t unless final, the image after the requests, is
+	// what they leave.
+	check(t *testing.T, final []byte)
 }
 
 // orderedDisk models a disk whose requests ran one at a time, in ring
@@ -440,6 +414,13 @@ func (d orderedDisk) read(t *testing.T, sector uint64, data []byte) {
 }
 
 func (d orderedDisk) write(sector uint64, data []byte) { copy(d[sector*SectorSize:], data) }
+
+func (d orderedDisk) check(t *testing.T, final []byte) {
+	t.Helper()
+	if !bytes.Equal(final, d) {
+		t.Fatalf("disk image differs from the model (%d bytes, want %d)", len(final), len(d))
+	}
+}
 
 // unorderedDisk models a disk whose requests ran in any order: a sector
 // no request wrote reads, and ends, as the image has it; one that
@@ -482,6 +463,9 @@ func (d *unorderedDisk) imageSector(s uint64) []byte { return d.image[s*SectorSi
 // requests) holds, what some order of the requests gives.
 func (d *unorderedDisk) check(t *testing.T, final []byte) {
 	t.Helper()
+	if len(final) != len(d.image) {
+		t.Fatalf("disk image of %d bytes, want %d", len(final), len(d.image))
+	}
 	oneOf := func(got []byte, want [][]byte) bool {
 		return slices.ContainsFunc(want, func(w []byte) bool { return bytes.Equal(got, w) })
 	}
