@@ -126,6 +126,15 @@ func checkPercentiles(t *testing.T, samples []uint64) {
 				p, got, row.Min, row.Max, prev)
 		}
 		prev = got
+		switch n := uint64(len(samples)); max((n*perMille+999)/1000, 1) {
+		case 1, n:
+			// The lowest and highest ranks are the min and the max,
+			// which the row keeps exactly.
+			if got != want {
+				t.Fatalf("p%g of %d samples = %d, want %d: the lowest or highest rank is exact", p, n, got, want)
+			}
+			continue
+		}
 		if want > fineLimit {
 			// Past the last bound, the answer is the max.
 			if got != row.Max {
