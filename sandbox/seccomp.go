@@ -27,6 +27,8 @@ var allowed = []string{
 	"ioctl",
 	// Go runtime: locks, parked threads, the scheduler's sleeps.
 	"futex", "nanosleep", "sched_yield",
+	// A disk queue's poller: was it preempted (virtio.pollWindow)?
+	"getrusage",
 	// ioeventfds and irqfds, the tap, the console, sockets, /proc files
 	// the metrics' process collector reads.
 	"read", "write", "readv", "writev",

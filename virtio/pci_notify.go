@@ -118,6 +118,14 @@ type pollWindow struct {
 
 const pollStart = 4 * time.Microsecond
 
+// preempted records a poll during which the host took the poller's core
+// for another thread: on a host with fewer cores than busy threads the
+// poll was taking time from the vCPUs (a guest at depth keeps every vCPU
+// busy), so the window shrinks to a quarter. A guest that waits on each
+// request leaves cores idle and the poller is seldom preempted; woke
+// grows the window back as long as the wake-ups it would catch come.
+func (p *pollWindow) preempted() { p.window /= 4 }
+
 // woke records a notification at now after a poll that found nothing.
 func (p *pollWindow) woke(now time.Time) {
 	if p.started.IsZero() {
@@ -138,13 +146,25 @@ func (p *pollWindow) woke(now time.Time) {
 // buffers available (Notify serves them). Before it reports false it asks
 // for notifications again. It holds notifyMu, as Notify does, so it stops
 // a vCPU's notification for at most the window; a hold or abort of the
-// queue (reset, BAR move, stop) ends it at once.
+// queue (reset, BAR move, stop) ends it at once. The thread's involuntary
+// context switches before and after tell whether it was preempted
+// (pollWindow.preempted); the goroutine spins without blocking, so it
+// stays on its thread meanwhile.
 func (t *Transport) poll(q int, p *pollWindow) bool {
 	qu := t.queues[q]
 	t.notifyMu[q].Lock()
 	defer t.notifyMu[q].Unlock()
 	if !t.active.Load() {
 		return false
+	}
+	var before unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_THREAD, &before) == nil {
+		defer func() {
+			var after unix.Rusage
+			if unix.Getrusage(unix.RUSAGE_THREAD, &after) == nil && after.Nivcsw > before.Nivcsw {
+				p.preempted()
+			}
+		}()
 	}
 	p.started = time.Now()
 	qu.SuppressNotify()

@@ -37,6 +37,14 @@ func TestPollWindowAdapts(t *testing.T) {
 	if p.window != 32*us {
 		t.Errorf("window %v after a successful poll, want 32us", p.window)
 	}
+	// A preempted poll quarters it; wake-ups within max grow it again.
+	p.preempted()
+	if p.window != 8*us {
+		t.Errorf("after a preempted poll: window %v, want 8us", p.window)
+	}
+	if got := wake(50 * us); got != 16*us {
+		t.Errorf("a wake-up after a preempted poll: window %v, want 16us", got)
+	}
 }
 
 // TestTransportPollServesEverything drives a disk through its ioeventfd
