@@ -426,6 +426,7 @@ func (n *Net) resetLocked() {
 		p.mem, p.features, p.irq = nil, 0, nil
 		p.rxq, p.txq, p.rxErr, p.txErr = nil, nil, nil, nil
 		p.rxHeld = p.rxHeld[:0]
+		p.txStreaming.Store(false) // the next driver has not streamed yet
 		p.txMu.Unlock()
 		p.cond.Broadcast()
 		p.mu.Unlock()

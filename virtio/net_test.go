@@ -920,4 +920,10 @@ func TestNetNotifyDelay(t *testing.T) {
 	if d := notify(1); d != 0 {
 		t.Errorf("after one frame again: delay %v, want 0", d)
 	}
+	// A reset forgets the streaming: the next driver has sent nothing.
+	notify(2)
+	e.n.Reset()
+	if d := e.n.NotifyDelay(1); d != 0 {
+		t.Errorf("after a reset: delay %v, want 0", d)
+	}
 }

@@ -184,8 +184,9 @@ type pciQueueCounters struct {
 // Transport puts a virtio Device on PCI as a modern virtio-pci function.
 // It implements devices.PCIFunction.
 type Transport struct {
-	dev  Device
-	name string
+	dev      Device
+	deferrer notifyDeferrer // dev, if its notifications may wait; else nil
+	name     string
 	guestLog
 	mem      Memory
 	ioev     IOEventFDs
@@ -246,8 +247,9 @@ func NewTransport(dev Device, c TransportConfig) (*Transport, error) {
 	if name == "" {
 		name = dev.Name()
 	}
+	deferrer, _ := dev.(notifyDeferrer)
 	t := &Transport{
-		dev: dev, name: name, guestLog: guestLog{c.GuestLog.Logger(name)}, mem: c.Memory, ioev: c.IOEventFDs,
+		dev: dev, deferrer: deferrer, name: name, guestLog: guestLog{c.GuestLog.Logger(name)}, mem: c.Memory, ioev: c.IOEventFDs,
 		pollMax:     max(c.PollMax, 0),
 		offered:     dev.Features() | FeatureVersion1,
 		nq:          len(sizes),

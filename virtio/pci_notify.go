@@ -3,6 +3,7 @@ package virtio
 import (
 	"log"
 	"os"
+	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -81,8 +82,8 @@ func (t *Transport) serveNotifier(n *pciNotifier, q int) {
 		// the transport's kicks, which are not the guest's): one Notify
 		// serves them all.
 		t.counters[q].eventfd.Add(signals - min(signals, t.counters[q].kicks.Swap(0)))
-		if d, ok := t.dev.(notifyDeferrer); ok {
-			if wait := d.NotifyDelay(q); wait > 0 {
+		if t.deferrer != nil {
+			if wait := t.deferrer.NotifyDelay(q); wait > 0 {
 				ts := unix.NsecToTimespec(int64(wait))
 				unix.Nanosleep(&ts, nil)
 			}
@@ -148,8 +149,9 @@ func (p *pollWindow) woke(now time.Time) {
 // a vCPU's notification for at most the window; a hold or abort of the
 // queue (reset, BAR move, stop) ends it at once. The thread's involuntary
 // context switches before and after tell whether it was preempted
-// (pollWindow.preempted); the goroutine spins without blocking, so it
-// stays on its thread meanwhile.
+// (pollWindow.preempted); the goroutine is locked to its thread for the
+// poll, which Go's asynchronous preemption of a long spin (a window can
+// be up to 10 ms) could otherwise move to another.
 func (t *Transport) poll(q int, p *pollWindow) bool {
 	qu := t.queues[q]
 	t.notifyMu[q].Lock()
@@ -157,6 +159,8 @@ func (t *Transport) poll(q int, p *pollWindow) bool {
 	if !t.active.Load() {
 		return false
 	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	var before unix.Rusage
 	if unix.Getrusage(unix.RUSAGE_THREAD, &before) == nil {
 		defer func() {
