@@ -85,10 +85,11 @@ func absDiff(a, b uint64) uint64 {
 // nearestRank is the brute-force percentile: the smallest sample with at
 // least perMille/1000 of the samples at or below it. sorted is ascending.
 func nearestRank(sorted []uint64, perMille uint64) uint64 {
-	n := uint64(len(sorted))
-	rank := max((n*perMille+999)/1000, 1)
-	return sorted[rank-1]
+	return sorted[rankOf(uint64(len(sorted)), perMille)-1]
 }
+
+// rankOf is the 1-based rank of the perMille/1000 percentile of n samples.
+func rankOf(n, perMille uint64) uint64 { return max((n*perMille+999)/1000, 1) }
 
 // checkPercentiles records samples on a VCPU and compares the row's
 // percentiles with the brute-force ones: within the stated error, between
@@ -126,7 +127,7 @@ func checkPercentiles(t *testing.T, samples []uint64) {
 				p, got, row.Min, row.Max, prev)
 		}
 		prev = got
-		switch n := uint64(len(samples)); max((n*perMille+999)/1000, 1) {
+		switch n := uint64(len(samples)); rankOf(n, perMille) {
 		case 1, n:
 			// The lowest and highest ranks are the min and the max,
 			// which the row keeps exactly.

@@ -21,6 +21,21 @@ type directEnv struct {
 	disk []byte
 }
 
+// openDirectBlock opens path as a cache=none disk, closed when tb ends;
+// it skips tb where the file system has no O_DIRECT.
+func openDirectBlock(tb testing.TB, path string, readOnly bool) *Block {
+	tb.Helper()
+	b, err := OpenBlock(BlockConfig{Path: path, ReadOnly: readOnly, Direct: true})
+	if err != nil {
+		if strings.Contains(err.Error(), "does not support O_DIRECT") {
+			tb.Skipf("the test directory's file system has no O_DIRECT: %v", err)
+		}
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { b.Close() })
+	return b
+}
+
 func newDirectEnv(t *testing.T, readOnly bool) *directEnv {
 	t.Helper()
 	return newDirectEnvSectors(t, readOnly, 128)
@@ -30,14 +45,7 @@ func newDirectEnv(t *testing.T, readOnly bool) *directEnv {
 func newDirectEnvSectors(t *testing.T, readOnly bool, sectors int) *directEnv {
 	t.Helper()
 	path, disk := testImage(t, "direct.img", sectors)
-	b, err := OpenBlock(BlockConfig{Path: path, ReadOnly: readOnly, Direct: true})
-	if err != nil {
-		if strings.Contains(err.Error(), "does not support O_DIRECT") {
-			t.Skipf("the test directory's file system has no O_DIRECT: %v", err)
-		}
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
+	b := openDirectBlock(t, path, readOnly)
 	raw, err := unix.Mmap(-1, 0, testMemSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
 		t.Fatal(err)

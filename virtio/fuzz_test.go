@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/govmm/govmm/devices"
@@ -326,14 +325,7 @@ func FuzzBlockDirect(f *testing.F) {
 	addBlockSeeds(f)
 	// Not /dev/shm: tmpfs has no O_DIRECT.
 	path, image := blkFuzzImage(f, f.TempDir())
-	b, err := OpenBlock(BlockConfig{Path: path, Direct: true})
-	if err != nil {
-		if strings.Contains(err.Error(), "does not support O_DIRECT") {
-			f.Skipf("the test directory's file system has no O_DIRECT: %v", err)
-		}
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { b.Close() })
+	b := openDirectBlock(f, path, false)
 	fuzzBlock(f, b, image, func() blkModel { return newUnorderedDisk(image) })
 }
 
