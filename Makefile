@@ -97,7 +97,7 @@ bench-semtest: guests
 # BLK_ROUNDS rounds of every fio job, BLK_RUNTIME measured after a
 # BLK_RAMP ramp; BLK_JOBS and BLK_ONLY (regular expressions) pick jobs and
 # variants, BLK_DIR where the image lives (cmd/govmm/blk_bench_test.go).
-# The rounds run inside one iteration; the defaults take about 20 minutes.
+# The rounds run inside one iteration; the defaults take about 28 minutes.
 BLK_ROUNDS ?= 3
 bench-blk: guests
 	BLK_ROUNDS=$(BLK_ROUNDS) $(GO) test -run '^$$' -bench BenchmarkBlockIO -benchtime 1x -timeout 60m ./cmd/govmm/

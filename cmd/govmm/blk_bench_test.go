@@ -160,6 +160,9 @@ func blkVariants(image string) []blkVariant {
 		{name: "govmm-poll-32us", kind: "govmm", cache: "page cache", args: []string{"--blk-poll-us", "32"}},
 		// 200 us: long enough to catch a QD1 guest's next request (README).
 		{name: "govmm-poll-200us", kind: "govmm", cache: "page cache", args: []string{"--blk-poll-us", "200"}},
+		// Both: polling in front of O_DIRECT, as a QEMU iothread polls
+		// in front of aio=native.
+		{name: "govmm-cache-none-poll-200us", kind: "govmm", cache: "O_DIRECT (cache=none)", diskOpts: ",cache=none", args: []string{"--blk-poll-us", "200"}},
 		{name: "govmm-no-ioeventfd", kind: "govmm", cache: "page cache", args: []string{"--no-ioeventfd"}},
 		{name: "govmm-no-irqfd", kind: "govmm", cache: "page cache", args: []string{"--no-irqfd"}},
 		// Go's monitor thread allowed to sleep deeply, so that system
