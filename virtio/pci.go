@@ -191,6 +191,7 @@ type Transport struct {
 	mem      Memory
 	ioev     IOEventFDs
 	pollMax  time.Duration
+	headroom hostHeadroom // read by the poll when pollMax > 0
 	cfg      *devices.PCIConfig
 	offered  uint64 // device features | VERSION_1
 	nq       int
@@ -256,6 +257,9 @@ func NewTransport(dev Device, c TransportConfig) (*Transport, error) {
 		queueVector: make([]atomic.Uint32, len(sizes)),
 		notifyMu:    make([]sync.Mutex, len(sizes)),
 		counters:    make([]pciQueueCounters, len(sizes)),
+	}
+	if t.pollMax > 0 {
+		t.headroom = headroom()
 	}
 	for i, s := range sizes {
 		q := NewQueue(s)

@@ -119,6 +119,14 @@ type pollWindow struct {
 
 const pollStart = 4 * time.Microsecond
 
+// headroomEvery is how often a poll asks whether the host still has a
+// CPU for it (hostHeadroom): at its start, then every few microseconds,
+// since a vCPU that wakes (for the completion just sent) needs a core
+// mid-poll. The read costs ~0.8 us; at this interval a poll loses a
+// fifth of its loads to it, and a request arriving during one is seen
+// that much later.
+const headroomEvery = 4 * time.Microsecond
+
 // preempted records a poll during which the host took the poller's core
 // for another thread: on a host with fewer cores than busy threads the
 // poll was taking time from the vCPUs (a guest at depth keeps every vCPU
@@ -147,11 +155,12 @@ func (p *pollWindow) woke(now time.Time) {
 // buffers available (Notify serves them). Before it reports false it asks
 // for notifications again. It holds notifyMu, as Notify does, so it stops
 // a vCPU's notification for at most the window; a hold or abort of the
-// queue (reset, BAR move, stop) ends it at once. The thread's involuntary
-// context switches before and after tell whether it was preempted
-// (pollWindow.preempted); the goroutine is locked to its thread for the
-// poll, which Go's asynchronous preemption of a long spin (a window can
-// be up to 10 ms) could otherwise move to another.
+// queue (reset, BAR move, stop) ends it at once, and so does a host with
+// no CPU to spare for it (hostHeadroom, asked every headroomEvery). The
+// thread's involuntary context switches before and after tell whether it
+// was preempted (pollWindow.preempted); the goroutine is locked to its
+// thread for the poll, which Go's asynchronous preemption of a long spin
+// (a window can be up to 10 ms) could otherwise move to another.
 func (t *Transport) poll(q int, p *pollWindow) bool {
 	qu := t.queues[q]
 	t.notifyMu[q].Lock()
@@ -172,14 +181,27 @@ func (t *Transport) poll(q int, p *pollWindow) bool {
 	}
 	p.started = time.Now()
 	qu.SuppressNotify()
+	checked := -headroomEvery
 	for spins := 0; ; spins++ {
 		if qu.HasAvail(t.mem) {
 			p.started = time.Time{}
 			return true
 		}
 		// The clock is read every few loads only: it costs more than one.
-		if spins%16 == 15 && (time.Since(p.started) >= p.window || qu.halt.Load() != haltNone) {
+		if spins%16 != 15 {
+			continue
+		}
+		spun := time.Since(p.started)
+		if spun >= p.window || qu.halt.Load() != haltNone {
 			break
+		}
+		if spun-checked >= headroomEvery {
+			checked = spun
+			if !t.headroom.spare() {
+				// Not a full window: nothing for woke to learn from.
+				p.started = time.Time{}
+				break
+			}
 		}
 	}
 	if qu.EnableNotify(t.mem) {
