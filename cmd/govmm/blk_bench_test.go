@@ -150,18 +150,19 @@ func blkVariants(image string) []blkVariant {
 		// govmm opens the image without O_DIRECT (virtio/image.go) and
 		// serves requests with preadv/pwritev: the host page cache holds
 		// what the guest reads and writes, as QEMU's default does. Its
-		// defaults: a queue per vCPU, no polling.
+		// defaults: a queue per vCPU, polling up to 200 us.
 		{name: "govmm", kind: "govmm", cache: "page cache"},
-		// cache=none: O_DIRECT, as QEMU's cache.direct=on.
+		// cache=none: O_DIRECT, as QEMU's cache.direct=on, polled in
+		// front of Linux AIO as a QEMU iothread polls in front of
+		// aio=native.
 		{name: "govmm-cache-none", kind: "govmm", cache: "O_DIRECT (cache=none)", diskOpts: ",cache=none"},
 		{name: "govmm-1-queue", kind: "govmm", cache: "page cache", diskOpts: ",queues=1"},
+		// Without polling: every request after an idle ring waits for
+		// the guest's notification.
+		{name: "govmm-no-poll", kind: "govmm", cache: "page cache", args: []string{"--blk-poll-us", "0"}},
+		{name: "govmm-cache-none-no-poll", kind: "govmm", cache: "O_DIRECT (cache=none)", diskOpts: ",cache=none", args: []string{"--blk-poll-us", "0"}},
 		// 32 us: the polling bound of a QEMU iothread (poll-max-ns).
 		{name: "govmm-poll-32us", kind: "govmm", cache: "page cache", args: []string{"--blk-poll-us", "32"}},
-		// 200 us: long enough to catch a QD1 guest's next request (README).
-		{name: "govmm-poll-200us", kind: "govmm", cache: "page cache", args: []string{"--blk-poll-us", "200"}},
-		// Both: polling in front of O_DIRECT, as a QEMU iothread polls
-		// in front of aio=native.
-		{name: "govmm-cache-none-poll-200us", kind: "govmm", cache: "O_DIRECT (cache=none)", diskOpts: ",cache=none", args: []string{"--blk-poll-us", "200"}},
 		{name: "govmm-no-ioeventfd", kind: "govmm", cache: "page cache", args: []string{"--no-ioeventfd"}},
 		{name: "govmm-no-irqfd", kind: "govmm", cache: "page cache", args: []string{"--no-irqfd"}},
 		// Go's monitor thread allowed to sleep deeply, so that system
