@@ -141,6 +141,11 @@ func (v *VM) loadBzImage(f *os.File, size int64, p *boot.Params) (*boot.Kernel, 
 	if err != nil {
 		return nil, 0, err
 	}
+	// The image and the decompressor's dictionary are garbage now: hand
+	// them back before the kernel is copied into guest memory, so that
+	// they are never resident beside the guest's pages.
+	img = nil
+	debug.FreeOSMemory()
 	hdr.Apply(p)
 	k, err := boot.LoadELF(v.mem.b, elf)
 	// Only the first load writes the cache: a reset runs confined by
