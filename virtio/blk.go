@@ -443,14 +443,17 @@ func blkOpOf(typ uint32) Op {
 
 // serveQueue serves every request available on bq and returns once each
 // has completed. A request runs on the calling goroutine when it is the
-// last one available, or when b.workers requests already run on
-// goroutines of their own; otherwise it gets one. So one request in
-// flight costs no hand-off between threads, and many overlap their host
-// I/O. Requests go to the used ring in the order they finish, which
-// the ring allows; the interrupt for them goes out when the ring runs
-// empty (after each worker that finishes while the loop waits), and
-// after every queue-size batch, so a driver that keeps the queue full
-// still sees completions.
+// last one available; otherwise it gets a goroutine of its own, once
+// fewer than b.workers run. So one request in flight costs no hand-off
+// between threads, and many overlap their host I/O. While others wait
+// behind a request the loop waits for a worker rather than serving it
+// itself: blocked in that request's I/O, it could not hand the next one
+// to a worker that finished (at depth a read then waited three times its
+// I/O to be taken; README, Storage). Requests go to the used ring in the
+// order they finish, which the ring allows; the interrupt for them goes
+// out when the ring runs empty (after each worker that finishes while
+// the loop waits), and after every queue-size batch, so a driver that
+// keeps the queue full still sees completions.
 //
 // The loop ends when Pop finds nothing, which includes a queue the
 // transport holds or aborted: that is how a stop, reset or BAR move wins
@@ -486,7 +489,10 @@ func (b *Block) serveQueue(bq *blkQueue) error {
 			continue
 		}
 		start, popped := tel.popStart(), tel.now()
-		if inflight < b.workers && bq.q.HasAvail(b.mem) {
+		if b.workers > 0 && bq.q.HasAvail(b.mem) {
+			if inflight == b.workers {
+				wait()
+			}
 			inflight++
 			go func() { done <- b.complete(bq, c, b.handle(bq.q, c), start, popped) }()
 			continue
