@@ -43,16 +43,16 @@ func runQMP(mon qmp.Monitor, cmd string, args, out any) error {
 	if strings.HasPrefix(cmd, "query-") {
 		attempts = 3
 	}
-	for {
-		attempts--
+	for try := 1; ; try++ {
 		err := runOnce(mon, req, out)
 		var syntax *json.SyntaxError
-		if err == nil || attempts == 0 || !errors.As(err, &syntax) {
-			if err != nil {
-				return fmt.Errorf("QMP %s: %w", cmd, err)
-			}
-			return nil
+		if err != nil && errors.As(err, &syntax) && try < attempts {
+			continue
 		}
+		if err != nil {
+			return fmt.Errorf("QMP %s: %w", cmd, err)
+		}
+		return nil
 	}
 }
 
