@@ -1,7 +1,10 @@
 package virtio
 
 import (
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -18,16 +21,49 @@ import (
 type hostHeadroom struct {
 	open bool // fd is /proc/loadavg; false (the zero value): always spare
 	fd   int
-	cpus int // CPUs this process may run on
+	cpus int // the host's online CPUs, all of which this process may use
 }
 
 // headroom opens /proc/loadavg once, at the first polling transport, so
 // before the sandbox closes the file system; the descriptor lives as
-// long as the process.
+// long as the process. The count is the whole host's, so it says
+// something about govmm's CPUs only if govmm may run on all of them: a
+// process confined to some (taskset, a cpuset) gets the zero value and
+// polls as before, rather than stepping aside for tasks on CPUs it
+// cannot use.
 var headroom = sync.OnceValue(func() hostHeadroom {
+	online, err := os.ReadFile("/sys/devices/system/cpu/online")
+	if err != nil {
+		return hostHeadroom{}
+	}
+	cpus, ok := countCPUList(string(online))
+	if !ok || cpus != runtime.NumCPU() {
+		return hostHeadroom{}
+	}
 	fd, err := unix.Open("/proc/loadavg", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	return hostHeadroom{open: err == nil, fd: fd, cpus: runtime.NumCPU()}
+	if err != nil {
+		return hostHeadroom{}
+	}
+	return hostHeadroom{open: true, fd: fd, cpus: cpus}
 })
+
+// countCPUList counts the CPUs of a kernel CPU list, "0-3,8,10-11\n".
+func countCPUList(s string) (int, bool) {
+	n := 0
+	for _, r := range strings.Split(strings.TrimSpace(s), ",") {
+		lo, hi, isRange := strings.Cut(r, "-")
+		first, err1 := strconv.Atoi(lo)
+		last, err2 := first, error(nil)
+		if isRange {
+			last, err2 = strconv.Atoi(hi)
+		}
+		if err1 != nil || err2 != nil || first < 0 || last < first {
+			return 0, false
+		}
+		n += last - first + 1
+	}
+	return n, true
+}
 
 // spare reports whether the runnable tasks fit on the CPUs. Without the
 // count (no /proc) it says yes, as polling always did.

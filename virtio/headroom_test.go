@@ -49,3 +49,24 @@ func TestHeadroomCountsThisProcess(t *testing.T) {
 		t.Error("spare with 0 CPUs = true: the reader itself is runnable")
 	}
 }
+
+func TestCountCPUList(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want int
+		ok   bool
+	}{
+		{"0-1\n", 2, true},
+		{"0\n", 1, true},
+		{"0-3,8,10-11\n", 7, true},
+		{"", 0, false},
+		{"3-1", 0, false},
+		{"0-x", 0, false},
+		{"-1", 0, false},
+	} {
+		got, ok := countCPUList(c.in)
+		if got != c.want || ok != c.ok {
+			t.Errorf("countCPUList(%q) = %d, %v; want %d, %v", c.in, got, ok, c.want, c.ok)
+		}
+	}
+}
