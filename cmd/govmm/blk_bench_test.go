@@ -273,6 +273,31 @@ func runHostFio(jobFile, image string, job blkJob) (fioResult, fioWindow, error)
 // blkKVMCounters are KVM's per-vCPU counters in the cost table.
 var blkKVMCounters = []string{"exits", "mmio_exits", "io_exits", "halt_exits"}
 
+// movedKVMStats formats the KVM vCPU statistics among names (those with
+// kvmStatPrefix) whose value per unit of work, from perUnit, is at least
+// least: " name=value" each, in verb, largest first.
+func movedKVMStats(names map[string]bool, least float64, verb string, perUnit func(name string) (float64, bool)) string {
+	type stat struct {
+		name string
+		n    float64
+	}
+	var all []stat
+	for name := range names {
+		if !strings.HasPrefix(name, kvmStatPrefix) {
+			continue
+		}
+		if n, ok := perUnit(name); ok && n >= least {
+			all = append(all, stat{strings.TrimPrefix(name, kvmStatPrefix), n})
+		}
+	}
+	sort.Slice(all, func(a, b int) bool { return all[a].n > all[b].n || all[a].n == all[b].n && all[a].name < all[b].name })
+	var out strings.Builder
+	for _, st := range all {
+		fmt.Fprintf(&out, " %s="+verb, st.name, st.n)
+	}
+	return out.String()
+}
+
 // kvmStatPrefix marks the copy of every cumulative KVM vCPU statistic,
 // for the table of all of them per request.
 const kvmStatPrefix = "kvm:"
@@ -710,32 +735,16 @@ func BenchmarkBlockIO(b *testing.B) {
 				continue
 			}
 			k := key{j.name, v.name}
-			type stat struct {
-				name string
-				n    float64
-			}
-			var all []stat
 			names := map[string]bool{}
 			for _, w := range windows[k] {
 				for name := range w.counters {
 					names[name] = true
 				}
 			}
-			for name := range names {
-				if !strings.HasPrefix(name, kvmStatPrefix) {
-					continue
-				}
+			fmt.Fprintf(&rep, "%-18s %-23s%s\n", j.name, v.name, movedKVMStats(names, 0.05, "%.2f", func(name string) (float64, bool) {
 				s, ok := windowMedian(k, func(w fioWindow) (float64, bool) { return w.perRequest(name) })
-				if ok && s.Median >= 0.05 {
-					all = append(all, stat{strings.TrimPrefix(name, kvmStatPrefix), s.Median})
-				}
-			}
-			sort.Slice(all, func(a, b int) bool { return all[a].n > all[b].n || all[a].n == all[b].n && all[a].name < all[b].name })
-			fmt.Fprintf(&rep, "%-18s %-23s", j.name, v.name)
-			for _, st := range all {
-				fmt.Fprintf(&rep, " %s=%.2f", st.name, st.n)
-			}
-			fmt.Fprintln(&rep)
+				return s.Median, ok
+			}))
 		}
 	}
 
