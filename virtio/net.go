@@ -114,8 +114,9 @@ type NetTap interface {
 type Net struct {
 	guestLog
 	mac     net.HardwareAddr
-	offload bool     // offer netOffloads
-	config  [12]byte // mac, status, max_virtqueue_pairs, mtu
+	offload bool      // offer netOffloads
+	txWait  NetTxWait // which transmit streams NotifyDelay waits for
+	config  [12]byte  // mac, status, max_virtqueue_pairs, mtu
 	pairs   []*netPair
 
 	// closed is set first thing in Close, with no lock: Close must not
@@ -146,12 +147,14 @@ type Net struct {
 type netPair struct {
 	*Net
 	index int // pair index: receiveq 2*index, transmitq 2*index+1
-	// txStreaming: the last transmit notification found two frames or
-	// more, so the next one waits netTxDefer (NotifyDelay). txFrames
-	// counts the frames transmit took, sent or dropped.
-	txStreaming atomic.Bool
-	txFrames    atomic.Uint64
-	tap         NetTap
+	// txStreaming: the last transmit notification found a stream the
+	// next one should wait for (txWait), so it waits netTxDefer
+	// (NotifyDelay). txFrames and txFrameBytes count the frames
+	// transmit took, sent or dropped, and their descriptors' bytes.
+	txStreaming  atomic.Bool
+	txFrames     atomic.Uint64
+	txFrameBytes atomic.Uint64
+	tap          NetTap
 	// tapDetached: usePairs detached the tap queue (a tap opens with
 	// its queues attached); ctrlMu guards it.
 	tapDetached bool
@@ -486,15 +489,58 @@ func (n *Net) Notify(queue int) error {
 		p.cond.Broadcast()
 		return p.rxErr
 	}
-	before := p.txFrames.Load()
+	frames, bytes := p.txFrames.Load(), p.txFrameBytes.Load()
 	err := inBatches(&p.txMu, p.transmitLocked)
-	p.txStreaming.Store(p.txFrames.Load()-before >= 2)
+	frames, bytes = p.txFrames.Load()-frames, p.txFrameBytes.Load()-bytes
+	p.txStreaming.Store(n.txWait.waitsAfter(frames, bytes))
 	return err
 }
 
+// NetTxWait says which transmit notifications wait netTxDefer before
+// they are served (NotifyDelay).
+type NetTxWait int
+
+const (
+	// NetTxWaitSmall, the default, waits after a notification that
+	// found two frames or more averaging under netTxWaitFrame bytes: a
+	// guest streaming small frames (UDP, the acknowledgements of a
+	// download). One that sends TSO segments is served at once: on
+	// the EPYC host measured it queued 10-16 of them per notification
+	// unasked, so waiting saved no notifications and held back
+	// segments that the guest's TCP small-queue limit was waiting for
+	// (README, Network datapath).
+	NetTxWaitSmall NetTxWait = iota
+	// NetTxWaitAll waits after any notification that found two frames
+	// or more, whatever their size.
+	NetTxWaitAll
+	// NetTxWaitOff serves every notification at once.
+	NetTxWaitOff
+)
+
+// netTxWaitFrame is the average frame size, header included, from which
+// NetTxWaitSmall serves a stream at once: a TCP stream's segments are
+// tens of KiB with TSO, a datagram or an acknowledgement under the MTU.
+const netTxWaitFrame = 4096
+
+// waitsAfter reports whether, after a notification that found frames
+// frames of bytes bytes, the next one should wait.
+func (w NetTxWait) waitsAfter(frames, bytes uint64) bool {
+	switch {
+	case w == NetTxWaitOff || frames < 2:
+		return false
+	case w == NetTxWaitAll:
+		return true
+	}
+	return bytes/frames < netTxWaitFrame
+}
+
+// SetTxWait sets which transmit notifications wait (NetTxWaitSmall by
+// default). Call it before the device is attached to a transport.
+func (n *Net) SetTxWait(w NetTxWait) { n.txWait = w }
+
 // NotifyDelay implements notifyDeferrer: a transmitq notification that
-// follows one which found two frames or more (a guest streaming) waits
-// netTxDefer before it is served.
+// follows one which found a stream (NetTxWait) waits netTxDefer before
+// it is served.
 func (n *Net) NotifyDelay(queue int) time.Duration {
 	if queue < 0 || queue >= 2*len(n.pairs) || queue%2 == 0 || !n.pairs[queue/2].txStreaming.Load() {
 		return 0
@@ -508,7 +554,8 @@ func (n *Net) NotifyDelay(queue int) time.Duration {
 // notification (an emulated page fault on PVM hosts) and the notifier's
 // thread a wake-up that preempts a vCPU; after the wait it finds several
 // frames queued with the guest's notifications off. A lone frame (request
-// and response) is served at once. The sleep comes with the kernel's
+// and response) is served at once, and by default so is a stream of TSO
+// segments (NetTxWaitSmall). The sleep comes with the kernel's
 // timer slack (50 us for a normal thread).
 const netTxDefer = 20 * time.Microsecond
 
@@ -629,8 +676,9 @@ func (n *Net) RequestOps(queue int) []string {
 // before the kernel parses it, and its length, which the checks use,
 // is the descriptors'). txMu must be held.
 func (p *netPair) transmit(c *Chain) served {
-	p.txFrames.Add(1)
 	l := c.ReadableLen()
+	p.txFrames.Add(1)
+	p.txFrameBytes.Add(l)
 	if !p.active {
 		// A driver must not transmit on a pair beyond the count it
 		// set with VQ_PAIRS_SET, nor before it set one on any pair but

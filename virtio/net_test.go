@@ -881,24 +881,17 @@ func TestNetStopWhileTransmitting(t *testing.T) {
 	}
 }
 
-// TestNetNotifyDelay: a transmitq notification that found two frames or
-// more asks the next one to wait (a guest streaming); one that found a
-// single frame does not, nor does a receiveq or an out-of-range queue.
+// TestNetNotifyDelay: a transmitq notification that found two small
+// frames or more asks the next one to wait (a guest streaming); one that
+// found a single frame does not, nor two TSO-sized ones, nor does a
+// receiveq or an out-of-range queue. NetTxWaitAll waits for large frames
+// too, NetTxWaitOff never.
 func TestNetNotifyDelay(t *testing.T) {
 	e := newNetEnv(t, false)
 	f := frame(NetHdrLen+60, 1)
 	notify := func(frames int) time.Duration {
 		t.Helper()
-		for range frames {
-			e.tx.add(rd(f[:NetHdrLen]), rd(f[NetHdrLen:]))
-		}
-		if err := e.n.Notify(1); err != nil {
-			t.Fatal(err)
-		}
-		for range frames {
-			e.tx.mustUsed()
-		}
-		return e.n.NotifyDelay(1)
+		return notifyFrames(t, e, f, frames)
 	}
 	if d := e.n.NotifyDelay(1); d != 0 {
 		t.Errorf("before any frame: delay %v, want 0", d)
@@ -908,6 +901,10 @@ func TestNetNotifyDelay(t *testing.T) {
 	}
 	if d := notify(2); d != netTxDefer {
 		t.Errorf("after two frames: delay %v, want %v", d, netTxDefer)
+	}
+	big := frame(NetHdrLen+netTxWaitFrame, 2)
+	if d := notifyFrames(t, e, big, 2); d != 0 {
+		t.Errorf("after two frames of %d bytes: delay %v, want 0", len(big), d)
 	}
 	if d := e.n.NotifyDelay(0); d != 0 {
 		t.Errorf("receiveq: delay %v, want 0", d)
@@ -926,4 +923,42 @@ func TestNetNotifyDelay(t *testing.T) {
 	if d := e.n.NotifyDelay(1); d != 0 {
 		t.Errorf("after a reset: delay %v, want 0", d)
 	}
+}
+
+// TestNetNotifyDelayModes: which streams each NetTxWait waits for.
+func TestNetNotifyDelayModes(t *testing.T) {
+	small, big := frame(NetHdrLen+60, 1), frame(NetHdrLen+netTxWaitFrame, 2)
+	for _, c := range []struct {
+		mode       NetTxWait
+		small, big time.Duration // after two frames of each size
+	}{
+		{NetTxWaitSmall, netTxDefer, 0},
+		{NetTxWaitAll, netTxDefer, netTxDefer},
+		{NetTxWaitOff, 0, 0},
+	} {
+		e := newNetEnv(t, false)
+		e.n.SetTxWait(c.mode)
+		if d := notifyFrames(t, e, small, 2); d != c.small {
+			t.Errorf("mode %d, two small frames: delay %v, want %v", c.mode, d, c.small)
+		}
+		if d := notifyFrames(t, e, big, 2); d != c.big {
+			t.Errorf("mode %d, two frames of %d bytes: delay %v, want %v", c.mode, len(big), d, c.big)
+		}
+	}
+}
+
+// notifyFrames queues frames copies of f on transmitq, notifies it, and
+// returns the delay the next notification would get.
+func notifyFrames(t *testing.T, e *netEnv, f []byte, frames int) time.Duration {
+	t.Helper()
+	for range frames {
+		e.tx.add(rd(f[:NetHdrLen]), rd(f[NetHdrLen:]))
+	}
+	if err := e.n.Notify(1); err != nil {
+		t.Fatal(err)
+	}
+	for range frames {
+		e.tx.mustUsed()
+	}
+	return e.n.NotifyDelay(1)
 }

@@ -30,6 +30,10 @@ type NetConfig struct {
 	// multiqueue tap; 0 means one, the default: with 2 vCPUs two pairs
 	// moved less TCP than one (README, Network datapath), as in QEMU.
 	Queues int
+	// TxWait says which streams of frames from the guest the device
+	// waits for before it serves their notification (virtio.NetTxWait:
+	// small frames by default).
+	TxWait virtio.NetTxWait
 }
 
 // validate checks what can be checked before the tap is opened.
@@ -39,6 +43,9 @@ func (c NetConfig) validate() error {
 	}
 	if c.Queues < 0 || c.Queues > virtio.NetMaxQueuePairs {
 		return fmt.Errorf("virtio-net %s: %d queue pairs, want 1 to %d, or 0 for the default (one)", c.Tap, c.Queues, virtio.NetMaxQueuePairs)
+	}
+	if c.TxWait < virtio.NetTxWaitSmall || c.TxWait > virtio.NetTxWaitOff {
+		return fmt.Errorf("virtio-net %s: unknown txwait mode %d", c.Tap, c.TxWait)
 	}
 	if len(c.Tap) >= unix.IFNAMSIZ {
 		return fmt.Errorf("virtio-net: tap name %q longer than %d bytes", c.Tap, unix.IFNAMSIZ-1)
@@ -79,6 +86,7 @@ func (v *VM) addNets() error {
 			}
 			return err
 		}
+		n.SetTxWait(c.TxWait)
 		if err := v.addVirtio(n, 0); err != nil {
 			return err
 		}

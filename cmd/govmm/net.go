@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -10,7 +11,7 @@ import (
 	"github.com/govmm/govmm/vmm"
 )
 
-// netFlags collects repeated --net tap=NAME[,mac=MAC][,offload=off][,queues=N] flags.
+// netFlags collects repeated --net tap=NAME[,mac=MAC][,offload=off][,queues=N][,txwait=MODE] flags.
 type netFlags []vmm.NetConfig
 
 func (n *netFlags) String() string {
@@ -26,10 +27,16 @@ func (n *netFlags) String() string {
 		if c.Queues > 0 {
 			v += fmt.Sprintf(",queues=%d", c.Queues)
 		}
+		if c.TxWait != virtio.NetTxWaitSmall {
+			v += ",txwait=" + txWaitModes[c.TxWait]
+		}
 		s = append(s, v)
 	}
 	return strings.Join(s, " ")
 }
+
+// txWaitModes names the virtio.NetTxWait modes, in their order.
+var txWaitModes = []string{virtio.NetTxWaitSmall: "small", virtio.NetTxWaitAll: "all", virtio.NetTxWaitOff: "off"}
 
 // Set parses one --net value: key=value pairs separated by commas, as
 // in QEMU's -netdev/-device options.
@@ -39,7 +46,7 @@ func (n *netFlags) Set(v string) error {
 		key, val, ok := strings.Cut(o, "=")
 		switch {
 		case !ok:
-			return fmt.Errorf("option %q: want key=value (tap=NAME[,mac=MAC][,offload=off][,queues=N])", o)
+			return fmt.Errorf("option %q: want key=value (tap=NAME[,mac=MAC][,offload=off][,queues=N][,txwait=MODE])", o)
 		case key == "tap":
 			if val == "" {
 				return fmt.Errorf("tap=: empty interface name")
@@ -66,8 +73,14 @@ func (n *netFlags) Set(v string) error {
 				return fmt.Errorf("queues=%s: want a number of queue pairs from 1 to %d", val, virtio.NetMaxQueuePairs)
 			}
 			c.Queues = q
+		case key == "txwait":
+			i := slices.Index(txWaitModes, val)
+			if i < 0 {
+				return fmt.Errorf("txwait=%s: want %s", val, strings.Join(txWaitModes, ", "))
+			}
+			c.TxWait = virtio.NetTxWait(i)
 		default:
-			return fmt.Errorf("unknown net option %q (want tap, mac, offload or queues)", key)
+			return fmt.Errorf("unknown net option %q (want tap, mac, offload, queues or txwait)", key)
 		}
 	}
 	if c.Tap == "" {

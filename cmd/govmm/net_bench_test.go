@@ -80,6 +80,10 @@ func netVariants() []netVariant {
 		{"govmm", "govmm", []string{"--net", "tap=tap0,mac=" + netGuestMAC}, false},
 		{"govmm-mq", "govmm", []string{"--net", "tap=tap0,mac=" + netGuestMAC + ",queues=2"}, true},
 		{"govmm-offload-off", "govmm", []string{"--net", "tap=tap0,mac=" + netGuestMAC + ",offload=off,queues=1"}, false},
+		// Which transmit streams the device waits for (txwait: small
+		// frames by default; all was the rule before, off never waits).
+		{"govmm-txwait-all", "govmm", []string{"--net", "tap=tap0,mac=" + netGuestMAC + ",txwait=all"}, false},
+		{"govmm-txwait-off", "govmm", []string{"--net", "tap=tap0,mac=" + netGuestMAC + ",txwait=off"}, false},
 		// Go's monitor thread allowed to sleep deeply (internal/keepawake).
 		{"govmm-sysmon-asleep", "govmm", []string{"--net", "tap=tap0,mac=" + netGuestMAC, "--keep-sysmon-awake=false"}, false},
 		// QEMU's user-space virtio-net (no vhost: these hosts have no

@@ -18,22 +18,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/govmm/govmm/virtio"
 	"golang.org/x/sys/unix"
 )
 
 func TestNetFlags(t *testing.T) {
 	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
 	var n netFlags
-	for _, v := range []string{"tap=tap0", "tap=tap1,mac=52:54:00:12:34:56", "mac=52-54-00-12-34-56,tap=tap2", "tap=tap3,offload=off", "tap=tap4,queues=2"} {
+	for _, v := range []string{"tap=tap0", "tap=tap1,mac=52:54:00:12:34:56", "mac=52-54-00-12-34-56,tap=tap2", "tap=tap3,offload=off", "tap=tap4,queues=2", "tap=tap5,txwait=all", "tap=tap6,txwait=off", "tap=tap7,txwait=small"} {
 		if err := n.Set(v); err != nil {
 			t.Fatalf("Set(%q): %v", v, err)
 		}
 	}
-	want := netFlags{{Tap: "tap0"}, {Tap: "tap1", MAC: mac}, {Tap: "tap2", MAC: mac}, {Tap: "tap3", NoOffload: true}, {Tap: "tap4", Queues: 2}}
+	want := netFlags{{Tap: "tap0"}, {Tap: "tap1", MAC: mac}, {Tap: "tap2", MAC: mac}, {Tap: "tap3", NoOffload: true}, {Tap: "tap4", Queues: 2},
+		{Tap: "tap5", TxWait: virtio.NetTxWaitAll}, {Tap: "tap6", TxWait: virtio.NetTxWaitOff}, {Tap: "tap7"}}
 	if !reflect.DeepEqual(n, want) {
 		t.Errorf("nets %+v, want %+v", n, want)
 	}
-	if got := n.String(); got != "tap=tap0 tap=tap1,mac=52:54:00:12:34:56 tap=tap2,mac=52:54:00:12:34:56 tap=tap3,offload=off tap=tap4,queues=2" {
+	if got := n.String(); got != "tap=tap0 tap=tap1,mac=52:54:00:12:34:56 tap=tap2,mac=52:54:00:12:34:56 tap=tap3,offload=off tap=tap4,queues=2 tap=tap5,txwait=all tap=tap6,txwait=off tap=tap7" {
 		t.Errorf("String() = %q", got)
 	}
 	for _, tc := range []struct{ in, want string }{
@@ -48,6 +50,7 @@ func TestNetFlags(t *testing.T) {
 		{"tap=tap0,queues=0", "from 1 to 16"},
 		{"tap=tap0,queues=17", "from 1 to 16"},
 		{"tap=tap0,queues=two", "from 1 to 16"},
+		{"tap=tap0,txwait=never", "want small, all, off"},
 	} {
 		err := (&netFlags{}).Set(tc.in)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
