@@ -111,6 +111,14 @@ type netEnv struct {
 
 func newNetEnv(t *testing.T, offload bool) *netEnv {
 	t.Helper()
+	e := newInactiveNetEnv(t, offload)
+	e.activate(t)
+	return e
+}
+
+// newInactiveNetEnv is newNetEnv before the driver activates the device.
+func newInactiveNetEnv(t *testing.T, offload bool) *netEnv {
+	t.Helper()
 	dev, host := fakeTap(t)
 	mac := net.HardwareAddr{0x52, 0x54, 0, 0x12, 0x34, 0x56}
 	n := mustNewNet(t, dev, mac, offload)
@@ -122,11 +130,14 @@ func newNetEnv(t *testing.T, offload bool) *netEnv {
 	if err := tx.q.SetReady(true); err != nil {
 		t.Fatal(err)
 	}
-	irq := newTestIRQ()
-	if err := n.Activate(rx.mem, testNetFeatures(n), []*Queue{rx.q, tx.q}, irq); err != nil {
+	return &netEnv{n: n, rx: rx, tx: tx, irq: newTestIRQ(), host: host, tap: dev}
+}
+
+func (e *netEnv) activate(t *testing.T) {
+	t.Helper()
+	if err := e.n.Activate(e.rx.mem, testNetFeatures(e.n), []*Queue{e.rx.q, e.tx.q}, e.irq); err != nil {
 		t.Fatal(err)
 	}
-	return &netEnv{n: n, rx: rx, tx: tx, irq: irq, host: host, tap: dev}
 }
 
 // frame returns a header-prefixed Ethernet frame of size bytes (header
@@ -342,6 +353,37 @@ func (e *netEnv) receiveWhole(t *testing.T, f []byte, head uint16) {
 	id, n := e.rx.mustUsed()
 	if id != uint32(head) || n != uint32(len(f)) {
 		t.Fatalf("used %d/%d, want %d/%d", id, n, head, len(f))
+	}
+}
+
+// TestNetReceiveInterruptPerBatch: frames waiting in the tap when the
+// device comes up are read in one batch and signalled with one
+// interrupt, which comes after the last of them is in the used ring.
+func TestNetReceiveInterruptPerBatch(t *testing.T) {
+	e := newInactiveNetEnv(t, false)
+	const frames = 8
+	addrs := make([]uint64, frames)
+	for i := range frames {
+		_, a := e.rx.add(wr(NetHdrLen + 1514))
+		addrs[i] = a[0]
+	}
+	for i := range frames {
+		if _, err := e.host.Write(frame(NetHdrLen+100, byte(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.activate(t)
+	waitIRQ(t, e.irq, 0)
+	for i := range frames {
+		if _, n := e.rx.mustUsed(); n != NetHdrLen+100 {
+			t.Errorf("frame %d: used length %d", i, n)
+		}
+		if want := frame(NetHdrLen+100, byte(i)); !bytes.Equal(e.rx.mem[addrs[i]+NetHdrLen:addrs[i]+NetHdrLen+100], want[NetHdrLen:]) {
+			t.Errorf("frame %d differs", i)
+		}
+	}
+	if n := e.irq.count(0); n != 1 {
+		t.Errorf("%d receive interrupts for %d frames read in one batch, want 1", n, frames)
 	}
 }
 
