@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -521,6 +523,26 @@ const (
 	// NetTxWaitOff serves every notification at once.
 	NetTxWaitOff
 )
+
+// netTxWaitNames are the modes' names, as --net's txwait= takes them.
+var netTxWaitNames = []string{NetTxWaitSmall: "small", NetTxWaitAll: "all", NetTxWaitOff: "off"}
+
+// String returns the mode's name ("small", "all", "off").
+func (w NetTxWait) String() string {
+	if w < 0 || int(w) >= len(netTxWaitNames) {
+		return fmt.Sprintf("NetTxWait(%d)", int(w))
+	}
+	return netTxWaitNames[w]
+}
+
+// ParseNetTxWait returns the mode named s.
+func ParseNetTxWait(s string) (NetTxWait, error) {
+	i := slices.Index(netTxWaitNames, s)
+	if i < 0 {
+		return 0, fmt.Errorf("txwait=%s: want %s", s, strings.Join(netTxWaitNames, ", "))
+	}
+	return NetTxWait(i), nil
+}
 
 // netTxWaitFrame is the average frame size, header included, from which
 // NetTxWaitSmall serves a stream at once: a TCP stream's segments are

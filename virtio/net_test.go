@@ -981,10 +981,10 @@ func TestNetNotifyDelayModes(t *testing.T) {
 		e := newNetEnv(t, false)
 		e.n.SetTxWait(c.mode)
 		if d := notifyFrames(t, e, small, 2); d != c.small {
-			t.Errorf("mode %d, two small frames: delay %v, want %v", c.mode, d, c.small)
+			t.Errorf("mode %v, two small frames: delay %v, want %v", c.mode, d, c.small)
 		}
 		if d := notifyFrames(t, e, big, 2); d != c.big {
-			t.Errorf("mode %d, two frames of %d bytes: delay %v, want %v", c.mode, len(big), d, c.big)
+			t.Errorf("mode %v, two frames of %d bytes: delay %v, want %v", c.mode, len(big), d, c.big)
 		}
 	}
 }

@@ -45,7 +45,7 @@ func (c NetConfig) validate() error {
 		return fmt.Errorf("virtio-net %s: %d queue pairs, want 1 to %d, or 0 for the default (one)", c.Tap, c.Queues, virtio.NetMaxQueuePairs)
 	}
 	if c.TxWait < virtio.NetTxWaitSmall || c.TxWait > virtio.NetTxWaitOff {
-		return fmt.Errorf("virtio-net %s: unknown txwait mode %d", c.Tap, c.TxWait)
+		return fmt.Errorf("virtio-net %s: unknown txwait mode %v", c.Tap, c.TxWait)
 	}
 	if len(c.Tap) >= unix.IFNAMSIZ {
 		return fmt.Errorf("virtio-net: tap name %q longer than %d bytes", c.Tap, unix.IFNAMSIZ-1)

@@ -24,7 +24,7 @@ func TestNetConfigValidate(t *testing.T) {
 		{"most queues", NetConfig{Tap: "tap0", Queues: 16}, ""},
 		// The message names every count the rule takes, 0 included.
 		{"negative queues", NetConfig{Tap: "tap0", Queues: -1}, "want 1 to 16, or 0 for the default (one)"},
-		{"unknown txwait", NetConfig{Tap: "tap0", TxWait: 7}, "unknown txwait mode 7"},
+		{"unknown txwait", NetConfig{Tap: "tap0", TxWait: 7}, "unknown txwait mode NetTxWait(7)"},
 		{"too many queues", NetConfig{Tap: "tap0", Queues: 17}, "want 1 to 16, or 0 for the default (one)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"net"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -28,15 +27,12 @@ func (n *netFlags) String() string {
 			v += fmt.Sprintf(",queues=%d", c.Queues)
 		}
 		if c.TxWait != virtio.NetTxWaitSmall {
-			v += ",txwait=" + txWaitModes[c.TxWait]
+			v += ",txwait=" + c.TxWait.String()
 		}
 		s = append(s, v)
 	}
 	return strings.Join(s, " ")
 }
-
-// txWaitModes names the virtio.NetTxWait modes, in their order.
-var txWaitModes = []string{virtio.NetTxWaitSmall: "small", virtio.NetTxWaitAll: "all", virtio.NetTxWaitOff: "off"}
 
 // Set parses one --net value: key=value pairs separated by commas, as
 // in QEMU's -netdev/-device options.
@@ -74,11 +70,11 @@ func (n *netFlags) Set(v string) error {
 			}
 			c.Queues = q
 		case key == "txwait":
-			i := slices.Index(txWaitModes, val)
-			if i < 0 {
-				return fmt.Errorf("txwait=%s: want %s", val, strings.Join(txWaitModes, ", "))
+			w, err := virtio.ParseNetTxWait(val)
+			if err != nil {
+				return err
 			}
-			c.TxWait = virtio.NetTxWait(i)
+			c.TxWait = w
 		default:
 			return fmt.Errorf("unknown net option %q (want tap, mac, offload, queues or txwait)", key)
 		}
