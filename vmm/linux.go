@@ -141,9 +141,9 @@ func (v *VM) loadBzImage(f *os.File, size int64, p *boot.Params) (*boot.Kernel, 
 	if err != nil {
 		return nil, 0, err
 	}
-	// The image and the decompressor's dictionary are garbage now (img
-	// is not used below): hand them back before the kernel is copied into
-	// guest memory, so that they are never resident beside the guest's
+	// The image is garbage now (img is not used below; the ELF is a
+	// buffer of its own): hand it back before the kernel is copied into
+	// guest memory, so that it is never resident beside the guest's
 	// pages.
 	debug.FreeOSMemory()
 	hdr.Apply(p)

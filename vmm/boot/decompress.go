@@ -10,7 +10,6 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
-	"github.com/ulikunitz/xz/lzma"
 )
 
 // Compression is a bzImage payload's compression format.
@@ -123,7 +122,7 @@ func Decompress(payload []byte, limit int) ([]byte, error) {
 	case Bzip2:
 		_, err = out.ReadFrom(bzip2.NewReader(bytes.NewReader(stream)))
 	case LZMA:
-		err = unlzma(out, stream, int(size))
+		err = unlzma(out, stream)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%v: %w", c, err)
@@ -270,24 +269,4 @@ func unlz4(out *boundedBuffer, stream []byte) error {
 		pos += int(n)
 	}
 	return nil
-}
-
-// unlzma decodes the .lzma ("LZMA alone") format. The header's dictionary
-// size is allocated up front, so a hostile one is clamped to the output size:
-// a match can never reach further back than what was already produced.
-func unlzma(out *boundedBuffer, stream []byte, size int) error {
-	if len(stream) < lzma.HeaderLen {
-		return fmt.Errorf("truncated header")
-	}
-	hdr := bytes.Clone(stream[:lzma.HeaderLen])
-	dictCap := max(size, lzma.MinDictCap)
-	if uint64(le.Uint32(hdr[1:])) > uint64(dictCap) {
-		le.PutUint32(hdr[1:], uint32(dictCap))
-	}
-	r, err := lzma.ReaderConfig{DictCap: dictCap}.NewReader(io.MultiReader(bytes.NewReader(hdr), bytes.NewReader(stream[lzma.HeaderLen:])))
-	if err != nil {
-		return err
-	}
-	_, err = out.ReadFrom(r)
-	return err
 }

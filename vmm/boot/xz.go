@@ -7,14 +7,12 @@ import (
 	"fmt"
 	"hash/crc32"
 	"hash/crc64"
-
-	"github.com/ulikunitz/xz/lzma"
 )
 
-// The .xz container is parsed here rather than by ulikunitz/xz because x86
-// kernels are built with "xz --x86 --lzma2": a BCJ filter ahead of LZMA2,
-// which ulikunitz/xz refuses. Its lzma package still decodes the LZMA2
-// chunks; the BCJ step is undone below. Format: tukaani.org/xz/xz-file-format.txt.
+// The .xz container, as the kernel build makes it for x86 ("xz --x86
+// --lzma2": a BCJ filter ahead of LZMA2). The LZMA2 chunks are decoded by
+// lzma.go, the BCJ step is undone below. Format:
+// tukaani.org/xz/xz-file-format.txt.
 
 const (
 	xzStreamHeaderLen = 12
@@ -181,27 +179,16 @@ func xzBlock(out *boundedBuffer, b []byte, check byte, size int) (xzRecord, int,
 		}
 		data = data[:compSize]
 	}
-	// Reader2 allocates its whole dictionary at once: never more than the
-	// output can be, since a match cannot reach before the block's start.
-	room := out.limit - len(out.buf)
-	dictCap := int(min(dict, uint64(room), uint64(max(size, 0))))
-	dictCap = max(dictCap, lzma.MinDictCap)
-	br := bytes.NewReader(data)
-	r, err := lzma.Reader2Config{DictCap: dictCap}.NewReader2(br)
-	if err != nil {
-		return rec, 0, err
-	}
 	start, limit := len(out.buf), out.limit
-	if uncompSize >= 0 && uncompSize < int64(room) {
+	if uncompSize >= 0 && uncompSize < int64(out.limit-start) {
 		out.limit = start + int(uncompSize) // refuse more than declared
 	}
-	_, err = out.ReadFrom(r)
+	used, err := unlzma2(out, data, dict)
 	out.limit = limit
 	if err != nil {
 		return rec, 0, fmt.Errorf("lzma2: %w", err)
 	}
 	block := out.buf[start:]
-	used := len(data) - br.Len()
 	if compSize >= 0 && int64(used) != compSize {
 		return rec, 0, fmt.Errorf("LZMA2 data ends after %d bytes, the header says %d", used, compSize)
 	}
