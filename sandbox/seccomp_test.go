@@ -14,6 +14,8 @@ import (
 
 	seccomp "github.com/elastic/go-seccomp-bpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/govmm/govmm/internal/keepawake"
 )
 
 // childEnv names the confined child's job when the test binary runs as one.
@@ -35,7 +37,8 @@ func TestMain(m *testing.M) {
 // confinedChild installs the filter, then does job: "allowed" makes only
 // calls govmm makes (a new thread, a file written and renamed) and exits
 // 0; "forbidden" makes getppid(2) on a thread that existed before the
-// filter; "fork" calls clone without CLONE_THREAD.
+// filter ("forbidden-one-proc": with one P besides the keeper's); "fork"
+// calls clone without CLONE_THREAD.
 func confinedChild(job string) int {
 	early := make(chan func())
 	go func() { // a thread made before the filter: TSYNC must cover it
@@ -66,9 +69,20 @@ func confinedChild(job string) int {
 			return 4
 		}
 		return 0
-	case "forbidden":
+	case "forbidden", "forbidden-one-proc":
+		if job == "forbidden-one-proc" {
+			// govmm --go-procs 1: one P for everything but the keeper,
+			// whose own P the supervisor must get to report.
+			runtime.GOMAXPROCS(1)
+			k, err := keepawake.Start()
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 6
+			}
+			defer k.Stop()
+		}
 		done := make(chan struct{})
-		early <- func() { unix.Getppid(); close(done) }
+		early <- func() { unix.Getppid(); close(done) } // raw: it keeps its P
 		<-done
 		return 0 // not reached: the supervisor ends the process
 	case "fork":
@@ -133,6 +147,17 @@ func TestForbiddenCallReported(t *testing.T) {
 	want := regexp.MustCompile(`(?m)^govmm: seccomp: syscall 110 \(getppid\) from thread \d+ not allowed$`)
 	if code != 1 || !want.MatchString(stderr) || !strings.Contains(stderr, "onViolation ran") {
 		t.Fatalf("exit %d, stderr:\n%s\nwant exit 1, a line matching %s and the hook's line", code, stderr, want)
+	}
+}
+
+// So is one made while the thread making it holds the one P that the
+// keeper leaves (govmm --go-procs 1): the supervisor reports on the
+// keeper's P, which each preemption signal frees for a moment.
+func TestForbiddenCallReportedWithOneProc(t *testing.T) {
+	needSeccomp(t)
+	code, stderr := runChild(t, "forbidden-one-proc")
+	if code != 1 || !strings.Contains(stderr, "syscall 110 (getppid)") || !strings.Contains(stderr, "onViolation ran") {
+		t.Fatalf("exit %d, stderr:\n%s\nwant exit 1 naming getppid, and the hook's line", code, stderr)
 	}
 }
 

@@ -165,6 +165,9 @@ func blkVariants(image string) []blkVariant {
 		{name: "govmm-poll-32us", kind: "govmm", cache: "page cache", args: []string{"--blk-poll-us", "32"}},
 		{name: "govmm-no-ioeventfd", kind: "govmm", cache: "page cache", args: []string{"--no-ioeventfd"}},
 		{name: "govmm-no-irqfd", kind: "govmm", cache: "page cache", args: []string{"--no-irqfd"}},
+		// One Go processor for govmm's goroutines (--go-procs): fewer
+		// threads woken beside the vCPUs, fewer to block in I/O.
+		{name: "govmm-go-procs-1", kind: "govmm", cache: "page cache", args: []string{"--go-procs", "1"}},
 		// Go's monitor thread allowed to sleep deeply, so that system
 		// calls wake it (internal/keepawake).
 		{name: "govmm-sysmon-asleep", kind: "govmm", cache: "page cache", args: []string{"--keep-sysmon-awake=false"}},

@@ -137,6 +137,8 @@ func TestBadInput(t *testing.T) {
 		{"mem-path not hugetlbfs", []string{"run", "--kernel", kernel, "--mem-path", t.TempDir()}, "not a hugetlbfs mount"},
 		{"mem-hugepages garbage", []string{"run", "--kernel", kernel, "--mem-hugepages=maybe"}, "mem-hugepages"},
 		{"on-panic garbage", []string{"run", "--kernel", kernel, "--on-panic", "reboot"}, `--on-panic "reboot"`},
+		{"go-procs negative", []string{"run", "--kernel", kernel, "--go-procs", "-1"}, "--go-procs -1"},
+		{"go-procs too many", []string{"run", "--kernel", kernel, "--go-procs", "100000"}, "--go-procs 100000"},
 		{"exit-trace-events 0", []string{"run", "--kernel", kernel, "--exit-trace", "t.json", "--exit-trace-events", "0"}, "--exit-trace-events 0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

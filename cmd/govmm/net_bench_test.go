@@ -84,6 +84,9 @@ func netVariants() []netVariant {
 		// frames by default; all was the rule before, off never waits).
 		{"govmm-txwait-all", "govmm", []string{"--net", "tap=tap0,mac=" + netGuestMAC + ",txwait=all"}, false},
 		{"govmm-txwait-off", "govmm", []string{"--net", "tap=tap0,mac=" + netGuestMAC + ",txwait=off"}, false},
+		// One Go processor for govmm's goroutines (--go-procs): fewer
+		// threads woken beside the vCPUs.
+		{"govmm-go-procs-1", "govmm", []string{"--net", "tap=tap0,mac=" + netGuestMAC, "--go-procs", "1"}, false},
 		// Go's monitor thread allowed to sleep deeply (internal/keepawake).
 		{"govmm-sysmon-asleep", "govmm", []string{"--net", "tap=tap0,mac=" + netGuestMAC, "--keep-sysmon-awake=false"}, false},
 		// QEMU's user-space virtio-net (no vhost: these hosts have no

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -67,6 +68,7 @@ func runCommand(args []string) error {
 	landlockOn := fs.Bool("landlock", true, "once the VM is set up, confine file access (Landlock, where the kernel has it) to what govmm still opens: reading the kernel, initrd and kernel cache; creating files in the directories of --exit-stats-json and --exit-trace; removing the QMP socket")
 	onPanic := fs.String("on-panic", "", "add QEMU's pvpanic device; a guest panic it reports then does: poweroff (end govmm with status 1) or pause (stop the VM in state guest-panicked for QMP)")
 	keepAwake := fs.Bool("keep-sysmon-awake", true, "hold one Go scheduler processor in a blocking wait while the VM runs, so that Go's monitor thread never sleeps deeply and the I/O paths' system calls need not wake it (README, Storage); GOMAXPROCS is raised by one for it")
+	goProcs := fs.Int("go-procs", 0, "Go scheduler processors (GOMAXPROCS) for govmm's goroutines (device queues, vCPU exits to user space, QMP) once the VM runs; 0 = Go's default, one per host CPU. Fewer wake fewer threads beside the vCPUs (1 moves more guest->host network traffic on a 2-CPU host) and leave fewer to serve blocking disk I/O (page-cache disks lose at depth; README, Network datapath). The keeper's processor (--keep-sysmon-awake) comes on top, and with --seccomp there are at least 2 in all")
 	noReboot := fs.Bool("no-reboot", false, "a reset (system_reset, a guest reboot, a triple fault) ends govmm instead of restarting the guest, as QEMU's -no-reboot")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -79,6 +81,9 @@ func runCommand(args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *goProcs < 0 || *goProcs > maxGoProcs {
+		return fmt.Errorf("--go-procs %d: want 0 (Go's default) to %d", *goProcs, maxGoProcs)
 	}
 	if *blkPoll < 0 || *blkPoll > maxBlockPollUS {
 		return fmt.Errorf("--blk-poll-us %d: want 0 (off) to %d", *blkPoll, maxBlockPollUS)
@@ -198,6 +203,9 @@ func runCommand(args []string) error {
 		}
 	}
 
+	if *goProcs > 0 {
+		runtime.GOMAXPROCS(goMaxProcs(*goProcs, *confine, *keepAwake))
+	}
 	if *keepAwake {
 		k, err := keepawake.Start()
 		if err != nil {
@@ -314,4 +322,20 @@ func writeJSON(path string, v any) error {
 		_, err := w.Write(append(b, '\n'))
 		return err
 	})
+}
+
+// maxGoProcs bounds --go-procs: far above any host govmm runs on.
+const maxGoProcs = 1024
+
+// goMaxProcs is the GOMAXPROCS that gives govmm's goroutines procs
+// processors before the keeper (keepawake.Start adds its own). With
+// seccomp and no keeper it is at least 2: the violation reporter needs a
+// processor besides one that a forbidden raw system call may hold
+// (sandbox.Seccomp); the keeper's, which every preemption signal frees
+// for a moment, is that processor otherwise.
+func goMaxProcs(procs int, seccomp, keeper bool) int {
+	if seccomp && !keeper {
+		return max(procs, 2)
+	}
+	return procs
 }
