@@ -114,7 +114,7 @@ func Decompress(payload []byte, limit int) ([]byte, error) {
 	case Gzip:
 		err = gunzip(out, stream)
 	case XZ:
-		err = unxz(out, stream, int(size))
+		err = unxz(out, stream)
 	case Zstd:
 		err = unzstd(out, stream, limit)
 	case LZ4:

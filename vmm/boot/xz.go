@@ -31,8 +31,8 @@ var (
 type xzRecord struct{ unpadded, uncompressed uint64 }
 
 // unxz decodes one xz stream (the kernel's decompressor takes no more than
-// one) into out; size is the expected output, used to bound the dictionary.
-func unxz(out *boundedBuffer, in []byte, size int) error {
+// one) into out.
+func unxz(out *boundedBuffer, in []byte) error {
 	if len(in) < xzStreamHeaderLen+xzStreamFooterLen {
 		return errors.New("truncated stream")
 	}
@@ -59,7 +59,7 @@ func unxz(out *boundedBuffer, in []byte, size int) error {
 		if in[pos] == 0 { // index indicator
 			break
 		}
-		rec, n, err := xzBlock(out, in[pos:], check, size)
+		rec, n, err := xzBlock(out, in[pos:], check)
 		if err != nil {
 			return fmt.Errorf("block at offset %d: %w", pos, err)
 		}
@@ -107,7 +107,7 @@ func xzCheckSize(check byte) (int, error) {
 
 // xzBlock decodes the block at the start of b, appends its data to out and
 // returns the block's index record and its length in b.
-func xzBlock(out *boundedBuffer, b []byte, check byte, size int) (xzRecord, int, error) {
+func xzBlock(out *boundedBuffer, b []byte, check byte) (xzRecord, int, error) {
 	var rec xzRecord
 	hlen := (int(b[0]) + 1) * 4
 	if hlen > len(b) {
