@@ -527,9 +527,12 @@ const (
 // netTxWaitNames are the modes' names, as --net's txwait= takes them.
 var netTxWaitNames = []string{NetTxWaitSmall: "small", NetTxWaitAll: "all", NetTxWaitOff: "off"}
 
+// Valid reports whether w is one of the modes above.
+func (w NetTxWait) Valid() bool { return w >= 0 && int(w) < len(netTxWaitNames) }
+
 // String returns the mode's name ("small", "all", "off").
 func (w NetTxWait) String() string {
-	if w < 0 || int(w) >= len(netTxWaitNames) {
+	if !w.Valid() {
 		return fmt.Sprintf("NetTxWait(%d)", int(w))
 	}
 	return netTxWaitNames[w]

@@ -44,7 +44,7 @@ func (c NetConfig) validate() error {
 	if c.Queues < 0 || c.Queues > virtio.NetMaxQueuePairs {
 		return fmt.Errorf("virtio-net %s: %d queue pairs, want 1 to %d, or 0 for the default (one)", c.Tap, c.Queues, virtio.NetMaxQueuePairs)
 	}
-	if c.TxWait < virtio.NetTxWaitSmall || c.TxWait > virtio.NetTxWaitOff {
+	if !c.TxWait.Valid() {
 		return fmt.Errorf("virtio-net %s: unknown txwait mode %v", c.Tap, c.TxWait)
 	}
 	if len(c.Tap) >= unix.IFNAMSIZ {
