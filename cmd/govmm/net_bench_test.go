@@ -126,18 +126,28 @@ const (
 	netKVMUser  = "kvm:user"   // KVM's mmio_exits+io_exits: exits to the VMM
 	netKVMHalts = "halt_exits" // KVM's
 	netUser     = "user"       // govmm's table: exits it handled
+
+	netCPUvCPUs     = "cpu:vcpus"      // host CPU s of the vCPU threads
+	netCPUOther     = "cpu:other"      // of the VMM's other threads
+	netTapToGuest   = "tap:to-guest"   // frames tap0 sent to the guest
+	netTapFromGuest = "tap:from-guest" // and received from it
 )
 
 // netEchoPort is the guest's echo server.
 const netEchoPort = 7
 
-// netSnapshot reads the exit counters of a VM over QMP.
-func netSnapshot(mon *qmp.SocketMonitor, kind string) (map[string]float64, error) {
+// netSnapshot reads the exit counters of a VM over QMP, the host CPU
+// time of its process (pid) and of its vCPU threads, and the frames tap0
+// in ns has passed each way.
+func netSnapshot(mon *qmp.SocketMonitor, kind string, pid int, ns string) (map[string]float64, error) {
 	c, err := snapshotCounters(mon, kind)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]float64{}
+	if err := netHostCounters(out, mon, pid, ns); err != nil {
+		return nil, err
+	}
 	for name, n := range c {
 		if strings.HasPrefix(name, kvmStatPrefix) {
 			out[name] = n
@@ -160,6 +170,52 @@ func netSnapshot(mon *qmp.SocketMonitor, kind string) (map[string]float64, error
 		out[netUser] = float64(t.User.Total().Exits().Count)
 	}
 	return out, nil
+}
+
+// netHostCounters adds what the host sees of a VM to out, the same way for
+// every VMM: CPU seconds (utime+stime, guest time included) of the whole
+// process and of the vCPU threads query-cpus-fast names, and tap0's
+// packet counters (a GSO frame counts once: frames per GiB say how large
+// the frames were).
+func netHostCounters(out map[string]float64, mon *qmp.SocketMonitor, pid int, ns string) error {
+	all, err := procCPU(pid)
+	if err != nil {
+		return err
+	}
+	var cpus []struct {
+		ThreadID int `json:"thread-id"`
+	}
+	if err := runQMP(mon, "query-cpus-fast", nil, &cpus); err != nil {
+		return err
+	}
+	var vcpus float64
+	for _, c := range cpus {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, c.ThreadID))
+		if err != nil {
+			return err
+		}
+		t, err := parseProcCPU(string(b))
+		if err != nil {
+			return err
+		}
+		vcpus += t
+	}
+	out[netCPUvCPUs], out[netCPUOther] = vcpus, all-vcpus
+	js, err := exec.Command("ip", "-n", ns, "-j", "-s", "link", "show", "tap0").Output()
+	if err != nil {
+		return fmt.Errorf("ip link show tap0: %v", err)
+	}
+	var links []struct {
+		Stats struct {
+			RX, TX struct{ Packets float64 }
+		} `json:"stats64"`
+	}
+	if err := json.Unmarshal(js, &links); err != nil || len(links) != 1 {
+		return fmt.Errorf("ip link show tap0: %v in %.200q", err, js)
+	}
+	// The tap's transmit is the host's side sending to the guest.
+	out[netTapToGuest], out[netTapFromGuest] = links[0].Stats.TX.Packets, links[0].Stats.RX.Packets
+	return nil
 }
 
 // iperf3Result is the part of iperf3's JSON report the benchmark reads.
@@ -305,7 +361,7 @@ func runNetVM(args []string, kind, sock, ns string, jobs []netJob, seconds, rr i
 	defer mon.Disconnect()
 	results := map[string]netResult{}
 	for _, j := range jobs {
-		before, err := netSnapshot(mon, kind)
+		before, err := netSnapshot(mon, kind, cmd.Process.Pid, ns)
 		if err != nil {
 			return fail(err)
 		}
@@ -318,7 +374,7 @@ func runNetVM(args []string, kind, sock, ns string, jobs []netJob, seconds, rr i
 		if err != nil {
 			return fail(fmt.Errorf("%s: %w", j.name, err))
 		}
-		after, err := netSnapshot(mon, kind)
+		after, err := netSnapshot(mon, kind, cmd.Process.Pid, ns)
 		if err != nil {
 			return fail(err)
 		}
@@ -435,7 +491,10 @@ func BenchmarkNet(b *testing.B) {
 	}
 	fmt.Fprintf(&rep, "\nmedian (min-max, n, failed runs) of rounds, variants rotated per round; /qemu: ratio of medians to qemu in the same job, with as many queue pairs (qemu-mq for the multiqueue variants; for rr64, of latencies: < 1 is faster)\n")
 	fmt.Fprintf(&rep, "exits per GiB (tcp) or per 1000 packets / round trips (udp, rr), median of rounds: kvm = all KVM exits; kvm-user = KVM's mmio_exits+io_exits; halt = KVM halt_exits; user = exits govmm's table counted\n\n")
-	fmt.Fprintf(&rep, "%-10s %-18s %-7s %-28s %6s %10s %9s %9s %9s %9s\n", "job", "variant", "unit", "median", "/qemu", "p99 us", "kvm", "kvm-user", "halt", "user")
+	fmt.Fprintf(&rep, "host CPU per GiB (tcp) or per 1000 packets / round trips, median of rounds, ms: vcpus = the vCPU threads (guest time included), other = the VMM's other threads;\n")
+	fmt.Fprintf(&rep, "frames tap0 passed per the same unit: to the guest, from the guest (a GSO frame counts once)\n\n")
+	fmt.Fprintf(&rep, "%-10s %-18s %-7s %-28s %6s %10s %9s %9s %9s %9s %9s %9s %9s %9s\n", "job", "variant", "unit", "median", "/qemu", "p99 us", "kvm", "kvm-user", "halt", "user",
+		"vcpus ms", "other ms", "to-guest", "from-gst")
 	for _, j := range jobs {
 		qemuMed := func(v netVariant) float64 {
 			ref := "qemu"
@@ -457,8 +516,11 @@ func BenchmarkNet(b *testing.B) {
 			} else {
 				fmt.Fprintf(&rep, " %10s", "")
 			}
-			for _, c := range []string{netKVMExits, netKVMUser, netKVMHalts, netUser} {
+			for _, c := range []string{netKVMExits, netKVMUser, netKVMHalts, netUser, netCPUvCPUs, netCPUOther, netTapToGuest, netTapFromGuest} {
 				if x, ok := perUnit(k, c); ok {
+					if strings.HasPrefix(c, "cpu:") {
+						x *= 1000
+					}
 					fmt.Fprintf(&rep, " %9.0f", x)
 				} else {
 					fmt.Fprintf(&rep, " %9s", "-")
