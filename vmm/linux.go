@@ -8,8 +8,9 @@ import (
 	"io/fs"
 	"log"
 	"os"
-	"runtime/debug"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/govmm/govmm/devices"
 	"github.com/govmm/govmm/vmm/acpi"
@@ -120,14 +121,18 @@ func (v *VM) loadBzImage(f *os.File, size int64, p *boot.Params) (*boot.Kernel, 
 			return k, longMode, nil
 		}
 	}
-	img := make([]byte, size)
+	// The image and its unpacked ELF (tens of MiB) live in mappings of
+	// their own, unmapped once the kernel is loaded: in the Go heap they
+	// grew it, and the GC metadata that came with it stayed as RSS for the
+	// VM's lifetime (README, Memory).
+	img, err := mapScratch(int(size))
+	if err != nil {
+		return nil, 0, fmt.Errorf("read: %w", err)
+	}
+	defer func() { unmapScratch(img) }()
 	if _, err := f.ReadAt(img, 0); err != nil {
 		return nil, 0, fmt.Errorf("read: %w", err)
 	}
-	// The image and its unpacked ELF (tens of MiB) are garbage once
-	// loaded: hand the pages back rather than carry them as RSS for the
-	// VM's lifetime.
-	defer debug.FreeOSMemory()
 	if v.cfg.Boot == BootProtected {
 		hdr, err := boot.ParseSetupHeader(img)
 		if err != nil {
@@ -137,15 +142,20 @@ func (v *VM) loadBzImage(f *os.File, size int64, p *boot.Params) (*boot.Kernel, 
 		k, err := v.loadProtected(img, hdr)
 		return k, protectedMode, err
 	}
-	elf, hdr, err := boot.UnpackBzImage(img, int(v.mem.Size()))
+	var out []byte // the ELF's mapping
+	defer func() { unmapScratch(out) }()
+	elf, hdr, err := boot.UnpackBzImage(img, int(v.mem.Size()), func(n int) ([]byte, error) {
+		var err error
+		out, err = mapScratch(n)
+		return out, err
+	})
 	if err != nil {
 		return nil, 0, err
 	}
-	// The image is garbage now (img is not used below; the ELF is a
-	// buffer of its own): hand it back before the kernel is copied into
-	// guest memory, so that it is never resident beside the guest's
-	// pages.
-	debug.FreeOSMemory()
+	// The image is not needed for the load: unmapped now, it is never
+	// resident beside the ELF and the guest's new kernel pages.
+	unmapScratch(img)
+	img = nil
 	hdr.Apply(p)
 	k, err := boot.LoadELF(v.mem.b, elf)
 	// Only the first load writes the cache: a reset runs confined by
@@ -156,6 +166,23 @@ func (v *VM) loadBzImage(f *os.File, size int64, p *boot.Params) (*boot.Kernel, 
 		}
 	}
 	return k, longMode, err
+}
+
+// mapScratch maps n bytes of zeroed memory outside the Go heap, for
+// unmapScratch to hand back whole. Its pages cost nothing until touched.
+func mapScratch(n int) ([]byte, error) {
+	m, err := unix.Mmap(-1, 0, max(n, 1), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	if err != nil {
+		return nil, err
+	}
+	return m[:n], nil
+}
+
+// unmapScratch unmaps what mapScratch returned; nil is nothing to do.
+func unmapScratch(b []byte) {
+	if b != nil {
+		unix.Munmap(b[:cap(b)])
+	}
 }
 
 // loadCachedELF loads the ELF cached for the bzImage in f, if there is a

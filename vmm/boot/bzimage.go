@@ -161,26 +161,27 @@ func Payload(img []byte, limit int) (compressed, elf []byte, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return h.unpack(img, limit)
+	return h.unpack(img, limit, nil)
 }
 
 // UnpackBzImage checks a bzImage and returns the ELF vmlinux inside it,
-// decompressed to at most limit bytes, and its setup header. A VMM boots that
-// ELF through the 64-bit entry instead of running the real-mode setup and the
-// in-guest decompressor, which on an emulating host take minutes.
-func UnpackBzImage(img []byte, limit int) (elf []byte, hdr *SetupHeader, err error) {
+// decompressed to at most limit bytes into memory from alloc (the Go heap
+// if nil), and its setup header. A VMM boots that ELF through the 64-bit
+// entry instead of running the real-mode setup and the in-guest
+// decompressor, which on an emulating host take minutes.
+func UnpackBzImage(img []byte, limit int, alloc OutputAlloc) (elf []byte, hdr *SetupHeader, err error) {
 	h, err := ParseSetupHeader(img)
 	if err != nil {
 		return nil, nil, err
 	}
-	_, elf, err = h.unpack(img, limit)
+	_, elf, err = h.unpack(img, limit, alloc)
 	if err != nil {
 		return nil, nil, err
 	}
 	return elf, h, nil
 }
 
-func (h *SetupHeader) unpack(img []byte, limit int) (compressed, elf []byte, err error) {
+func (h *SetupHeader) unpack(img []byte, limit int, alloc OutputAlloc) (compressed, elf []byte, err error) {
 	if h.Version >= xloadflagsVersion && h.XLoadFlags&XLFKernel64 == 0 {
 		return nil, nil, fmt.Errorf("bzImage: not a 64-bit kernel (XLF_KERNEL_64 clear in xloadflags %#x)", h.XLoadFlags)
 	}
@@ -188,7 +189,7 @@ func (h *SetupHeader) unpack(img []byte, limit int) (compressed, elf []byte, err
 	if err != nil {
 		return nil, nil, err
 	}
-	elf, err = Decompress(compressed, limit)
+	elf, err = decompress(compressed, limit, alloc)
 	if err != nil {
 		return nil, nil, fmt.Errorf("bzImage payload: %w", err)
 	}

@@ -77,7 +77,7 @@ func TestRealBzImage(t *testing.T) {
 	t.Logf("payload compression: %v (%v), %d bytes", c, err, len(compressed))
 
 	start := time.Now()
-	elf, h2, err := UnpackBzImage(bz, 512<<20)
+	elf, h2, err := UnpackBzImage(bz, 512<<20, nil)
 	elapsed := time.Since(start)
 	if err != nil {
 		t.Fatal(err)
@@ -126,7 +126,7 @@ func BenchmarkUnpackRealBzImage(b *testing.B) {
 	bz := readReal(b, realBzImage)
 	b.SetBytes(int64(len(bz)))
 	for b.Loop() {
-		if _, _, err := UnpackBzImage(bz, 512<<20); err != nil {
+		if _, _, err := UnpackBzImage(bz, 512<<20, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -142,7 +142,7 @@ func TestUnpackCorrupt(t *testing.T) {
 	raw := tinyKernel()
 	gz, _ := gzipGo(raw)
 	good := makeBzImage(gz)
-	if _, _, err := UnpackBzImage(good, 0); err != nil {
+	if _, _, err := UnpackBzImage(good, 0, nil); err != nil {
 		t.Fatalf("the unmodified image fails: %v", err)
 	}
 	notELF, _ := gzipGo([]byte("not an ELF at all"))
@@ -186,7 +186,7 @@ func TestUnpackCorrupt(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			elf, h, err := UnpackBzImage(tt.img, 1<<20)
+			elf, h, err := UnpackBzImage(tt.img, 1<<20, nil)
 			if err == nil {
 				t.Fatalf("no error (elf %d bytes, header %+v)", len(elf), h)
 			}
@@ -207,7 +207,7 @@ func TestUnpackCorruptRealXZ(t *testing.T) {
 	for _, at := range []int{0, 7, 12, 20, 1000, int(h.PayloadLength) / 2, int(h.PayloadLength) - 30, int(h.PayloadLength) - 6} {
 		bad := bytes.Clone(bz)
 		bad[start+at] ^= 0x01
-		if _, _, err := UnpackBzImage(bad, 512<<20); err == nil {
+		if _, _, err := UnpackBzImage(bad, 512<<20, nil); err == nil {
 			t.Errorf("payload byte %d flipped: no error", at)
 		}
 	}
@@ -215,7 +215,7 @@ func TestUnpackCorruptRealXZ(t *testing.T) {
 	for _, n := range []uint32{100, h.PayloadLength / 2, h.PayloadLength - 5} {
 		cut := bytes.Clone(bz[:start+int(n)])
 		binary.LittleEndian.PutUint32(cut[offPayloadLength:], n)
-		if _, _, err := UnpackBzImage(cut, 512<<20); err == nil {
+		if _, _, err := UnpackBzImage(cut, 512<<20, nil); err == nil {
 			t.Errorf("payload cut to %d bytes: no error", n)
 		}
 	}

@@ -22,7 +22,7 @@ func TestDebianKernelUnpacks(t *testing.T) {
 		t.Fatalf("DetectKernel = %v, %v; want bzImage", f, err)
 	}
 	const memSize = 512 << 20
-	elf, h, err := UnpackBzImage(img, memSize)
+	elf, h, err := UnpackBzImage(img, memSize, nil)
 	if err != nil {
 		t.Fatalf("UnpackBzImage: %v", err)
 	}

@@ -89,6 +89,18 @@ func DecompressLimit(limit int) int {
 // 4-byte little-endian trailer to every format (gzip's own ISIZE field plays
 // that part): it sizes the output up front and must match what comes out.
 func Decompress(payload []byte, limit int) ([]byte, error) {
+	return decompress(payload, limit, nil)
+}
+
+// An OutputAlloc returns n zeroed bytes for decompressed output, from
+// memory the caller owns (a fresh mapping it unmaps once the kernel is
+// loaded, say). n is the size the payload declares, checked against the
+// limit, plus one byte to see a byte too many.
+type OutputAlloc func(n int) ([]byte, error)
+
+// decompress is Decompress with the output from alloc, or, if alloc is
+// nil, from the Go heap.
+func decompress(payload []byte, limit int, alloc OutputAlloc) ([]byte, error) {
 	c, err := DetectCompression(payload)
 	if err != nil {
 		return nil, err
@@ -108,8 +120,21 @@ func Decompress(payload []byte, limit int) ([]byte, error) {
 	// The output must match the trailer, so it bounds decoding: a bomb behind
 	// a small trailer stops early. Being untrusted, the trailer is grown
 	// towards rather than allocated up front beyond what the compressed data
-	// could plausibly produce.
-	out := newBoundedBuffer(int(min(size, uint64(len(stream))*8+64<<10)), int(size))
+	// could plausibly produce; memory from alloc is taken whole, since a
+	// mapping's untouched pages cost nothing.
+	var out *boundedBuffer
+	if alloc != nil {
+		buf, err := alloc(int(size) + 1)
+		if err != nil {
+			return nil, fmt.Errorf("%v: output of %d bytes: %w", c, size, err)
+		}
+		if len(buf) < int(size)+1 {
+			return nil, fmt.Errorf("%v: output of %d bytes: allocated only %d", c, size, len(buf))
+		}
+		out = &boundedBuffer{buf: buf[: 0 : size+1], limit: int(size)}
+	} else {
+		out = newBoundedBuffer(int(min(size, uint64(len(stream))*8+64<<10)), int(size))
+	}
 	switch c {
 	case Gzip:
 		err = gunzip(out, stream)

@@ -3,6 +3,7 @@ package boot
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"os/exec"
 	"strings"
 	"testing"
@@ -157,9 +158,19 @@ func TestDecompressFormats(t *testing.T) {
 			if !bytes.Equal(out, raw) {
 				t.Fatalf("Decompress: %d bytes differ from the %d-byte original", len(out), len(raw))
 			}
-			elf, hdr, err := UnpackBzImage(makeBzImage(payload), 256<<20)
+			elf, hdr, err := UnpackBzImage(makeBzImage(payload), 256<<20, nil)
 			if err != nil || !bytes.Equal(elf, raw) || hdr.Version != 0x020f {
 				t.Fatalf("UnpackBzImage: %v (equal=%v)", err, bytes.Equal(elf, raw))
+			}
+			// Into memory the caller gives: sized by the trailer, and
+			// where the output lands.
+			var given []byte
+			elf, _, err = UnpackBzImage(makeBzImage(payload), 256<<20, func(n int) ([]byte, error) {
+				given = make([]byte, n)
+				return given, nil
+			})
+			if err != nil || !bytes.Equal(elf, raw) || len(given) != len(raw)+1 || &elf[0] != &given[0] {
+				t.Fatalf("UnpackBzImage into given memory: %v (equal=%v, %d bytes given for %d)", err, bytes.Equal(elf, raw), len(given), len(raw))
 			}
 			// Output bounds: a limit below the size, and a trailer that lies.
 			if _, err := Decompress(payload, len(raw)-1); err == nil {
@@ -180,6 +191,27 @@ func TestDecompressFormats(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDecompressAllocFails: memory the caller cannot give, or gives too
+// little of, is an error, not a crash or a write past it.
+func TestDecompressAllocFails(t *testing.T) {
+	raw := testKernelELF()
+	payload, err := gzipGo(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := makeBzImage(payload)
+	for name, alloc := range map[string]OutputAlloc{
+		"refused":   func(n int) ([]byte, error) { return nil, errors.New("no memory") },
+		"too short": func(n int) ([]byte, error) { return make([]byte, n-1), nil },
+	} {
+		if _, _, err := UnpackBzImage(img, 256<<20, alloc); err == nil {
+			t.Errorf("%s: no error", name)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
 	}
 }
 

@@ -103,7 +103,7 @@ func FuzzUnpack(f *testing.F) {
 	mem := make([]byte, 4<<20)
 	f.Fuzz(func(t *testing.T, img []byte) {
 		DetectKernel(img)
-		if elf, h, err := UnpackBzImage(img, fuzzLimit); err == nil {
+		if elf, h, err := UnpackBzImage(img, fuzzLimit, nil); err == nil {
 			if h == nil || len(elf) > fuzzLimit || !bytes.HasPrefix(elf, elfMagic) {
 				t.Fatalf("accepted: header %v, %d bytes", h, len(elf))
 			}
