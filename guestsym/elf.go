@@ -5,7 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
+
+	"github.com/govmm/govmm/internal/regfile"
 )
 
 // ErrNoSymbols says an ELF file has no symbol table (a stripped kernel).
@@ -84,7 +85,7 @@ func checkSymtabSize(f *elf.File) error {
 // Load reads the symbols of path, an ELF kernel (a vmlinux) or a
 // System.map, told apart by the ELF magic number.
 func Load(path string) (*Table, error) {
-	f, err := os.Open(path)
+	f, _, err := regfile.Open(path)
 	if err != nil {
 		return nil, err
 	}

@@ -138,7 +138,22 @@ func (c *Config) Validate() error {
 	if c.MemSize > MaxMemSize {
 		return fmt.Errorf("--mem %d MiB: at most %d MiB is supported", c.MemSize>>20, MaxMemSize>>20)
 	}
+	if c.MemSize%memPage != 0 {
+		return fmt.Errorf("--mem %d bytes: not a whole number of %d KiB pages", c.MemSize, memPage>>10)
+	}
 	return nil
+}
+
+// memPage is the granule of guest RAM: KVM maps memory slots in pages.
+const memPage = 4 << 10
+
+// RoundMemSize rounds a guest RAM size up to a whole page, as QEMU rounds
+// -m (to 8 KiB), so that a size such as 33333K is usable.
+func RoundMemSize(n uint64) uint64 {
+	if n > MaxMemSize {
+		return n // Validate refuses it, naming what was asked
+	}
+	return (n + memPage - 1) &^ (memPage - 1)
 }
 
 // ParseSize parses a memory size such as 512M, 1G or 65536K. A bare number

@@ -29,3 +29,27 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+// A size KVM cannot map is rounded up by the command line and refused by
+// Validate, never handed to KVM_SET_USER_MEMORY_REGION.
+func TestMemSizePages(t *testing.T) {
+	for _, c := range []struct{ in, want uint64 }{
+		{1 << 20, 1 << 20},
+		{1<<20 + 1, 1<<20 + 4096},
+		{33333 << 10, 33336 << 10},
+		{MaxMemSize, MaxMemSize},
+		{MaxMemSize + 1, MaxMemSize + 1},
+	} {
+		if got := RoundMemSize(c.in); got != c.want {
+			t.Errorf("RoundMemSize(%d) = %d, want %d", c.in, got, c.want)
+		}
+	}
+	cfg := Config{Kernel: "k", CPUs: 1, MemSize: 1<<20 + 1}
+	if err := cfg.Validate(); err == nil {
+		t.Errorf("Validate accepted --mem of %d bytes", cfg.MemSize)
+	}
+	cfg.MemSize = RoundMemSize(cfg.MemSize)
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("Validate(%d bytes): %v", cfg.MemSize, err)
+	}
+}

@@ -8,11 +8,11 @@ import (
 	"io/fs"
 	"log"
 	"os"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/govmm/govmm/devices"
+	"github.com/govmm/govmm/internal/regfile"
 	"github.com/govmm/govmm/vmm/acpi"
 	"github.com/govmm/govmm/vmm/boot"
 	"github.com/govmm/govmm/vmm/kernelcache"
@@ -30,7 +30,7 @@ const defaultCmdlineMax = 2048
 // unpacks itself) and initrd, writes the zero page, page tables, GDT and
 // SMP tables, and points the boot CPU at the 64-bit entry.
 func (v *VM) loadLinux() error {
-	kf, ksize, err := openBootFile(v.cfg.Kernel)
+	kf, ksize, err := regfile.Open(v.cfg.Kernel)
 	if err != nil {
 		return fmt.Errorf("kernel: %w", err)
 	}
@@ -64,7 +64,7 @@ func (v *VM) loadLinux() error {
 		}
 	}
 	if v.cfg.Initrd != "" {
-		f, size, err := openBootFile(v.cfg.Initrd)
+		f, size, err := regfile.Open(v.cfg.Initrd)
 		if err != nil {
 			return fmt.Errorf("initrd: %w", err)
 		}
@@ -213,25 +213,4 @@ func (v *VM) loadCachedELF(f *os.File, size int64, cache *kernelcache.Cache, key
 	}
 	hdr.Apply(p)
 	return k, true
-}
-
-// openBootFile opens a kernel or initrd, which must be a regular file, and
-// returns its size. Nothing is read: sizes are checked against guest
-// memory first. O_NONBLOCK keeps a FIFO from blocking the open until it is
-// refused; it changes nothing for a regular file.
-func openBootFile(path string) (*os.File, int64, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
-	if err != nil {
-		return nil, 0, err
-	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, 0, err
-	}
-	if !st.Mode().IsRegular() {
-		f.Close()
-		return nil, 0, fmt.Errorf("%s: not a regular file", path)
-	}
-	return f, st.Size(), nil
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/govmm/govmm/guestsym"
+	"github.com/govmm/govmm/internal/regfile"
 	"github.com/govmm/govmm/vmm/boot"
 )
 
@@ -25,7 +26,7 @@ func (c *Config) guestSymbols() (*guestsym.Table, error) {
 	if c.Raw != nil {
 		return nil, nil
 	}
-	f, size, err := openBootFile(c.Kernel)
+	f, size, err := regfile.Open(c.Kernel)
 	if err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}

@@ -140,6 +140,11 @@ func TestBadInput(t *testing.T) {
 		{"go-procs negative", []string{"run", "--kernel", kernel, "--go-procs", "-1"}, "--go-procs -1"},
 		{"go-procs too many", []string{"run", "--kernel", kernel, "--go-procs", "100000"}, "--go-procs 100000"},
 		{"exit-trace-events 0", []string{"run", "--kernel", kernel, "--exit-trace", "t.json", "--exit-trace-events", "0"}, "--exit-trace-events 0"},
+		{"guest-symbols is a FIFO", []string{"run", "--kernel", kernel, "--guest-symbols", fifo}, "not a regular file"},
+		{"truncated bzImage, protected boot", []string{"run", "--kernel", truncated, "--boot", "protected"}, "lies beyond the end"},
+		{"exit-stats-json in a missing directory", []string{"run", "--kernel", kernel, "--exit-stats-json", "/nonexistent/x.json"}, "--exit-stats-json: stat /nonexistent: no such file"},
+		{"exit-stats-json is a directory", []string{"run", "--kernel", kernel, "--exit-stats-json", t.TempDir()}, "is a directory"},
+		{"exit-trace in a missing directory", []string{"run", "--kernel", kernel, "--exit-trace", "/nonexistent/t.json"}, "--exit-trace: stat /nonexistent: no such file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command(govmmBin, tc.args...)

@@ -36,7 +36,7 @@ func runCommand(args []string) error {
 	initrd := fs.String("initrd", "", "initial ramdisk (cpio archive, optionally compressed)")
 	cmdline := fs.String("append", vmm.DefaultCmdline, "kernel command line")
 	smp := fs.Int("smp", 1, "number of vCPUs")
-	mem := fs.String("mem", "512M", "guest memory (K, M or G suffix; a bare number is MiB)")
+	mem := fs.String("mem", "512M", "guest memory (K, M or G suffix; a bare number is MiB), rounded up to a whole 4 KiB page")
 	memHugePages := fs.Bool("mem-hugepages", true, "madvise guest RAM MADV_HUGEPAGE, so that it gets transparent huge pages where the host has them")
 	memPath := fs.String("mem-path", "", "back guest RAM with an unlinked file in `DIR`, a hugetlbfs mount (--mem a multiple of its huge page size, that many huge pages free)")
 	kernelCache := fs.String("kernel-cache", defaultKernelCache(), "keep the ELF unpacked from a bzImage in `DIR` (entries named by the bzImage's SHA-256), so the next boot of it skips decompression; off: unpack every time")
@@ -92,6 +92,7 @@ func runCommand(args []string) error {
 	if err != nil {
 		return fmt.Errorf("--mem: %w", err)
 	}
+	memSize = vmm.RoundMemSize(memSize)
 	if *kernel == "" {
 		return fmt.Errorf("--kernel is required")
 	}
@@ -107,6 +108,15 @@ func runCommand(args []string) error {
 	}
 	if *exitTrace == "" {
 		*traceEvents = 0
+	}
+	// Both are written when the VM has ended: a path that cannot be
+	// written would lose the run's table or trace after the fact.
+	for _, out := range []struct{ flag, path string }{{"--exit-stats-json", *statsJSON}, {"--exit-trace", *exitTrace}} {
+		if out.path != "" {
+			if err := atomicfile.CheckSave(out.path); err != nil {
+				return fmt.Errorf("%s: %w", out.flag, err)
+			}
+		}
 	}
 	var boot vmm.Boot
 	switch *bootMode {

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Write writes chunks, one after another, to a temporary file beside
@@ -80,6 +82,37 @@ func Save(path string, write func(io.Writer) error) error {
 		f.Close()
 	}
 	return WriteFunc(path, 0o644, write)
+}
+
+// CheckSave reports, before any work is done whose result Save would
+// lose, why Save could not write path: it names a directory, or its
+// directory is missing or not writable (Save creates a temporary file
+// there). A standard stream, FIFO or device is written as it is and
+// passes; so does a path whose directory Save can write.
+func CheckSave(path string) error {
+	if StdStream(path) != nil {
+		return nil
+	}
+	if fi, err := os.Stat(path); err == nil {
+		switch {
+		case fi.IsDir():
+			return &fs.PathError{Op: "save", Path: path, Err: syscall.EISDIR}
+		case !fi.Mode().IsRegular():
+			return nil
+		}
+	}
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return &fs.PathError{Op: "save", Path: dir, Err: syscall.ENOTDIR}
+	}
+	if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
+		return &fs.PathError{Op: "save into", Path: dir, Err: err}
+	}
+	return nil
 }
 
 // StdStream returns os.Stdout or os.Stderr if path names it (/dev/stdout,

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -96,5 +97,38 @@ func TestCreateErrorNamesPath(t *testing.T) {
 	err := Write(path, 0o644, []byte("x"))
 	if !errors.Is(err, os.ErrNotExist) || err.Error() != "create "+path+": no such file or directory" {
 		t.Errorf("error %q, want create %s: no such file or directory", err, path)
+	}
+}
+
+// CheckSave refuses, up front, what Save would fail on at the end.
+func TestCheckSave(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ro := filepath.Join(dir, "ro")
+	if err := os.Mkdir(ro, 0o500); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, ok := range []string{filepath.Join(dir, "new.json"), file, fifo, "/dev/null", "/dev/stdout"} {
+		if err := CheckSave(ok); err != nil {
+			t.Errorf("CheckSave(%s): %v", ok, err)
+		}
+	}
+	bad := []string{dir, filepath.Join(dir, "missing", "x.json"), filepath.Join(file, "x.json")}
+	if os.Geteuid() != 0 { // root writes anywhere
+		bad = append(bad, filepath.Join(ro, "x.json"))
+	}
+	for _, p := range bad {
+		if err := CheckSave(p); err == nil {
+			t.Errorf("CheckSave(%s) = nil", p)
+		} else {
+			t.Logf("%s: %v", p, err)
+		}
 	}
 }

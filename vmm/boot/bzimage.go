@@ -137,8 +137,9 @@ func ParseSetupHeader(img []byte) (*SetupHeader, error) {
 	return h, nil
 }
 
-// payload returns the compressed payload slice of img, bounds-checked.
-func (h *SetupHeader) payload(img []byte) ([]byte, error) {
+// CompressedPayload returns the compressed payload slice of img,
+// bounds-checked: a bzImage cut short fails here, whoever decompresses it.
+func (h *SetupHeader) CompressedPayload(img []byte) ([]byte, error) {
 	if h.Version < payloadVersion {
 		return nil, fmt.Errorf("bzImage: boot protocol %#x has no payload fields (needs %#x)", h.Version, payloadVersion)
 	}
@@ -185,7 +186,7 @@ func (h *SetupHeader) unpack(img []byte, limit int, alloc OutputAlloc) (compress
 	if h.Version >= xloadflagsVersion && h.XLoadFlags&XLFKernel64 == 0 {
 		return nil, nil, fmt.Errorf("bzImage: not a 64-bit kernel (XLF_KERNEL_64 clear in xloadflags %#x)", h.XLoadFlags)
 	}
-	compressed, err = h.payload(img)
+	compressed, err = h.CompressedPayload(img)
 	if err != nil {
 		return nil, nil, err
 	}
