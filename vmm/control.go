@@ -102,8 +102,8 @@ func (v *VM) ServeQMP(path string) (func() error, error) {
 func (c *control) emitShutdown() {
 	<-c.vm.ended
 	o := c.vm.outcome
-	if o.Cause == CauseHostQuit {
-		return // the server sent SHUTDOWN before its reply to quit
+	if o.Cause == CauseHostQuit || o.Cause == CauseHostReset {
+		return // the server sent SHUTDOWN before its reply to the command
 	}
 	c.srv.Emit("SHUTDOWN", map[string]any{"guest": !o.ByHost, "reason": o.Cause})
 }
@@ -136,16 +136,24 @@ func (c *control) Cont() error {
 func (c *control) Powerdown() error { return c.vm.PressPowerButton() }
 
 // Reset resets the machine in place and returns when it is done; with
-// --no-reboot it ends the VM (SHUTDOWN host-qmp-system-reset).
+// --no-reboot it leaves the machine to the server, which says SHUTDOWN
+// host-qmp-system-reset and ends it (Quit).
 func (c *control) Reset() error {
-	c.vm.Reset()
 	if c.vm.cfg.NoReboot {
 		return qmp.ErrResetEndsMachine
 	}
+	c.vm.Reset()
 	return nil
 }
 
-func (c *control) Quit() { c.endByHost(vcpu.Stopped, CauseHostQuit) }
+// Quit ends the VM for quit, or for system_reset with --no-reboot.
+func (c *control) Quit(reason string) {
+	if reason == qmp.ReasonReset {
+		c.endByHost(vcpu.Reset, CauseHostReset)
+		return
+	}
+	c.endByHost(vcpu.Stopped, CauseHostQuit)
+}
 
 // CPUs is cheap, for query-cpus-fast: no vCPU is interrupted, and the PC
 // is that of each vCPU's last exit to govmm.

@@ -19,6 +19,7 @@ import (
 	"github.com/govmm/govmm/kvm"
 	"github.com/govmm/govmm/vcpu"
 	"github.com/govmm/govmm/virtio"
+	"github.com/govmm/govmm/vmm/qmp"
 )
 
 // Addresses the in-kernel irqchip and Intel VMX need out of the guest's
@@ -42,8 +43,8 @@ const (
 // QEMU's ShutdownCause names, which QMP clients see in SHUTDOWN and RESET
 // events.
 const (
-	CauseHostQuit   = "host-qmp-quit"
-	CauseHostReset  = "host-qmp-system-reset"
+	CauseHostQuit   = qmp.ReasonQuit
+	CauseHostReset  = qmp.ReasonReset
 	CauseHostSignal = "host-signal"
 	CauseGuestOff   = "guest-shutdown"
 	CauseGuestReset = "guest-reset"

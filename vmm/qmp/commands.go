@@ -1,6 +1,7 @@
 package qmp
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,7 +13,7 @@ type call struct {
 	s    *Server
 	c    *client
 	args map[string]json.RawMessage
-	// afterReply, if set, runs once the reply has been written (quit).
+	// afterReply, if set, runs once the reply is queued (quit).
 	afterReply func()
 }
 
@@ -58,10 +59,10 @@ func findCommand(name string) *command {
 	return nil
 }
 
-// reply queues a command's reply and returns a channel closed once it is
-// written. A reply that cannot be marshaled becomes a GenericError rather
-// than a dropped answer, which would leave the client waiting.
-func (c *client) reply(id json.RawMessage, ret any, qerr *qmpError) <-chan struct{} {
+// reply queues a command's reply. A reply that cannot be marshaled becomes
+// a GenericError rather than a dropped answer, which would leave the
+// client waiting.
+func (c *client) reply(id json.RawMessage, ret any, qerr *qmpError) {
 	r := response{ID: id}
 	if qerr != nil {
 		r.Error = qerr
@@ -72,12 +73,15 @@ func (c *client) reply(id json.RawMessage, ret any, qerr *qmpError) <-chan struc
 	if err != nil {
 		b, _ = encode(response{ID: id, Error: genericError("cannot encode reply: %v", err)})
 	}
-	return c.send(b)
+	c.send(b)
 }
 
 // dispatch executes one request and answers it, following QEMU 7.2's
 // monitor_qmp_dispatch and qmp_dispatch step by step.
 func (s *Server) dispatch(c *client, msg []byte) {
+	if s.ended.Load() {
+		return // checked again under cmdMu: this only saves the parse
+	}
 	req, qerr := parseRequest(msg, c.oob)
 	if qerr != nil {
 		c.reply(req.id, nil, qerr)
@@ -119,10 +123,16 @@ func (s *Server) dispatch(c *client, msg []byte) {
 
 	cl := &call{s: s, c: c, args: req.args}
 	s.cmdMu.Lock()
+	if s.ended.Load() {
+		// The machine ended while this command waited: it is not run
+		// and gets no answer (the connection closes with the server).
+		s.cmdMu.Unlock()
+		return
+	}
 	ret, qerr := cmd.run(cl)
 	s.cmdMu.Unlock()
 
-	flushed := c.reply(req.id, ret, qerr)
+	c.reply(req.id, ret, qerr)
 	if cmd.name == "qmp_capabilities" && qerr == nil {
 		// Only now may events flow: they must follow the reply, and never
 		// share its write (go-qemu reads the reply with a buffering
@@ -132,7 +142,6 @@ func (s *Server) dispatch(c *client, msg []byte) {
 		c.mu.Unlock()
 	}
 	if cl.afterReply != nil {
-		c.wait(flushed, quitFlushTimeout)
 		cl.afterReply()
 	}
 }
@@ -370,6 +379,7 @@ type shutdownData struct {
 func (cl *call) systemReset() (any, *qmpError) {
 	switch err := cl.s.m.Reset(); {
 	case errors.Is(err, ErrResetEndsMachine):
+		cl.end(ReasonReset)
 	case err != nil:
 		return nil, genericError("%v", err)
 	default:
@@ -378,15 +388,24 @@ func (cl *call) systemReset() (any, *qmpError) {
 	return empty, nil
 }
 
-// quit: QEMU 7.2 sends SHUTDOWN, then the reply, then goes away. The
-// machine is ended on its own goroutine after the reply is out, so that
-// Quit may tear down this server (Close, waiting for Serve) without
-// deadlocking against the connection goroutine that called it.
+// quit: QEMU 7.2 sends SHUTDOWN, then the reply, then goes away.
 func (cl *call) quit() (any, *qmpError) {
-	cl.s.Emit("SHUTDOWN", shutdownData{Guest: false, Reason: "host-qmp-quit"})
-	s := cl.s
-	cl.afterReply = func() { s.quitOnce.Do(func() { go s.m.Quit() }) }
+	cl.end(ReasonQuit)
 	return empty, nil
+}
+
+// end ends the machine for the command being run, as QEMU's main loop
+// does after it: SHUTDOWN for reason, then the command's reply, and no
+// command after it (Server.ended). The machine is ended at once, on a
+// goroutine of its own once the reply is queued, so that Quit may tear
+// down this server (Close, which lets the reply drain, and waits for
+// Serve) without deadlocking against the connection goroutine that
+// called it. cmdMu is held.
+func (cl *call) end(reason string) {
+	s := cl.s
+	s.ended.Store(true)
+	s.Emit("SHUTDOWN", shutdownData{Guest: false, Reason: reason})
+	cl.afterReply = func() { go s.m.Quit(reason) }
 }
 
 // queryBlock answers in QEMU 7.2's BlockInfo shape, with the fields
@@ -465,7 +484,12 @@ type blockStats struct {
 func (c *call) queryBlockstats() (any, *qmpError) {
 	nodes := false
 	if raw, ok := c.args["query-nodes"]; ok {
-		if json.Unmarshal(raw, &nodes) != nil {
+		// Not json.Unmarshal: it takes null for false, QEMU does not.
+		switch string(bytes.TrimSpace(raw)) {
+		case "true":
+			nodes = true
+		case "false":
+		default:
 			return nil, genericError("Invalid parameter type for 'query-nodes', expected: boolean")
 		}
 	}

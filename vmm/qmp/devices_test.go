@@ -70,8 +70,10 @@ func TestDeviceQueries(t *testing.T) {
 	if len(ret) != 1 || ret[0].(map[string]any)["device"] != nil || ret[0].(map[string]any)["node-name"] != "virtio-blk" {
 		t.Errorf("query-blockstats query-nodes: %v", r)
 	}
-	if r, _ := c.cmd(`{"execute":"query-blockstats","arguments":{"query-nodes":1}}`); !jsonEqual(r,
-		`{"error":{"class":"GenericError","desc":"Invalid parameter type for 'query-nodes', expected: boolean"}}`) {
-		t.Errorf("query-nodes of the wrong type: %v", r)
+	for _, v := range []string{"1", "null", `"true"`} {
+		if r, _ := c.cmd(`{"execute":"query-blockstats","arguments":{"query-nodes":` + v + `}}`); !jsonEqual(r,
+			`{"error":{"class":"GenericError","desc":"Invalid parameter type for 'query-nodes', expected: boolean"}}`) {
+			t.Errorf("query-nodes %s: %v", v, r)
+		}
 	}
 }

@@ -28,6 +28,10 @@ var errStray = errors.New("JSON parse error, stray '\\xff'")
 type framer struct {
 	r   *bufio.Reader
 	buf []byte
+	// recovering is set by a stray 0xFF: what follows it may be the rest
+	// of a string, so it is skipped up to a point where a text may start
+	// (recover), as QEMU's lexer skips after an error.
+	recovering bool
 }
 
 func isJSONSpace(b byte) bool { return b == ' ' || b == '\t' || b == '\r' || b == '\n' }
@@ -35,6 +39,11 @@ func isJSONSpace(b byte) bool { return b == ' ' || b == '\t' || b == '\r' || b =
 // next returns the next JSON text, owned by the caller. Its errors are
 // errStray (recoverable), errTooLarge, or the reader's.
 func (f *framer) next() ([]byte, error) {
+	if f.recovering {
+		if err := f.recover(); err != nil {
+			return nil, err
+		}
+	}
 	f.buf = f.buf[:0]
 	var (
 		closers  []byte // expected closing brackets, innermost last
@@ -48,6 +57,7 @@ func (f *framer) next() ([]byte, error) {
 			return nil, err
 		}
 		if b == 0xff {
+			f.recovering = true
 			return nil, errStray
 		}
 		if len(f.buf) == 0 && isJSONSpace(b) {
@@ -99,6 +109,30 @@ func (f *framer) next() ([]byte, error) {
 				scalar = true
 			}
 		}
+	}
+}
+
+// recover skips input after a stray 0xFF up to a bracket or a control
+// character other than a tab, which it leaves to be read (a line end: a
+// client's next request starts after it), or through a 0xFE or 0xFF,
+// QEMU's IN_RECOVERY state. Without it the 0xFF's string would go on
+// being read as a string, every quote after it opening or closing one
+// the wrong way, and no later request would be understood.
+func (f *framer) recover() error {
+	for {
+		b, err := f.r.ReadByte()
+		if err != nil {
+			return err
+		}
+		switch {
+		case b == 0xfe || b == 0xff:
+		case b == '{' || b == '}' || b == '[' || b == ']' || b < 0x20 && b != '\t':
+			_ = f.r.UnreadByte()
+		default:
+			continue
+		}
+		f.recovering = false
+		return nil
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -124,7 +125,7 @@ func frameAll(t *testing.T, r io.Reader) [][]byte {
 // FuzzFramerSplit: the framer returns the same texts whether the input
 // arrives whole or a byte at a time, and those texts are the input's own
 // bytes in order, separated only by whitespace and by what a stray 0xFF
-// dropped.
+// dropped: itself and what recovery skips after it (recovered).
 func FuzzFramerSplit(f *testing.F) {
 	for name, s := range map[string]string{
 		"commands":   `{"execute":"qmp_capabilities"} {"execute":"query-status","id":"a"}` + "\n",
@@ -145,7 +146,7 @@ func FuzzFramerSplit(f *testing.F) {
 		pos := 0
 		for _, msg := range whole {
 			if len(msg) == 1 && msg[0] == 0xff {
-				pos += bytes.IndexByte(in[pos:], 0xff) + 1
+				pos = recovered(in, pos+bytes.IndexByte(in[pos:], 0xff)+1)
 				continue
 			}
 			for pos < len(in) && isJSONSpace(in[pos]) {
@@ -157,4 +158,38 @@ func FuzzFramerSplit(f *testing.F) {
 			pos += len(msg)
 		}
 	})
+}
+
+// recovered is where the framer resumes after a stray 0xFF just before
+// in[pos], by QEMU's rule: at the next bracket or control character other
+// than a tab, or after the next 0xFE or 0xFF.
+func recovered(in []byte, pos int) int {
+	for ; pos < len(in); pos++ {
+		switch b := in[pos]; {
+		case b == 0xfe || b == 0xff:
+			return pos + 1
+		case b == '{' || b == '}' || b == '[' || b == ']' || b < 0x20 && b != '\t':
+			return pos
+		}
+	}
+	return pos
+}
+
+// A stray 0xFF inside a string does not leave the rest of the stream read
+// inside out: what follows it up to a bracket is dropped, and requests
+// after it are framed whole (QEMU answers: the stray byte, an unexpected
+// '}', then the request).
+func TestFramerRecoversFromStrayByte(t *testing.T) {
+	in := "{\"execute\":\"query-status\",\"id\":\"a\xffb\"}\n{\"execute\":\"query-version\",\"id\":0}\n" +
+		"{\"execute\":\xff\t\"x\" 5 \xfe{\"id\":1}"
+	got := frameAll(t, strings.NewReader(in))
+	want := []string{"\xff", "}", `{"execute":"query-version","id":0}`, "\xff", `{"id":1}`}
+	if len(got) != len(want) {
+		t.Fatalf("framed %q, want %q", got, want)
+	}
+	for i := range want {
+		if string(got[i]) != want[i] {
+			t.Fatalf("framed %q, want %q", got, want)
+		}
+	}
 }

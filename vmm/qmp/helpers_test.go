@@ -38,6 +38,8 @@ type fakeMachine struct {
 	kvm       bool
 	cpus      []CPU
 	quitCount int
+	quitWhy   []string // Quit's reasons
+	noReboot  bool     // Reset ends the machine (ErrResetEndsMachine)
 }
 
 func newFakeMachine() *fakeMachine {
@@ -105,16 +107,20 @@ func (f *fakeMachine) Reset() error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.noReboot {
+		return ErrResetEndsMachine
+	}
 	if !f.running {
 		f.status = "prelaunch"
 	}
 	return nil
 }
 
-func (f *fakeMachine) Quit() {
+func (f *fakeMachine) Quit(reason string) {
 	f.record("quit")
 	f.mu.Lock()
 	f.quitCount++
+	f.quitWhy = append(f.quitWhy, reason)
 	hook := f.quitHook
 	f.mu.Unlock()
 	if hook != nil {

@@ -28,15 +28,17 @@ type Machine interface {
 	Powerdown() error
 	// Reset resets the VM (QMP system_reset) and returns once it is
 	// done; the server then emits RESET. A machine that ends instead
-	// (QEMU's -no-reboot) returns ErrResetEndsMachine and emits the
-	// SHUTDOWN itself.
+	// (QEMU's -no-reboot) returns ErrResetEndsMachine at once, doing
+	// nothing: the server then emits SHUTDOWN and calls Quit(ReasonReset).
 	Reset() error
-	// Quit ends the VM. The server calls it at most once, on a goroutine
-	// of its own, once the SHUTDOWN event and the {"return": {}} reply
-	// have been written (or the client has gone, or 2 s have passed), so
-	// Quit may call Server.Close and wait for Server.Serve to return. The
-	// server does not close itself: ending the VM is the VMM's call.
-	Quit()
+	// Quit ends the VM for reason, ReasonQuit (QMP quit) or ReasonReset
+	// (system_reset with -no-reboot). The server calls it at most once,
+	// on a goroutine of its own, once the SHUTDOWN event and the reply
+	// are queued, and runs no command after it; Quit may call
+	// Server.Close (which lets them drain) and wait for Server.Serve to
+	// return. The server does not close itself: ending the VM is the
+	// VMM's call.
+	Quit(reason string)
 	// CPUs describes every vCPU, in index order.
 	CPUs() []CPU
 	// ExitStats is the JSON-marshalable table that our own command
@@ -49,6 +51,13 @@ type Machine interface {
 // ErrResetEndsMachine is returned by Machine.Reset when the reset ends the
 // machine (QEMU's -no-reboot): system_reset then succeeds with no RESET.
 var ErrResetEndsMachine = errors.New("the reset ends the machine")
+
+// The SHUTDOWN reasons of the commands that end the machine, which Quit
+// gets (QEMU's ShutdownCause names).
+const (
+	ReasonQuit  = "host-qmp-quit"
+	ReasonReset = "host-qmp-system-reset"
+)
 
 // Status is the VM's run state.
 type Status struct {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -27,10 +28,6 @@ const drainTimeout = time.Second
 // Clients past the cap get an error object and are hung up on at once.
 const MaxClients = 16
 
-// quitFlushTimeout bounds how long quit waits for its reply to reach a
-// client before ending the VM anyway, as QEMU would.
-const quitFlushTimeout = 2 * time.Second
-
 // Server serves QMP on a unix socket.
 type Server struct {
 	m    Machine
@@ -50,7 +47,12 @@ type Server struct {
 	handlers sync.WaitGroup // connection goroutines, waited for by Serve
 	slots    chan struct{}  // one token per connection served, MaxClients at most
 
-	quitOnce sync.Once // two clients' quit end the machine once
+	// ended is set, under cmdMu, by the command that ends the machine
+	// (quit, or system_reset with -no-reboot). No command runs after it,
+	// from any client: QEMU's main loop exits after such a command, and
+	// the VM must not be paused, reset or resumed once clients were told
+	// SHUTDOWN.
+	ended atomic.Bool
 }
 
 // Listen creates the QMP socket at path with mode 0600. A stale socket
@@ -264,18 +266,13 @@ type client struct {
 	done chan struct{} // closed when the connection is shut
 
 	mu         sync.Mutex // guards the fields below
-	queue      []outMsg   // written by writeLoop in order
+	queue      [][]byte   // written by writeLoop in order
 	queued     int        // bytes in queue
 	negotiated bool       // events flow only after qmp_capabilities
 	draining   bool       // no more input; close once the queue is written
 	closed     bool
 
 	oob bool // the client enabled the oob capability; reader goroutine only
-}
-
-type outMsg struct {
-	b       []byte
-	flushed chan struct{} // closed once written, if not nil
 }
 
 func newClient(conn net.Conn) *client {
@@ -304,16 +301,16 @@ func (c *client) closeLocked() {
 // maxQueuedBytes pile up is not reading and is disconnected instead. QEMU
 // buffers without bound; a burst of events well under the budget reaches
 // every client that reads.
-func (c *client) pushLocked(m outMsg) {
+func (c *client) pushLocked(b []byte) {
 	if c.closed {
 		return
 	}
-	if c.queued+len(m.b) > maxQueuedBytes {
+	if c.queued+len(b) > maxQueuedBytes {
 		c.closeLocked()
 		return
 	}
-	c.queue = append(c.queue, m)
-	c.queued += len(m.b)
+	c.queue = append(c.queue, b)
+	c.queued += len(b)
 	select {
 	case c.wake <- struct{}{}:
 	default:
@@ -357,33 +354,26 @@ func (c *client) writeLoop() {
 			}
 			c.mu.Lock()
 		}
-		m := c.queue[0]
-		c.queue[0] = outMsg{}
+		b := c.queue[0]
+		c.queue[0] = nil
 		c.queue = c.queue[1:]
 		c.mu.Unlock()
 
-		_, err := c.conn.Write(m.b)
-		if m.flushed != nil {
-			close(m.flushed)
-		}
-		if err != nil {
+		if _, err := c.conn.Write(b); err != nil {
 			c.close()
 			return
 		}
 		c.mu.Lock()
-		c.queued -= len(m.b)
+		c.queued -= len(b)
 		c.mu.Unlock()
 	}
 }
 
-// send queues a greeting or a reply and returns a channel closed once it
-// has been written.
-func (c *client) send(b []byte) <-chan struct{} {
-	m := outMsg{b: b, flushed: make(chan struct{})}
+// send queues a greeting or a reply.
+func (c *client) send(b []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.pushLocked(m)
-	return m.flushed
+	c.pushLocked(b)
 }
 
 // sendEvent queues an event if the client has negotiated; c.mu orders it
@@ -392,17 +382,6 @@ func (c *client) sendEvent(b []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.negotiated {
-		c.pushLocked(outMsg{b: b})
-	}
-}
-
-// wait waits until flushed is closed, the connection shuts, or d passes.
-func (c *client) wait(flushed <-chan struct{}, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-flushed:
-	case <-c.done:
-	case <-t.C:
+		c.pushLocked(b)
 	}
 }

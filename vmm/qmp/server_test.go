@@ -360,12 +360,126 @@ func TestCommandEvents(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Quit not called")
 	}
-	watcher.cmd(`{"execute":"quit"}`)
-	time.Sleep(50 * time.Millisecond)
+	// Nothing runs after quit, from any client: the watcher's own quit
+	// and a stop are neither run nor answered. Close, as the VMM closes
+	// the server once the machine has ended, waits for the connections'
+	// readers and lets what is queued drain.
+	watcher.send(`{"execute":"quit"}{"execute":"stop"}` + "\n")
+	s.Close()
+	if got := eventNames(readToEOF(t, watcher)); !slices.Equal(got, []string{"SHUTDOWN"}) {
+		t.Errorf("watcher after quit: %v, want one SHUTDOWN and no reply", got)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.quitCount != 1 || !slices.Equal(m.quitWhy, []string{ReasonQuit}) || m.calls[len(m.calls)-1] != "quit" {
+		t.Errorf("Quit %d times %v, calls %v", m.quitCount, m.quitWhy, m.calls)
+	}
+}
+
+// waitQuit waits for the machine's Quit.
+func waitQuit(t *testing.T, m *fakeMachine) {
+	t.Helper()
+	select {
+	case <-m.quitDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Quit not called")
+	}
+}
+
+// readToEOF reads what is left on c until the server hangs up, and
+// returns it; a reply shows as an entry without "event". A hang-up with
+// requests left unread (those after a quit) reaches the client as
+// ECONNRESET once it has read everything sent before it, as from QEMU.
+func readToEOF(t *testing.T, c *testClient) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for {
+		line, err := c.readRaw()
+		if err == io.EOF || errors.Is(err, syscall.ECONNRESET) {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(line, &m); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		out = append(out, m)
+	}
+}
+
+// Commands sent behind quit on its own connection are not run either:
+// QEMU's main loop exits after quit and never reads them.
+func TestNothingRunsAfterQuit(t *testing.T) {
+	m := newFakeMachine()
+	s := startServer(t, m)
+	c := dial(t, s.Path())
+	c.handshake()
+	c.send(`{"execute":"quit","id":1}{"execute":"system_reset","id":2}{"execute":"cont","id":3}` + "\n")
+	waitQuit(t, m)
+	s.Close()
+	got := readToEOF(t, c)
+	if len(got) != 2 || got[0]["event"] != "SHUTDOWN" || !jsonEqual(got[1], `{"return":{},"id":1}`) {
+		t.Errorf("after quit and two commands: %v, want SHUTDOWN and quit's reply only", got)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !slices.Equal(m.calls, []string{"quit"}) {
+		t.Errorf("machine calls %v, want only quit", m.calls)
+	}
+}
+
+// Two clients' quit at once: the machine ends once and each client sees
+// one SHUTDOWN, as with two QEMU monitors.
+func TestTwoQuitsOneShutdown(t *testing.T) {
+	m := newFakeMachine()
+	s := startServer(t, m)
+	a, b := dial(t, s.Path()), dial(t, s.Path())
+	a.handshake()
+	b.handshake()
+	a.send(`{"execute":"quit"}` + "\n")
+	b.send(`{"execute":"quit"}` + "\n")
+	waitQuit(t, m)
+	s.Close()
+	for name, c := range map[string]*testClient{"a": a, "b": b} {
+		got := readToEOF(t, c)
+		shutdowns := 0
+		for _, e := range got {
+			if e["event"] == "SHUTDOWN" {
+				shutdowns++
+			}
+		}
+		if shutdowns != 1 {
+			t.Errorf("client %s: %d SHUTDOWN events in %v", name, shutdowns, got)
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.quitCount != 1 {
 		t.Errorf("Quit called %d times", m.quitCount)
+	}
+}
+
+// system_reset on a machine that ends instead (-no-reboot): SHUTDOWN
+// host-qmp-system-reset before the reply, as QEMU orders them, and the
+// machine ended by the server.
+func TestResetThatEndsTheMachine(t *testing.T) {
+	m := newFakeMachine()
+	m.noReboot = true
+	s := startServer(t, m)
+	c := dial(t, s.Path())
+	c.handshake()
+	r, ev := c.cmd(`{"execute":"system_reset","id":"r"}`)
+	if !jsonEqual(r, `{"return":{},"id":"r"}`) || !slices.Equal(eventNames(ev), []string{"SHUTDOWN"}) ||
+		!jsonEqual(ev[0]["data"], `{"guest":false,"reason":"host-qmp-system-reset"}`) {
+		t.Fatalf("system_reset: %v %v", r, ev)
+	}
+	waitQuit(t, m)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !slices.Equal(m.quitWhy, []string{ReasonReset}) {
+		t.Errorf("Quit reasons %v, want %s", m.quitWhy, ReasonReset)
 	}
 }
 
