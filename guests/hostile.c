@@ -24,6 +24,12 @@
 //                  looping chains, I/O past the end), each must be refused
 //   notify-storm   notifications with nothing new, and for no queue
 //   status-games   status and queue registers written out of order
+//   blk-selffeed   a virtio-blk queue whose one request the device refills
+//                  itself, for ever (the disk must be a selffeed disk:
+//                  below); ROUNDS is ignored, and the program waits for
+//                  the host to stop, pause or reset the machine
+//   blk-selffeed-mmio  the same, notified by an MMIO exit, so that the
+//                  device works on the notifying vCPU's thread
 // After each block attack a legal read of sector 0 must find BLK_MAGIC.
 //
 // Output: "HOSTILE-START ATTACK" once the device is set up,
@@ -856,6 +862,68 @@ static void status_games(const char *attack, long rounds)
 	}
 }
 
+// blk-selffeed: a queue of size 1 whose one request (an indirect chain)
+// is a READ of one sector that the device scatters over the request's own
+// header, naming the next sector, and over the available ring's flags
+// and idx, making the request available again. On a selffeed disk, whose
+// sector s holds the header "IN, sector s+1 mod 65536" and then the ring
+// words "flags 1, idx s+2 mod 65536", the device serves requests for
+// ever once notified, with no vCPU's help (found by a guest audit: a
+// host stop, pause or reset then waited for it for ever). The
+// notification is a 16-bit write (the ioeventfd, served by a notifier
+// goroutine) or, with mmio, a 32-bit one (an MMIO exit, served on this
+// vCPU's thread, which then never returns to the guest).
+#define SELFFEED_SECTORS 65536
+static void selffeed(const char *attack, int mmio)
+{
+	struct dev d = take_device(VIRTIO_BLK);
+	start(&d);
+	struct page p = page_alloc();
+	uint8_t *va = p.va;
+	const uint64_t desc = p.pa, avail = p.pa + 0x40, used = p.pa + 0x80, hdr = p.pa + 0x200,
+		       status = p.pa + 0x300, scratch = p.pa + 0x400, table = p.pa + 0x800;
+	w16(&d, CC_QSELECT, 0);
+	w16(&d, CC_QSIZE, 1);
+	if (r16(&d, CC_QSIZE) != 1)
+		fail("queue size 1 refused");
+	if (r16(&d, CC_QNOTIFYOFF) != 0)
+		fail("queue 0 notifies at an offset");
+	w16(&d, CC_QMSIX, 0xffff);
+	w64(&d, CC_QDESC, desc);
+	w64(&d, CC_QDRIVER, avail);
+	w64(&d, CC_QDEVICE, used);
+	w16(&d, CC_QENABLE, 1);
+	driver_ok(&d);
+	uint64_t sectors = *(volatile uint32_t *)d.device | (uint64_t) * (volatile uint32_t *)(d.device + 4) << 32;
+	if (sectors < SELFFEED_SECTORS)
+		fail("not a selffeed disk (65536 sectors)");
+	struct desc *t = (struct desc *)(va + 0x800);
+	t[0] = (struct desc){hdr, BLK_HDR, DESC_NEXT, 1};
+	t[1] = (struct desc){hdr, BLK_HDR, DESC_NEXT | DESC_WRITE, 2};
+	t[2] = (struct desc){avail, 4, DESC_NEXT | DESC_WRITE, 3};
+	t[3] = (struct desc){scratch, 512 - BLK_HDR - 4, DESC_NEXT | DESC_WRITE, 4};
+	t[4] = (struct desc){status, 1, DESC_WRITE, 0};
+	*(struct desc *)va = (struct desc){table, 5 * sizeof(struct desc), DESC_INDIRECT, 0};
+	memset(va + 0x200, 0, BLK_HDR); // IN, sector 0
+	volatile uint16_t *av = (volatile uint16_t *)(va + 0x40);
+	av[2] = 0; // ring[0]: head 0
+	av[0] = 1; // no interrupts
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	av[1] = 1;
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	started(attack);
+	first_round(attack, 0);
+	if (mmio)
+		*(volatile uint32_t *)d.notify = 0;
+	else
+		*(volatile uint16_t *)d.notify = 0;
+	for (;;)
+		pause();
+}
+
+static void blk_selffeed(const char *attack, long rounds) { (void)rounds; selffeed(attack, 0); }
+static void blk_selffeed_mmio(const char *attack, long rounds) { (void)rounds; selffeed(attack, 1); }
+
 static const struct {
 	const char *name;
 	void (*run)(const char *attack, long rounds);
@@ -867,6 +935,8 @@ static const struct {
 	{"blk-bad", blk_bad},
 	{"notify-storm", notify_storm},
 	{"status-games", status_games},
+	{"blk-selffeed", blk_selffeed},
+	{"blk-selffeed-mmio", blk_selffeed_mmio},
 };
 
 int main(int argc, char **argv)

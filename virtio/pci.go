@@ -786,12 +786,7 @@ func (t *Transport) reset() {
 	t.abortQueues()
 	t.stopNotifiers()
 	t.active.Store(false)
-	// Notify takes notifyMu; taking each once waits out a notification
-	// a vCPU is serving right now.
-	for i := range t.notifyMu {
-		t.notifyMu[i].Lock()
-		t.notifyMu[i].Unlock()
-	}
+	t.waitNotifies()
 	t.dev.Reset()
 	for _, q := range t.queues {
 		q.Reset()
@@ -804,6 +799,56 @@ func (t *Transport) reset() {
 func (t *Transport) abortQueues() {
 	for _, q := range t.queues {
 		q.abort()
+	}
+}
+
+// StopQueues takes the queues from the device for good, for a machine
+// that is ending or about to be reset: every device loop, on whichever
+// thread serves it (a vCPU's, for a notification without an ioeventfd),
+// ends within a chunk of work however the guest keeps its rings full,
+// so the vCPUs can be stopped and joined. A reset of the device gives
+// them back. It never blocks.
+func (t *Transport) StopQueues() { t.abortQueues() }
+
+// PauseQueues keeps the device from taking work from its queues while
+// the machine is paused, as QEMU stops its virtqueue handlers on stop:
+// loops end after the chain in hand, and notifications that arrive
+// meanwhile wait for ResumeQueues. Requests already taken complete
+// (WaitNotifies waits for them). It never blocks.
+func (t *Transport) PauseQueues() {
+	for _, q := range t.queues {
+		q.pause()
+	}
+}
+
+// WaitNotifies returns once no notification of the device is being
+// served, on a vCPU or a notifier: after PauseQueues or StopQueues, once
+// the requests in hand have completed.
+func (t *Transport) WaitNotifies() { t.waitNotifies() }
+
+// waitNotifies: Notify runs under notifyMu (a queue's requests complete
+// before it returns), so taking each once waits out one being served.
+func (t *Transport) waitNotifies() {
+	for i := range t.notifyMu {
+		t.notifyMu[i].Lock()
+		t.notifyMu[i].Unlock()
+	}
+}
+
+// ResumeQueues undoes PauseQueues and has every ready queue looked at:
+// the notifications that came while it was paused were not served.
+func (t *Transport) ResumeQueues() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, q := range t.queues {
+		q.unpause()
+	}
+	if t.active.Load() {
+		for i, q := range t.queues {
+			if q.Ready() {
+				t.kick(i)
+			}
+		}
 	}
 }
 

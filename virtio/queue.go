@@ -93,10 +93,13 @@ type Queue struct {
 	fenceWord atomic.Uint32
 
 	// halt is how the transport takes the queue away from its device
-	// without a lock: haltHold makes Pop find nothing, so a device's loop
-	// over the queue ends after the chain in hand; haltAbort also asks a
-	// device in the middle of long work on that chain to give it up
-	// (aborted). Reset clears it.
+	// without a lock: haltHold (the transport's, while it moves the
+	// notifiers) and haltPause (the machine's, while it is paused) make
+	// Pop find nothing, so a device's loop over the queue ends after the
+	// chain in hand; haltAbort also asks a device in the middle of long
+	// work on that chain to give it up (aborted). Each is lifted only by
+	// whoever set it, and a stronger one is never weakened. Reset clears
+	// it.
 	halt atomic.Uint32
 
 	// tel times the requests served from the queue (telemetry.go); nil
@@ -108,6 +111,7 @@ type Queue struct {
 const (
 	haltNone = iota
 	haltHold
+	haltPause
 	haltAbort
 )
 
@@ -141,6 +145,22 @@ func (q *Queue) hold() { q.halt.CompareAndSwap(haltNone, haltHold) }
 
 // release undoes hold, unless the queue was aborted meanwhile.
 func (q *Queue) release() { q.halt.CompareAndSwap(haltHold, haltNone) }
+
+// pause makes Pop find nothing until unpause, for a paused machine: a
+// guest that keeps its ring full (or refills it from the device's own
+// writes) cannot keep a device working, or a vCPU that serves it from
+// parking. It overrides a hold, not an abort.
+func (q *Queue) pause() {
+	for {
+		h := q.halt.Load()
+		if h >= haltPause || q.halt.CompareAndSwap(h, haltPause) {
+			return
+		}
+	}
+}
+
+// unpause undoes pause, unless the queue was aborted meanwhile.
+func (q *Queue) unpause() { q.halt.CompareAndSwap(haltPause, haltNone) }
 
 // abort makes Pop find nothing and asks the device to abandon the chain
 // it is serving: the transport is resetting or closing the device, and a

@@ -182,6 +182,22 @@ func (v *VM) resetPCI() error {
 	return nil
 }
 
+// stopQueues, pauseQueues, waitNotifies and resumeQueues apply the
+// virtio.Transport methods of those names to every virtio function.
+func (v *VM) stopQueues()   { v.eachTransport((*virtio.Transport).StopQueues) }
+func (v *VM) pauseQueues()  { v.eachTransport((*virtio.Transport).PauseQueues) }
+func (v *VM) waitNotifies() { v.eachTransport((*virtio.Transport).WaitNotifies) }
+func (v *VM) resumeQueues() { v.eachTransport((*virtio.Transport).ResumeQueues) }
+
+func (v *VM) eachTransport(f func(*virtio.Transport)) {
+	if v.pci == nil {
+		return
+	}
+	for _, t := range v.pci.transports {
+		f(t)
+	}
+}
+
 // closePCI stops the device goroutines and closes the devices (a disk
 // image is flushed). The vCPUs must have stopped.
 func (v *VM) closePCI() error {

@@ -451,6 +451,10 @@ func (v *VM) runUntilReset() bool {
 	case <-v.resetKick:
 		reset = true
 	}
+	// The devices first: a vCPU serving a notification itself (no
+	// ioeventfd) could otherwise be kept from stopping for ever by a
+	// guest whose ring refills itself.
+	v.stopQueues()
 	for _, c := range v.vcpus {
 		c.Stop()
 	}
@@ -583,6 +587,7 @@ func (v *VM) guestPanicked(events uint8) {
 	v.endMu.Lock()
 	v.panicked, v.paused = true, true
 	v.endMu.Unlock()
+	v.pauseQueues()
 	for _, c := range v.vcpus {
 		c.RequestPause()
 	}
@@ -638,6 +643,11 @@ func (v *VM) Pause() {
 	v.endMu.Lock()
 	v.paused = true
 	v.endMu.Unlock()
+	// The devices first, so that a vCPU serving one parks after the
+	// chain in hand, and no device works for a paused guest: when Pause
+	// returns, the guest's memory and disks stay as they are.
+	v.pauseQueues()
+	v.waitNotifies()
 	for _, c := range v.vcpus {
 		c.Pause()
 	}
@@ -650,6 +660,7 @@ func (v *VM) Resume() {
 	v.endMu.Lock()
 	v.paused, v.prelaunch, v.panicked = false, false, false
 	v.endMu.Unlock()
+	v.resumeQueues()
 	for _, c := range v.vcpus {
 		c.Resume()
 	}

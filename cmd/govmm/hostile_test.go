@@ -3,9 +3,11 @@ package main
 import (
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -249,6 +251,97 @@ func TestHostileGuestSIGTERM(t *testing.T) {
 				t.Errorf("no exit table after SIGTERM\n%s", vm.report())
 			}
 			diskUnchanged()
+		})
+	}
+}
+
+// selffeedDisk is the disk of the blk-selffeed attacks: sector s holds a
+// virtio-blk request header (IN, sector s+1 mod 65536) and then the
+// available ring's flags and idx (1, s+2 mod 65536), so that each read
+// the device completes queues the next one.
+func selffeedDisk(t *testing.T) string {
+	t.Helper()
+	const sectors = 65536
+	data := make([]byte, sectors*512)
+	for s := 0; s < sectors; s++ {
+		sec := data[s*512:]
+		binary.LittleEndian.PutUint32(sec[0:], 0) // VIRTIO_BLK_T_IN
+		binary.LittleEndian.PutUint64(sec[8:], uint64((s+1)%sectors))
+		binary.LittleEndian.PutUint16(sec[16:], 1) // VIRTQ_AVAIL_F_NO_INTERRUPT
+		binary.LittleEndian.PutUint16(sec[18:], uint16(s+2))
+	}
+	return writeFile(t, "selffeed.img", data)
+}
+
+// A guest whose block request refills itself from the device's own
+// writes keeps the device busy for ever without a vCPU's help, on a
+// notifier goroutine or (notified by an MMIO exit) on the vCPU's own
+// thread. A host stop, pause or reset must still win within endBound,
+// and a paused VM's device must do nothing: before the guest audit of
+// session 16 SIGTERM, QMP stop and system_reset waited for it for ever
+// (the first two only for the MMIO notification), and a paused VM went
+// on reading the disk.
+func TestHostileSelfFeedingRing(t *testing.T) {
+	for _, attack := range []string{"blk-selffeed", "blk-selffeed-mmio"} {
+		marker := "HOSTILE-FIRST-ROUND " + attack
+		boot := func(t *testing.T, flags ...string) *hostileVM {
+			vm := startHostile(t, attack, 0, append(flags, "--smp", "2", "--disk", selffeedDisk(t)+",ro")...)
+			vm.waitOutput(t, marker, func(_ int64, text string) bool { return strings.Contains(text, marker) })
+			return vm
+		}
+		t.Run(attack+"/SIGTERM", func(t *testing.T) {
+			vm := boot(t)
+			if err := vm.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			vm.waitExit(t, endBound)
+		})
+		t.Run(attack+"/stop-reset-quit", func(t *testing.T) {
+			sock := filepath.Join(t.TempDir(), "qmp.sock")
+			vm := boot(t, "--qmp", "unix:"+sock)
+			mon, err := dialQMP(sock, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer mon.Disconnect()
+			within := func(cmd string, f func() error) {
+				t.Helper()
+				done := make(chan error, 1)
+				go func() { done <- f() }()
+				select {
+				case err := <-done:
+					if err != nil {
+						t.Fatalf("%s: %v", cmd, err)
+					}
+				case <-time.After(endBound):
+					t.Fatalf("%s did not return within %v\n%s", cmd, endBound, vm.report())
+				}
+			}
+			reads := func() float64 {
+				t.Helper()
+				var stats []struct {
+					Stats struct {
+						RdOperations float64 `json:"rd_operations"`
+					} `json:"stats"`
+				}
+				within("query-blockstats", func() error { return runQMP(mon, "query-blockstats", nil, &stats) })
+				if len(stats) != 1 {
+					t.Fatalf("query-blockstats: %d disks", len(stats))
+				}
+				return stats[0].Stats.RdOperations
+			}
+			within("stop", func() error { return runQMP(mon, "stop", nil, nil) })
+			// Paused, the device takes no request: no read completes
+			// between two looks (the ring refills itself ~100,000 times
+			// a second when it is served).
+			before := reads()
+			time.Sleep(100 * time.Millisecond)
+			if after := reads(); after != before {
+				t.Errorf("paused, the disk served %.0f more reads", after-before)
+			}
+			within("system_reset", func() error { return runQMP(mon, "system_reset", nil, nil) })
+			within("quit", func() error { return runQMP(mon, "quit", nil, nil) })
+			vm.waitExit(t, endBound)
 		})
 	}
 }
