@@ -211,6 +211,7 @@ type Transport struct {
 	barBase         uint64
 	barMapped       bool
 	notifiers       []*pciNotifier // running eventfd readers, one per queue
+	resumeKicks     sync.WaitGroup // ResumeQueues' kicks of queues without a notifier
 	ioeventfdBroken bool           // registration failed once: stay on MMIO
 
 	// Read without mu on the interrupt and notify paths.
@@ -843,11 +844,24 @@ func (t *Transport) ResumeQueues() {
 	for _, q := range t.queues {
 		q.unpause()
 	}
-	if t.active.Load() {
-		for i, q := range t.queues {
-			if q.Ready() {
-				t.kick(i)
-			}
+	if !t.active.Load() {
+		return
+	}
+	for i, q := range t.queues {
+		switch {
+		case !q.Ready():
+		case t.notifiers != nil && t.notifiers[i] != nil:
+			t.kick(i)
+		default:
+			// Without an ioeventfd (--no-ioeventfd, or the BAR not
+			// decoded) kick would serve the queue on this thread, a
+			// QMP command's, which a guest whose ring refills itself
+			// could hold for ever. stopNotifiers waits for it.
+			t.resumeKicks.Add(1)
+			go func() {
+				defer t.resumeKicks.Done()
+				t.notify(i)
+			}()
 		}
 	}
 }

@@ -211,9 +211,10 @@ func (t *Transport) poll(q int, p *pollWindow) bool {
 	return false
 }
 
-// stopNotifiers deregisters the ioeventfds and waits for their goroutines
-// to finish; mu must be held.
+// stopNotifiers deregisters the ioeventfds and waits for their goroutines,
+// and for ResumeQueues' kicks, to finish; mu must be held.
 func (t *Transport) stopNotifiers() {
+	defer t.resumeKicks.Wait()
 	for _, n := range t.notifiers {
 		if n == nil {
 			continue

@@ -282,21 +282,31 @@ func selffeedDisk(t *testing.T) string {
 // (the first two only for the MMIO notification), and a paused VM went
 // on reading the disk.
 func TestHostileSelfFeedingRing(t *testing.T) {
-	for _, attack := range []string{"blk-selffeed", "blk-selffeed-mmio"} {
+	for _, v := range []struct{ name, attack, flag string }{
+		{"ioeventfd", "blk-selffeed", ""},
+		{"mmio-exit", "blk-selffeed-mmio", ""},
+		// Every notification an exit; cont's kick then has no notifier.
+		{"no-ioeventfd", "blk-selffeed", "--no-ioeventfd"},
+	} {
+		attack := v.attack
 		marker := "HOSTILE-FIRST-ROUND " + attack
 		boot := func(t *testing.T, flags ...string) *hostileVM {
-			vm := startHostile(t, attack, 0, append(flags, "--smp", "2", "--disk", selffeedDisk(t)+",ro")...)
+			flags = append(flags, "--smp", "2", "--disk", selffeedDisk(t)+",ro")
+			if v.flag != "" {
+				flags = append(flags, v.flag)
+			}
+			vm := startHostile(t, attack, 0, flags...)
 			vm.waitOutput(t, marker, func(_ int64, text string) bool { return strings.Contains(text, marker) })
 			return vm
 		}
-		t.Run(attack+"/SIGTERM", func(t *testing.T) {
+		t.Run(v.name+"/SIGTERM", func(t *testing.T) {
 			vm := boot(t)
 			if err := vm.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 				t.Fatal(err)
 			}
 			vm.waitExit(t, endBound)
 		})
-		t.Run(attack+"/stop-reset-quit", func(t *testing.T) {
+		t.Run(v.name+"/stop-cont-reset-quit", func(t *testing.T) {
 			sock := filepath.Join(t.TempDir(), "qmp.sock")
 			vm := boot(t, "--qmp", "unix:"+sock)
 			mon, err := dialQMP(sock, 5*time.Second)
@@ -339,6 +349,15 @@ func TestHostileSelfFeedingRing(t *testing.T) {
 			if after := reads(); after != before {
 				t.Errorf("paused, the disk served %.0f more reads", after-before)
 			}
+			// cont gives the queue back, and the notification the pause
+			// cut short is not lost: the reads go on (and cont returns).
+			within("cont", func() error { return runQMP(mon, "cont", nil, nil) })
+			for deadline := time.Now().Add(endBound); reads() == before; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("no read within %v of cont\n%s", endBound, vm.report())
+				}
+			}
+			within("stop", func() error { return runQMP(mon, "stop", nil, nil) })
 			within("system_reset", func() error { return runQMP(mon, "system_reset", nil, nil) })
 			within("quit", func() error { return runQMP(mon, "quit", nil, nil) })
 			vm.waitExit(t, endBound)
