@@ -231,6 +231,70 @@ func TestSecondSignalForcesExit(t *testing.T) {
 	}
 }
 
+// Once the VM has ended, the first signal ends govmm: here QMP quit ended
+// it and saving the exit table blocks on a FIFO nobody reads, and a
+// supervisor's one SIGTERM (before its SIGKILL) must not be swallowed
+// waiting for a second (found by a lifecycle audit, session 16).
+func TestSignalAfterTheVMEndedForcesExit(t *testing.T) {
+	table := filepath.Join(t.TempDir(), "table.json")
+	if err := syscall.Mkfifo(table, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vm := startOnTTY(t, "--exit-stats-json", table)
+	if err := runQMP(vm.mon, "quit", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The report comes just before the table is saved.
+	deadline := time.Now().Add(endBound)
+	for !strings.Contains(vm.stderr.String(), "quit over QMP") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no report %v after quit; stderr:\n%s", endBound, vm.stderr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := vm.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	vm.waitEnd(t, 1)
+	lines := strings.Split(strings.TrimRight(vm.stderr.String(), "\n"), "\n")
+	if last := lines[len(lines)-1]; !strings.Contains(last, "after the VM ended") {
+		t.Errorf("last line %q, want the signal after the VM ended", last)
+	}
+}
+
+// A closed stdout (govmm run ... | head -c 10) costs the console output,
+// not the VM: govmm runs the guest to its end and exits 0 with its
+// report, where SIGPIPE used to kill it at the guest's next line, with
+// no report, exit table or clean-up (found by a lifecycle audit).
+func TestClosedStdoutKeepsRunning(t *testing.T) {
+	kernel := needGuest(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close() // the reader is gone before govmm writes a byte
+	var stderr syncBuffer
+	cmd := exec.Command(govmmBin, "run", "--kernel", kernel, "--initrd", initramfs, "--exit-stats=false",
+		"--append", "console=ttyS0 reboot=k panic=-1 govmm.run=true")
+	cmd.Stdout, cmd.Stderr = w, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil || !strings.Contains(stderr.String(), "guest powered off") {
+			t.Fatalf("govmm: %v, want exit status 0 and the report; stderr:\n%s", err, &stderr)
+		}
+	case <-time.After(endBound):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("govmm still running %v after the guest's end\n%s", endBound, &stderr)
+	}
+}
+
 // stderrPipe is a stderr for govmm that the test can stop reading and
 // fill, so that govmm's next write to stderr blocks.
 type stderrPipe struct {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"os/signal"
+	"syscall"
 )
 
 const usage = `usage: govmm <command> [flags]
@@ -18,6 +20,11 @@ commands:
 `
 
 func main() {
+	// A closed stdout or stderr (govmm run ... | head) must cost the
+	// output, not the VM: with SIGPIPE ignored a write to it fails with
+	// EPIPE, which the console and log writers drop, instead of the
+	// runtime ending the process mid-run with no clean-up.
+	signal.Ignore(syscall.SIGPIPE)
 	// Device warnings (unclaimed guest accesses) share stderr with the
 	// exit table: tag them, and leave timestamps to the reader.
 	log.SetFlags(0)

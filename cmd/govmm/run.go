@@ -144,6 +144,7 @@ func runCommand(args []string) error {
 	if *kernelCache != "off" && *kernelCache != "" {
 		cfg.KernelCache = kernelcache.New(*kernelCache)
 	}
+	signals := watchSignals() // before the long set-up: see signalEnder
 	vm, err := vmm.New(cfg)
 	if err != nil {
 		return err
@@ -176,13 +177,12 @@ func runCommand(args []string) error {
 	defer term.restore()
 	go forwardInput(os.Stdin, vm, term.raw)
 
-	signals := endOnSignals(vm.Stop, func() {
+	signals.attach(vm.Stop, func() bool { return vm.Status() == "shutdown" }, func() {
 		term.restore()
 		if qmpPath != "" {
 			os.Remove(qmpPath)
 		}
 	})
-	defer signals.Stop()
 
 	// Everything that opens files or binds sockets is done: from here on
 	// govmm needs only the files a reset reads and its reports write, and
@@ -229,7 +229,7 @@ func runCommand(args []string) error {
 	}
 	out := vm.Run()
 	term.restore()
-	report(os.Stderr, vm, out, signals.First())
+	report(os.Stderr, vm, out, signals.EndedVM())
 	if *exitTrace != "" {
 		w, err := vm.SaveExitTrace(*exitTrace)
 		if err != nil {
@@ -280,7 +280,8 @@ func defaultKernelCache() string {
 // off, asked for a reset) or the host (QMP, a signal).
 func report(w io.Writer, vm *vmm.VM, out vmm.Outcome, sig os.Signal) {
 	what := out.Words()
-	if sig != nil {
+	// A signal that came as the guest powered off did not end the VM.
+	if sig != nil && out.Cause == vmm.CauseHostSignal {
 		what = "host stopped the VM with signal " + sig.String()
 	}
 	fmt.Fprintf(w, "\ngovmm: %s after %.3f s", what, vm.Uptime().Seconds())
