@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -373,4 +374,61 @@ func TestSecondSignalWithStderrBlocked(t *testing.T) {
 		t.Fatal(err)
 	}
 	vm.waitEnd(t, 1)
+}
+
+// A stderr nobody reads does not hold the guest: the device warnings a
+// boot logs (unclaimed ports, on the vCPU's thread) go through a sink
+// that drops what the pipe does not take, where the vCPU used to block in
+// the write and the guest never booted (found by a lifecycle audit). Once
+// the pipe is read again govmm ends as usual.
+func TestBlockedStderrHoldsNoVCPU(t *testing.T) {
+	kernel := needGuest(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	fd := int(w.Fd()) // once: Fd makes the descriptor blocking again
+	if err := unix.SetNonblock(fd, true); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := unix.Write(fd, []byte{'x'}); errors.Is(err, unix.EAGAIN) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		t.Fatal(err)
+	}
+	var console syncBuffer
+	cmd := exec.Command(govmmBin, "run", "--kernel", kernel, "--initrd", initramfs, "--exit-stats=false",
+		"--append", "console=ttyS0 reboot=k panic=-1 quiet govmm.run=true")
+	cmd.Stdout, cmd.Stderr = &console, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Kill()
+		<-done
+	}()
+	for deadline := time.Now().Add(endBound); !strings.Contains(console.String(), "GOVMM-READY"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the guest did not boot within %v with stderr full; console:\n%s", endBound, &console)
+		}
+	}
+	go io.Copy(io.Discard, r)
+	select {
+	case err := <-done:
+		done <- err
+		if err != nil {
+			t.Fatalf("govmm: %v", err)
+		}
+	case <-time.After(endBound):
+		t.Fatalf("govmm still running %v after stderr was read again", endBound)
+	}
 }

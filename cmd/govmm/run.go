@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/govmm/govmm/devices"
 	"github.com/govmm/govmm/exittrace"
 	"github.com/govmm/govmm/internal/atomicfile"
 	"github.com/govmm/govmm/internal/keepawake"
@@ -145,6 +147,16 @@ func runCommand(args []string) error {
 		cfg.KernelCache = kernelcache.New(*kernelCache)
 	}
 	signals := watchSignals() // before the long set-up: see signalEnder
+	// Device warnings are logged on vCPU threads (an unclaimed port, a
+	// bad request): through a sink, a stderr nobody reads costs the
+	// lines (dropped past 1 MiB), never a vCPU, which the guest's boot
+	// and every pause and stop would wait for.
+	logs := devices.NewOutputSink(os.Stderr, 1<<20, 4<<10, nil)
+	log.SetOutput(logs)
+	defer func() {
+		logs.Flush(time.Second)
+		log.SetOutput(os.Stderr)
+	}()
 	vm, err := vmm.New(cfg)
 	if err != nil {
 		return err
@@ -229,6 +241,7 @@ func runCommand(args []string) error {
 	}
 	out := vm.Run()
 	term.restore()
+	logs.Flush(time.Second) // the warnings before the report
 	report(os.Stderr, vm, out, signals.EndedVM())
 	if *exitTrace != "" {
 		w, err := vm.SaveExitTrace(*exitTrace)
