@@ -205,7 +205,7 @@ func writeLive(w io.Writer, title string, a, b sample) error {
 // liveView polls a running govmm over QMP and redraws every interval;
 // with once it prints a single frame after one interval.
 func liveView(w io.Writer, path string, interval time.Duration, once bool) error {
-	c, err := dialQMP(path, 5*time.Second)
+	c, err := dialStat(path, 5*time.Second)
 	if err != nil {
 		return err
 	}
