@@ -188,15 +188,26 @@ func TestEndRunningAndPaused(t *testing.T) {
 // here the exit table's file is a FIFO nobody reads, so saving the table
 // blocks for ever. The second signal exits with status 1 and a
 // one-line message, and still restores the terminal and removes the
-// socket.
+// socket. Once the VM has ended on its own (here by QMP quit) the first
+// signal does the same: a supervisor's one SIGTERM before its SIGKILL
+// must not be swallowed waiting for a second (found by a lifecycle
+// audit, session 16).
 func TestSecondSignalForcesExit(t *testing.T) {
+	signal := func(s syscall.Signal) func(*ttyVM) error {
+		return func(vm *ttyVM) error { return vm.cmd.Process.Signal(s) }
+	}
+	quit := func(vm *ttyVM) error { return runQMP(vm.mon, "quit", nil, nil) }
 	for _, tc := range []struct {
-		name          string
-		first, second syscall.Signal
+		name   string
+		end    func(*ttyVM) error // ends the VM
+		report string             // in the report that follows
+		signal syscall.Signal     // then sent while the table is saved
+		last   string             // the last line's start
 	}{
-		{"SIGTERM twice", syscall.SIGTERM, syscall.SIGTERM},
-		{"SIGTERM then SIGINT", syscall.SIGTERM, syscall.SIGINT},
-		{"SIGINT then SIGTERM", syscall.SIGINT, syscall.SIGTERM},
+		{"SIGTERM twice", signal(syscall.SIGTERM), "with signal", syscall.SIGTERM, "govmm: second signal (terminated)"},
+		{"SIGTERM then SIGINT", signal(syscall.SIGTERM), "with signal", syscall.SIGINT, "govmm: second signal (interrupt)"},
+		{"SIGINT then SIGTERM", signal(syscall.SIGINT), "with signal", syscall.SIGTERM, "govmm: second signal (terminated)"},
+		{"quit then SIGTERM", quit, "quit over QMP", syscall.SIGTERM, "govmm: signal (terminated) after the VM ended"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			table := filepath.Join(t.TempDir(), "table.json")
@@ -205,61 +216,29 @@ func TestSecondSignalForcesExit(t *testing.T) {
 			}
 			vm := startOnTTY(t, "--exit-stats-json", table)
 			vm.pause(t)
-			if err := vm.cmd.Process.Signal(tc.first); err != nil {
+			if err := tc.end(vm); err != nil {
 				t.Fatal(err)
 			}
 			// The report comes just before the table is saved.
 			deadline := time.Now().Add(endBound)
-			for !strings.Contains(vm.stderr.String(), "with signal") {
+			for !strings.Contains(vm.stderr.String(), tc.report) {
 				if time.Now().After(deadline) {
-					t.Fatalf("no report %v after the first signal; stderr:\n%s", endBound, vm.stderr)
+					t.Fatalf("no report %v after the VM's end; stderr:\n%s", endBound, vm.stderr)
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
-			if err := vm.cmd.Process.Signal(tc.second); err != nil {
+			if err := vm.cmd.Process.Signal(tc.signal); err != nil {
 				t.Fatal(err)
 			}
 			vm.waitEnd(t, 1)
 			lines := strings.Split(strings.TrimRight(vm.stderr.String(), "\n"), "\n")
-			last := lines[len(lines)-1]
-			if !strings.HasPrefix(last, "govmm: second signal") || !strings.Contains(last, tc.second.String()) {
-				t.Errorf("last line %q, want govmm: second signal (%v) ...", last, tc.second)
+			if last := lines[len(lines)-1]; !strings.HasPrefix(last, tc.last) {
+				t.Errorf("last line %q, want %s ...", last, tc.last)
 			}
 			if fi, err := os.Lstat(table); err != nil || fi.Mode()&os.ModeNamedPipe == 0 {
 				t.Errorf("the FIFO was replaced although saving the table hung: %v, %v", fi.Mode(), err)
 			}
 		})
-	}
-}
-
-// Once the VM has ended, the first signal ends govmm: here QMP quit ended
-// it and saving the exit table blocks on a FIFO nobody reads, and a
-// supervisor's one SIGTERM (before its SIGKILL) must not be swallowed
-// waiting for a second (found by a lifecycle audit, session 16).
-func TestSignalAfterTheVMEndedForcesExit(t *testing.T) {
-	table := filepath.Join(t.TempDir(), "table.json")
-	if err := syscall.Mkfifo(table, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	vm := startOnTTY(t, "--exit-stats-json", table)
-	if err := runQMP(vm.mon, "quit", nil, nil); err != nil {
-		t.Fatal(err)
-	}
-	// The report comes just before the table is saved.
-	deadline := time.Now().Add(endBound)
-	for !strings.Contains(vm.stderr.String(), "quit over QMP") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no report %v after quit; stderr:\n%s", endBound, vm.stderr)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if err := vm.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	vm.waitEnd(t, 1)
-	lines := strings.Split(strings.TrimRight(vm.stderr.String(), "\n"), "\n")
-	if last := lines[len(lines)-1]; !strings.Contains(last, "after the VM ended") {
-		t.Errorf("last line %q, want the signal after the VM ended", last)
 	}
 }
 
