@@ -3,17 +3,11 @@ package vmm
 import (
 	"net"
 	"sync"
-	"time"
 )
 
 // maxMetricsConns bounds the connections the metrics server holds at
-// once; metricsIdleTimeout closes a keep-alive connection left idle.
-// Prometheus keeps one connection per target and scrapes it every 15 s
-// to 1 min by default.
-const (
-	maxMetricsConns    = 16
-	metricsIdleTimeout = 2 * time.Minute
-)
+// once. Prometheus scrapes a target every 15 s to 1 min by default.
+const maxMetricsConns = 16
 
 // limitListener accepts at most n connections at a time: past that,
 // Accept waits for one to close, and new clients wait in the kernel's

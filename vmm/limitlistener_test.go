@@ -3,6 +3,7 @@ package vmm
 import (
 	"bufio"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"testing"
@@ -56,7 +57,11 @@ func TestLimitListener(t *testing.T) {
 }
 
 // The metrics server holds at most maxMetricsConns connections: a
-// scraper past them is answered only once one of them closes.
+// scraper past them is answered only once one of them closes. A
+// connection that has had its answer is closed by the server (no
+// keep-alive), so idle ones hold no slot: 16 clients that made one
+// request each and went quiet used to shut a scraper out for two minutes
+// (found by a lifecycle audit).
 func TestMetricsConnectionCap(t *testing.T) {
 	vm := ranPortLoop(t, 10)
 	addr, closeMetrics, err := vm.ServeMetrics("127.0.0.1:0")
@@ -73,26 +78,41 @@ func TestMetricsConnectionCap(t *testing.T) {
 		if err != nil {
 			return 0, err
 		}
+		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		return resp.StatusCode, nil
 	}
-	var held []net.Conn
-	for range maxMetricsConns {
+	dial := func() net.Conn {
+		t.Helper()
 		c, err := net.Dial("tcp", addr.String())
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
-		if code, err := get(c, bufio.NewReader(c)); err != nil || code != http.StatusNotFound {
-			t.Fatalf("connection %d: %d, %v", len(held), code, err)
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(time.Minute))
+		return c
+	}
+	// Answered connections are closed: they hold no slot.
+	for i := range maxMetricsConns + 1 {
+		c := dial()
+		r := bufio.NewReader(c)
+		if code, err := get(c, r); err != nil || code != http.StatusNotFound {
+			t.Fatalf("connection %d: %d, %v", i, code, err)
+		}
+		if _, err := r.ReadByte(); err != io.EOF {
+			t.Fatalf("connection %d still open after its answer: %v", i, err)
+		}
+	}
+	// Connections in the middle of a request hold theirs.
+	var held []net.Conn
+	for range maxMetricsConns {
+		c := dial()
+		if _, err := c.Write([]byte("GET /nothing HTTP/1.1\r\n")); err != nil {
+			t.Fatal(err)
 		}
 		held = append(held, c)
 	}
-	extra, err := net.Dial("tcp", addr.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer extra.Close()
+	extra := dial()
 	answered := make(chan error, 1)
 	go func() {
 		_, err := get(extra, bufio.NewReader(extra))

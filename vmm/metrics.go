@@ -138,16 +138,19 @@ func (v *VM) ServeMetrics(addr string) (net.Addr, func() error, error) {
 		MaxRequestsInFlight: 4,
 		Timeout:             10 * time.Second,
 	}))
-	// A scraper is untrusted: connections are capped and none is held
-	// idle for long, or 5,000 idle keep-alive connections cost 100 MiB
-	// and 5,000 fds (at the fd limit, QMP could take no client to stop
-	// govmm).
+	// A scraper is untrusted: connections are capped, or 5,000 idle
+	// keep-alive connections cost 100 MiB and 5,000 fds (at the fd limit,
+	// QMP could take no client to stop govmm). Within the cap, idle ones
+	// would still hold every slot (16 connections that made one request
+	// each shut a real scraper out for their idle timeout): keep-alive is
+	// off, and each connection serves one request. A scraper polls every
+	// few seconds at most, so reconnecting costs it nothing to speak of.
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       metricsIdleTimeout,
 	}
+	srv.SetKeepAlivesEnabled(false)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(newLimitListener(ln, maxMetricsConns)) }()
 
