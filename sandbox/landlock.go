@@ -1,9 +1,11 @@
 package sandbox
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/govmm/govmm/internal/atomicfile"
@@ -80,6 +82,10 @@ func Landlock(files Files) (bool, error) {
 		landlock.PathAccess(ll.AccessFSRemoveFile, reachable(removeDirs)...),
 	}
 	if err := landlock.V11.BestEffort().RestrictPaths(rules...); err != nil {
+		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+			// go-landlock calls this a bug of its own; it is the limit.
+			return false, fmt.Errorf("landlock: no file descriptor left for its ruleset: raise the open-files limit (ulimit -n)")
+		}
 		return false, fmt.Errorf("landlock: %w", err)
 	}
 	return true, nil
