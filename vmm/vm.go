@@ -651,6 +651,10 @@ func (v *VM) Pause() {
 	for _, c := range v.vcpus {
 		c.Pause()
 	}
+	// Once more with the vCPUs parked: one may have reset a device (which
+	// clears its queues' pause) and notified it again in between.
+	v.pauseQueues()
+	v.waitNotifies()
 }
 
 // Resume undoes Pause.
