@@ -784,10 +784,10 @@ func (t *Transport) reset() {
 	// Take the queues from the device first: the notifications stopped
 	// and waited for below then end within one chunk of work, however
 	// much the driver queued.
-	t.abortQueues()
+	t.StopQueues()
 	t.stopNotifiers()
 	t.active.Store(false)
-	t.waitNotifies()
+	t.WaitNotifies()
 	t.dev.Reset()
 	for _, q := range t.queues {
 		q.Reset()
@@ -795,21 +795,18 @@ func (t *Transport) reset() {
 	t.resetRegisters()
 }
 
-// abortQueues makes the device abandon its queues (Queue.abort). It
-// takes no lock, so Close can call it before waiting for mu.
-func (t *Transport) abortQueues() {
+// StopQueues makes the device abandon its queues (Queue.abort), for a
+// device reset or close, or a machine that is ending or about to be
+// reset: every device loop, on whichever thread serves it (a vCPU's, for
+// a notification without an ioeventfd), ends within a chunk of work
+// however the guest keeps its rings full, so the vCPUs can be stopped
+// and joined. A reset of the device gives them back. It takes no lock
+// and never blocks, so Close can call it before waiting for mu.
+func (t *Transport) StopQueues() {
 	for _, q := range t.queues {
 		q.abort()
 	}
 }
-
-// StopQueues takes the queues from the device for good, for a machine
-// that is ending or about to be reset: every device loop, on whichever
-// thread serves it (a vCPU's, for a notification without an ioeventfd),
-// ends within a chunk of work however the guest keeps its rings full,
-// so the vCPUs can be stopped and joined. A reset of the device gives
-// them back. It never blocks.
-func (t *Transport) StopQueues() { t.abortQueues() }
 
 // PauseQueues keeps the device from taking work from its queues while
 // the machine is paused, as QEMU stops its virtqueue handlers on stop:
@@ -824,12 +821,10 @@ func (t *Transport) PauseQueues() {
 
 // WaitNotifies returns once no notification of the device is being
 // served, on a vCPU or a notifier: after PauseQueues or StopQueues, once
-// the requests in hand have completed.
-func (t *Transport) WaitNotifies() { t.waitNotifies() }
-
-// waitNotifies: Notify runs under notifyMu (a queue's requests complete
-// before it returns), so taking each once waits out one being served.
-func (t *Transport) waitNotifies() {
+// the requests in hand have completed. Notify runs under notifyMu (a
+// queue's requests complete before it returns), so taking each once
+// waits out one being served.
+func (t *Transport) WaitNotifies() {
 	for i := range t.notifyMu {
 		t.notifyMu[i].Lock()
 		t.notifyMu[i].Unlock()
@@ -958,7 +953,7 @@ func (t *Transport) ConfigInterrupts() uint64 { return t.configIR.Load() }
 func (t *Transport) Close() error {
 	// Before mu: a reset or BAR move holding it may be waiting for a
 	// notification, which the abort ends.
-	t.abortQueues()
+	t.StopQueues()
 	t.mu.Lock()
 	t.stopNotifiers()
 	t.active.Store(false)
