@@ -2,22 +2,29 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
 
+// quietServe is a fake QMP server's side of one connection. A server that
+// goes silent waits on quiet, closed when the test ends, so that what ends
+// the client's wait is its deadline, not the connection's end.
+type quietServe func(c net.Conn, r *bufio.Reader, quiet <-chan struct{})
+
 // fakeQMP serves one connection on a unix socket with serve.
-func fakeQMP(t *testing.T, serve func(c net.Conn, r *bufio.Reader)) string {
+func fakeQMP(t *testing.T, serve quietServe) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "q.sock")
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
+	done, quiet := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
 		c, err := ln.Accept()
@@ -25,9 +32,10 @@ func fakeQMP(t *testing.T, serve func(c net.Conn, r *bufio.Reader)) string {
 			return
 		}
 		defer c.Close()
-		serve(c, bufio.NewReader(c))
+		serve(c, bufio.NewReader(c), quiet)
 	}()
 	t.Cleanup(func() {
+		close(quiet)
 		ln.Close()
 		<-done
 	})
@@ -39,10 +47,11 @@ const fakeGreeting = `{"QMP":{"version":{},"capabilities":[]}}` + "\r\n"
 // govmm stat's client reads replies beyond go-qemu's 64 KiB line limit
 // (query-exit-stats of a 12-vCPU VM is 74 KB), skips events, and turns a
 // silent or hostile server into an error within its timeout, never a
-// hang.
+// hang: each failure below is the deadline's (os.ErrDeadlineExceeded),
+// except garbage, which is refused as it comes.
 func TestStatMonitor(t *testing.T) {
 	big := `{"return":{"pad":"` + strings.Repeat("x", 200<<10) + `"}}` + "\r\n"
-	path := fakeQMP(t, func(c net.Conn, r *bufio.Reader) {
+	path := fakeQMP(t, func(c net.Conn, r *bufio.Reader, quiet <-chan struct{}) {
 		c.Write([]byte(fakeGreeting))
 		r.ReadString('\n') // qmp_capabilities
 		c.Write([]byte(`{"return":{}}` + "\r\n"))
@@ -51,9 +60,9 @@ func TestStatMonitor(t *testing.T) {
 		r.ReadString('\n')
 		c.Write([]byte(`{"error":{"class":"GenericError","desc":"no"}}` + "\r\n"))
 		r.ReadString('\n') // then silence
-		time.Sleep(time.Second)
+		<-quiet
 	})
-	m, err := dialStat(path, 300*time.Millisecond)
+	m, err := dialStat(path, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,17 +74,25 @@ func TestStatMonitor(t *testing.T) {
 	if err := runQMP(m, "query-exit-stats", nil, nil); err == nil || !strings.Contains(err.Error(), "GenericError: no") {
 		t.Errorf("error reply: %v", err)
 	}
-	if err := runQMP(m, "query-exit-stats", nil, nil); err == nil {
-		t.Errorf("a server that never answers: no error")
+	if err := runQMP(m, "query-exit-stats", nil, nil); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("a server that never answers: %v, want the deadline", err)
 	}
 
-	for name, serve := range map[string]func(c net.Conn, r *bufio.Reader){
-		"no greeting":     func(c net.Conn, r *bufio.Reader) { time.Sleep(time.Second) },
-		"no capabilities": func(c net.Conn, r *bufio.Reader) { c.Write([]byte(fakeGreeting)); time.Sleep(time.Second) },
-		"not QMP":         func(c net.Conn, r *bufio.Reader) { c.Write([]byte("HTTP/1.0 200 OK\r\n")) },
-		"events, no reply": func(c net.Conn, r *bufio.Reader) {
+	for name, serve := range map[string]quietServe{
+		"no greeting": func(c net.Conn, r *bufio.Reader, quiet <-chan struct{}) { <-quiet },
+		"no capabilities": func(c net.Conn, r *bufio.Reader, quiet <-chan struct{}) {
 			c.Write([]byte(fakeGreeting))
-			for i := 0; i < 1000; i++ {
+			<-quiet
+		},
+		// Events for ever, never the reply.
+		"events, no reply": func(c net.Conn, r *bufio.Reader, quiet <-chan struct{}) {
+			c.Write([]byte(fakeGreeting))
+			for {
+				select {
+				case <-quiet:
+					return
+				default:
+				}
 				if _, err := c.Write([]byte(`{"event":"X"}` + "\n")); err != nil {
 					return
 				}
@@ -84,12 +101,26 @@ func TestStatMonitor(t *testing.T) {
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if m, err := dialStat(fakeQMP(t, serve), 200*time.Millisecond); err == nil {
+			m, err := dialStat(fakeQMP(t, serve), 200*time.Millisecond)
+			if err == nil {
 				m.Disconnect()
 				t.Fatal("connected")
-			} else {
-				t.Log(err)
+			}
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("%v, want the deadline", err)
 			}
 		})
 	}
+	t.Run("not QMP", func(t *testing.T) {
+		notQMP := func(c net.Conn, r *bufio.Reader, quiet <-chan struct{}) {
+			c.Write([]byte("HTTP/1.0 200 OK\r\n"))
+			<-quiet
+		}
+		if m, err := dialStat(fakeQMP(t, notQMP), time.Second); err == nil || !strings.Contains(err.Error(), "not a QMP message") {
+			if m != nil {
+				m.Disconnect()
+			}
+			t.Errorf("%v, want not a QMP message", err)
+		}
+	})
 }
