@@ -3,56 +3,151 @@ package vmm
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"syscall"
 	"testing"
 	"time"
 )
 
-// At most n connections are accepted at once; the next is accepted when
-// one closes, and Close ends an Accept waiting for a slot.
-func TestLimitListener(t *testing.T) {
+// limitedServer serves a test handler through serveLimited with max
+// slots: /hold answers once release is closed, and each request reaching
+// it is sent on entered; anything else is answered at once. accepted
+// gets every connection the server has accepted.
+func limitedServer(t *testing.T, max int) (addr string, entered chan struct{}, release chan struct{}, accepted chan struct{}, srv *http.Server, served chan error) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := newLimitListener(ln, 2)
-	accepted := make(chan net.Conn)
-	ended := make(chan error, 1)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				ended <- err
-				return
+	entered = make(chan struct{}, 100)
+	release = make(chan struct{})
+	accepted = make(chan struct{}, 100)
+	srv = &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/hold" {
+				entered <- struct{}{}
+				<-release
 			}
-			accepted <- c
-		}
-	}()
-	for range 3 {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
+		}),
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				accepted <- struct{}{}
+			}
+		},
 	}
-	first, second := <-accepted, <-accepted
-	select {
-	case <-accepted:
-		t.Fatal("a third connection was accepted while two were open")
-	case <-time.After(100 * time.Millisecond):
-	}
-	first.Close()
-	first.Close() // a second Close gives back nothing more
-	third := <-accepted
-	second.Close()
-	third.Close()
-	if err := l.Close(); err != nil {
+	srv.SetKeepAlivesEnabled(false)
+	l := serveLimited(srv, ln, max)
+	served = make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String(), entered, release, accepted, srv, served
+}
+
+// send writes a request's text on a new connection.
+func send(t *testing.T, addr, text string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := <-ended; !errors.Is(err, net.ErrClosed) {
-		t.Fatalf("Accept after Close: %v, want net.ErrClosed", err)
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(time.Minute))
+	if _, err := c.Write([]byte(text)); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// answer reads the response on c.
+func answer(c net.Conn) (int, error) {
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// closedByServer checks that the server closed c without answering: EOF,
+// or a reset when the server's side still held unread request bytes.
+func closedByServer(c net.Conn) error {
+	n, err := c.Read(make([]byte, 1))
+	if n == 0 && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)) {
+		return nil
+	}
+	return fmt.Errorf("read %d bytes, %v: want EOF or a reset", n, err)
+}
+
+// Connections being answered keep their slots: past max, a client waits
+// until one ends, and Close ends an Accept waiting for a slot.
+func TestLimitListenerKeepsAnswered(t *testing.T) {
+	addr, entered, release, _, _, _ := limitedServer(t, 2)
+	first := send(t, addr, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+	second := send(t, addr, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-entered
+	<-entered
+	third := send(t, addr, "GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
+	answered := make(chan error, 1)
+	go func() {
+		_, err := answer(third)
+		answered <- err
+	}()
+	select {
+	case err := <-answered:
+		t.Fatalf("a third connection was answered while two were being answered (%v)", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	for i, c := range []net.Conn{first, second} {
+		if code, err := answer(c); err != nil || code != http.StatusOK {
+			t.Fatalf("held connection %d: %d, %v", i, code, err)
+		}
+	}
+	if err := <-answered; err != nil {
+		t.Fatalf("once a slot was free: %v", err)
+	}
+
+	// Two held and a third waiting for a slot: Close ends it all.
+	addr, entered, release, _, srv, served := limitedServer(t, 2)
+	defer close(release)
+	send(t, addr, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+	send(t, addr, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-entered
+	<-entered
+	send(t, addr, "GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		t.Fatalf("Serve after Close: %v", err)
+	}
+}
+
+// Connections whose request has not reached a handler give their slots
+// to newcomers, oldest first (a slowloris client sending a header byte at
+// a time held a slot for ReadHeaderTimeout; found by a lifecycle audit).
+func TestLimitListenerEvictsUnanswered(t *testing.T) {
+	addr, _, _, accepted, _, _ := limitedServer(t, 2)
+	slow1 := send(t, addr, "GET /quick HTTP/1.1\r\n")
+	<-accepted
+	slow2 := send(t, addr, "GET /quick HTTP/1.1\r\n")
+	<-accepted
+	third := send(t, addr, "GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
+	if code, err := answer(third); err != nil || code != http.StatusOK {
+		t.Fatalf("newcomer: %d, %v", code, err)
+	}
+	if err := closedByServer(slow1); err != nil {
+		t.Fatalf("oldest unanswered connection: %v", err)
+	}
+	// The younger one kept its slot: it can still finish its request.
+	if _, err := slow2.Write([]byte("Host: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := answer(slow2); err != nil || code != http.StatusOK {
+		t.Fatalf("younger unanswered connection: %d, %v", code, err)
 	}
 }
 
@@ -103,7 +198,8 @@ func TestMetricsConnectionCap(t *testing.T) {
 			t.Fatalf("connection %d still open after its answer: %v", i, err)
 		}
 	}
-	// Connections in the middle of a request hold theirs.
+	// Connections in the middle of a request hold theirs until somebody
+	// else needs one: the oldest then gives its slot up.
 	var held []net.Conn
 	for range maxMetricsConns {
 		c := dial()
@@ -113,18 +209,25 @@ func TestMetricsConnectionCap(t *testing.T) {
 		held = append(held, c)
 	}
 	extra := dial()
-	answered := make(chan error, 1)
-	go func() {
-		_, err := get(extra, bufio.NewReader(extra))
-		answered <- err
-	}()
-	select {
-	case err := <-answered:
-		t.Fatalf("connection %d was served while %d were open (%v)", maxMetricsConns+1, maxMetricsConns, err)
-	case <-time.After(200 * time.Millisecond):
+	if code, err := get(extra, bufio.NewReader(extra)); err != nil || code != http.StatusNotFound {
+		t.Fatalf("connection %d: %d, %v", maxMetricsConns+1, code, err)
 	}
-	held[0].Close()
-	if err := <-answered; err != nil {
-		t.Fatalf("once a connection closed: %v", err)
+	// The server accepts in the order of connection: the first was closed,
+	// the others can finish their requests.
+	if err := closedByServer(held[0]); err != nil {
+		t.Fatalf("oldest connection in the middle of a request: %v", err)
+	}
+	for i, c := range held[1:] {
+		if _, err := c.Write([]byte("Host: x\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("connection %d in the middle of a request: %v", i+1, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("connection %d in the middle of a request: %s", i+1, resp.Status)
+		}
 	}
 }

@@ -145,14 +145,17 @@ func (v *VM) ServeMetrics(addr string) (net.Addr, func() error, error) {
 	// each shut a real scraper out for their idle timeout): keep-alive is
 	// off, and each connection serves one request. A scraper polls every
 	// few seconds at most, so reconnecting costs it nothing to speak of.
+	// Clients that send their request a byte at a time give their slots
+	// to newcomers (limitListener).
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		WriteTimeout:      30 * time.Second,
 	}
 	srv.SetKeepAlivesEnabled(false)
+	limited := serveLimited(srv, ln, maxMetricsConns)
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(newLimitListener(ln, maxMetricsConns)) }()
+	go func() { served <- srv.Serve(limited) }()
 
 	var once sync.Once
 	var closeErr error
