@@ -19,7 +19,7 @@ type Memory struct {
 	b []byte
 	// shared is set for a file-backed mapping, whose pages belong to the
 	// file: MADV_DONTNEED drops only the mapping's view of them, so
-	// zeroing RAM must remove them from the file instead.
+	// zeroing RAM clears them instead.
 	shared bool
 }
 
@@ -84,6 +84,11 @@ func newFileMemory(size uint64, dir string) (*Memory, error) {
 	}
 	b, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
+		if errors.Is(err, unix.ENOMEM) && st.Blocks > 0 && st.Bfree < size/page {
+			// A mount with size= has a pool of its own (f_blocks is 0
+			// without one).
+			return nil, fmt.Errorf("--mem-path %s: map %d MiB: %w (the mount's size= limit leaves %d of the %d huge pages it needs)", dir, size>>20, err, st.Bfree, size/page)
+		}
 		if errors.Is(err, unix.ENOMEM) {
 			return nil, fmt.Errorf("--mem-path %s: map %d MiB: %w (are there %d free huge pages? see HugePages_Free in /proc/meminfo, vm.nr_hugepages)", dir, size>>20, err, size/page)
 		}
@@ -141,14 +146,24 @@ func (m *Memory) close() error {
 // Resident returns how many bytes of guest RAM are backed by host memory:
 // the part of the VMM's RSS that is the guest's, not the VMM's own.
 func (m *Memory) Resident() (uint64, error) {
-	page := uint64(unix.Getpagesize())
-	vec := make([]byte, (uint64(len(m.b))+page-1)/page)
-	if err := mincore(m.b, vec); err != nil {
-		return 0, fmt.Errorf("mincore guest memory: %w", err)
+	vec, page, err := m.residency()
+	if err != nil {
+		return 0, err
 	}
 	var n uint64
 	for _, v := range vec {
 		n += uint64(v & 1)
 	}
-	return n * page, nil
+	return n * uint64(page), nil
+}
+
+// residency says which pages of guest RAM are backed: the low bit of
+// vec[i] for the i-th page of the host's base page size.
+func (m *Memory) residency() (vec []byte, page int, err error) {
+	page = unix.Getpagesize()
+	vec = make([]byte, (len(m.b)+page-1)/page)
+	if err := mincore(m.b, vec); err != nil {
+		return nil, 0, fmt.Errorf("mincore guest memory: %w", err)
+	}
+	return vec, page, nil
 }

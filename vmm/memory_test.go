@@ -119,13 +119,31 @@ func TestMemPathErrors(t *testing.T) {
 			t.Errorf("error %q, want it to point at the huge page pool", err)
 		}
 	})
+	// With enough pages in the pool, a mount's own size= limit is what
+	// refuses: the error said the pool was short.
+	t.Run("mount size limit", func(t *testing.T) {
+		_, page := hugetlbfs(t, 2)
+		small := t.TempDir()
+		if err := unix.Mount("none", small, "hugetlbfs", 0, fmt.Sprintf("size=%d", page)); err != nil {
+			t.Skipf("cannot mount hugetlbfs: %v", err)
+		}
+		defer unix.Unmount(small, unix.MNT_DETACH)
+		m, err := newMemory(2*page, MemoryConfig{Path: small})
+		if err == nil {
+			m.close()
+			t.Fatal("mapped 2 huge pages on a mount limited to 1")
+		}
+		if !strings.Contains(err.Error(), "size= limit leaves 1 of the 2 huge pages") {
+			t.Errorf("error %q, want it to point at the mount's size= limit", err)
+		}
+	})
 	entries, err := os.ReadDir(dir)
 	if err != nil || len(entries) != 0 {
 		t.Errorf("failed attempts left %v (%v) in %s", entries, err, dir)
 	}
 }
 
-// Zeroing file-backed RAM (a reset) must remove the file's pages:
+// Zeroing file-backed RAM (a reset) must clear the file's pages:
 // MADV_DONTNEED alone would map the old contents back in. A memfd (shmem)
 // stands in for hugetlbfs where no hugetlbfs can be had.
 func TestZeroSharedMemory(t *testing.T) {
@@ -147,7 +165,11 @@ func TestZeroSharedMemory(t *testing.T) {
 	checkZeroes(t, m)
 }
 
-// The same on hugetlbfs, as --mem-path maps it.
+// The same on hugetlbfs, as --mem-path maps it; and the pool still holds
+// every page for the guest afterwards. Removing the pages from the file
+// (MADV_REMOVE) gave up their reservation: another process could then
+// take them, and the guest hung in its next boot on the first page it
+// touched (found by an audit).
 func TestZeroHugetlbfsMemory(t *testing.T) {
 	dir, page := hugetlbfs(t, 2)
 	m, err := newMemory(2*page, MemoryConfig{Path: dir})
@@ -157,6 +179,20 @@ func TestZeroHugetlbfsMemory(t *testing.T) {
 	defer m.close()
 	if !m.shared {
 		t.Fatal("hugetlbfs memory not marked shared")
+	}
+	// Pages in use or reserved for use, the guest's among them; hugetlbfs
+	// (the lock it takes) keeps other tests' pages out of the count.
+	committed := func() uint64 {
+		return meminfo(t, "HugePages_Total") - meminfo(t, "HugePages_Free") + meminfo(t, "HugePages_Rsvd")
+	}
+	before := committed()
+	m.b[0] = 1 // one page in use, the other only reserved
+	if err := m.zero(); err != nil {
+		t.Fatal(err)
+	}
+	// Counted before reading m again: a read would take pages anew.
+	if after := committed(); after != before {
+		t.Fatalf("huge pages in use or reserved: %d before zeroing, %d after", before, after)
 	}
 	checkZeroes(t, m)
 }

@@ -222,19 +222,35 @@ func (v *VM) restoreBootState() error {
 	return nil
 }
 
-// zero drops every page of guest RAM, so the guest reads zeros
-// afterwards and the host gets the memory back. For private anonymous
-// RAM that is MADV_DONTNEED; a shared file mapping would only lose its
-// view of the file's pages and read the old data back, so there the pages
-// are removed from the file (MADV_REMOVE, a hole punched through the
-// mapping: fallocate would need the file's descriptor, which is closed).
+// zero makes guest RAM read zeros. Private anonymous RAM drops its pages
+// (MADV_DONTNEED), giving the host the memory back. The huge pages of a
+// --mem-path file are cleared in place instead: dropping them would only
+// lose the mapping's view of the file, and removing them from the file
+// (MADV_REMOVE) gives up their reservation too, so a pool that another
+// process drained meanwhile leaves the guest faulting for ever on a page
+// that never comes (found by an audit: the guest hung after a reset).
+// QEMU keeps guest RAM's pages across a reset as well.
 func (m *Memory) zero() error {
-	advice := unix.MADV_DONTNEED
 	if m.shared {
-		advice = unix.MADV_REMOVE
+		return m.clearResident()
 	}
-	if err := unix.Madvise(m.b, advice); err != nil {
+	if err := unix.Madvise(m.b, unix.MADV_DONTNEED); err != nil {
 		return fmt.Errorf("drop guest memory: %w", err)
+	}
+	return nil
+}
+
+// clearResident zeroes the pages of RAM that are backed; the others read
+// zeros already, and touching them would only spend time.
+func (m *Memory) clearResident() error {
+	vec, page, err := m.residency()
+	if err != nil {
+		return fmt.Errorf("clear guest memory: %w", err)
+	}
+	for i, v := range vec {
+		if v&1 != 0 {
+			clear(m.b[i*page : min((i+1)*page, len(m.b))])
+		}
 	}
 	return nil
 }
