@@ -733,6 +733,13 @@ func (p *netPair) transmit(c *Chain) served {
 		return p.dropInvalid("bad_packet", "transmit: dropped a %d-byte packet in %d buffers, more than %d", l, len(p.txIovs)-1, netMaxIovs-1)
 	}
 	if err := p.tap.WriteFrame(p.txIovs); err != nil {
+		if errors.Is(err, unix.EINVAL) {
+			// The tap's own checks refuse the frame (shorter than an
+			// Ethernet header, a GSO header the kernel's
+			// virtio_net_hdr_to_skb rejects): the guest's doing, so
+			// its warnings do not read as the host's failures.
+			return p.dropInvalid("bad_packet", "transmit: the tap refused a %d-byte packet: %v", l, err)
+		}
 		p.txDropped.Add(1)
 		if !p.Net.closed.Load() {
 			p.warn.Printf("host_io", "transmit: write tap: %v", err)

@@ -117,6 +117,15 @@ func TestTapNet(t *testing.T) {
 	if !bytes.Equal(buf[:m], out) {
 		t.Errorf("host got % x\nwant % x", buf[:m], out)
 	}
+	// A frame the tap refuses (no Ethernet header after the virtio-net
+	// header) is the guest's fault, counted as such.
+	tx.add(rd(make([]byte, NetHdrLen)))
+	if err := n.Notify(1); err != nil {
+		t.Fatal(err)
+	}
+	if s := n.Stats(); s.TxInvalid != 1 || s.TxDropped != 1 || s.TxPackets != 1 {
+		t.Errorf("after a frame the tap refused: %+v, want 1 packet sent, 1 dropped as invalid", s)
+	}
 
 	// Host to guest. The host also sends its own traffic (IPv6 router
 	// solicitations, ...) once the link is up: skip it.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 
 	"github.com/govmm/govmm/virtio"
 	"golang.org/x/sys/unix"
@@ -50,6 +51,11 @@ func (c NetConfig) validate() error {
 	if len(c.Tap) >= unix.IFNAMSIZ {
 		return fmt.Errorf("virtio-net: tap name %q longer than %d bytes", c.Tap, unix.IFNAMSIZ-1)
 	}
+	// The kernel's dev_valid_name: the tap would fail with EINVAL, which
+	// reads as a clash with an existing interface.
+	if c.Tap == "." || c.Tap == ".." || strings.ContainsAny(c.Tap, "/: \t\n\v\f\r") {
+		return fmt.Errorf("virtio-net: %q is not a valid interface name (no '/', ':' or white space, not . or ..)", c.Tap)
+	}
 	if c.MAC == nil {
 		return nil
 	}
@@ -70,8 +76,10 @@ func (v *VM) addNets() error {
 		switch {
 		case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
 			return fmt.Errorf("virtio-net: %w (needs root, CAP_NET_ADMIN, or a tap made by `ip tuntap add ... user USER` for this user)", err)
+		case errors.Is(err, unix.EINVAL) && c.Queues > 1:
+			return fmt.Errorf("virtio-net: %w (an interface of that name exists and is not a tap, or is a single-queue tap and queues=%d asks for more)", err, c.Queues)
 		case errors.Is(err, unix.EINVAL):
-			return fmt.Errorf("virtio-net: %w (an interface of that name exists and is not a tap, or not a multi_queue one for queues=%d, or not a single-queue one for queues=1)", err, c.Queues)
+			return fmt.Errorf("virtio-net: %w (an interface of that name exists and is not a tap)", err)
 		case err != nil:
 			return fmt.Errorf("virtio-net: %w", err)
 		}
