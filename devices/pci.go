@@ -143,6 +143,9 @@ type barState struct {
 	ranges []*Range
 	// onBus says whether ranges are currently registered.
 	onBus bool
+	// blocked says the BAR decodes but another device's range is in
+	// its way: it is placed when that range goes (placeBlocked).
+	blocked bool
 }
 
 // PCIConfig emulates a type 0 configuration header: read-only identity,
@@ -166,6 +169,9 @@ type PCIConfig struct {
 	// was attached, with the BAR addresses "firmware" gave it: a reset
 	// returns to it.
 	atAttach [PCIConfigSize]byte
+	// hasBlocked says some BAR is blocked, for placeBlocked to read
+	// without the lock.
+	hasBlocked atomic.Bool
 }
 
 // NewPCIConfig returns a header with identity h, no BARs and no
@@ -481,15 +487,66 @@ func (c *PCIConfig) updateMappings() {
 			continue
 		}
 		c.unmapBAR(st)
-		if ok && !c.mapBAR(st, base) {
-			ok = false
+		st.blocked = false
+		if ok {
+			if err := c.mapBAR(st, base); err != nil {
+				c.log.Printf("bar_overlap", "BAR at %#x not decoded: %v", base, err)
+				ok, st.blocked = false, true
+			}
 		}
-		st.base, st.mapped = base, ok
+		c.setMapped(st, base, ok)
+	}
+	c.noteBlocked()
+}
+
+// noteBlocked sets hasBlocked from the BARs; mu must be held.
+func (c *PCIConfig) noteBlocked() {
+	blocked := false
+	for i := range c.bars {
+		blocked = blocked || c.bars[i].blocked
+	}
+	c.hasBlocked.Store(blocked)
+}
+
+// setMapped records where the BAR decodes and tells its device; mu must
+// be held.
+func (c *PCIConfig) setMapped(st *barState, base uint64, ok bool) {
+	st.base, st.mapped = base, ok
+	if !ok {
+		st.base = 0
+	}
+	if st.cfg.Moved != nil {
+		st.cfg.Moved(st.base, st.mapped)
+	}
+}
+
+// placeBlocked maps the BARs that another device's range kept off the
+// bus, where that range has gone since. A BAR that once met another
+// stayed dark until its own function's configuration was written again
+// (found by an audit), while QEMU lets overlapping BARs coexist and a
+// BAR shows again as soon as the other moves away.
+func (c *PCIConfig) placeBlocked() {
+	if !c.hasBlocked.Load() {
+		// Most functions have none, and a function's lock can be held
+		// long by its own device (a BAR move that kicks its queues).
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	defer c.noteBlocked()
+	for i := range c.bars {
+		st := &c.bars[i]
+		if !st.blocked {
+			continue
+		}
+		base, ok := c.decode(i)
 		if !ok {
-			st.base = 0
+			st.blocked = false
+			continue
 		}
-		if st.cfg.Moved != nil {
-			st.cfg.Moved(st.base, st.mapped)
+		if c.mapBAR(st, base) == nil {
+			st.blocked = false
+			c.setMapped(st, base, true)
 		}
 	}
 }
@@ -515,21 +572,20 @@ func (c *PCIConfig) unmapBAR(st *barState) {
 }
 
 // mapBAR puts the BAR's regions on its bus at base. If one does not fit
-// (the guest placed the BAR over another device) none is left registered
-// and the BAR does not decode. Before the function is attached there is
-// no bus and the BAR "decodes" with nothing behind it.
-func (c *PCIConfig) mapBAR(st *barState, base uint64) bool {
+// (the guest placed the BAR over another device) none is left registered,
+// and the error says why. Before the function is attached there is no bus
+// and the BAR "decodes" with nothing behind it.
+func (c *PCIConfig) mapBAR(st *barState, base uint64) error {
 	b := c.bus(st)
 	if b == nil || len(st.cfg.Regions) == 0 {
-		return true
+		return nil
 	}
 	placed := make([]*Range, 0, len(st.cfg.Regions))
-	fail := func(err error) bool {
-		c.log.Printf("bar_overlap", "BAR at %#x not decoded: %v", base, err)
+	fail := func(err error) error {
 		for _, r := range placed {
 			b.Unregister(r)
 		}
-		return false
+		return err
 	}
 	for i, reg := range st.cfg.Regions {
 		var r *Range
@@ -546,7 +602,7 @@ func (c *PCIConfig) mapBAR(st *barState, base uint64) bool {
 	}
 	st.ranges = placed
 	st.onBus = true
-	return true
+	return nil
 }
 
 // SetGuestLog makes the function log BAR trouble to l (its device's,
@@ -680,6 +736,18 @@ func (h *PCIHostBridge) Write(offset uint64, data []byte) {
 	case offset >= 4 && offset-4+uint64(len(data)) <= 4:
 		if f, reg := h.target(); f != nil {
 			f.WriteConfig(reg+offset-4, data)
+			h.placeBlocked()
+		}
+	}
+}
+
+// placeBlocked gives every function's blocked BARs another try, after a
+// configuration write that may have moved a BAR out of their way. One
+// function's lock at a time: a write holds only its own function's.
+func (h *PCIHostBridge) placeBlocked() {
+	for slot := range h.slots {
+		if s := h.slots[slot].Load(); s != nil {
+			s.f.ConfigSpace().placeBlocked()
 		}
 	}
 }

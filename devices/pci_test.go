@@ -417,6 +417,73 @@ func TestPCIConfigHostile(t *testing.T) {
 	c.ReadConfig(1<<40, make([]byte, 4))
 }
 
+// A BAR moved over another function's BAR does not decode while the
+// other is there, and decodes as soon as the other moves away or stops
+// decoding, with no write to its own function (found by an audit: it
+// stayed dark until its command register was written again).
+func TestPCIBAROverlapClears(t *testing.T) {
+	captureLog(t)
+	h, mmio, p := newCfgPorts(t)
+	mem32 := func(name string, dev Device) map[int]BAR {
+		return map[int]BAR{0: {Kind: BARMem32, Size: 0x1000, Regions: []BARRegion{{name, 0, 0x1000, dev}}}}
+	}
+	a, aCalls := newTestFunction(t, mem32("a", &recorder{fill: 0xa}))
+	b, _ := newTestFunction(t, mem32("b", &recorder{fill: 0xb}))
+	for _, f := range []*PCIConfig{a, b} {
+		if _, err := h.AddDevice(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// a in slot 1 at 0xe0100000, b in slot 2 at 0xe0300000.
+	p.write(1, 0, PCIBAR0, 4, 0xe0100000)
+	p.write(2, 0, PCIBAR0, 4, 0xe0300000)
+	p.write(1, 0, PCICommand, 2, PCICommandMemory)
+	p.write(2, 0, PCICommand, 2, PCICommandMemory)
+	at := func(addr uint64) string {
+		if r := mmio.Find(addr); r != nil {
+			return r.Name
+		}
+		return ""
+	}
+	p.write(1, 0, PCIBAR0, 4, 0xe0300000) // a over b: b keeps the place
+	if got := at(0xe0300000); got != "b" {
+		t.Fatalf("at 0xe0300000: %q, want b", got)
+	}
+	if _, mapped := a.BARAddress(0); mapped {
+		t.Fatal("a decodes over b")
+	}
+	p.write(2, 0, PCIBAR0, 4, 0xe0500000) // b moves away
+	if got := at(0xe0300000); got != "a" {
+		t.Errorf("after b moved away, at 0xe0300000: %q, want a", got)
+	}
+	if got := at(0xe0500000); got != "b" {
+		t.Errorf("at 0xe0500000: %q, want b", got)
+	}
+	if got, want := (*aCalls)[len(*aCalls)-1], (movedCall{0xe0300000, true}); got != want {
+		t.Errorf("a's last Moved call %v, want %v", got, want)
+	}
+	// Over b again; then b stops decoding.
+	p.write(1, 0, PCIBAR0, 4, 0xe0500000)
+	if got := at(0xe0500000); got != "b" {
+		t.Fatalf("at 0xe0500000: %q, want b", got)
+	}
+	p.write(2, 0, PCICommand, 2, 0)
+	if got := at(0xe0500000); got != "a" {
+		t.Errorf("after b stopped decoding, at 0xe0500000: %q, want a", got)
+	}
+	// b decodes again: a holds the place now, and b waits.
+	p.write(2, 0, PCICommand, 2, PCICommandMemory)
+	if got := at(0xe0500000); got != "a" {
+		t.Errorf("after b decoded again, at 0xe0500000: %q, want a", got)
+	}
+	// A BAR that stops decoding while blocked is not placed later.
+	p.write(2, 0, PCICommand, 2, 0)
+	p.write(1, 0, PCICommand, 2, 0)
+	if r := mmio.Find(0xe0500000); r != nil {
+		t.Errorf("with decoding off everywhere, %v at 0xe0500000", r)
+	}
+}
+
 // TestPCIBAROverlapLogBounded: a guest moving a BAR over another
 // device's range again and again gets a burst of log lines, not one per
 // move; every move is counted.
