@@ -213,6 +213,9 @@ func TestRunPrintsExitTable(t *testing.T) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
 		}
 	}
+	if strings.Contains(stderr.String(), "open-files limit") {
+		t.Errorf("warned of the open-files limit at the default one:\n%s", stderr.String())
+	}
 	cmd = exec.Command(govmmBin, "run", "--kernel", kernel, "--initrd", initramfs, "--exit-stats=false")
 	stderr.Reset()
 	cmd.Stderr = &stderr
@@ -221,6 +224,27 @@ func TestRunPrintsExitTable(t *testing.T) {
 	}
 	if strings.Contains(stderr.String(), "TIMEINGUEST") {
 		t.Errorf("--exit-stats=false still printed a table:\n%s", stderr.String())
+	}
+}
+
+// An open-files limit that leaves govmm too few descriptors once the VM
+// is set up is told at start: what needs one later fails only then (a
+// QMP client is not even accepted), with the VM long running.
+func TestLowFileLimitWarns(t *testing.T) {
+	kernel := needGuest(t)
+	cmd := exec.Command("sh", "-c", `ulimit -n 24 && exec "$@"`, "sh",
+		govmmBin, "run", "--kernel", kernel, "--initrd", initramfs, "--exit-stats=false",
+		"--qmp", "unix:"+filepath.Join(t.TempDir(), "qmp.sock"))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("govmm run at ulimit -n 24: %v\nstderr:\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "warning: the open-files limit (24) leaves") {
+		t.Errorf("no warning of the open-files limit:\n%s", stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "guest powered off") {
+		t.Errorf("the guest did not run to its end:\n%s", stderr.String())
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/govmm/govmm/devices"
 	"github.com/govmm/govmm/exittrace"
 	"github.com/govmm/govmm/internal/atomicfile"
@@ -199,6 +201,7 @@ func runCommand(args []string) error {
 	// Everything that opens files or binds sockets is done: from here on
 	// govmm needs only the files a reset reads and its reports write, and
 	// the calls of the exit path, its servers and its exit report.
+	warnFewDescriptors(os.Stderr)
 	if *landlockOn {
 		files := sandbox.Files{
 			Read:    []string{*kernel, *initrd},
@@ -362,4 +365,30 @@ func goMaxProcs(procs int, seccomp, keeper bool) int {
 		return max(procs, 2)
 	}
 	return procs
+}
+
+// spareDescriptors is how many free file descriptors govmm wants once the
+// VM is set up: for QMP and metrics clients (one each, plus what a scrape
+// reads in /proc), for the kernel and initrd a reset reads again, and for
+// the reports written at exit.
+const spareDescriptors = 16
+
+// warnFewDescriptors warns when the open-files limit leaves fewer than
+// spareDescriptors free. Short of them, what needs one fails when it
+// comes, long after start: a QMP client, the one way to stop govmm
+// gently, is not even accepted (the server retries every second).
+func warnFewDescriptors(w io.Writer) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil || lim.Cur == unix.RLIM_INFINITY {
+		return
+	}
+	open, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	used := uint64(len(open) - 1) // less the directory's own
+	if used+spareDescriptors > lim.Cur {
+		fmt.Fprintf(w, "govmm: warning: the open-files limit (%d) leaves %d file descriptors free once the VM is set up; QMP and metrics clients, a reset and the reports at exit need more (raise it: ulimit -n %d)\n",
+			lim.Cur, lim.Cur-min(used, lim.Cur), used+spareDescriptors)
+	}
 }
