@@ -291,6 +291,31 @@ func TestTransportBARMoveWinsOverFlood(t *testing.T) {
 	m.stop()
 }
 
+// TestTransportDecodingOffWinsOverFlood: turning memory decoding off
+// with a flooded queue returns, and so does turning it on again. Without
+// the BAR the queue has no ioeventfd, and the move's look at every queue
+// served it on the writer's thread, a vCPU holding the function's
+// configuration lock, for as long as the guest refilled it (an audit's
+// note).
+func TestTransportDecodingOffWinsOverFlood(t *testing.T) {
+	r, m := consoleRig(t, true)
+	tx := m.d
+	m.flood([]byte("d"))
+	defer m.stop()
+	kick(r, true)
+	waitFor(t, "transmitq to be served", func() bool { return tx.usedIdx() > 2*consoleQueueSize })
+	within(t, "decoding off"+keptFull, func() { r.cfgWrite(devices.PCICommand, 2, 0) }, m.stop)
+	before := tx.usedIdx()
+	waitFor(t, "transmitq to be served with decoding off", func() bool { return tx.usedIdx()-before > 2*consoleQueueSize })
+	within(t, "decoding on"+keptFull, func() { r.cfgWrite(devices.PCICommand, 2, devices.PCICommandMemory) }, m.stop)
+	if _, ok := r.ioev.fd(testBARBase + pciNotifyOff + pciNotifyMultiplier); !ok {
+		t.Fatal("no ioeventfd once decoding is back")
+	}
+	before = tx.usedIdx()
+	waitFor(t, "transmitq to be served after decoding is back", func() bool { return tx.usedIdx()-before > 2*consoleQueueSize })
+	m.stop()
+}
+
 // TestTransportWarningsCounted: the transport logs a burst about a guest
 // writing where no queue's notify address is, then keeps counting (the
 // old cap went silent after ten and forgot the rest).

@@ -211,7 +211,7 @@ type Transport struct {
 	barBase         uint64
 	barMapped       bool
 	notifiers       []*pciNotifier // running eventfd readers, one per queue
-	resumeKicks     sync.WaitGroup // ResumeQueues' kicks of queues without a notifier
+	resumeKicks     sync.WaitGroup // kickReady's kicks of queues without a notifier
 	ioeventfdBroken bool           // registration failed once: stay on MMIO
 
 	// Read without mu on the interrupt and notify paths.
@@ -839,19 +839,25 @@ func (t *Transport) ResumeQueues() {
 	for _, q := range t.queues {
 		q.unpause()
 	}
-	if !t.active.Load() {
-		return
+	if t.active.Load() {
+		t.kickReady()
 	}
+}
+
+// kickReady has every ready queue looked at, for work the driver queued
+// while the queues could not be served; mu must be held. Through the
+// queue's ioeventfd where it has one; without (--no-ioeventfd, or the
+// BAR not decoded) kick would serve the queue on this thread, a QMP
+// command's or the vCPU's that moved the BAR, which a guest whose ring
+// refills itself could hold for ever, holding the function's locks: a
+// goroutine serves it instead, and stopNotifiers waits for it.
+func (t *Transport) kickReady() {
 	for i, q := range t.queues {
 		switch {
 		case !q.Ready():
 		case t.notifiers != nil && t.notifiers[i] != nil:
 			t.kick(i)
 		default:
-			// Without an ioeventfd (--no-ioeventfd, or the BAR not
-			// decoded) kick would serve the queue on this thread, a
-			// QMP command's, which a guest whose ring refills itself
-			// could hold for ever. stopNotifiers waits for it.
 			t.resumeKicks.Add(1)
 			go func() {
 				defer t.resumeKicks.Done()
@@ -905,11 +911,7 @@ func (t *Transport) barMoved(base uint64, mapped bool) {
 		t.startNotifiers()
 		// A kick that was in an eventfd we just closed, or that hit the
 		// BAR between the two moves, is not lost: look at every queue.
-		for i, q := range t.queues {
-			if q.Ready() {
-				t.kick(i)
-			}
-		}
+		t.kickReady()
 	}
 }
 
