@@ -20,11 +20,11 @@ import (
 // naming a file, reaches only these. Empty paths (a flag not given) are
 // left out.
 type Files struct {
-	// Read are files read again at run time: the kernel and initrd that
-	// a reset loads once more.
-	Read []string
 	// ReadDirs are directories whose files are read at run time (the
-	// kernel cache, /proc/self for the metrics' process collector).
+	// kernel cache, /proc/self for the metrics' process collector). A
+	// path that is not a directory gets no rule: a kernel cache given as
+	// a file is unusable anyway, and Landlock refuses a directory's
+	// rights on a file, which failed the whole start (found by an audit).
 	ReadDirs []string
 	// Outputs are the files govmm writes at run time: its reports.
 	// /dev/stdout and /dev/stderr need nothing (atomicfile.Save writes
@@ -39,7 +39,6 @@ type Files struct {
 }
 
 const (
-	readFile   = ll.AccessFSReadFile
 	readDir    = ll.AccessFSReadFile | ll.AccessFSReadDir
 	writeFile  = ll.AccessFSWriteFile | ll.AccessFSTruncate
 	replaceDir = readDir | writeFile | ll.AccessFSMakeReg | ll.AccessFSRemoveFile
@@ -75,8 +74,7 @@ func Landlock(files Files) (bool, error) {
 		removeDirs = append(removeDirs, filepath.Dir(p))
 	}
 	rules := []landlock.Rule{
-		landlock.PathAccess(readFile, reachable(files.Read)...),
-		landlock.PathAccess(readDir, reachable(files.ReadDirs)...),
+		landlock.PathAccess(readDir, directories(reachable(files.ReadDirs))...),
 		landlock.PathAccess(writeFile, reachable(inPlace)...),
 		landlock.PathAccess(replaceDir, reachable(dirs)...),
 		landlock.PathAccess(ll.AccessFSRemoveFile, reachable(removeDirs)...),
@@ -107,6 +105,17 @@ func reachable(paths []string) []string {
 		}
 		unix.Close(fd)
 		out = append(out, p)
+	}
+	return out
+}
+
+// directories returns those of paths that are directories.
+func directories(paths []string) []string {
+	var out []string
+	for _, p := range paths {
+		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+			out = append(out, p)
+		}
 	}
 	return out
 }

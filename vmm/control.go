@@ -142,8 +142,7 @@ func (c *control) Reset() error {
 	if c.vm.cfg.NoReboot {
 		return qmp.ErrResetEndsMachine
 	}
-	c.vm.Reset()
-	return nil
+	return c.vm.Reset()
 }
 
 // Quit ends the VM for quit, or for system_reset with --no-reboot.

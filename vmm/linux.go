@@ -12,7 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/govmm/govmm/devices"
-	"github.com/govmm/govmm/internal/regfile"
 	"github.com/govmm/govmm/vmm/acpi"
 	"github.com/govmm/govmm/vmm/boot"
 	"github.com/govmm/govmm/vmm/kernelcache"
@@ -30,13 +29,16 @@ const defaultCmdlineMax = 2048
 // unpacks itself) and initrd, writes the zero page, page tables, GDT and
 // SMP tables, and points the boot CPU at the 64-bit entry.
 func (v *VM) loadLinux() error {
-	kf, ksize, err := regfile.Open(v.cfg.Kernel)
-	if err != nil {
-		return fmt.Errorf("kernel: %w", err)
+	for _, b := range []*bootFile{v.kernelFile, v.initrdFile} {
+		if b != nil {
+			if err := b.unchanged(); err != nil {
+				return err
+			}
+		}
 	}
-	defer kf.Close()
+	kf, ksize := v.kernelFile.f, v.kernelFile.size
 	head := make([]byte, min(ksize, 4096))
-	if _, err := io.ReadFull(kf, head); err != nil {
+	if _, err := kf.ReadAt(head, 0); err != nil {
 		return fmt.Errorf("read kernel %s: %w", v.cfg.Kernel, err)
 	}
 	format, err := boot.DetectKernel(head)
@@ -63,13 +65,8 @@ func (v *VM) loadLinux() error {
 			return fmt.Errorf("kernel %s: %w", v.cfg.Kernel, err)
 		}
 	}
-	if v.cfg.Initrd != "" {
-		f, size, err := regfile.Open(v.cfg.Initrd)
-		if err != nil {
-			return fmt.Errorf("initrd: %w", err)
-		}
-		defer f.Close()
-		params.Initrd = io.NewSectionReader(f, 0, size)
+	if b := v.initrdFile; b != nil {
+		params.Initrd = io.NewSectionReader(b.f, 0, b.size)
 	}
 	params.Cmdline = v.cfg.Cmdline
 	params.MemSize = v.mem.Size()

@@ -49,6 +49,9 @@ const (
 	CauseGuestOff   = "guest-shutdown"
 	CauseGuestReset = "guest-reset"
 	CauseGuestPanic = "guest-panic"
+	// CauseHostError: govmm could not go on (a reset that could not
+	// load the kernel again).
+	CauseHostError = "host-error"
 )
 
 // Outcome is how a VM run ended.
@@ -78,6 +81,8 @@ func causeOf(o Outcome) string {
 // Words says, for a person, how the VM ended and who asked for it.
 func (o Outcome) Words() string {
 	switch {
+	case o.Cause == CauseHostError:
+		return "govmm could not go on"
 	case o.Err != nil:
 		return "guest crashed"
 	}
@@ -120,6 +125,8 @@ type VM struct {
 	mem   *Memory
 	vcpus []*vcpu.VCPU
 	kcpus []*kvm.VCPU
+
+	kernelFile, initrdFile *bootFile // a Linux guest's; initrdFile nil without one
 
 	IOBus, MMIOBus *devices.Bus
 	pci            *pciDevices // PCI host bridge and virtio devices; nil for raw guests
@@ -250,6 +257,9 @@ func New(cfg Config) (_ *VM, err error) {
 	if err := v.saveBootState(irqchip); err != nil {
 		return nil, fmt.Errorf("record the boot state for resets: %w", err)
 	}
+	if err := v.openBootFiles(); err != nil {
+		return nil, err
+	}
 	if err := v.load(); err != nil {
 		return nil, err
 	}
@@ -265,6 +275,21 @@ func useTSCClock(k *kvm.VCPU) {
 	if khz, err := k.TSCKHz(); err == nil {
 		monotime.UseTSC(khz)
 	}
+}
+
+// openBootFiles opens a Linux guest's kernel and initrd for the VM's
+// lifetime.
+func (v *VM) openBootFiles() (err error) {
+	if v.cfg.Raw != nil {
+		return nil
+	}
+	if v.kernelFile, err = openBootFile("kernel", v.cfg.Kernel); err != nil {
+		return err
+	}
+	if v.cfg.Initrd != "" {
+		v.initrdFile, err = openBootFile("initrd", v.cfg.Initrd)
+	}
+	return err
 }
 
 // load puts the guest image in memory and points vCPU 0 at it, at boot
@@ -415,7 +440,7 @@ func (v *VM) VCPUs() []*vcpu.VCPU { return v.vcpus }
 func (v *VM) Run() Outcome {
 	for v.runUntilReset() {
 		if err := v.reset(); err != nil {
-			v.end(Outcome{Reason: vcpu.Crashed, VCPU: -1, Err: fmt.Errorf("machine reset: %w", err)})
+			v.end(Outcome{Reason: vcpu.Crashed, VCPU: -1, ByHost: true, Cause: CauseHostError, Err: fmt.Errorf("machine reset: %w", err)})
 			break
 		}
 	}
@@ -480,18 +505,32 @@ func (v *VM) guestReset(i int, reason vcpu.StopReason) {
 }
 
 // Reset resets the machine for the host (QMP system_reset) and returns
-// once the reset is done or the VM has ended; with Config.NoReboot it ends
-// the VM instead. It does not wait for Run to start: a reset asked for
+// once the reset is done, or an error once the VM has ended instead (the
+// reset failed, or something else ended it first); with Config.NoReboot
+// it ends the VM. It does not wait for Run to start: a reset asked for
 // before Run happens when Run starts.
-func (v *VM) Reset() {
+func (v *VM) Reset() error {
 	if v.cfg.NoReboot {
 		v.end(Outcome{Reason: vcpu.Reset, VCPU: -1, ByHost: true, Cause: CauseHostReset})
-		return
+		return nil
 	}
+	done := v.requestReset(CauseHostReset)
 	select {
-	case <-v.requestReset(CauseHostReset):
+	case <-done:
+		return nil
 	case <-v.ended:
 	}
+	select {
+	case <-done: // done, then ended by something else
+		return nil
+	default:
+	}
+	v.endMu.Lock()
+	defer v.endMu.Unlock()
+	if v.outcome.Err != nil {
+		return v.outcome.Err
+	}
+	return fmt.Errorf("the VM ended (%s) before the reset", v.outcome.Words())
 }
 
 // requestReset asks Run for a reset and returns a channel closed once it
@@ -724,6 +763,7 @@ func (v *VM) Close() error {
 	if v.mem != nil {
 		errs = append(errs, v.mem.close())
 	}
+	errs = append(errs, v.kernelFile.close(), v.initrdFile.close())
 	if v.sys != nil {
 		errs = append(errs, v.sys.Close())
 	}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/govmm/govmm/internal/testenv"
 )
@@ -73,5 +74,43 @@ func TestExitTraceOfLinuxBoot(t *testing.T) {
 	}
 	if fi, err := os.Stat(trace); err != nil || fi.Mode().Perm() != 0o644 {
 		t.Errorf("%s: %v, %v; want a 0644 file", trace, fi.Mode(), err)
+	}
+}
+
+// An --exit-trace that cannot be written at exit (its directory removed
+// during the run) is reported, and the other reports are still written:
+// the exit table, --exit-stats-json, and status 1. It used to return at
+// once, losing the table, the saved statistics and, after a crash, why
+// the VM ended (an audit).
+func TestFailedExitTraceKeepsTheOtherReports(t *testing.T) {
+	traceDir := filepath.Join(t.TempDir(), "traces")
+	if err := os.Mkdir(traceDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stats := filepath.Join(t.TempDir(), "stats.json")
+	vm := startQMP(t, "govmm.run=sleep,600", "--exit-trace", filepath.Join(traceDir, "trace.json"), "--exit-stats-json", stats)
+	if err := os.Remove(traceDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := runQMP(vm.mon, "quit", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- vm.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("govmm still running 30 s after quit\n%s", vm.stderr.String())
+	}
+	if code := vm.cmd.ProcessState.ExitCode(); code != 1 {
+		t.Errorf("status %d, want 1 for the lost trace", code)
+	}
+	for _, want := range []string{"govmm: --exit-trace: ", "TIMEINGUEST"} {
+		if !strings.Contains(vm.stderr.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, vm.stderr.String())
+		}
+	}
+	if _, err := os.Stat(stats); err != nil {
+		t.Errorf("--exit-stats-json not written: %v", err)
 	}
 }

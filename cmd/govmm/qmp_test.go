@@ -150,7 +150,12 @@ type qmpVM struct {
 // is ready (so its power button handler listens).
 func startQMP(t *testing.T, extra string, flags ...string) *qmpVM {
 	t.Helper()
-	kernel := needGuest(t)
+	return startQMPWith(t, needGuest(t), initramfs, extra, flags...)
+}
+
+// startQMPWith is startQMP booting kernel and initramfs.
+func startQMPWith(t *testing.T, kernel, initramfs, extra string, flags ...string) *qmpVM {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "qmp.sock")
 	args := append([]string{"run", "--kernel", kernel, "--initrd", initramfs, "--smp", "2",
 		"--qmp", "unix:" + sock, "--append", "console=ttyS0 reboot=k panic=-1 quiet " + extra}, flags...)
@@ -379,6 +384,84 @@ func TestQMPResetInPlace(t *testing.T) {
 	}
 	if !strings.Contains(vm.stderr.String(), "5 resets") {
 		t.Errorf("stderr does not count the resets:\n%s", vm.stderr.String())
+	}
+}
+
+// A reset boots the kernel and initrd the VM started with, from the
+// files govmm opened then (under Landlock, which allows no new opens of
+// them): renamed over or deleted since, they boot as before, as QEMU,
+// which keeps them in memory, boots them. Reopened by path, a replaced
+// kernel ended the VM with "permission denied", and one rewritten in
+// place booted silently or panicked the guest in a loop (an audit).
+// Written in place, the reset is refused, the VM ends with SHUTDOWN
+// host-error, and govmm says why.
+func TestResetBootsTheFilesItStartedWith(t *testing.T) {
+	copies := func() (kernel, initrd string) {
+		dir := t.TempDir()
+		kernel, initrd = filepath.Join(dir, "vmlinux"), filepath.Join(dir, "rootfs.cpio.gz")
+		for from, to := range map[string]string{needGuest(t): kernel, initramfs: initrd} {
+			b, err := os.ReadFile(from)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(to, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return kernel, initrd
+	}
+	kernel, initrd := copies()
+	vm := startQMPWith(t, kernel, initrd, "govmm.run=sleep,600")
+	junk := filepath.Join(filepath.Dir(initrd), "junk")
+	if err := os.WriteFile(junk, []byte("not an initrd"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(junk, initrd); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(kernel); err != nil {
+		t.Fatal(err)
+	}
+	if err := runQMP(vm.mon, "system_reset", nil, nil); err != nil {
+		t.Fatalf("reset with the files renamed over and deleted: %v\n%s", err, vm.stderr.String())
+	}
+	vm.waitBoots(t, 2)
+
+	kernel, initrd = copies()
+	vm = startQMPWith(t, kernel, initrd, "govmm.run=sleep,600")
+	f, err := os.OpenFile(kernel, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.Write([]byte{0})
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = runQMP(vm.mon, "system_reset", nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "was written to since the VM started") {
+		t.Errorf("reset with the kernel written in place: %v, want it refused", err)
+	}
+	if guest, reason := shutdownOf(vm.events.wait(t, "SHUTDOWN", 30*time.Second)); guest || reason != "host-error" {
+		t.Errorf("SHUTDOWN guest=%v reason=%s, want host-error", guest, reason)
+	}
+	done := make(chan error, 1)
+	go func() { done <- vm.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if code := vm.cmd.ProcessState.ExitCode(); code != 1 {
+			t.Errorf("govmm: %v, want status 1", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("govmm still running 30 s after a failed reset\n%s", vm.stderr.String())
+	}
+	for _, want := range []string{"govmm could not go on", "machine reset: kernel " + kernel + " was written to"} {
+		if !strings.Contains(vm.stderr.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, vm.stderr.String())
+		}
+	}
+	if vm.boots() != 1 {
+		t.Errorf("%d boots, want 1", vm.boots())
 	}
 }
 

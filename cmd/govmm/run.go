@@ -23,6 +23,7 @@ import (
 	"github.com/govmm/govmm/sandbox"
 	"github.com/govmm/govmm/vmm"
 	"github.com/govmm/govmm/vmm/kernelcache"
+	"github.com/govmm/govmm/vmm/qmp"
 )
 
 // exitCode is an error that only carries a process exit status (the
@@ -69,7 +70,7 @@ func runCommand(args []string) error {
 	noIOEventFD := fs.Bool("no-ioeventfd", false, "virtqueue notifications exit to govmm (MMIO) instead of signalling an ioeventfd in the kernel")
 	noIRQFD := fs.Bool("no-irqfd", false, "send virtio interrupts with the KVM_SIGNAL_MSI ioctl instead of an irqfd write")
 	confine := fs.Bool("seccomp", true, "once the VM is set up, allow only the system calls govmm needs (a seccomp filter on every thread); any other ends govmm with a message naming it")
-	landlockOn := fs.Bool("landlock", true, "once the VM is set up, confine file access (Landlock, where the kernel has it) to what govmm still opens: reading the kernel, initrd and kernel cache; creating files in the directories of --exit-stats-json and --exit-trace; removing the QMP socket")
+	landlockOn := fs.Bool("landlock", true, "once the VM is set up, confine file access (Landlock, where the kernel has it) to what govmm still opens: reading the kernel cache; creating files in the directories of --exit-stats-json and --exit-trace; removing the QMP socket")
 	onPanic := fs.String("on-panic", "", "add QEMU's pvpanic device; a guest panic it reports then does: poweroff (end govmm with status 1) or pause (stop the VM in state guest-panicked for QMP)")
 	keepAwake := fs.Bool("keep-sysmon-awake", true, "hold one Go scheduler processor in a blocking wait while the VM runs, so that Go's monitor thread never sleeps deeply and the I/O paths' system calls need not wake it (README, Storage); GOMAXPROCS is raised by one for it")
 	goProcs := fs.Int("go-procs", 0, "Go scheduler processors (GOMAXPROCS) for govmm's goroutines (device queues, vCPU exits to user space, QMP) once the VM runs; 0 = Go's default, one per host CPU. Fewer wake fewer threads beside the vCPUs (1 moves more guest->host network traffic on a 2-CPU host) and leave fewer to serve blocking disk I/O (page-cache disks lose at depth; README, Network datapath). The keeper's processor (--keep-sysmon-awake) comes on top, and with --seccomp there are at least 2 in all")
@@ -165,7 +166,8 @@ func runCommand(args []string) error {
 	}
 	defer vm.Close()
 
-	qmpPath := "" // the QMP socket, removed at exit
+	qmpPath := ""           // the QMP socket, removed at exit
+	var qmpSock os.FileInfo // what was at qmpPath then, for a forced exit
 	if *qmpAddr != "" {
 		path, ok := strings.CutPrefix(*qmpAddr, "unix:")
 		if !ok || path == "" {
@@ -177,6 +179,7 @@ func runCommand(args []string) error {
 		}
 		defer stop()
 		qmpPath = path
+		qmpSock, _ = os.Lstat(path)
 	}
 	if *metricsAddr != "" {
 		addr, stop, err := vm.ServeMetrics(*metricsAddr)
@@ -193,18 +196,18 @@ func runCommand(args []string) error {
 
 	signals.attach(vm.Stop, func() bool { return vm.Status() == "shutdown" }, func() {
 		term.restore()
-		if qmpPath != "" {
-			os.Remove(qmpPath)
+		if qmpSock != nil {
+			qmp.RemoveSocket(qmpPath, qmpSock)
 		}
 	})
 
 	// Everything that opens files or binds sockets is done: from here on
-	// govmm needs only the files a reset reads and its reports write, and
-	// the calls of the exit path, its servers and its exit report.
+	// govmm needs only the kernel cache a reset reads (the kernel and
+	// initrd stay open) and the files its reports write, and the calls of
+	// the exit path, its servers and its exit report.
 	warnFewDescriptors(os.Stderr)
 	if *landlockOn {
 		files := sandbox.Files{
-			Read:    []string{*kernel, *initrd},
 			Outputs: []string{*statsJSON, *exitTrace},
 			Removed: []string{qmpPath},
 		}
@@ -246,13 +249,16 @@ func runCommand(args []string) error {
 	term.restore()
 	logs.Flush(time.Second) // the warnings before the report
 	report(os.Stderr, vm, out, signals.EndedVM())
+	// One report that cannot be written costs neither the others nor
+	// the reason the VM ended.
+	failed := out.Err != nil
 	if *exitTrace != "" {
-		w, err := vm.SaveExitTrace(*exitTrace)
-		if err != nil {
+		if w, err := vm.SaveExitTrace(*exitTrace); err != nil {
 			fmt.Fprintf(os.Stderr, "govmm: --exit-trace: %v\n", err)
-			return exitCode(1)
+			failed = true
+		} else {
+			fmt.Fprintf(os.Stderr, "govmm: exit trace: %d events written to %s, %d older ones dropped\n", w.Events, *exitTrace, w.Dropped)
 		}
-		fmt.Fprintf(os.Stderr, "govmm: exit trace: %d events written to %s, %d older ones dropped\n", w.Events, *exitTrace, w.Dropped)
 	}
 	if *exitStats || *statsJSON != "" {
 		table := vm.ExitTable()
@@ -269,7 +275,7 @@ func runCommand(args []string) error {
 		if *statsJSON != "" {
 			if err := writeJSON(*statsJSON, table); err != nil {
 				fmt.Fprintf(os.Stderr, "govmm: --exit-stats-json: %v\n", err)
-				return exitCode(1)
+				failed = true
 			}
 		}
 	}
@@ -277,6 +283,8 @@ func runCommand(args []string) error {
 	// all clean ends; a crash is not.
 	if out.Err != nil {
 		fmt.Fprintf(os.Stderr, "govmm: %v\n", out.Err)
+	}
+	if failed {
 		return exitCode(1)
 	}
 	return nil

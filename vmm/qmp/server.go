@@ -215,14 +215,17 @@ func (s *Server) Close() error {
 			c.close()
 		}
 	}
-	// Remove the file only if it is still the socket we created: another
-	// server may have replaced a file someone deleted under us.
-	if fi, statErr := os.Lstat(s.path); statErr == nil && os.SameFile(fi, s.sock) {
-		if rmErr := os.Remove(s.path); rmErr != nil && err == nil {
-			err = rmErr
-		}
+	return errors.Join(err, RemoveSocket(s.path, s.sock))
+}
+
+// RemoveSocket removes path if it is still the socket sock describes
+// (os.Lstat of it when it was made): another server, or a user, may have
+// put a file of their own there since someone deleted ours.
+func RemoveSocket(path string, sock os.FileInfo) error {
+	if fi, err := os.Lstat(path); err != nil || !os.SameFile(fi, sock) {
+		return nil
 	}
-	return err
+	return os.Remove(path)
 }
 
 func (s *Server) serveClient(c *client) {

@@ -762,3 +762,47 @@ func TestEmitAllKeepsEventsTogether(t *testing.T) {
 		last = name
 	}
 }
+
+// RemoveSocket removes the socket it is given and nothing that took its
+// place: govmm's forced exit (a second signal) removed whatever file was
+// at the socket's path, another govmm's live socket included (an audit).
+func TestRemoveSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "qmp.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	sock, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("someone else's"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := RemoveSocket(path, sock); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != "someone else's" {
+		t.Fatalf("the file that took the socket's place: %q, %v", b, err)
+	}
+	os.Remove(path)
+	ln2, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln2.Close()
+	ours, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := RemoveSocket(path, ours); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("our socket is still there: %v", err)
+	}
+}
