@@ -77,7 +77,7 @@ func (t *Transport) serveNotifier(n *pciNotifier, q int) {
 		if err != nil {
 			return // closed by stopNotifiers
 		}
-		p.woke(time.Now())
+		p.woke(time.Now(), t.hasAvail(q))
 		// The counter sums the guest's writes since the last read (and
 		// the transport's kicks, which are not the guest's): one Notify
 		// serves them all.
@@ -135,12 +135,20 @@ const headroomEvery = 4 * time.Microsecond
 // grows the window back as long as the wake-ups it would catch come.
 func (p *pollWindow) preempted() { p.window /= 4 }
 
-// woke records a notification at now after a poll that found nothing.
-func (p *pollWindow) woke(now time.Time) {
+// woke records a notification at now after a poll that found nothing;
+// work says whether the driver had made buffers available by then. A
+// notification with nothing queued is no work the poll could have
+// caught: it halves the window. Counted as a late wake-up instead, a
+// guest notifying every 100 us with nothing queued held the poller at
+// the largest window for ever, a 1-vCPU guest costing nearly two host
+// cores (found by an audit).
+func (p *pollWindow) woke(now time.Time, work bool) {
 	if p.started.IsZero() {
 		return
 	}
 	switch idle := now.Sub(p.started); {
+	case !work:
+		p.window /= 2
 	case idle <= p.window:
 	case idle > p.max:
 		p.window /= 2
@@ -148,6 +156,13 @@ func (p *pollWindow) woke(now time.Time) {
 		p.window = min(max(2*p.window, pollStart), p.max)
 	}
 	p.started = time.Time{}
+}
+
+// hasAvail reports whether queue q has buffers the device has not taken.
+func (t *Transport) hasAvail(q int) bool {
+	t.notifyMu[q].Lock()
+	defer t.notifyMu[q].Unlock()
+	return t.active.Load() && t.queues[q].HasAvail(t.mem)
 }
 
 // poll spins on queue q's available ring for the poll window, with the

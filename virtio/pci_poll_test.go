@@ -14,7 +14,7 @@ func TestPollWindowAdapts(t *testing.T) {
 	t0 := time.Unix(0, 0)
 	wake := func(after time.Duration) time.Duration {
 		p.started = t0
-		p.woke(t0.Add(after))
+		p.woke(t0.Add(after), true)
 		return p.window
 	}
 	// Wake-ups within max grow the window from pollStart, doubling, up
@@ -33,7 +33,7 @@ func TestPollWindowAdapts(t *testing.T) {
 	}
 	// A poll that found work (started zero) leaves it alone.
 	p.started = time.Time{}
-	p.woke(t0.Add(time.Hour))
+	p.woke(t0.Add(time.Hour), true)
 	if p.window != 32*us {
 		t.Errorf("window %v after a successful poll, want 32us", p.window)
 	}
@@ -44,6 +44,16 @@ func TestPollWindowAdapts(t *testing.T) {
 	}
 	if got := wake(50 * us); got != 16*us {
 		t.Errorf("a wake-up after a preempted poll: window %v, want 16us", got)
+	}
+	// A notification that finds nothing queued halves it, however soon
+	// after the poll it came: a guest notifying with nothing queued kept
+	// the window at max (an audit).
+	for _, want := range []time.Duration{8 * us, 4 * us, 2 * us} {
+		p.started = t0
+		p.woke(t0.Add(50*us), false)
+		if p.window != want {
+			t.Errorf("after an empty notification: window %v, want %v", p.window, want)
+		}
 	}
 }
 
