@@ -97,3 +97,26 @@ func TestGuestPanicPause(t *testing.T) {
 		t.Fatal("Run still going 10 s after Stop")
 	}
 }
+
+// A guest-driven event goes out at most once a second: the first at once,
+// repeats within the second dropped (a guest writing pvpanic's
+// crash-loaded bit in a loop got a QMP client hung up on).
+func TestEventThrottle(t *testing.T) {
+	var th eventThrottle
+	t0 := time.Unix(1000, 0)
+	for _, step := range []struct {
+		at   time.Duration
+		want bool
+	}{
+		{0, true},
+		{time.Millisecond, false},
+		{eventEvery - 1, false},
+		{eventEvery, true},
+		{eventEvery + time.Millisecond, false},
+		{3 * eventEvery, true},
+	} {
+		if got := th.allow(t0.Add(step.at)); got != step.want {
+			t.Errorf("at %v: allowed %v, want %v", step.at, got, step.want)
+		}
+	}
+}

@@ -161,8 +161,10 @@ type VM struct {
 	resetDone chan struct{}       // closed once that reset is done (resetMu)
 	onReset   func(cause string)  // emits RESET; set by ServeQMP (resetMu)
 	onPanic   func(action string) // emits GUEST_PANICKED; set by ServeQMP (resetMu)
-	resetKick chan struct{}       // one slot: wakes Run for a reset
-	resets    atomic.Uint64
+	// crashLoaded throttles GUEST_CRASHLOADED.
+	crashLoaded eventThrottle
+	resetKick   chan struct{} // one slot: wakes Run for a reset
+	resets      atomic.Uint64
 }
 
 // New builds a VM: memory, irqchip, devices, the guest image and vCPUs. It
@@ -594,6 +596,31 @@ func (v *VM) resetDevices() error {
 	return v.resetPCI() // pci.go
 }
 
+// eventEvery is how often a QMP event the guest can repeat at will goes
+// out. A guest writing pvpanic's crash-loaded bit in a loop (34,000 times
+// a second in an audit) filled every QMP client's queue, and a client
+// that stopped reading for two seconds was hung up on; repeats within a
+// second say nothing new (the event carries nothing but the action).
+// QEMU throttles its guest-driven events (RTC_CHANGE, WATCHDOG, ...) to
+// one a second the same way.
+const eventEvery = time.Second
+
+// eventThrottle lets an event out at most once per eventEvery.
+type eventThrottle struct {
+	mu   sync.Mutex
+	last time.Time // zero before the first
+}
+
+func (t *eventThrottle) allow(now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.last.IsZero() && now.Sub(t.last) < eventEvery {
+		return false
+	}
+	t.last = now
+	return true
+}
+
 // errGuestPanic is how a guest panic reported through pvpanic ends the VM.
 var errGuestPanic = errors.New("guest kernel panicked (reported through pvpanic)")
 
@@ -606,8 +633,9 @@ func (v *VM) guestPanicked(events uint8) {
 	emit := v.onPanic
 	v.resetMu.Unlock()
 	if events&devices.PVPanicPanicked == 0 {
-		if emit != nil {
-			emit("") // crash loaded: the guest runs on
+		// Crash loaded: the guest runs on.
+		if emit != nil && v.crashLoaded.allow(time.Now()) {
+			emit("")
 		}
 		return
 	}
