@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -44,9 +45,13 @@ const (
 	blkSegLen       = 16
 	blkWZUnmap      = 1
 
-	blkSOK     = 0
-	blkSIOErr  = 1
-	blkSUnsupp = 2
+	// blkSNoSpace is no status a driver ever sees: a write or flush
+	// that failed for want of space on the host is kept by the device
+	// and run again once the VM resumes (SetNoSpace).
+	blkSNoSpace = 0xff
+	blkSOK      = 0
+	blkSIOErr   = 1
+	blkSUnsupp  = 2
 )
 
 const (
@@ -126,6 +131,33 @@ type Block struct {
 	err   error // the queue error that broke the device, until Reset
 
 	stats blkCounters // lock-free: monitors read them while requests run
+
+	// noSpace, when set (SetNoSpace), is told when a write is kept for
+	// want of space; waitSpace says kept requests wait for Resume.
+	noSpace   atomic.Pointer[func(err error)]
+	waitSpace atomic.Bool
+}
+
+// SetNoSpace makes the disk keep a write or flush that fails for want of
+// space on the host (ENOSPC, EDQUOT) instead of failing it, and call
+// stop, once until Resume, so the VM can be stopped: kept requests run
+// again, in the order they failed, once Resume is called (QEMU's
+// werror=enospc, its default). The guest sees no error and its file
+// system loses nothing while the host's owner makes room; without it a
+// full host disk failed the guest's writes (an audit: "lost async page
+// write" in the guest). stop runs on a device goroutine and must not
+// wait for the device.
+func (b *Block) SetNoSpace(stop func(err error)) { b.noSpace.Store(&stop) }
+
+// Resume implements resumer: requests kept for want of space run again
+// at the queues' next service (the transport kicks every ready queue).
+func (b *Block) Resume() { b.waitSpace.Store(false) }
+
+// keptRequest is a request kept for want of space, with its telemetry
+// times.
+type keptRequest struct {
+	c             *Chain
+	start, popped int64
 }
 
 // blkQueue is one request queue of an active device.
@@ -139,6 +171,9 @@ type blkQueue struct {
 	// unsignalled counts the requests pushed since the last interrupt
 	// decision; pushMu guards it.
 	unsignalled int
+	// kept are the requests waiting for space, in the order they
+	// failed; pushMu guards it.
+	kept []keptRequest
 }
 
 // BlockConfig describes a virtio-blk disk.
@@ -318,7 +353,8 @@ func (b *Block) renewAIO(i int) *blkAIO {
 func (b *Block) Reset() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.mem, b.features, b.queues, b.irq = nil, 0, nil, nil
+	b.mem, b.features, b.queues, b.irq = nil, 0, nil, nil // kept requests too
+	b.waitSpace.Store(false)
 	b.setErr(nil)
 }
 
@@ -469,6 +505,7 @@ func (b *Block) serveQueue(bq *blkQueue) error {
 			errs = append(errs, err)
 		}
 	}
+	record(b.retryKept(bq))
 	inflight := 0
 	wait := func() {
 		record(<-done)
@@ -514,6 +551,10 @@ func (b *Block) complete(bq *blkQueue, c *Chain, r served, start, popped int64) 
 	bq.pushMu.Lock()
 	defer bq.pushMu.Unlock()
 	if bq.q.aborted() {
+		return nil
+	}
+	if r.keep {
+		bq.kept = append(bq.kept, keptRequest{c, start, popped})
 		return nil
 	}
 	tel := bq.q.tel
@@ -567,8 +608,44 @@ func (b *Block) handle(q *Queue, c *Chain) served {
 	}
 	// The status byte is the last writable byte; data comes before it.
 	status, n := b.request(q, c, w-1, &r)
+	if status == blkSNoSpace {
+		r.keep = true
+		return r
+	}
 	reply(c, status, n, &r)
 	return r
+}
+
+// keepsForSpace reports whether a write or flush that failed with err is
+// kept to run again (SetNoSpace) rather than failed, and if so asks for
+// the VM to stop, once until Resume.
+func (b *Block) keepsForSpace(err error) bool {
+	stop := b.noSpace.Load()
+	if stop == nil || !errors.Is(err, unix.ENOSPC) && !errors.Is(err, unix.EDQUOT) {
+		return false
+	}
+	if b.waitSpace.CompareAndSwap(false, true) {
+		b.warn.Printf("no_space", "%v: requests kept until the VM resumes", err)
+		(*stop)(err)
+	}
+	return true
+}
+
+// retryKept serves again the requests kept for want of space, unless
+// they still wait for Resume or the queue is held.
+func (b *Block) retryKept(bq *blkQueue) error {
+	if b.waitSpace.Load() || bq.q.halt.Load() != haltNone {
+		return nil
+	}
+	bq.pushMu.Lock()
+	kept := bq.kept
+	bq.kept = nil
+	bq.pushMu.Unlock()
+	var errs []error
+	for _, k := range kept {
+		errs = append(errs, b.complete(bq, k.c, b.handle(bq.q, k.c), k.start, k.popped))
+	}
+	return errors.Join(errs...)
 }
 
 // reply writes status into c's last writable byte, after the n data
@@ -698,6 +775,9 @@ func (b *Block) request(q *Queue, c *Chain, dataLen uint64, r *served) (status b
 		return b.finishData(p.d, b.transfer(q, p.d.bufs, p.d.off, p.d.write), start)
 	case blkTFlush:
 		if err := b.sync(); err != nil {
+			if b.keepsForSpace(err) {
+				return blkSNoSpace, 0
+			}
 			b.stats.failed(opFlush)
 			return blkSIOErr, 0
 		}
@@ -860,6 +940,9 @@ func (b *Block) finishData(d dataRequest, err error, start time.Time) (status by
 		op, what = opWrite, "write"
 	}
 	if err != nil {
+		if d.write && b.keepsForSpace(err) {
+			return blkSNoSpace, 0
+		}
 		b.ioFailed(what, d.sector, d.n, err)
 		b.stats.failed(op)
 		return blkSIOErr, 0
@@ -872,6 +955,9 @@ func (b *Block) finishData(d dataRequest, err error, start time.Time) (status by
 		// A driver that did not take FLUSH expects a write-through disk
 		// (5.2.6.2): make each write durable before it completes.
 		if err := b.sync(); err != nil {
+			if b.keepsForSpace(err) {
+				return blkSNoSpace, 0
+			}
 			b.stats.failed(opWrite)
 			return blkSIOErr, 0
 		}

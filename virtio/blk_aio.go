@@ -208,6 +208,7 @@ func (b *Block) serveQueueAIO(bq *blkQueue, a *blkAIO) error {
 			errs = append(errs, err)
 		}
 	}
+	record(b.retryKept(bq))
 	for {
 		took := false
 		for len(errs) == 0 && len(a.free) > 0 {
@@ -370,7 +371,11 @@ func (b *Block) finishAIO(bq *blkQueue, a *blkAIO, i int, res int64) error {
 // frees the slot.
 func (b *Block) completeAIO(bq *blkQueue, a *blkAIO, i int, status byte, written uint64) error {
 	s := &a.slots[i]
-	reply(s.chain, status, written, &s.r)
+	if status == blkSNoSpace {
+		s.r.keep = true
+	} else {
+		reply(s.chain, status, written, &s.r)
+	}
 	err := b.complete(bq, s.chain, s.r, s.telStart, s.pop)
 	a.bytes -= s.d.n
 	s.chain, s.d = nil, dataRequest{}

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // testImage creates a disk image of sectors sectors whose byte i holds
@@ -529,4 +531,109 @@ func blkSegment(sector uint64, n, flags uint32) []byte {
 	b := binary.LittleEndian.AppendUint64(nil, sector)
 	b = binary.LittleEndian.AppendUint32(b, n)
 	return binary.LittleEndian.AppendUint32(b, flags)
+}
+
+// A write that finds no space on the host is kept, not failed: the hook
+// SetNoSpace gave is told once, later writes are kept too, reads go on,
+// and after Resume the kept writes run again and succeed once there is
+// room. They failed with IOERR, and the guest's file system lost them (an
+// audit: QEMU's werror=enospc pauses the VM instead).
+func TestBlockKeepsWritesWithoutSpace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("none", dir, "tmpfs", 0, "size=1m"); err != nil {
+		t.Skipf("cannot mount tmpfs: %v", err)
+	}
+	defer unix.Unmount(dir, unix.MNT_DETACH)
+	path := filepath.Join(dir, "disk.img")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, 4<<20); err != nil { // sparse: bigger than the file system
+		t.Fatal(err)
+	}
+	filler := filepath.Join(dir, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := f.Write(make([]byte, 4096)); err != nil {
+			break
+		}
+	}
+	f.Close()
+
+	b, err := NewBlock(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var stops []error
+	b.SetNoSpace(func(err error) { stops = append(stops, err) })
+	d := newTestDriver(t, b.QueueSizes()[0])
+	if err := b.Activate(d.mem, blkFFlush|FeatureVersion1, []*Queue{d.q}, newTestIRQ()); err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte{0xab}, 4096)
+	status := func(addrs []uint64) byte { return d.mem[addrs[len(addrs)-1]] }
+	w1, w1addrs := d.add(rd(blkHeader(blkTOut, 0)), rd(data), wr(1))
+	w2, w2addrs := d.add(rd(blkHeader(blkTOut, 2048)), rd(data), wr(1))
+	if err := b.Notify(0); err != nil {
+		t.Fatal(err)
+	}
+	if n := d.usedIdx(); n != 0 {
+		t.Fatalf("%d requests used with no space on the host, want both kept", n)
+	}
+	if len(stops) != 1 || !errors.Is(stops[0], unix.ENOSPC) {
+		t.Fatalf("SetNoSpace's hook told %v, want ENOSPC once", stops)
+	}
+	// Reads go on; the kept writes wait for Resume, however often the
+	// queue is served.
+	r, _ := d.add(rd(blkHeader(blkTIn, 0)), wr(4096), wr(1))
+	if err := b.Notify(0); err != nil {
+		t.Fatal(err)
+	}
+	if id, _ := d.mustUsed(); id != uint32(r) {
+		t.Fatalf("used %d, want the read %d", id, r)
+	}
+	if err := b.Notify(0); err != nil {
+		t.Fatal(err)
+	}
+	if n := d.usedIdx(); n != 1 {
+		t.Fatalf("%d requests used before Resume, want the read alone", n)
+	}
+	// Room is made; the VM resumes.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	b.Resume()
+	if err := b.Notify(0); err != nil {
+		t.Fatal(err)
+	}
+	// In the order they failed, which the queue's workers decide.
+	id1, _ := d.mustUsed()
+	id2, _ := d.mustUsed()
+	if !(id1 == uint32(w1) && id2 == uint32(w2) || id1 == uint32(w2) && id2 == uint32(w1)) {
+		t.Fatalf("used %d and %d, want the kept writes %d and %d", id1, id2, w1, w2)
+	}
+	if s1, s2 := status(w1addrs), status(w2addrs); s1 != blkSOK || s2 != blkSOK {
+		t.Fatalf("kept writes ended with status %d and %d, want OK", s1, s2)
+	}
+	got := make([]byte, 4096)
+	img, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	for _, off := range []int64{0, 2048 * SectorSize} {
+		if _, err := img.ReadAt(got, off); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("image at %d after the retry: %v, data equal %v", off, err, bytes.Equal(got, data))
+		}
+	}
+	if len(stops) != 1 {
+		t.Errorf("hook told %d times, want once", len(stops))
+	}
 }

@@ -82,6 +82,9 @@ type served struct {
 	// abandon: the queue was aborted, so the chain is neither used nor
 	// completed, and serve stops.
 	abandon bool
+	// keep: the device keeps the chain to serve again later (a disk
+	// write that found no space on the host): not used now.
+	keep bool
 }
 
 // serve is the request loop of a device that answers each chain on its

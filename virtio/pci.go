@@ -839,6 +839,9 @@ func (t *Transport) ResumeQueues() {
 	for _, q := range t.queues {
 		q.unpause()
 	}
+	if r, ok := t.dev.(resumer); ok {
+		r.Resume()
+	}
 	if t.active.Load() {
 		t.kickReady()
 	}

@@ -96,6 +96,13 @@ func (t *Transport) serveNotifier(n *pciNotifier, q int) {
 	}
 }
 
+// resumer is a Device that holds work back while the VM is paused (a
+// disk's writes kept for want of space) and takes it up again on resume,
+// before its queues are looked at.
+type resumer interface {
+	Resume()
+}
+
 // notifyDeferrer is a Device whose notifier should wait before serving
 // some notifications, to let the driver queue more work while its
 // notifications are off (Net's transmitq when the guest streams). Only

@@ -62,6 +62,14 @@ func (v *VM) ServeQMP(path string) (func() error, error) {
 			srv.Emit("RESET", map[string]any{"guest": true, "reason": cause})
 		}
 	}
+	v.emit = srv.EmitAll
+	// A disk without space on the host stops the VM for a cont, which
+	// only a QMP client can give (stopForNoSpace).
+	if v.pci != nil {
+		for _, d := range v.pci.disks {
+			d.blk.SetNoSpace(func(err error) { v.stopForNoSpace(d.name, err) })
+		}
+	}
 	v.onPanic = func(action string) {
 		if action == "" {
 			srv.Emit("GUEST_CRASHLOADED", map[string]any{"action": "run"})

@@ -30,7 +30,7 @@ func (v *VM) metricsState() string {
 	switch v.Status() {
 	case "shutdown":
 		return "stopped"
-	case "paused", "prelaunch":
+	case "paused", "prelaunch", "guest-panicked", "io-error":
 		return "paused"
 	}
 	for _, c := range v.vcpus {

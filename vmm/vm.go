@@ -152,6 +152,7 @@ type VM struct {
 	paused      bool          // Pause was called and Resume not since (endMu)
 	prelaunch   bool          // reset while paused and not resumed since (endMu)
 	panicked    bool          // paused by a guest panic (OnPanicPause), not reset since (endMu)
+	ioError     bool          // paused for a disk without space on the host, not resumed since (endMu)
 	powerdownAt time.Duration // uptime of the first power button press, 0 if none (endMu)
 	ended       chan struct{}
 
@@ -163,8 +164,10 @@ type VM struct {
 	onPanic   func(action string) // emits GUEST_PANICKED; set by ServeQMP (resetMu)
 	// crashLoaded throttles GUEST_CRASHLOADED.
 	crashLoaded eventThrottle
-	resetKick   chan struct{} // one slot: wakes Run for a reset
-	resets      atomic.Uint64
+	// emit sends QMP events; set by ServeQMP (resetMu).
+	emit      func(events ...qmp.Event)
+	resetKick chan struct{} // one slot: wakes Run for a reset
+	resets    atomic.Uint64
 }
 
 // New builds a VM: memory, irqchip, devices, the guest image and vCPUs. It
@@ -576,7 +579,7 @@ func (v *VM) reset() error {
 	}
 	v.resets.Add(1)
 	v.endMu.Lock()
-	v.prelaunch, v.panicked = v.paused, false
+	v.prelaunch, v.panicked, v.ioError = v.paused, false, false
 	v.endMu.Unlock()
 	v.resetMu.Lock()
 	cause, done, emit := v.resetWhy, v.resetDone, v.onReset
@@ -663,6 +666,38 @@ func (v *VM) guestPanicked(events uint8) {
 	}
 }
 
+// stopForNoSpace pauses the VM because disk found no space on the host
+// for a write, which the disk keeps (virtio.Block.SetNoSpace): QEMU's
+// werror=enospc, its default. QMP clients see BLOCK_IO_ERROR, then STOP
+// with the run state io-error; cont runs the kept writes again. It runs
+// on the disk's goroutine, so the pause (which waits for the devices)
+// goes on one of its own.
+func (v *VM) stopForNoSpace(disk string, err error) {
+	go func() {
+		v.endMu.Lock()
+		if v.outcome != nil {
+			v.endMu.Unlock()
+			return
+		}
+		v.ioError = true
+		v.endMu.Unlock()
+		v.resetMu.Lock()
+		emit := v.emit
+		v.resetMu.Unlock()
+		if emit == nil {
+			return // nobody could cont: SetNoSpace is only set with QMP
+		}
+		emit(qmp.Event{Name: "BLOCK_IO_ERROR", Data: map[string]any{
+			"device": disk, "node-name": disk, "operation": "write", "action": "stop",
+			"nospace": true, "reason": err.Error(),
+		}})
+		v.Pause()
+		if v.Status() == "io-error" { // not resumed or reset meanwhile
+			emit(qmp.Event{Name: "STOP"})
+		}
+	}()
+}
+
 // Stop ends the VM from the host side (SIGTERM, QMP quit). It does not
 // wait; Run returns once every vCPU has left the guest.
 func (v *VM) Stop() { v.end(Outcome{Reason: vcpu.Stopped, VCPU: -1, ByHost: true}) }
@@ -729,7 +764,7 @@ func (v *VM) Resume() {
 	v.pauseMu.Lock()
 	defer v.pauseMu.Unlock()
 	v.endMu.Lock()
-	v.paused, v.prelaunch, v.panicked = false, false, false
+	v.paused, v.prelaunch, v.panicked, v.ioError = false, false, false, false
 	v.endMu.Unlock()
 	v.resumeQueues()
 	for _, c := range v.vcpus {
@@ -739,6 +774,7 @@ func (v *VM) Resume() {
 
 // Status is the VM's run state in QEMU's words: "running", "paused",
 // "guest-panicked" (paused by a guest panic, --on-panic pause),
+// "io-error" (paused for a disk without space on the host),
 // "prelaunch" (reset while paused: QEMU's state for a machine that has
 // not run since its reset) or "shutdown".
 func (v *VM) Status() string {
@@ -751,6 +787,8 @@ func (v *VM) Status() string {
 		return "prelaunch"
 	case v.panicked:
 		return "guest-panicked"
+	case v.ioError:
+		return "io-error"
 	case v.paused:
 		return "paused"
 	}

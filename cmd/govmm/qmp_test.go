@@ -559,3 +559,56 @@ func TestQMPNoReboot(t *testing.T) {
 		})
 	}
 }
+
+// A disk whose image's file system fills up stops the VM instead of
+// failing the guest's writes, as QEMU's default werror=enospc does:
+// BLOCK_IO_ERROR (nospace) and STOP, run state io-error; once there is
+// room, cont runs the kept writes again and the guest never sees an
+// error. govmm failed them with IOERR, and the guest's file system lost
+// its writes (found by an audit: "Buffer I/O error ... lost async page
+// write" in the guest).
+func TestFullHostDiskPausesTheVM(t *testing.T) {
+	needGuest(t)
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("none", dir, "tmpfs", 0, "size=8m"); err != nil {
+		t.Skipf("cannot mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	disk := filepath.Join(dir, "disk.img")
+	if err := os.WriteFile(disk, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(disk, 64<<20); err != nil { // sparse, 8x the room
+		t.Fatal(err)
+	}
+	vm := startQMP(t, "govmm.run=dd,if=/dev/zero,of=/dev/vda,bs=1M,count=20,conv=fsync", "--disk", disk)
+	e := vm.events.wait(t, "BLOCK_IO_ERROR", 60*time.Second)
+	if e.Data["nospace"] != true || e.Data["action"] != "stop" || e.Data["operation"] != "write" {
+		t.Errorf("BLOCK_IO_ERROR %v, want a write without space, action stop", e.Data)
+	}
+	vm.events.wait(t, "STOP", 30*time.Second)
+	if s := status(t, vm.mon); s != "io-error" {
+		t.Errorf("status %q, want io-error", s)
+	}
+	if err := syscall.Mount("none", dir, "tmpfs", syscall.MS_REMOUNT, "size=128m"); err != nil {
+		t.Fatal(err)
+	}
+	if err := runQMP(vm.mon, "cont", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(vm.stdout.String(), "GOVMM-RESULT") {
+		if time.Now().After(deadline) {
+			t.Fatalf("dd did not finish after cont\nconsole:\n%s\nstderr:\n%s", vm.stdout.String(), vm.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if out := vm.stdout.String(); !strings.Contains(out, "GOVMM-RESULT rc=0") || strings.Contains(out, "I/O error") {
+		t.Errorf("the guest saw the full disk:\n%s", out)
+	}
+	vm.events.wait(t, "SHUTDOWN", 30*time.Second)
+	waitExit(t, vm.cmd, vm.stderr)
+}
