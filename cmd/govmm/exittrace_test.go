@@ -77,40 +77,59 @@ func TestExitTraceOfLinuxBoot(t *testing.T) {
 	}
 }
 
-// An --exit-trace that cannot be written at exit (its directory removed
-// during the run) is reported, and the other reports are still written:
-// the exit table, --exit-stats-json, and status 1. It used to return at
-// once, losing the table, the saved statistics and, after a crash, why
-// the VM ended (an audit).
+// An --exit-trace that cannot be written at exit (its directory removed,
+// or replaced, during the run) is reported, and the other reports are
+// still written: the exit table, --exit-stats-json, and status 1. It used
+// to return at once, losing the table, the saved statistics and, after a
+// crash, why the VM ended; and a replaced directory read "permission
+// denied" with no word of Landlock (an audit).
 func TestFailedExitTraceKeepsTheOtherReports(t *testing.T) {
-	traceDir := filepath.Join(t.TempDir(), "traces")
-	if err := os.Mkdir(traceDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	stats := filepath.Join(t.TempDir(), "stats.json")
-	vm := startQMP(t, "govmm.run=sleep,600", "--exit-trace", filepath.Join(traceDir, "trace.json"), "--exit-stats-json", stats)
-	if err := os.Remove(traceDir); err != nil {
-		t.Fatal(err)
-	}
-	if err := runQMP(vm.mon, "quit", nil, nil); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- vm.cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("govmm still running 30 s after quit\n%s", vm.stderr.String())
-	}
-	if code := vm.cmd.ProcessState.ExitCode(); code != 1 {
-		t.Errorf("status %d, want 1 for the lost trace", code)
-	}
-	for _, want := range []string{"govmm: --exit-trace: ", "TIMEINGUEST"} {
-		if !strings.Contains(vm.stderr.String(), want) {
-			t.Errorf("stderr lacks %q:\n%s", want, vm.stderr.String())
-		}
-	}
-	if _, err := os.Stat(stats); err != nil {
-		t.Errorf("--exit-stats-json not written: %v", err)
+	for _, tc := range []struct {
+		name, want string
+		replace    bool
+	}{
+		{"removed", "no such file or directory", false},
+		{"replaced", "permission denied (Landlock lets govmm write only into the directory that was there when the VM started", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			traceDir := filepath.Join(t.TempDir(), "traces")
+			if err := os.Mkdir(traceDir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			stats := filepath.Join(t.TempDir(), "stats.json")
+			vm := startQMP(t, "govmm.run=sleep,600", "--exit-trace", filepath.Join(traceDir, "trace.json"), "--exit-stats-json", stats)
+			if err := os.Remove(traceDir); err != nil {
+				t.Fatal(err)
+			}
+			if tc.replace {
+				if err := os.Mkdir(traceDir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := runQMP(vm.mon, "quit", nil, nil); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- vm.cmd.Wait() }()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("govmm still running 30 s after quit\n%s", vm.stderr.String())
+			}
+			if tc.replace && strings.Contains(vm.stderr.String(), "this kernel has no Landlock") {
+				t.Skip("no Landlock: the replaced directory is written")
+			}
+			if code := vm.cmd.ProcessState.ExitCode(); code != 1 {
+				t.Errorf("status %d, want 1 for the lost trace", code)
+			}
+			for _, want := range []string{"govmm: --exit-trace: ", tc.want, "TIMEINGUEST"} {
+				if !strings.Contains(vm.stderr.String(), want) {
+					t.Errorf("stderr lacks %q:\n%s", want, vm.stderr.String())
+				}
+			}
+			if _, err := os.Stat(stats); err != nil {
+				t.Errorf("--exit-stats-json not written: %v", err)
+			}
+		})
 	}
 }

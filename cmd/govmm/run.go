@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log"
 	"os"
 	"path/filepath"
@@ -206,6 +207,7 @@ func runCommand(args []string) error {
 	// initrd stay open) and the files its reports write, and the calls of
 	// the exit path, its servers and its exit report.
 	warnFewDescriptors(os.Stderr)
+	confined := false // by Landlock
 	if *landlockOn {
 		files := sandbox.Files{
 			Outputs: []string{*statsJSON, *exitTrace},
@@ -221,6 +223,7 @@ func runCommand(args []string) error {
 		if err != nil {
 			return err
 		}
+		confined = on
 		if !on {
 			fmt.Fprintln(os.Stderr, "govmm: this kernel has no Landlock: file access is not confined")
 		}
@@ -254,7 +257,7 @@ func runCommand(args []string) error {
 	failed := out.Err != nil
 	if *exitTrace != "" {
 		if w, err := vm.SaveExitTrace(*exitTrace); err != nil {
-			fmt.Fprintf(os.Stderr, "govmm: --exit-trace: %v\n", err)
+			saveFailed("--exit-trace", err, confined)
 			failed = true
 		} else {
 			fmt.Fprintf(os.Stderr, "govmm: exit trace: %d events written to %s, %d older ones dropped\n", w.Events, *exitTrace, w.Dropped)
@@ -274,7 +277,7 @@ func runCommand(args []string) error {
 		}
 		if *statsJSON != "" {
 			if err := writeJSON(*statsJSON, table); err != nil {
-				fmt.Fprintf(os.Stderr, "govmm: --exit-stats-json: %v\n", err)
+				saveFailed("--exit-stats-json", err, confined)
 				failed = true
 			}
 		}
@@ -288,6 +291,18 @@ func runCommand(args []string) error {
 		return exitCode(1)
 	}
 	return nil
+}
+
+// saveFailed says why the report of flag could not be saved. Under
+// Landlock, a directory removed or replaced since the start gives
+// "permission denied" though the user may write the new one: the rule
+// holds the directory that was there at start (found by an audit).
+func saveFailed(flag string, err error, confined bool) {
+	hint := ""
+	if confined && errors.Is(err, fs.ErrPermission) {
+		hint = " (Landlock lets govmm write only into the directory that was there when the VM started: was it removed or replaced?)"
+	}
+	fmt.Fprintf(os.Stderr, "govmm: %s: %v%s\n", flag, err, hint)
 }
 
 // defaultKernelCache is $XDG_CACHE_HOME/govmm (~/.cache/govmm), or off
