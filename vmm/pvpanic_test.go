@@ -85,6 +85,10 @@ func TestGuestPanicPause(t *testing.T) {
 	if want := []string{OnPanicPause}; !slices.Equal(got, want) {
 		t.Errorf("GUEST_PANICKED actions %q, want %q", got, want)
 	}
+	// Prometheus's state gauge says paused (it said running).
+	if s := vm.metricsState(); s != "paused" {
+		t.Errorf("govmm_vm_state %q for a guest-panicked VM, want paused", s)
+	}
 	// As in QEMU 7.2, cont lets the panicked guest go on (its panic=-1
 	// then reboots it); here the host ends it instead.
 	vm.Stop()
