@@ -846,6 +846,9 @@ func (b *Block) discard(q *Queue, c *Chain, zero bool, start time.Time, r *serve
 		length := uint64(binary.LittleEndian.Uint32(seg[8:])) * SectorSize
 		unmap := !zero || binary.LittleEndian.Uint32(seg[12:])&blkWZUnmap != 0
 		if err := b.deallocate(q, int64(off), int64(length), zero, unmap); err != nil {
+			if zero && b.keepsForSpace(err) { // zeroes in place take space
+				return blkSNoSpace
+			}
 			b.ioFailed("discard/write-zeroes", off/SectorSize, length, err)
 			b.stats.failed(op)
 			return blkSIOErr
@@ -855,6 +858,9 @@ func (b *Block) discard(q *Queue, c *Chain, zero bool, start time.Time, r *serve
 	if zero {
 		if b.features&blkFFlush == 0 {
 			if err := b.sync(); err != nil { // write-through, as for writes
+				if b.keepsForSpace(err) {
+					return blkSNoSpace
+				}
 				b.stats.failed(op)
 				return blkSIOErr
 			}

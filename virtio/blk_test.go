@@ -574,18 +574,20 @@ func TestBlockKeepsWritesWithoutSpace(t *testing.T) {
 	var stops []error
 	b.SetNoSpace(func(err error) { stops = append(stops, err) })
 	d := newTestDriver(t, b.QueueSizes()[0])
-	if err := b.Activate(d.mem, blkFFlush|FeatureVersion1, []*Queue{d.q}, newTestIRQ()); err != nil {
+	if err := b.Activate(d.mem, blkFFlush|blkFWriteZeroes|FeatureVersion1, []*Queue{d.q}, newTestIRQ()); err != nil {
 		t.Fatal(err)
 	}
 	data := bytes.Repeat([]byte{0xab}, 4096)
 	status := func(addrs []uint64) byte { return d.mem[addrs[len(addrs)-1]] }
 	w1, w1addrs := d.add(rd(blkHeader(blkTOut, 0)), rd(data), wr(1))
 	w2, w2addrs := d.add(rd(blkHeader(blkTOut, 2048)), rd(data), wr(1))
+	// Zeroes written in place (no unmap) take space too.
+	wz, wzaddrs := d.add(rd(blkHeader(blkTWriteZeroes, 0)), rd(blkSegment(4096, 8, 0)), wr(1))
 	if err := b.Notify(0); err != nil {
 		t.Fatal(err)
 	}
 	if n := d.usedIdx(); n != 0 {
-		t.Fatalf("%d requests used with no space on the host, want both kept", n)
+		t.Fatalf("%d requests used with no space on the host, want all kept", n)
 	}
 	if len(stops) != 1 || !errors.Is(stops[0], unix.ENOSPC) {
 		t.Fatalf("SetNoSpace's hook told %v, want ENOSPC once", stops)
@@ -614,13 +616,18 @@ func TestBlockKeepsWritesWithoutSpace(t *testing.T) {
 		t.Fatal(err)
 	}
 	// In the order they failed, which the queue's workers decide.
-	id1, _ := d.mustUsed()
-	id2, _ := d.mustUsed()
-	if !(id1 == uint32(w1) && id2 == uint32(w2) || id1 == uint32(w2) && id2 == uint32(w1)) {
-		t.Fatalf("used %d and %d, want the kept writes %d and %d", id1, id2, w1, w2)
+	used := map[uint32]bool{}
+	for range 3 {
+		id, _ := d.mustUsed()
+		used[uint32(id)] = true
 	}
-	if s1, s2 := status(w1addrs), status(w2addrs); s1 != blkSOK || s2 != blkSOK {
-		t.Fatalf("kept writes ended with status %d and %d, want OK", s1, s2)
+	if !used[uint32(w1)] || !used[uint32(w2)] || !used[uint32(wz)] {
+		t.Fatalf("used %v, want the kept requests %d, %d and %d", used, w1, w2, wz)
+	}
+	for _, addrs := range [][]uint64{w1addrs, w2addrs, wzaddrs} {
+		if st := status(addrs); st != blkSOK {
+			t.Fatalf("a kept request ended with status %d, want OK", st)
+		}
 	}
 	got := make([]byte, 4096)
 	img, err := os.Open(path)
