@@ -144,3 +144,25 @@ func rowNamed(v exitstats.VCPUSnapshot, name string) (exitstats.Row, bool) {
 	}
 	return exitstats.Row{}, false
 }
+
+// A vCPU stopped and rearmed (a machine reset) enters the guest at once:
+// the Stop's immediate_exit used to make its first entry return EINTR
+// before the guest ran, an INTR exit in the table for every reset.
+func TestRearmRecordsNoExit(t *testing.T) {
+	v, dev := newGuestVCPU(t, tiny.IOSites16(testPort, 10, 3), false)
+	v.Stop()
+	if reason, err := v.Run(); reason != Stopped || err != nil {
+		t.Fatalf("Run after Stop = %v, %v; want stopped", reason, err)
+	}
+	v.Stop() // once more after Run returned, as a VM's end and its reset both ask
+	v.Rearm()
+	if reason, err := v.Run(); reason != Halted || err != nil {
+		t.Fatalf("Run after Rearm = %v, %v; want halted", reason, err)
+	}
+	if n := dev.n.Load(); n != 16 {
+		t.Fatalf("%d port accesses, want 16", n)
+	}
+	if row, ok := rowNamed(v.cfg.Registry.Snapshot().VCPUs[0], "INTR"); ok && row.Count > 0 {
+		t.Errorf("%d INTR exits at %+v after a rearm: the guest never ran into one", row.Count, row.TopRIPs)
+	}
+}

@@ -127,9 +127,14 @@ func (v *VCPU) Stop() { v.request(reqStop) }
 
 // Rearm undoes Stop so that Run may run the vCPU again (after a machine
 // reset). A pending Pause stays: the vCPU then parks at once. Run must
-// not be executing. (An immediate_exit left set by the Stop costs one
-// EINTR, after which the loop clears it.)
-func (v *VCPU) Rearm() { v.requests.And(^uint32(reqStop)) }
+// not be executing. The immediate_exit the Stop left set is cleared too:
+// the first entry after a reset returned EINTR at once, before the guest
+// ran, and every reset added an INTR exit per vCPU to the table, at the
+// entry point (found by an audit).
+func (v *VCPU) Rearm() {
+	v.requests.And(^uint32(reqStop))
+	v.k.ClearImmediateExit()
+}
 
 // Pause parks the vCPU outside the guest and waits until it is parked, has
 // returned from Run (or not started it), or Resume has withdrawn the
