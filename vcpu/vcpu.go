@@ -371,7 +371,7 @@ func (v *VCPU) handle(run *kvm.Run) (exitstats.Kind, StopReason, error) {
 		case kvm.SystemEventReset:
 			return k, Reset, nil
 		case kvm.SystemEventCrash:
-			return k, Crashed, v.fault("guest reported a crash (system event)")
+			return k, Crashed, v.fault("%w (system event)", ErrGuestCrash)
 		default:
 			return k, Crashed, v.fault("unknown system event %d", t)
 		}
@@ -468,8 +468,13 @@ func (v *VCPU) notePC() uint64 {
 
 // fault builds the error for an exit the VMM cannot continue from.
 func (v *VCPU) fault(format string, args ...any) error {
-	return fmt.Errorf("vCPU %d at RIP %#x: %s", v.ID(), v.PC(), fmt.Sprintf(format, args...))
+	return fmt.Errorf("vCPU %d at RIP %#x: "+format, append([]any{v.ID(), v.PC()}, args...)...)
 }
+
+// ErrGuestCrash is in the error of a vCPU whose guest reported a crash
+// (KVM's crash system event): every other Crashed is the VMM's or KVM's
+// failure to run the guest, not the guest's report.
+var ErrGuestCrash = errors.New("guest reported a crash")
 
 func internalData(ie *kvm.InternalErrorExit) string {
 	n := int(ie.NData)

@@ -347,3 +347,28 @@ func TestCrashLoopStaysKillable(t *testing.T) {
 		t.Errorf("no panic on the console:\n%s", console)
 	}
 }
+
+// A vCPU KVM cannot run (here the guest jumps to an address with no RAM,
+// which KVM cannot fetch from: an internal error) ends the VM as the
+// host's failure, SHUTDOWN host-error, not as a guest panic: QMP clients
+// were told guest-panic with guest true (found by an audit).
+func TestKVMFailureIsNoGuestPanic(t *testing.T) {
+	needKVM(t)
+	// jmp far 0xffff:0x0010, 0x100000: just past the end of 1 MiB of RAM.
+	vm := newVM(t, Config{
+		Raw:     &RawGuest{Code: []byte{0xea, 0x10, 0x00, 0xff, 0xff}, LoadAddr: tiny.LoadAddr},
+		MemSize: 1 << 20, CPUs: 1, ExitStats: true, SyncRegs: true,
+	})
+	t.Cleanup(func() { vm.Close() })
+	out := vm.Run()
+	t.Logf("ended %v: %v", out.Reason, out.Err)
+	if out.Reason != vcpu.Crashed || out.Err == nil {
+		t.Skipf("this host's KVM ran the jump into no RAM (%v, %v)", out.Reason, out.Err)
+	}
+	if out.Cause != CauseHostError || !out.ByHost {
+		t.Errorf("cause %q (by host %v), want host-error", out.Cause, out.ByHost)
+	}
+	if w := out.Words(); w == "guest crashed" {
+		t.Errorf("reported as %q", w)
+	}
+}

@@ -50,7 +50,7 @@ const (
 	CauseGuestReset = "guest-reset"
 	CauseGuestPanic = "guest-panic"
 	// CauseHostError: govmm could not go on (a reset that could not
-	// load the kernel again).
+	// load the kernel again, KVM unable to run the guest).
 	CauseHostError = "host-error"
 )
 
@@ -470,6 +470,11 @@ func (v *VM) runUntilReset() bool {
 			case reason == vcpu.Reset || reason == vcpu.Shutdown:
 				// A triple fault resets a PC, as under QEMU.
 				v.guestReset(i, reason)
+			case reason == vcpu.Crashed && !errors.Is(err, vcpu.ErrGuestCrash):
+				// KVM could not run the guest (an internal error, a
+				// failed entry), or govmm could not: no guest panic,
+				// as QMP clients were told (an audit).
+				v.end(Outcome{Reason: reason, VCPU: i, ByHost: true, Cause: CauseHostError, Err: err})
 			case reason != vcpu.Stopped || err != nil:
 				v.end(Outcome{Reason: reason, VCPU: i, Err: err})
 			}
