@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -370,5 +371,34 @@ func TestKVMFailureIsNoGuestPanic(t *testing.T) {
 	}
 	if w := out.Words(); w == "guest crashed" {
 		t.Errorf("reported as %q", w)
+	}
+}
+
+// A guest resetting in a loop (ud2 with no IDT: a triple fault at once)
+// resets in place thousands of times a second; QMP clients get at most a
+// hundred RESETs a second of it, where they got one each time and a
+// client that stopped reading for a few seconds was hung up on (an
+// audit). The reset count still counts every one.
+func TestResetStormEventsBounded(t *testing.T) {
+	needKVM(t)
+	vm := newVM(t, Config{
+		Raw:     &RawGuest{Code: []byte{0x0f, 0x0b}, LoadAddr: tiny.LoadAddr, LongMode: true},
+		MemSize: 2 << 20, CPUs: 1,
+	})
+	t.Cleanup(func() { vm.Close() })
+	var events atomic.Int64
+	vm.resetMu.Lock()
+	vm.onReset = func(string) { events.Add(1) }
+	vm.resetMu.Unlock()
+	done := make(chan Outcome, 1)
+	start := time.Now()
+	go func() { done <- vm.Run() }()
+	waitFor(t, "500 resets", func() bool { return vm.Resets() >= 500 })
+	vm.Stop()
+	<-done
+	elapsed := time.Since(start)
+	n := events.Load()
+	if limit := 1 + int64(elapsed/(10*time.Millisecond)); n < 1 || n > limit {
+		t.Errorf("%d RESET events for %d resets in %v, want 1 to %d", n, vm.Resets(), elapsed, limit)
 	}
 }

@@ -102,11 +102,12 @@ func TestGuestPanicPause(t *testing.T) {
 	}
 }
 
-// A guest-driven event goes out at most once a second: the first at once,
-// repeats within the second dropped (a guest writing pvpanic's
+// A guest-driven event goes out at most once per period: the first at
+// once, repeats within the period dropped (a guest writing pvpanic's
 // crash-loaded bit in a loop got a QMP client hung up on).
 func TestEventThrottle(t *testing.T) {
-	var th eventThrottle
+	const eventEvery = time.Second
+	th := eventThrottle{every: eventEvery}
 	t0 := time.Unix(1000, 0)
 	for _, step := range []struct {
 		at   time.Duration

@@ -162,8 +162,11 @@ type VM struct {
 	resetDone chan struct{}       // closed once that reset is done (resetMu)
 	onReset   func(cause string)  // emits RESET; set by ServeQMP (resetMu)
 	onPanic   func(action string) // emits GUEST_PANICKED; set by ServeQMP (resetMu)
-	// crashLoaded throttles GUEST_CRASHLOADED.
-	crashLoaded eventThrottle
+	// crashLoaded throttles GUEST_CRASHLOADED (its repeats say nothing
+	// new: once a second), guestResets the RESETs of the guest's resets
+	// (at most 100 a second: a Linux reboot takes a third of a second,
+	// and the reset count in the exit table counts every one).
+	crashLoaded, guestResets eventThrottle
 	// emit sends QMP events; set by ServeQMP (resetMu).
 	emit      func(events ...qmp.Event)
 	resetKick chan struct{} // one slot: wakes Run for a reset
@@ -176,7 +179,8 @@ func New(cfg Config) (_ *VM, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	v := &VM{cfg: cfg, start: time.Now(), ended: make(chan struct{}), guestLog: &guestlog.Set{}, resetKick: make(chan struct{}, 1)}
+	v := &VM{cfg: cfg, start: time.Now(), ended: make(chan struct{}), guestLog: &guestlog.Set{}, resetKick: make(chan struct{}, 1),
+		crashLoaded: eventThrottle{every: time.Second}, guestResets: eventThrottle{every: 10 * time.Millisecond}}
 	defer func() {
 		if err != nil {
 			v.Close()
@@ -590,7 +594,7 @@ func (v *VM) reset() error {
 	cause, done, emit := v.resetWhy, v.resetDone, v.onReset
 	v.resetWhy, v.resetDone = "", nil
 	v.resetMu.Unlock()
-	if emit != nil {
+	if emit != nil && (cause != CauseGuestReset || v.guestResets.allow(time.Now())) {
 		emit(cause)
 	}
 	close(done)
@@ -604,25 +608,23 @@ func (v *VM) resetDevices() error {
 	return v.resetPCI() // pci.go
 }
 
-// eventEvery is how often a QMP event the guest can repeat at will goes
-// out. A guest writing pvpanic's crash-loaded bit in a loop (34,000 times
-// a second in an audit) filled every QMP client's queue, and a client
-// that stopped reading for two seconds was hung up on; repeats within a
-// second say nothing new (the event carries nothing but the action).
-// QEMU throttles its guest-driven events (RTC_CHANGE, WATCHDOG, ...) to
-// one a second the same way.
-const eventEvery = time.Second
-
-// eventThrottle lets an event out at most once per eventEvery.
+// eventThrottle lets a QMP event the guest can repeat at will out at most
+// once per every (none: no limit); repeats in between are dropped. A
+// guest writing pvpanic's crash-loaded bit in a loop (34,000 times a
+// second in an audit), or resetting in a loop (a triple fault at once,
+// 5,000 a second), filled every QMP client's queue, and a client that
+// stopped reading for a few seconds was hung up on. QEMU throttles its
+// guest-driven events (RTC_CHANGE, WATCHDOG, ...) the same way.
 type eventThrottle struct {
-	mu   sync.Mutex
-	last time.Time // zero before the first
+	every time.Duration
+	mu    sync.Mutex
+	last  time.Time // zero before the first
 }
 
 func (t *eventThrottle) allow(now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if !t.last.IsZero() && now.Sub(t.last) < eventEvery {
+	if !t.last.IsZero() && now.Sub(t.last) < t.every {
 		return false
 	}
 	t.last = now
