@@ -88,7 +88,7 @@ func parseLine(line []byte) (e entry, code bool, err error) {
 
 // controlAt returns the index of the first ASCII control character in
 // name, or -1: names end up in tables and on terminals.
-func controlAt(name string) int {
+func controlAt[T string | []byte](name T) int {
 	for i := 0; i < len(name); i++ {
 		if name[i] < 0x20 || name[i] == 0x7f {
 			return i

@@ -12,8 +12,8 @@ import (
 )
 
 // confinedExitsEnv makes the test binary a child that times the port-I/O
-// guest under govmm's seccomp filter and Landlock (statistics on, as govmm
-// runs by default) and prints ns per exit: a filter can never be taken off, so
+// guest under govmm's seccomp filter and Landlock (statistics and top RIPs
+// on, as govmm runs by default) and prints ns per exit: a filter can never be taken off, so
 // the benchmark's own process stays free of it. childExitsEnv makes the
 // same child without the filter: the control that tells the filter's cost
 // from that of a child process.
@@ -46,7 +46,8 @@ func exitsChild(count string, confined bool) int {
 	}
 	var vm *VM
 	if err == nil {
-		vm, err = newRawGuest(uint32(n), func(c *Config) { c.ExitStats, c.SyncRegs = true, true })
+		// As govmm runs by default: statistics and top RIPs on.
+		vm, err = newRawGuest(uint32(n), func(c *Config) { c.ExitStats, c.ExitRIPs, c.SyncRegs = true, true, true })
 	}
 	if err == nil && confined {
 		// Confined as govmm run confines itself: Landlock (no file is

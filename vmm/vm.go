@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -238,6 +239,12 @@ func New(cfg Config) (_ *VM, err error) {
 		if v.syms != nil {
 			v.trace.Symbolize(v.syms.Name)
 		}
+	}
+	if v.syms != nil {
+		// Reading the symbols left ~1 MiB of garbage in the heap, which
+		// the Go runtime would keep for a while: give it back before the
+		// guest's RAM grows, so the VMM's peak RSS does not carry it.
+		debug.FreeOSMemory()
 	}
 	if err = v.addDevices(irqchip); err != nil {
 		return nil, err
