@@ -90,8 +90,8 @@ func netVariants() []netVariant {
 		// Go's monitor thread allowed to sleep deeply (internal/keepawake).
 		{"govmm-sysmon-asleep", "govmm", []string{"--net", "tap=tap0,mac=" + netGuestMAC, "--keep-sysmon-awake=false"}, false},
 		// QEMU's user-space virtio-net (no vhost: these hosts have no
-		// /dev/vhost-net), its default offloads; one queue pair, and
-		// as many as govmm's default (2 with --smp 2; vectors = 2*2+2).
+		// /dev/vhost-net), its default offloads; one queue pair (as
+		// govmm's default), and two (as govmm-mq; vectors = 2*2+2).
 		{"qemu", "qemu", qemuNet("", ""), false},
 		{"qemu-mq", "qemu", qemuNet(",queues=2", ",mq=on,vectors=6"), true},
 	}
