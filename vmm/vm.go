@@ -688,27 +688,28 @@ func (v *VM) guestPanicked(events uint8) {
 // goes on one of its own.
 func (v *VM) stopForNoSpace(disk string, err error) {
 	go func() {
-		v.endMu.Lock()
-		if v.outcome != nil {
-			v.endMu.Unlock()
-			return
-		}
-		v.ioError = true
-		v.endMu.Unlock()
 		v.resetMu.Lock()
 		emit := v.emit
 		v.resetMu.Unlock()
-		if emit == nil {
+		if emit == nil || v.Status() == "shutdown" {
 			return // nobody could cont: SetNoSpace is only set with QMP
 		}
 		emit(qmp.Event{Name: "BLOCK_IO_ERROR", Data: map[string]any{
 			"device": disk, "node-name": disk, "operation": "write", "action": "stop",
 			"nospace": true, "reason": err.Error(),
 		}})
-		v.Pause()
-		if v.Status() == "io-error" { // not resumed or reset meanwhile
-			emit(qmp.Event{Name: "STOP"})
+		// Under pauseMu, STOP goes out before a cont's RESUME can.
+		v.pauseMu.Lock()
+		defer v.pauseMu.Unlock()
+		v.endMu.Lock()
+		ended := v.outcome != nil
+		v.ioError = !ended
+		v.endMu.Unlock()
+		if ended {
+			return
 		}
+		v.pauseLocked()
+		emit(qmp.Event{Name: "STOP"})
 	}()
 }
 
@@ -756,6 +757,11 @@ func (v *VM) PowerdownAskedAt() time.Duration {
 func (v *VM) Pause() {
 	v.pauseMu.Lock()
 	defer v.pauseMu.Unlock()
+	v.pauseLocked()
+}
+
+// pauseLocked is Pause with pauseMu held.
+func (v *VM) pauseLocked() {
 	v.endMu.Lock()
 	v.paused = true
 	v.endMu.Unlock()
