@@ -317,11 +317,15 @@ func (v *VCPU) Run() (StopReason, error) {
 				afterKick = true
 				continue
 			}
+			if errors.Is(err, unix.EAGAIN) {
+				// An AP woken from its wait for INIT/SIPI: no exit. The
+				// wait is time in KVM_RUN, charged once with the next
+				// exit's (it was recorded here too, counted twice and
+				// one TIMEINGUEST more than exits; found by an audit).
+				continue
+			}
 			if stats != nil {
 				stats.RecordGuest(uint64(exitAt - last))
-			}
-			if errors.Is(err, unix.EAGAIN) {
-				continue
 			}
 			return Crashed, fmt.Errorf("vCPU %d: KVM_RUN: %w", v.ID(), err)
 		}
@@ -449,10 +453,11 @@ func (v *VCPU) park() {
 
 // notePC records and returns the guest RIP of this exit (the last known
 // one if it cannot be read). That is the address of the instruction that
-// exited, except where KVM emulated an OUT (always on PVM hosts, and for
-// string I/O): the emulator completes an OUT before exiting to user
-// space, so RIP is then just past it. An IN, or an OUT on VT-x's fast
-// path, is completed on re-entry and leaves RIP on the instruction.
+// exited, except where KVM completed it before exiting to user space,
+// leaving RIP just past it: an OUT it emulated (always on PVM hosts, and
+// for string I/O), an MMIO store, and a HLT. An IN, an MMIO load, or an
+// OUT on VT-x's fast path, is completed on re-entry and leaves RIP on
+// the instruction.
 func (v *VCPU) notePC() uint64 {
 	if v.syncRegs {
 		rip := v.k.Run.S.Regs.RIP
