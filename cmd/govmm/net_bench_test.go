@@ -123,7 +123,7 @@ type netResult struct {
 // Counter keys of netResult.counts.
 const (
 	netKVMExits = "exits"      // every KVM exit
-	netKVMUser  = "kvm:user"   // KVM's mmio_exits+io_exits: exits to the VMM
+	netKVMUser  = "kvm:user"   // KVM's mmio_exits+io_exits: exits to the VMM (PVM leaves io_exits at 0)
 	netKVMHalts = "halt_exits" // KVM's
 	netUser     = "user"       // govmm's table: exits it handled
 
