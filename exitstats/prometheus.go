@@ -137,7 +137,9 @@ func (c *Collector) collectExits(ch chan<- prometheus.Metric) {
 			ch <- constMetric(c.exits, prometheus.CounterValue, float64(r.Count), id, r.Name)
 			ch <- exitHistogram(c.handling, &r.Stats, id, r.Name)
 		}
-		ch <- constMetric(c.guest, prometheus.CounterValue, nsToSeconds(v.Guest.Sum), id)
+		// The run in progress too: charged only at its exit, a vCPU
+		// halted in the kernel for seconds made this counter jump.
+		ch <- constMetric(c.guest, prometheus.CounterValue, nsToSeconds(addSat(v.Guest.Sum, v.InGuest)), id)
 		ch <- exitHistogram(c.guestRun, &v.Guest, id)
 	}
 }

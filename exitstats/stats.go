@@ -241,6 +241,11 @@ type VCPUSnapshot struct {
 	Guest Stats `json:"guest"`
 	// GuestShare is Guest's fraction of the block's time, like Row.Share.
 	GuestShare float64 `json:"guest_share"`
+	// InGuest is the time in nanoseconds since the vCPU's current entry
+	// into the guest (summed over vCPUs in a total), not yet in Guest,
+	// which is charged at the exit: Guest.Sum + InGuest is the guest time
+	// so far. 0 when the vCPU is outside the guest.
+	InGuest uint64 `json:"in_guest_ns,omitempty"`
 }
 
 // Row returns the stats of the row called name, if it is present.
@@ -305,6 +310,7 @@ func (s Snapshot) Total() VCPUSnapshot {
 	var rips [][][]RIPCount // per row of t, each vCPU's top RIPs
 	for _, v := range s.VCPUs {
 		t.Guest.Add(v.Guest)
+		t.InGuest += v.InGuest
 		for _, r := range v.Rows {
 			i, ok := index[r.Name]
 			if !ok {

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/govmm/govmm/internal/monotime"
 )
 
 // A reader running beside a busy writer must never see a half-done update:
@@ -263,5 +265,36 @@ func BenchmarkSnapshot(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		r.Snapshot()
+	}
+}
+
+// A snapshot counts the run in progress (InGuest), up to the moment it came
+// back once it has (Leave), and the guest time plus InGuest never goes
+// down when the exit is recorded: a Prometheus counter is built on it.
+func TestInGuestProgress(t *testing.T) {
+	r := NewRegistry()
+	k := r.Kind("IO:test")
+	v := r.NewVCPU(0)
+	if s := v.Snapshot(); s.InGuest != 0 {
+		t.Fatalf("InGuest %d before any run", s.InGuest)
+	}
+	entered := monotime.Now() - 1e9
+	v.Enter(entered)
+	if s := v.Snapshot(); s.InGuest < 1e9 {
+		t.Errorf("InGuest %d a second into a run, want at least 1e9", s.InGuest)
+	}
+	left := entered + 15e8
+	v.Leave(left)
+	before := v.Snapshot()
+	if before.InGuest != 15e8 {
+		t.Errorf("InGuest %d once the run came back, want 1.5e9", before.InGuest)
+	}
+	v.RecordExit(k, 0, uint64(left-entered), 100)
+	after := v.Snapshot()
+	if after.InGuest != 0 || after.Guest.Sum != before.Guest.Sum+before.InGuest {
+		t.Errorf("after the exit: guest %d + %d in progress, before %d + %d", after.Guest.Sum, after.InGuest, before.Guest.Sum, before.InGuest)
+	}
+	if tot := r.Snapshot().Total(); tot.InGuest != 0 {
+		t.Errorf("total InGuest %d outside the guest", tot.InGuest)
 	}
 }

@@ -291,12 +291,14 @@ func (v *VCPU) Run() (StopReason, error) {
 				last = now()
 			}
 		}
+		stats.Enter(last) // nil-safe
 		err := v.k.RunOnce()
 		// The time in guest and the handling of this exit are charged
 		// together once it is handled: one write section per exit.
 		var exitAt int64
 		if timed {
 			exitAt = now()
+			stats.Leave(exitAt)
 		}
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {

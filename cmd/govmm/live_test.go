@@ -41,3 +41,15 @@ func TestWriteLive(t *testing.T) {
 	}
 	t.Errorf("no IO:serial line:\n%s", out.String())
 }
+
+// TIMEINGUEST counts the runs in progress: a vCPU in the guest for the
+// whole interval, with no exit, shows 100% of it, where it showed nothing
+// and then its whole halt in one interval (800% of a 2-vCPU VM, an audit).
+func TestLiveGuestTimeInProgress(t *testing.T) {
+	ta := exitstats.VCPUSnapshot{Guest: exitstats.Stats{Count: 1, Sum: 1e9}, InGuest: 5e8}
+	tb := exitstats.VCPUSnapshot{Guest: exitstats.Stats{Count: 1, Sum: 1e9}, InGuest: 15e8}
+	g, ok := guestRate(ta, tb, 1)
+	if !ok || g.share != 100 || g.rate != 0 || g.p50 != "-" {
+		t.Errorf("guest row %+v (%v), want 100%% and no runs ended", g, ok)
+	}
+}
