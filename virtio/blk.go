@@ -149,6 +149,10 @@ type Block struct {
 // wait for the device.
 func (b *Block) SetNoSpace(stop func(err error)) { b.noSpace.Store(&stop) }
 
+// WaitsForSpace reports whether the disk keeps writes for want of space
+// and waits for Resume (QMP's io-status "nospace").
+func (b *Block) WaitsForSpace() bool { return b.waitSpace.Load() }
+
 // Resume implements resumer: requests kept for want of space run again
 // at the queues' next service (the transport kicks every ready queue).
 func (b *Block) Resume() { b.waitSpace.Store(false) }

@@ -126,16 +126,16 @@ func (c *control) Status() qmp.Status {
 	return qmp.Status{Running: s == "running", Status: s}
 }
 
-func (c *control) Stop() error {
-	c.vm.Pause()
+func (c *control) Stop(stopped func()) error {
+	c.vm.pauseThen(stopped)
 	return nil
 }
 
-func (c *control) Cont() error {
+func (c *control) Cont(resumed func()) error {
 	if c.vm.Status() == "shutdown" {
 		return errors.New("Resetting the Virtual Machine is required")
 	}
-	c.vm.Resume()
+	c.vm.resumeAfter(resumed)
 	return nil
 }
 
@@ -253,7 +253,7 @@ func (c *control) Blocks() []qmp.Block {
 		s := d.blk.Stats()
 		out = append(out, qmp.Block{
 			Device: d.name, Qdev: qdevPath(d.name), File: d.cfg.Path, ReadOnly: d.cfg.ReadOnly,
-			Size: d.blk.Capacity() * virtio.SectorSize, ActualSize: allocatedBytes(d.cfg.Path),
+			Size: d.blk.Capacity() * virtio.SectorSize, ActualSize: allocatedBytes(d.cfg.Path), NoSpace: d.blk.WaitsForSpace(),
 			Stats: qmp.BlockStats{
 				ReadBytes: s.ReadBytes, WriteBytes: s.WriteBytes, UnmapBytes: s.UnmapBytes,
 				ReadOps: s.ReadOps, WriteOps: s.WriteOps, FlushOps: s.FlushOps, UnmapOps: s.UnmapOps,

@@ -701,6 +701,7 @@ func (v *VM) stopForNoSpace(disk string, err error) {
 		// Under pauseMu, STOP goes out before a cont's RESUME can.
 		v.pauseMu.Lock()
 		defer v.pauseMu.Unlock()
+		running := v.Status() == "running"
 		v.endMu.Lock()
 		ended := v.outcome != nil
 		v.ioError = !ended
@@ -709,7 +710,9 @@ func (v *VM) stopForNoSpace(disk string, err error) {
 			return
 		}
 		v.pauseLocked()
-		emit(qmp.Event{Name: "STOP"})
+		if running { // a QMP stop may have paused it first: one STOP, as QEMU
+			emit(qmp.Event{Name: "STOP"})
+		}
 	}()
 }
 
@@ -754,10 +757,18 @@ func (v *VM) PowerdownAskedAt() time.Duration {
 // Pause parks every vCPU outside the guest; Resume lets them go on.
 // Pausing a VM that has not started makes it start paused. Stop ends a
 // paused VM as it does a running one.
-func (v *VM) Pause() {
+func (v *VM) Pause() { v.pauseThen(nil) }
+
+// pauseThen is Pause, calling stopped (QMP's STOP), if the VM was
+// running, once it is paused and before any other pause or resume.
+func (v *VM) pauseThen(stopped func()) {
 	v.pauseMu.Lock()
 	defer v.pauseMu.Unlock()
+	running := v.Status() == "running"
 	v.pauseLocked()
+	if running && stopped != nil {
+		stopped()
+	}
 }
 
 // pauseLocked is Pause with pauseMu held.
@@ -780,9 +791,16 @@ func (v *VM) pauseLocked() {
 }
 
 // Resume undoes Pause.
-func (v *VM) Resume() {
+func (v *VM) Resume() { v.resumeAfter(nil) }
+
+// resumeAfter is Resume, calling resumed (QMP's RESUME), if the VM was
+// not running, before anything runs again.
+func (v *VM) resumeAfter(resumed func()) {
 	v.pauseMu.Lock()
 	defer v.pauseMu.Unlock()
+	if resumed != nil && v.Status() != "running" {
+		resumed()
+	}
 	v.endMu.Lock()
 	v.paused, v.prelaunch, v.panicked, v.ioError = false, false, false, false
 	v.endMu.Unlock()

@@ -593,6 +593,32 @@ func TestFullHostDiskPausesTheVM(t *testing.T) {
 	if s := status(t, vm.mon); s != "io-error" {
 		t.Errorf("status %q, want io-error", s)
 	}
+	ioStatus := func() string {
+		var blocks []struct {
+			IOStatus string `json:"io-status"`
+		}
+		if err := runQMP(vm.mon, "query-block", nil, &blocks); err != nil || len(blocks) != 1 {
+			t.Fatalf("query-block: %v, %d disks", err, len(blocks))
+		}
+		return blocks[0].IOStatus
+	}
+	if s := ioStatus(); s != "nospace" {
+		t.Errorf("io-status %q while waiting for space, want nospace", s)
+	}
+	// cont with no more room: RESUME, then the writes fail again and the
+	// VM stops again, in that order (RESUME used to come after them); a
+	// stop of the stopped VM says nothing (it used to add a STOP).
+	seen := len(strings.Split(vm.events.names(), ","))
+	if err := runQMP(vm.mon, "cont", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	vm.events.wait(t, "STOP", 30*time.Second)
+	if err := runQMP(vm.mon, "stop", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(strings.Split(vm.events.names(), ",")[seen:], ","); got != "RESUME,BLOCK_IO_ERROR,STOP" {
+		t.Errorf("events after a cont with no room: %s, want RESUME,BLOCK_IO_ERROR,STOP", got)
+	}
 	if err := syscall.Mount("none", dir, "tmpfs", syscall.MS_REMOUNT, "size=128m"); err != nil {
 		t.Fatal(err)
 	}

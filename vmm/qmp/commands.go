@@ -334,24 +334,16 @@ func (cl *call) dumpExitTrace() (any, *qmpError) {
 
 // stop: QEMU emits STOP only when the VM was running.
 func (cl *call) stop() (any, *qmpError) {
-	wasRunning := cl.s.m.Status().Running
-	if err := cl.s.m.Stop(); err != nil {
+	if err := cl.s.m.Stop(func() { cl.s.Emit("STOP", nil) }); err != nil {
 		return nil, genericError("%v", err)
-	}
-	if wasRunning {
-		cl.s.Emit("STOP", nil)
 	}
 	return empty, nil
 }
 
 // cont: QEMU emits RESUME only when the VM was not already running.
 func (cl *call) cont() (any, *qmpError) {
-	wasRunning := cl.s.m.Status().Running
-	if err := cl.s.m.Cont(); err != nil {
+	if err := cl.s.m.Cont(func() { cl.s.Emit("RESUME", nil) }); err != nil {
 		return nil, genericError("%v", err)
-	}
-	if !wasRunning {
-		cl.s.Emit("RESUME", nil)
 	}
 	return empty, nil
 }
@@ -418,9 +410,13 @@ func (c *call) queryBlock() (any, *qmpError) {
 		return out, nil
 	}
 	for _, b := range bl.Blocks() {
+		ioStatus := "ok"
+		if b.NoSpace {
+			ioStatus = "nospace"
+		}
 		out = append(out, map[string]any{
 			"device": b.Device, "qdev": b.Qdev, "locked": false, "removable": false,
-			"type": "unknown", "io-status": "ok",
+			"type": "unknown", "io-status": ioStatus,
 			"inserted": map[string]any{
 				"file": b.File, "ro": b.ReadOnly, "drv": "raw",
 				"backing_file_depth": 0, "encrypted": false,

@@ -70,7 +70,7 @@ func (f *fakeMachine) Status() Status {
 	return Status{Running: f.running, Status: f.status}
 }
 
-func (f *fakeMachine) Stop() error {
+func (f *fakeMachine) Stop(stopped func()) error {
 	if err := f.record("stop"); err != nil {
 		return err
 	}
@@ -84,16 +84,20 @@ func (f *fakeMachine) Stop() error {
 	defer f.mu.Unlock()
 	if f.running {
 		f.running, f.status = false, "paused"
+		stopped()
 	}
 	return nil
 }
 
-func (f *fakeMachine) Cont() error {
+func (f *fakeMachine) Cont(resumed func()) error {
 	if err := f.record("cont"); err != nil {
 		return err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if !f.running {
+		resumed()
+	}
 	f.running, f.status = true, "running"
 	return nil
 }

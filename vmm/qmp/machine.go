@@ -16,12 +16,19 @@ import "errors"
 type Machine interface {
 	// Status is the VM's run state in QEMU's RunState words.
 	Status() Status
-	// Stop pauses all vCPUs (QMP stop). Stopping a stopped VM is not an error.
-	Stop() error
+	// Stop pauses all vCPUs (QMP stop). Stopping a stopped VM is not an
+	// error. If the VM was running, Stop calls stopped (which emits STOP)
+	// in step with the machine's other run-state changes, so that no
+	// other STOP or RESUME comes between the change and its event (a stop
+	// the VMM makes itself, for a full disk, gave two STOPs in a row).
+	Stop(stopped func()) error
 	// Cont resumes the vCPUs (QMP cont). Its error, if any, reaches the
 	// client as a GenericError; QEMU refuses cont after a guest shutdown
-	// with "Resetting the Virtual Machine is required".
-	Cont() error
+	// with "Resetting the Virtual Machine is required". If the VM was
+	// not running, Cont calls resumed (which emits RESUME) before
+	// anything runs again, as QEMU does: what the guest and devices do
+	// next (a disk failing again for want of space) comes after it.
+	Cont(resumed func()) error
 	// Powerdown asks the guest to power off (ACPI power button). The
 	// server has emitted POWERDOWN already; Powerdown must not wait for
 	// the guest's answer.
@@ -93,6 +100,9 @@ type Block struct {
 	Size       uint64 // what the guest sees, in bytes (QEMU's virtual-size)
 	ActualSize uint64 // bytes the image occupies on the host
 	Stats      BlockStats
+	// NoSpace says a write found no space on the host and waits for cont
+	// (QEMU's io-status "nospace"; libvirt's domblkerror reads it).
+	NoSpace bool
 }
 
 // BlockStats are a disk's I/O counters since the VM started, as QEMU's
