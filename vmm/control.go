@@ -70,13 +70,13 @@ func (v *VM) ServeQMP(path string) (func() error, error) {
 			d.blk.SetNoSpace(func(err error) { v.stopForNoSpace(d.name, err) })
 		}
 	}
-	v.onPanic = func(action string) {
+	v.onPanic = func(action string, stopped bool) {
 		if action == "" {
 			srv.Emit("GUEST_CRASHLOADED", map[string]any{"action": "run"})
 			return
 		}
 		panicked := qmp.Event{Name: "GUEST_PANICKED", Data: map[string]any{"action": action}}
-		if action == OnPanicPause {
+		if stopped {
 			// STOP as QEMU's vm_stop after the event, with no room
 			// between them for the RESUME of a client's quick cont.
 			srv.EmitAll(panicked, qmp.Event{Name: "STOP"})
@@ -113,7 +113,7 @@ func (c *control) emitShutdown() {
 	if o.Cause == CauseHostQuit || o.Cause == CauseHostReset {
 		return // the server sent SHUTDOWN before its reply to the command
 	}
-	c.srv.Emit("SHUTDOWN", map[string]any{"guest": !o.ByHost, "reason": o.Cause})
+	c.srv.Ended(!o.ByHost, o.Cause)
 }
 
 // endByHost ends the VM for a QMP command.

@@ -48,7 +48,7 @@ func TestGuestPanicPause(t *testing.T) {
 	var mu sync.Mutex
 	var actions []string
 	vm.resetMu.Lock()
-	vm.onPanic = func(action string) {
+	vm.onPanic = func(action string, _ bool) {
 		mu.Lock()
 		actions = append(actions, action)
 		mu.Unlock()

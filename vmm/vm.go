@@ -159,10 +159,10 @@ type VM struct {
 
 	boot      machineBootState // what a reset returns to (reset.go)
 	resetMu   sync.Mutex
-	resetWhy  string              // cause of a reset asked for and not done yet (resetMu)
-	resetDone chan struct{}       // closed once that reset is done (resetMu)
-	onReset   func(cause string)  // emits RESET; set by ServeQMP (resetMu)
-	onPanic   func(action string) // emits GUEST_PANICKED; set by ServeQMP (resetMu)
+	resetWhy  string                            // cause of a reset asked for and not done yet (resetMu)
+	resetDone chan struct{}                     // closed once that reset is done (resetMu)
+	onReset   func(cause string)                // emits RESET; set by ServeQMP (resetMu)
+	onPanic   func(action string, stopped bool) // emits GUEST_PANICKED (and STOP); set by ServeQMP (resetMu)
 	// crashLoaded throttles GUEST_CRASHLOADED (its repeats say nothing
 	// new: once a second), guestResets the RESETs of the guest's resets
 	// (at most 100 a second: a Linux reboot takes a third of a second,
@@ -652,31 +652,36 @@ func (v *VM) guestPanicked(events uint8) {
 	if events&devices.PVPanicPanicked == 0 {
 		// Crash loaded: the guest runs on.
 		if emit != nil && v.crashLoaded.allow(time.Now()) {
-			emit("")
+			emit("", false)
 		}
 		return
 	}
 	action := v.cfg.OnPanic
 	if action == OnPanicPoweroff {
 		if emit != nil {
-			emit(action)
+			emit(action, false)
 		}
 		v.end(Outcome{Reason: vcpu.Crashed, VCPU: -1, Cause: CauseGuestPanic, Err: errGuestPanic})
 		return
 	}
 	// Paused before the event goes out, so a client that reacts to it sees
 	// guest-panicked, and a reset it asks for finds the VM paused. The
-	// vCPUs park at their next exit (this one on its way out of this
-	// MMIO exit): VM.Pause would wait for this thread to park.
+	// state and the events change together, under endMu, as every run
+	// state change and its event do (pauseThen, resumeAfter): a cont
+	// between them resumed the VM and sent RESUME before GUEST_PANICKED
+	// and STOP, so clients were told stopped while it ran (an audit). The
+	// vCPUs park at their next exit (this one on its way out of this MMIO
+	// exit): VM.Pause would wait for this thread to park.
 	v.endMu.Lock()
+	running := v.statusLocked() == "running"
 	v.panicked, v.paused = true, true
+	if emit != nil {
+		emit(action, running)
+	}
 	v.endMu.Unlock()
 	v.pauseQueues()
 	for _, c := range v.vcpus {
 		c.RequestPause()
-	}
-	if emit != nil {
-		emit(action)
 	}
 }
 
@@ -701,18 +706,18 @@ func (v *VM) stopForNoSpace(disk string, err error) {
 		// Under pauseMu, STOP goes out before a cont's RESUME can.
 		v.pauseMu.Lock()
 		defer v.pauseMu.Unlock()
-		running := v.Status() == "running"
 		v.endMu.Lock()
-		ended := v.outcome != nil
-		v.ioError = !ended
-		v.endMu.Unlock()
-		if ended {
+		if v.outcome != nil {
+			v.endMu.Unlock()
 			return
 		}
-		v.pauseLocked()
-		if running { // a QMP stop may have paused it first: one STOP, as QEMU
+		// A QMP stop may have paused it first: one STOP, as QEMU.
+		if v.statusLocked() == "running" {
 			emit(qmp.Event{Name: "STOP"})
 		}
+		v.ioError, v.paused = true, true
+		v.endMu.Unlock()
+		v.pauseLocked()
 	}()
 }
 
@@ -764,11 +769,13 @@ func (v *VM) Pause() { v.pauseThen(nil) }
 func (v *VM) pauseThen(stopped func()) {
 	v.pauseMu.Lock()
 	defer v.pauseMu.Unlock()
-	running := v.Status() == "running"
-	v.pauseLocked()
-	if running && stopped != nil {
+	v.endMu.Lock()
+	if v.statusLocked() == "running" && stopped != nil {
 		stopped()
 	}
+	v.paused = true
+	v.endMu.Unlock()
+	v.pauseLocked()
 }
 
 // pauseLocked is Pause with pauseMu held.
@@ -798,10 +805,10 @@ func (v *VM) Resume() { v.resumeAfter(nil) }
 func (v *VM) resumeAfter(resumed func()) {
 	v.pauseMu.Lock()
 	defer v.pauseMu.Unlock()
-	if resumed != nil && v.Status() != "running" {
+	v.endMu.Lock()
+	if resumed != nil && v.statusLocked() != "running" {
 		resumed()
 	}
-	v.endMu.Lock()
 	v.paused, v.prelaunch, v.panicked, v.ioError = false, false, false, false
 	v.endMu.Unlock()
 	v.resumeQueues()
@@ -818,6 +825,11 @@ func (v *VM) resumeAfter(resumed func()) {
 func (v *VM) Status() string {
 	v.endMu.Lock()
 	defer v.endMu.Unlock()
+	return v.statusLocked()
+}
+
+// statusLocked is Status with endMu held.
+func (v *VM) statusLocked() string {
 	switch {
 	case v.outcome != nil:
 		return "shutdown"

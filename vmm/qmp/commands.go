@@ -21,6 +21,9 @@ type command struct {
 	name   string
 	params []string // the arguments it accepts; anything else is rejected as QEMU does
 	run    func(*call) (any, *qmpError)
+	// acts: it changes or ends the machine, so it is not run once the
+	// machine has ended (Server.Ended); queries still are.
+	acts bool
 }
 
 // commands is what we implement, in the order query-commands lists it.
@@ -42,11 +45,11 @@ func init() {
 		{name: "query-pci", run: (*call).queryPCI},
 		{name: "query-exit-stats", run: (*call).queryExitStats},
 		{name: "x-govmm-dump-exit-trace", params: []string{"filename"}, run: (*call).dumpExitTrace},
-		{name: "stop", run: (*call).stop},
-		{name: "cont", run: (*call).cont},
-		{name: "system_powerdown", run: (*call).systemPowerdown},
-		{name: "system_reset", run: (*call).systemReset},
-		{name: "quit", run: (*call).quit},
+		{name: "stop", run: (*call).stop, acts: true},
+		{name: "cont", run: (*call).cont, acts: true},
+		{name: "system_powerdown", run: (*call).systemPowerdown, acts: true},
+		{name: "system_reset", run: (*call).systemReset, acts: true},
+		{name: "quit", run: (*call).quit, acts: true},
 	}
 }
 
@@ -123,9 +126,10 @@ func (s *Server) dispatch(c *client, msg []byte) {
 
 	cl := &call{s: s, c: c, args: req.args}
 	s.cmdMu.Lock()
-	if s.ended.Load() {
-		// The machine ended while this command waited: it is not run
-		// and gets no answer (the connection closes with the server).
+	if s.ended.Load() || cmd.acts && s.gone.Load() {
+		// The machine ended while this command waited (or, for one
+		// that acts on it, before): it is not run and gets no answer
+		// (the connection closes with the server), as QEMU has exited.
 		s.cmdMu.Unlock()
 		return
 	}
@@ -398,6 +402,25 @@ func (cl *call) end(reason string) {
 	s.ended.Store(true)
 	s.Emit("SHUTDOWN", shutdownData{Guest: false, Reason: reason})
 	cl.afterReply = func() { go s.m.Quit(reason) }
+}
+
+// Ended tells every client, with SHUTDOWN (guest and reason as QEMU's
+// ShutdownCause), that the machine ended on its own (the guest powered
+// off or panicked, a signal), and runs no command that acts on the
+// machine after it: a quit that came next got a second SHUTDOWN, and a
+// system_powerdown a POWERDOWN after the SHUTDOWN (found by an audit).
+// Queries are still answered until the server closes (the exit table of
+// an ended VM). It waits for the command in progress, so that command's
+// events come first; nothing a command calls may wait for Ended. Once a
+// command has ended the machine (quit), Ended does nothing: that
+// SHUTDOWN went out.
+func (s *Server) Ended(guest bool, reason string) {
+	s.cmdMu.Lock()
+	defer s.cmdMu.Unlock()
+	if s.ended.Load() || s.gone.Swap(true) {
+		return
+	}
+	s.Emit("SHUTDOWN", shutdownData{Guest: guest, Reason: reason})
 }
 
 // queryBlock answers in QEMU 7.2's BlockInfo shape, with the fields

@@ -53,6 +53,9 @@ type Server struct {
 	// the VM must not be paused, reset or resumed once clients were told
 	// SHUTDOWN.
 	ended atomic.Bool
+	// gone is set, under cmdMu, by Ended: the machine ended on its own,
+	// and no command that acts on it runs any more.
+	gone atomic.Bool
 }
 
 // Listen creates the QMP socket at path with mode 0600. A stale socket

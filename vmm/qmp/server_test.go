@@ -806,3 +806,36 @@ func TestRemoveSocket(t *testing.T) {
 		t.Fatalf("our socket is still there: %v", err)
 	}
 }
+
+// A machine that ends on its own (the guest powers off) is told with one
+// SHUTDOWN; a quit or system_powerdown sent after it is not run (a quit
+// gave a second SHUTDOWN, a power-down a POWERDOWN after it: an audit),
+// while queries are still answered until the server closes.
+func TestNothingActsAfterTheMachineEnded(t *testing.T) {
+	m := newFakeMachine()
+	s := startServer(t, m)
+	c := dial(t, s.Path())
+	c.handshake()
+	s.Ended(true, "guest-shutdown")
+	s.Ended(false, "host-signal") // once only
+	r, ev := c.cmd(`{"execute":"query-status","id":"q"}`)
+	if r["id"] != "q" || !slices.Equal(eventNames(ev), []string{"SHUTDOWN"}) ||
+		!jsonEqual(ev[0]["data"], `{"guest":true,"reason":"guest-shutdown"}`) {
+		t.Fatalf("after the end: %v %v", r, ev)
+	}
+	c.send(`{"execute":"system_powerdown","id":"p"}` + "\n")
+	c.send(`{"execute":"quit","id":"x"}` + "\n")
+	r, ev = c.cmd(`{"execute":"query-status","id":"q2"}`)
+	if r["id"] != "q2" || len(ev) != 0 {
+		t.Fatalf("a power-down and a quit after the end gave %v, events %v", r, ev)
+	}
+	s.Close()
+	if got := readToEOF(t, c); len(got) != 0 {
+		t.Errorf("after the end: %v", got)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.quitCount != 0 || slices.Contains(m.calls, "powerdown") {
+		t.Errorf("quit %d times, calls %v, after the machine ended", m.quitCount, m.calls)
+	}
+}
