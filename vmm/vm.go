@@ -673,15 +673,18 @@ func (v *VM) guestPanicked(events uint8) {
 	// vCPUs park at their next exit (this one on its way out of this MMIO
 	// exit): VM.Pause would wait for this thread to park.
 	v.endMu.Lock()
+	defer v.endMu.Unlock()
 	running := v.statusLocked() == "running"
 	v.panicked, v.paused = true, true
-	if emit != nil {
-		emit(action, running)
-	}
-	v.endMu.Unlock()
+	// Neither waits: the queues' pause is a flag, and each vCPU parks at
+	// its next exit. A cont between these and the events would find them
+	// still to come, and the VM paused while clients were told RESUME.
 	v.pauseQueues()
 	for _, c := range v.vcpus {
 		c.RequestPause()
+	}
+	if emit != nil {
+		emit(action, running)
 	}
 }
 
@@ -805,12 +808,14 @@ func (v *VM) Resume() { v.resumeAfter(nil) }
 func (v *VM) resumeAfter(resumed func()) {
 	v.pauseMu.Lock()
 	defer v.pauseMu.Unlock()
+	// Under endMu with the state, so that a guest panic's pause (which
+	// cannot take pauseMu from its vCPU) comes wholly before or after.
 	v.endMu.Lock()
+	defer v.endMu.Unlock()
 	if resumed != nil && v.statusLocked() != "running" {
 		resumed()
 	}
 	v.paused, v.prelaunch, v.panicked, v.ioError = false, false, false, false
-	v.endMu.Unlock()
 	v.resumeQueues()
 	for _, c := range v.vcpus {
 		c.Resume()
