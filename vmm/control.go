@@ -150,7 +150,11 @@ func (c *control) Reset() error {
 	if c.vm.cfg.NoReboot {
 		return qmp.ErrResetEndsMachine
 	}
-	return c.vm.Reset()
+	err := c.vm.Reset()
+	if errors.Is(err, errResetJoined) {
+		return qmp.ErrResetJoined
+	}
+	return err
 }
 
 // Quit ends the VM for quit, or for system_reset with --no-reboot.

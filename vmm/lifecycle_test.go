@@ -2,6 +2,7 @@ package vmm
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -400,5 +401,42 @@ func TestResetStormEventsBounded(t *testing.T) {
 	n := events.Load()
 	if limit := 1 + int64(elapsed/(10*time.Millisecond)); n < 1 || n > limit {
 		t.Errorf("%d RESET events for %d resets in %v, want 1 to %d", n, vm.Resets(), elapsed, limit)
+	}
+}
+
+// A host reset asked for while the guest's own is pending joins it: one
+// reset, and Reset says so (errResetJoined), so the QMP server sends no
+// second RESET beside the guest-reset one the VM sends (a QMP stress
+// audit saw two RESETs for one reset).
+func TestHostResetJoinsGuestReset(t *testing.T) {
+	vm, done, _ := startPortLoop(t)
+	_ = done
+	var causes []string
+	var mu sync.Mutex
+	vm.resetMu.Lock()
+	vm.onReset = func(cause string) { mu.Lock(); causes = append(causes, cause); mu.Unlock() }
+	vm.resetMu.Unlock()
+	before := vm.Resets()
+	// The guest's request first, as a reboot on a vCPU makes it; the
+	// host's joins it before Run gets to it, or after: either way one
+	// reset. Only a host reset that came first is the host's own.
+	vm.guestReset(0, vcpu.Reset)
+	err := vm.Reset()
+	mu.Lock()
+	defer mu.Unlock()
+	switch {
+	case errors.Is(err, errResetJoined):
+		t.Log("joined")
+		if n := vm.Resets() - before; n != 1 || len(causes) != 1 || causes[0] != CauseGuestReset {
+			t.Errorf("joined: %d resets, RESET causes %v; want one, guest-reset", n, causes)
+		}
+	case err == nil:
+		// The guest's reset was done before the host asked: two resets,
+		// the host's RESET the QMP server's to send.
+		if n := vm.Resets() - before; n != 2 || len(causes) != 1 {
+			t.Errorf("separate: %d resets, RESET causes %v; want two resets, one guest-reset event", n, causes)
+		}
+	default:
+		t.Fatal(err)
 	}
 }

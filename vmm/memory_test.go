@@ -241,7 +241,7 @@ func TestResetZeroesGuestRAM(t *testing.T) {
 			// at the top of RAM: nothing a reset loads lands here.
 			const marker = 96 << 20
 			copy(vm.mem.b[marker:], "left over from the last boot")
-			done := vm.requestReset("test")
+			done, _ := vm.requestReset("test")
 			if err := vm.reset(); err != nil { // what Run does on the request
 				t.Fatal(err)
 			}

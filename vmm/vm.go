@@ -525,6 +525,10 @@ func (v *VM) guestReset(i int, reason vcpu.StopReason) {
 	v.requestReset(CauseGuestReset)
 }
 
+// errResetJoined is what Reset returns when its reset joined one the
+// guest asked for (control maps it to qmp.ErrResetJoined).
+var errResetJoined = errors.New("the host's reset joined the guest's")
+
 // Reset resets the machine for the host (QMP system_reset) and returns
 // once the reset is done, or an error once the VM has ended instead (the
 // reset failed, or something else ended it first); with Config.NoReboot
@@ -535,15 +539,21 @@ func (v *VM) Reset() error {
 		v.end(Outcome{Reason: vcpu.Reset, VCPU: -1, ByHost: true, Cause: CauseHostReset})
 		return nil
 	}
-	done := v.requestReset(CauseHostReset)
+	done, first := v.requestReset(CauseHostReset)
+	// Joined to the guest's reset, whose RESET the VM emits (onReset):
+	// the QMP server must not emit another for the same reset.
+	ok := error(nil)
+	if first != CauseHostReset {
+		ok = errResetJoined
+	}
 	select {
 	case <-done:
-		return nil
+		return ok
 	case <-v.ended:
 	}
 	select {
 	case <-done: // done, then ended by something else
-		return nil
+		return ok
 	default:
 	}
 	v.endMu.Lock()
@@ -557,7 +567,7 @@ func (v *VM) Reset() error {
 // requestReset asks Run for a reset and returns a channel closed once it
 // is done. Requests that arrive before it is done join it (the first
 // cause is the one reported), as QEMU coalesces reset requests.
-func (v *VM) requestReset(cause string) <-chan struct{} {
+func (v *VM) requestReset(cause string) (done <-chan struct{}, first string) {
 	v.resetMu.Lock()
 	defer v.resetMu.Unlock()
 	if v.resetWhy == "" {
@@ -568,7 +578,7 @@ func (v *VM) requestReset(cause string) <-chan struct{} {
 		default: // cannot happen: the slot empties before resetWhy does
 		}
 	}
-	return v.resetDone
+	return v.resetDone, v.resetWhy
 }
 
 // Resets is how many machine resets there have been.

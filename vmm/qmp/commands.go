@@ -376,6 +376,7 @@ func (cl *call) systemReset() (any, *qmpError) {
 	switch err := cl.s.m.Reset(); {
 	case errors.Is(err, ErrResetEndsMachine):
 		cl.end(ReasonReset)
+	case errors.Is(err, ErrResetJoined):
 	case err != nil:
 		return nil, genericError("%v", err)
 	default:

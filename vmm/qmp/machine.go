@@ -37,6 +37,8 @@ type Machine interface {
 	// done; the server then emits RESET. A machine that ends instead
 	// (QEMU's -no-reboot) returns ErrResetEndsMachine at once, doing
 	// nothing: the server then emits SHUTDOWN and calls Quit(ReasonReset).
+	// One that joined a reset the guest asked for, whose RESET it emitted
+	// itself, returns ErrResetJoined once it is done.
 	Reset() error
 	// Quit ends the VM for reason, ReasonQuit (QMP quit) or ReasonReset
 	// (system_reset with -no-reboot). The server calls it at most once,
@@ -58,6 +60,12 @@ type Machine interface {
 // ErrResetEndsMachine is returned by Machine.Reset when the reset ends the
 // machine (QEMU's -no-reboot): system_reset then succeeds with no RESET.
 var ErrResetEndsMachine = errors.New("the reset ends the machine")
+
+// ErrResetJoined is returned by Machine.Reset when the reset it asked for
+// was one the guest had asked for already, and the machine emitted its
+// RESET: system_reset then succeeds with no second RESET for one reset
+// (found by an audit).
+var ErrResetJoined = errors.New("the reset joined the guest's")
 
 // The SHUTDOWN reasons of the commands that end the machine, which Quit
 // gets (QEMU's ShutdownCause names).
