@@ -9,8 +9,8 @@ import (
 )
 
 // VCPU holds the counters of one vCPU. Exactly one goroutine, the vCPU
-// thread, may call Enter, Leave, RecordExit, Record and RecordGuest; any goroutine may call
-// Snapshot at the same time. A nil *VCPU is valid: its methods do nothing.
+// thread, may call Enter, Leave, RecordExit, Record and RecordGuest; any
+// goroutine may call Snapshot at the same time. A nil *VCPU is valid: its methods do nothing.
 type VCPU struct {
 	id  int
 	reg *Registry // bounds Kinds in Record and names rows in Snapshot

@@ -77,7 +77,9 @@ func (t *Transport) serveNotifier(n *pciNotifier, q int) {
 		if err != nil {
 			return // closed by stopNotifiers
 		}
-		p.woke(time.Now(), t.hasAvail(q))
+		if p.polled() { // else woke learns nothing: spare the ring's read
+			p.woke(time.Now(), t.hasAvail(q))
+		}
 		// The counter sums the guest's writes since the last read (and
 		// the transport's kicks, which are not the guest's): one Notify
 		// serves them all.
@@ -150,7 +152,7 @@ func (p *pollWindow) preempted() { p.window /= 4 }
 // the largest window for ever, a 1-vCPU guest costing nearly two host
 // cores (found by an audit).
 func (p *pollWindow) woke(now time.Time, work bool) {
-	if p.started.IsZero() {
+	if !p.polled() {
 		return
 	}
 	switch idle := now.Sub(p.started); {
@@ -164,6 +166,10 @@ func (p *pollWindow) woke(now time.Time, work bool) {
 	}
 	p.started = time.Time{}
 }
+
+// polled reports whether the last poll found nothing, so that the next
+// wake-up tells how long the window should have been.
+func (p *pollWindow) polled() bool { return !p.started.IsZero() }
 
 // hasAvail reports whether queue q has buffers the device has not taken.
 func (t *Transport) hasAvail(q int) bool {

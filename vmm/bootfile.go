@@ -3,8 +3,7 @@ package vmm
 import (
 	"fmt"
 	"os"
-
-	"golang.org/x/sys/unix"
+	"time"
 
 	"github.com/govmm/govmm/internal/regfile"
 )
@@ -22,8 +21,7 @@ import (
 type bootFile struct {
 	what, path string
 	f          *os.File
-	size       int64
-	stamp      fileStamp
+	stamp      fileStamp // at open: stamp.size is the file's size
 }
 
 // fileStamp is what a write to a file changes: its size and the time of
@@ -31,20 +29,20 @@ type bootFile struct {
 // it or its removal moves too.
 type fileStamp struct {
 	size  int64
-	mtime unix.Timespec
+	mtime time.Time
 }
 
 func stampOf(f *os.File) (fileStamp, error) {
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+	fi, err := f.Stat()
+	if err != nil {
 		return fileStamp{}, err
 	}
-	return fileStamp{size: st.Size, mtime: st.Mtim}, nil
+	return fileStamp{size: fi.Size(), mtime: fi.ModTime()}, nil
 }
 
 // openBootFile opens path, a regular file, for what ("kernel", "initrd").
 func openBootFile(what, path string) (*bootFile, error) {
-	f, size, err := regfile.Open(path)
+	f, _, err := regfile.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
@@ -53,7 +51,7 @@ func openBootFile(what, path string) (*bootFile, error) {
 		f.Close()
 		return nil, fmt.Errorf("%s %s: %w", what, path, err)
 	}
-	return &bootFile{what: what, path: path, f: f, size: size, stamp: stamp}, nil
+	return &bootFile{what: what, path: path, f: f, stamp: stamp}, nil
 }
 
 // unchanged checks that the file has not been written since it was
@@ -63,7 +61,7 @@ func (b *bootFile) unchanged() error {
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", b.what, b.path, err)
 	}
-	if now != b.stamp {
+	if now.size != b.stamp.size || !now.mtime.Equal(b.stamp.mtime) {
 		return fmt.Errorf("%s %s was written to since the VM started: a reset would boot something else than the VM started with (replace the file by renaming a new one over it, which keeps the old for resets; start govmm again to boot the new one)", b.what, b.path)
 	}
 	return nil

@@ -36,7 +36,7 @@ func (v *VM) loadLinux() error {
 			}
 		}
 	}
-	kf, ksize := v.kernelFile.f, v.kernelFile.size
+	kf, ksize := v.kernelFile.f, v.kernelFile.stamp.size
 	head := make([]byte, min(ksize, 4096))
 	if _, err := kf.ReadAt(head, 0); err != nil {
 		return fmt.Errorf("read kernel %s: %w", v.cfg.Kernel, err)
@@ -66,7 +66,7 @@ func (v *VM) loadLinux() error {
 		}
 	}
 	if b := v.initrdFile; b != nil {
-		params.Initrd = io.NewSectionReader(b.f, 0, b.size)
+		params.Initrd = io.NewSectionReader(b.f, 0, b.stamp.size)
 	}
 	params.Cmdline = v.cfg.Cmdline
 	params.MemSize = v.mem.Size()

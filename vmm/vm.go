@@ -542,18 +542,18 @@ func (v *VM) Reset() error {
 	done, first := v.requestReset(CauseHostReset)
 	// Joined to the guest's reset, whose RESET the VM emits (onReset):
 	// the QMP server must not emit another for the same reset.
-	ok := error(nil)
+	var joined error
 	if first != CauseHostReset {
-		ok = errResetJoined
+		joined = errResetJoined
 	}
 	select {
 	case <-done:
-		return ok
+		return joined
 	case <-v.ended:
 	}
 	select {
 	case <-done: // done, then ended by something else
-		return ok
+		return joined
 	default:
 	}
 	v.endMu.Lock()
@@ -778,7 +778,8 @@ func (v *VM) PowerdownAskedAt() time.Duration {
 func (v *VM) Pause() { v.pauseThen(nil) }
 
 // pauseThen is Pause, calling stopped (QMP's STOP), if the VM was
-// running, once it is paused and before any other pause or resume.
+// running, with the change of state: before the devices and vCPUs are
+// parked, and before any other pause or resume.
 func (v *VM) pauseThen(stopped func()) {
 	v.pauseMu.Lock()
 	defer v.pauseMu.Unlock()
@@ -791,11 +792,9 @@ func (v *VM) pauseThen(stopped func()) {
 	v.pauseLocked()
 }
 
-// pauseLocked is Pause with pauseMu held.
+// pauseLocked parks the devices and vCPUs of a VM whose state says
+// paused already; pauseMu is held.
 func (v *VM) pauseLocked() {
-	v.endMu.Lock()
-	v.paused = true
-	v.endMu.Unlock()
 	// The devices first, so that a vCPU serving one parks after the
 	// chain in hand, and no device works for a paused guest: when Pause
 	// returns, the guest's memory and disks stay as they are.
