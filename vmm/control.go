@@ -109,6 +109,9 @@ func (v *VM) ServeQMP(path string) (func() error, error) {
 // a QMP command ended it and the server has said so already.
 func (c *control) emitShutdown() {
 	<-c.vm.ended
+	// After the reset under way, if any, has sent its RESET.
+	c.vm.resetting.Lock()
+	c.vm.resetting.Unlock()
 	o := c.vm.outcome
 	if o.Cause == CauseHostQuit || o.Cause == CauseHostReset {
 		return // the server sent SHUTDOWN before its reply to the command

@@ -2,14 +2,18 @@ package vmm
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	goqmp "github.com/digitalocean/go-qemu/qmp"
 
 	"github.com/govmm/govmm/guests/tiny"
 	"github.com/govmm/govmm/vcpu"
@@ -401,6 +405,73 @@ func TestResetStormEventsBounded(t *testing.T) {
 	n := events.Load()
 	if limit := 1 + int64(elapsed/(10*time.Millisecond)); n < 1 || n > limit {
 		t.Errorf("%d RESET events for %d resets in %v, want 1 to %d", n, vm.Resets(), elapsed, limit)
+	}
+}
+
+// TestEndDuringResetKeepsEventOrder: a signal (vm.Stop, as SIGTERM)
+// that ends the VM while a reset is under way lets the reset finish and
+// send its RESET before the SHUTDOWN. Before, the SHUTDOWN could go out
+// first and the RESET after it (found by an audit). The end is made
+// inside the reset, just before its RESET goes out, and the SHUTDOWN is
+// given 200 ms to overtake it.
+func TestEndDuringResetKeepsEventOrder(t *testing.T) {
+	vm, done, _ := startPortLoop(t)
+	sock := filepath.Join(t.TempDir(), "qmp.sock")
+	stopQMP, err := vm.ServeQMP(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopQMP()
+	mon, err := goqmp.NewSocketMonitor("unix", sock, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mon.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	defer mon.Disconnect()
+	events, err := mon.Events(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var names []string
+	shutdown := make(chan struct{})
+	go func() {
+		for e := range events {
+			mu.Lock()
+			names = append(names, e.Event)
+			mu.Unlock()
+			if e.Event == "SHUTDOWN" {
+				close(shutdown)
+				return
+			}
+		}
+	}()
+	vm.resetMu.Lock()
+	emitReset := vm.onReset
+	vm.onReset = func(cause string) {
+		vm.Stop()
+		select {
+		case <-shutdown:
+		case <-time.After(200 * time.Millisecond):
+		}
+		emitReset(cause)
+	}
+	vm.resetMu.Unlock()
+	vm.guestReset(0, vcpu.Reset)
+	if out := <-done; out.Cause != CauseHostSignal {
+		t.Errorf("ended by %q, want %q", out.Cause, CauseHostSignal)
+	}
+	select {
+	case <-shutdown:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no SHUTDOWN")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := vm.Resets(); n != 1 || !slices.Equal(names, []string{"RESET", "SHUTDOWN"}) {
+		t.Errorf("%d resets, events %v; want one reset, RESET then SHUTDOWN", n, names)
 	}
 }
 

@@ -157,7 +157,14 @@ type VM struct {
 	powerdownAt time.Duration // uptime of the first power button press, 0 if none (endMu)
 	ended       chan struct{}
 
-	boot      machineBootState // what a reset returns to (reset.go)
+	boot machineBootState // what a reset returns to (reset.go)
+	// resetting is held by Run while it resets the machine, and taken by
+	// the SHUTDOWN of an end (emitShutdown) before it goes out: a reset
+	// under way when a signal ends the VM finishes and sends its RESET
+	// first, and one that finds the VM ended does not happen, so a RESET
+	// never follows the SHUTDOWN (as QEMU's main loop, which handles a
+	// shutdown request between resets, never sends one after).
+	resetting sync.Mutex
 	resetMu   sync.Mutex
 	resetWhy  string                            // cause of a reset asked for and not done yet (resetMu)
 	resetDone chan struct{}                     // closed once that reset is done (resetMu)
@@ -455,7 +462,7 @@ func (v *VM) VCPUs() []*vcpu.VCPU { return v.vcpus }
 // All vCPU threads have returned when Run does.
 func (v *VM) Run() Outcome {
 	for v.runUntilReset() {
-		if err := v.reset(); err != nil {
+		if err := v.resetUnlessEnded(); err != nil {
 			v.end(Outcome{Reason: vcpu.Crashed, VCPU: -1, ByHost: true, Cause: CauseHostError, Err: fmt.Errorf("machine reset: %w", err)})
 			break
 		}
@@ -472,6 +479,11 @@ func (v *VM) Run() Outcome {
 // runUntilReset runs the vCPUs until the VM ends (false) or a reset is due
 // (true). Every vCPU thread has returned either way.
 func (v *VM) runUntilReset() bool {
+	select {
+	case <-v.ended:
+		return false // ended during the reset before
+	default:
+	}
 	var wg sync.WaitGroup
 	for i, c := range v.vcpus {
 		wg.Add(1)
@@ -583,6 +595,19 @@ func (v *VM) requestReset(cause string) (done <-chan struct{}, first string) {
 
 // Resets is how many machine resets there have been.
 func (v *VM) Resets() uint64 { return v.resets.Load() }
+
+// resetUnlessEnded resets the machine unless the VM has ended, holding
+// resetting throughout (see there).
+func (v *VM) resetUnlessEnded() error {
+	v.resetting.Lock()
+	defer v.resetting.Unlock()
+	select {
+	case <-v.ended:
+		return nil // Run sees the end next
+	default:
+		return v.reset()
+	}
+}
 
 // reset restarts the machine in place; no vCPU runs. Devices stop first,
 // so none writes guest memory after it is dropped; the image is loaded
