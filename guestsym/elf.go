@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/govmm/govmm/internal/regfile"
+	"github.com/govmm/govmm/internal/scratch"
 )
 
 // ErrNoSymbols says an ELF file has no symbol table (a stripped kernel).
@@ -22,17 +24,36 @@ const (
 	maxStrings = 256 << 20 // bytes
 )
 
+// OpenELF reads the code symbols of the ELF kernel open in f, and takes
+// f: the table reads its names from it until Close (none once the file
+// has been written to). f is closed on an error.
+func OpenELF(f *os.File) (*Table, error) {
+	src, err := newStampedFile(f)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	t, err := ReadELF(f)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	t.src, t.file = src, f
+	return t, nil
+}
+
 // ReadELF reads the code symbols of an ELF kernel: those defined in a
 // section of executable code, as nm's t and T. Each such section's end
 // is marked, so an address past the last function of a section has no
-// symbol.
+// symbol. The table reads names from r as long as it is used.
 //
 // A 64-bit little-endian symbol table (an x86-64 vmlinux) is read a chunk
-// at a time and only its code symbols' names are kept, in one string:
-// debug/elf's Symbols, which decodes every symbol with a string of its
+// at a time, its names through a scratch copy of the string table that is
+// unmapped once read: the table keeps 12 bytes a symbol in the Go heap
+// (debug/elf's Symbols, which decodes every symbol with a string of its
 // own, allocated 10 MB to name the 26,000 code symbols of the shared
-// kernel, and that garbage was most of what --exit-rips cost in RSS
-// (found by a benchmark audit).
+// kernel, and that garbage was most of what --exit-rips cost in RSS;
+// found by a benchmark audit).
 func ReadELF(r io.ReaderAt) (*Table, error) {
 	f, err := elf.NewFile(r)
 	if err != nil {
@@ -42,24 +63,10 @@ func ReadELF(r io.ReaderAt) (*Table, error) {
 	if err := checkSymtabSize(f); err != nil {
 		return nil, err
 	}
-	var es []entry
 	if f.Class == elf.ELFCLASS64 && f.ByteOrder == binary.LittleEndian {
-		es, err = codeSymbols64(f)
-	} else {
-		es, err = codeSymbols(f)
+		return codeSymbols64(f, r)
 	}
-	if err != nil {
-		return nil, err
-	}
-	if len(es) == 0 {
-		return nil, ErrNoSymbols
-	}
-	for _, sec := range f.Sections {
-		if sec.Flags&elf.SHF_EXECINSTR != 0 && sec.Flags&elf.SHF_ALLOC != 0 && sec.Size > 0 {
-			es = append(es, entry{addr: sec.Addr + sec.Size})
-		}
-	}
-	return newTable(es), nil
+	return codeSymbols(f)
 }
 
 // isCode reports whether a symbol named name, defined in section sec with
@@ -73,9 +80,18 @@ func isCode(f *elf.File, name []byte, sec elf.SectionIndex, info byte) bool {
 	return f.Sections[sec].Flags&elf.SHF_EXECINSTR != 0 && typ != elf.STT_SECTION && typ != elf.STT_FILE
 }
 
+// markCodeEnds adds an end-of-code marker at the end of each code section.
+func markCodeEnds(f *elf.File, b *builder) {
+	for _, sec := range f.Sections {
+		if sec.Flags&elf.SHF_EXECINSTR != 0 && sec.Flags&elf.SHF_ALLOC != 0 && sec.Size > 0 {
+			b.add(sec.Addr+sec.Size, noName, false)
+		}
+	}
+}
+
 // codeSymbols64 reads the code symbols of a 64-bit little-endian ELF's
-// symbol table a chunk at a time.
-func codeSymbols64(f *elf.File) ([]entry, error) {
+// symbol table a chunk at a time; the table reads their names from r.
+func codeSymbols64(f *elf.File, r io.ReaderAt) (*Table, error) {
 	var symtab *elf.Section
 	for _, s := range f.Sections {
 		if s.Type == elf.SHT_SYMTAB {
@@ -92,14 +108,22 @@ func codeSymbols64(f *elf.File) ([]entry, error) {
 	if int(symtab.Link) >= len(f.Sections) {
 		return nil, fmt.Errorf("ELF: the symbol table's names are in section %d, of %d", symtab.Link, len(f.Sections))
 	}
-	strs, err := f.Sections[symtab.Link].Data()
+	strsec := f.Sections[symtab.Link]
+	if strsec.Flags&elf.SHF_COMPRESSED != 0 || strsec.Type == elf.SHT_NOBITS {
+		return nil, fmt.Errorf("ELF: the symbol table's names are not stored plainly (section type %v, flags %v)", strsec.Type, strsec.Flags)
+	}
+	strs, err := scratch.Map(int(strsec.Size))
 	if err != nil {
+		return nil, fmt.Errorf("ELF symbol names: %w", err)
+	}
+	defer scratch.Unmap(strs)
+	if _, err := strsec.ReadAt(strs, 0); err != nil {
 		return nil, fmt.Errorf("ELF symbol names: %w", err)
 	}
 	le := binary.LittleEndian
 	buf := make([]byte, 1024*elf.Sym64Size)
-	// each calls code for every code symbol, with its name in strs.
-	each := func(code func(sym, name []byte)) error {
+	// each calls code for every code symbol.
+	each := func(code func(sym []byte)) error {
 		rd := symtab.Open()
 		for left := symtab.Size; left > 0; {
 			chunk := buf[:min(uint64(len(buf)), left)]
@@ -113,45 +137,40 @@ func codeSymbols64(f *elf.File) ([]entry, error) {
 					continue
 				}
 				n := bytes.IndexByte(strs[at:], 0)
-				if n < 0 {
-					continue
-				}
-				if name := strs[at : at+uint64(n)]; isCode(f, name, elf.SectionIndex(le.Uint16(sym[6:])), sym[4]) {
-					code(sym, name)
+				if n >= 0 && isCode(f, strs[at:at+uint64(n)], elf.SectionIndex(le.Uint16(sym[6:])), sym[4]) {
+					code(sym)
 				}
 			}
 		}
 		return nil
 	}
-	// Two passes, so that nothing grows: how many symbols and name bytes,
-	// then the symbols, their names in one string.
-	count, size := 0, 0
-	if err := each(func(_, name []byte) { count, size = count+1, size+len(name) }); err != nil {
+	// Two passes, so that nothing grows: how many, then the symbols.
+	count := 0
+	if err := each(func([]byte) { count++ }); err != nil {
 		return nil, err
 	}
-	var names strings.Builder
-	names.Grow(size)
-	es := make([]entry, 0, count+len(f.Sections))
-	ends := make([]int, 0, count)
-	if err := each(func(sym, name []byte) {
-		names.Write(name)
-		ends = append(ends, names.Len())
-		es = append(es, entry{addr: le.Uint64(sym[8:]), global: elf.ST_BIND(sym[4]) != elf.STB_LOCAL})
+	if count == 0 {
+		return nil, ErrNoSymbols
+	}
+	b := newBuilder(count+len(f.Sections), r, int64(strsec.Offset), 0)
+	b.name = func(off uint32, _ *[maxName + 1]byte) []byte {
+		return strs[off : int(off)+bytes.IndexByte(strs[off:], 0)]
+	}
+	if err := each(func(sym []byte) {
+		b.add(le.Uint64(sym[8:]), le.Uint32(sym[0:]), elf.ST_BIND(sym[4]) != elf.STB_LOCAL)
 	}); err != nil {
 		return nil, err
 	}
-	if len(es) != count || names.Len() != size {
+	if len(b.addrs) != count {
 		return nil, fmt.Errorf("ELF: the symbol table changed while it was read")
 	}
-	all, start := names.String(), 0
-	for i, end := range ends {
-		es[i].name, start = all[start:end], end
-	}
-	return es, nil
+	markCodeEnds(f, b)
+	return b.table(), nil
 }
 
-// codeSymbols reads the code symbols of any other ELF through debug/elf.
-func codeSymbols(f *elf.File) ([]entry, error) {
+// codeSymbols reads the code symbols of any other ELF through debug/elf;
+// the table keeps their names in memory.
+func codeSymbols(f *elf.File) (*Table, error) {
 	syms, err := f.Symbols()
 	if errors.Is(err, elf.ErrNoSymbols) {
 		return nil, ErrNoSymbols
@@ -162,18 +181,51 @@ func codeSymbols(f *elf.File) ([]entry, error) {
 	if len(syms) > maxSymbols {
 		return nil, fmt.Errorf("ELF: %d symbols, more than %d", len(syms), maxSymbols)
 	}
-	var es []entry
+	var code []entry
 	for _, s := range syms {
 		if isCode(f, []byte(s.Name), s.Section, s.Info) {
-			es = append(es, entry{addr: s.Value, name: s.Name, global: elf.ST_BIND(s.Info) != elf.STB_LOCAL})
+			code = append(code, entry{addr: s.Value, name: s.Name, global: elf.ST_BIND(s.Info) != elf.STB_LOCAL})
 		}
 	}
-	return es, nil
+	if len(code) == 0 {
+		return nil, ErrNoSymbols
+	}
+	b := entriesBuilder(code, len(f.Sections))
+	markCodeEnds(f, b)
+	return b.table(), nil
+}
+
+// entry is a symbol with its name in hand.
+type entry struct {
+	addr   uint64
+	name   string // "" for an end-of-code marker
+	global bool
+}
+
+// entriesBuilder puts es in a builder whose table keeps their names in
+// memory, NUL-terminated one after another; room is left for extra more
+// symbols.
+func entriesBuilder(es []entry, extra int) *builder {
+	var all strings.Builder
+	offs := make([]uint32, len(es))
+	for i, e := range es {
+		offs[i] = noName
+		if e.name != "" {
+			offs[i] = uint32(all.Len())
+			all.WriteString(e.name)
+			all.WriteByte(0)
+		}
+	}
+	b := newBuilder(len(es)+extra, strings.NewReader(all.String()), 0, 0)
+	for i, e := range es {
+		b.add(e.addr, offs[i], e.global)
+	}
+	return b
 }
 
 // checkSymtabSize refuses a symbol table or string table too large to
-// hold, before Symbols reads them whole: their sizes are the file's word,
-// and a sparse file can back any of them.
+// hold, before anything reads them: their sizes are the file's word, and
+// a sparse file can back any of them.
 func checkSymtabSize(f *elf.File) error {
 	for _, sec := range f.Sections {
 		if sec.Type != elf.SHT_SYMTAB {
@@ -190,27 +242,31 @@ func checkSymtabSize(f *elf.File) error {
 }
 
 // Load reads the symbols of path, an ELF kernel (a vmlinux) or a
-// System.map, told apart by the ELF magic number.
+// System.map, told apart by the ELF magic number. The table reads names
+// from the file until Close.
 func Load(path string) (*Table, error) {
-	f, _, err := regfile.Open(path)
+	f, size, err := regfile.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	magic := make([]byte, 4)
 	if _, err := io.ReadFull(f, magic); err == nil && string(magic) == elf.ELFMAG {
-		t, err := ReadELF(f)
+		t, err := OpenELF(f)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 		return t, nil
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	t, err := ReadSystemMap(f)
+	src, err := newStampedFile(f)
 	if err != nil {
+		f.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	t, err := ReadSystemMap(f, size)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	t.src, t.file = src, f
 	return t, nil
 }

@@ -1,7 +1,9 @@
 package guestsym
 
 import (
+	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -15,75 +17,129 @@ const (
 	maxName    = 512      // bytes
 )
 
-// ReadSystemMap reads a symbol table in System.map format, one symbol a
-// line: a hexadecimal address, a one-letter nm type and a name, separated
-// by blanks. A fourth field in brackets (a module, as /proc/kallsyms
-// writes) is allowed and ignored. Only code symbols (types t, T, w, W)
-// are kept. A file larger than MaxMapSize, or a line that is not of this
-// form, is an error naming the line.
-func ReadSystemMap(r io.Reader) (*Table, error) {
-	// Read whole, within the bound, so that a file cut at the bound is
-	// refused for its size rather than for a half line.
-	b, err := io.ReadAll(io.LimitReader(r, MaxMapSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("System.map: %w", err)
-	}
-	if len(b) > MaxMapSize {
+// ReadSystemMap reads a symbol table in System.map format from the size
+// bytes of r, one symbol a line: a hexadecimal address, a one-letter nm
+// type and a name, separated by blanks. A fourth field in brackets (a
+// module, as /proc/kallsyms writes) is allowed and ignored. Only code
+// symbols (types t, T, w, W) are kept; the table reads their names from r
+// as long as it is used. A file larger than MaxMapSize, or a line that is
+// not of this form, is an error naming the line.
+func ReadSystemMap(r io.ReaderAt, size int64) (*Table, error) {
+	if size > MaxMapSize {
 		return nil, fmt.Errorf("System.map: larger than %d MiB", MaxMapSize>>20)
 	}
-	var es []entry
-	for n := 1; len(b) > 0; n++ {
-		line, rest, _ := bytes.Cut(b, []byte("\n"))
-		b = rest
-		if len(line) > maxLine {
-			return nil, fmt.Errorf("System.map line %d: longer than %d bytes", n, maxLine)
-		}
-		e, code, err := parseLine(line)
-		if err != nil {
-			return nil, fmt.Errorf("System.map line %d: %w", n, err)
-		}
-		if code {
-			es = append(es, e)
-		}
+	// Two passes, so that nothing grows: how many, then the symbols.
+	count := 0
+	if err := eachMapSymbol(r, size, func(mapSymbol) { count++ }); err != nil {
+		return nil, err
 	}
-	if len(es) == 0 {
+	if count == 0 {
 		return nil, fmt.Errorf("System.map: no code symbols (types t, T, w, W)")
 	}
-	return newTable(es), nil
+	b := newBuilder(count, r, 0, ' ')
+	if err := eachMapSymbol(r, size, func(s mapSymbol) { b.add(s.addr, s.name, s.global) }); err != nil {
+		return nil, err
+	}
+	if len(b.addrs) != count {
+		return nil, fmt.Errorf("System.map: changed while it was read")
+	}
+	return b.table(), nil
 }
 
-// parseLine parses one line; code reports whether it is a code symbol.
-// A blank line is not one, and no error.
-func parseLine(line []byte) (e entry, code bool, err error) {
-	f := bytes.Fields(line)
+// mapSymbol is a code symbol of a System.map; its name starts at the
+// file offset name.
+type mapSymbol struct {
+	addr   uint64
+	name   uint32
+	global bool
+}
+
+// eachMapSymbol calls code for every code symbol in the size bytes of r.
+func eachMapSymbol(r io.ReaderAt, size int64, code func(mapSymbol)) error {
+	rd := bufio.NewReaderSize(io.NewSectionReader(r, 0, size), maxLine+2)
+	var off int64
+	for n := 1; ; n++ {
+		line, err := rd.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return fmt.Errorf("System.map line %d: longer than %d bytes", n, maxLine)
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("System.map: %w", err)
+		}
+		start := off
+		off += int64(len(line))
+		if body := bytes.TrimSuffix(line, []byte("\n")); len(body) > maxLine {
+			return fmt.Errorf("System.map line %d: longer than %d bytes", n, maxLine)
+		} else if s, code2, perr := parseLine(body); perr != nil {
+			return fmt.Errorf("System.map line %d: %w", n, perr)
+		} else if code2 {
+			s.name += uint32(start)
+			code(s)
+		}
+		if err != nil { // io.EOF: the last line had no newline, or there was none
+			return nil
+		}
+	}
+}
+
+// parseLine parses one line; code reports whether it is a code symbol,
+// whose name starts at s.name in line. A blank line is not one, and no
+// error.
+func parseLine(line []byte) (s mapSymbol, code bool, err error) {
+	f, at, n := fields(line)
 	switch {
-	case len(f) == 0:
-		return entry{}, false, nil
-	case len(f) == 4 && f[3][0] == '[' && f[3][len(f[3])-1] == ']':
-		f = f[:3]
-	case len(f) != 3:
-		return entry{}, false, fmt.Errorf("%d fields, want ADDRESS TYPE NAME", len(f))
+	case n == 0:
+		return mapSymbol{}, false, nil
+	case n == 4 && f[3][0] == '[' && f[3][len(f[3])-1] == ']':
+	case n != 3:
+		return mapSymbol{}, false, fmt.Errorf("%d fields, want ADDRESS TYPE NAME", n)
 	}
 	addr, err := strconv.ParseUint(string(f[0]), 16, 64)
 	if err != nil {
-		return entry{}, false, fmt.Errorf("address %q is not a 64-bit hexadecimal number", f[0])
+		return mapSymbol{}, false, fmt.Errorf("address %q is not a 64-bit hexadecimal number", f[0])
 	}
 	if len(f[1]) != 1 {
-		return entry{}, false, fmt.Errorf("type %q is not one letter", f[1])
+		return mapSymbol{}, false, fmt.Errorf("type %q is not one letter", f[1])
 	}
 	if len(f[2]) > maxName {
-		return entry{}, false, fmt.Errorf("name of %d bytes, longer than %d", len(f[2]), maxName)
+		return mapSymbol{}, false, fmt.Errorf("name of %d bytes, longer than %d", len(f[2]), maxName)
 	}
-	if i := controlAt(string(f[2])); i >= 0 {
-		return entry{}, false, fmt.Errorf("name has a control character at byte %d", i)
+	if i := controlAt(f[2]); i >= 0 {
+		return mapSymbol{}, false, fmt.Errorf("name has a control character at byte %d", i)
 	}
+	name := uint32(at[2])
 	switch f[1][0] {
 	case 't', 'w':
-		return entry{addr: addr, name: string(f[2])}, true, nil
+		return mapSymbol{addr: addr, name: name}, true, nil
 	case 'T', 'W':
-		return entry{addr: addr, name: string(f[2]), global: true}, true, nil
+		return mapSymbol{addr: addr, name: name, global: true}, true, nil
 	}
-	return entry{}, false, nil
+	return mapSymbol{}, false, nil
+}
+
+// fields splits line at ASCII blanks, as bytes.Fields does, and returns
+// the first four fields, where each starts, and how many there are.
+func fields(line []byte) (f [4][]byte, at [4]int, n int) {
+	for i := 0; i < len(line); {
+		if isBlank(line[i]) {
+			i++
+			continue
+		}
+		j := i
+		for j < len(line) && !isBlank(line[j]) {
+			j++
+		}
+		if n < len(f) {
+			f[n], at[n] = line[i:j], i
+		}
+		n++
+		i = j
+	}
+	return f, at, n
+}
+
+func isBlank(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'
 }
 
 // controlAt returns the index of the first ASCII control character in

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -25,7 +26,7 @@ ffffffffc0001000 t mod_fn	[virtio_blk]
 `
 
 func TestReadSystemMap(t *testing.T) {
-	tab, err := ReadSystemMap(strings.NewReader(sampleMap))
+	tab, err := ReadSystemMap(strings.NewReader(sampleMap), int64(len(sampleMap)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +66,7 @@ func TestReadSystemMapErrors(t *testing.T) {
 		{"unbracketed fourth field", "1 t a mod\n", "4 fields"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ReadSystemMap(strings.NewReader(tc.in))
+			_, err := ReadSystemMap(strings.NewReader(tc.in), int64(len(tc.in)))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %v, want one containing %q", err, tc.want)
 			}
@@ -76,7 +77,7 @@ func TestReadSystemMapErrors(t *testing.T) {
 func TestReadSystemMapTooLarge(t *testing.T) {
 	line := []byte("ffffffff81000000 T startup_64\n")
 	big := bytes.Repeat(line, MaxMapSize/len(line)+1)
-	_, err := ReadSystemMap(bytes.NewReader(big))
+	_, err := ReadSystemMap(bytes.NewReader(big), int64(len(big)))
 	if err == nil || !strings.Contains(err.Error(), "larger than 64 MiB") {
 		t.Errorf("error %v, want larger than 64 MiB", err)
 	}
@@ -156,7 +157,7 @@ func FuzzReadSystemMap(f *testing.F) {
 	testenv.AddSeed(f, "kallsyms", []byte("ffffffffc0001000 t mod_fn\t[virtio_blk]\n"))
 	testenv.AddSeed(f, "bad", []byte("zz T a\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		tab, err := ReadSystemMap(bytes.NewReader(data))
+		tab, err := ReadSystemMap(bytes.NewReader(data), int64(len(data)))
 		if err != nil {
 			if tab != nil {
 				t.Fatal("a table and an error")
@@ -180,4 +181,77 @@ func FuzzReadSystemMap(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Names are read from the file at each lookup: a file renamed over or
+// removed since the load still names (the table holds the old file open),
+// one written in place names nothing (its offsets are another file's),
+// and a closed table names nothing; none of it panics.
+func TestNamesFollowTheLoadedFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "System.map")
+	if err := os.WriteFile(p, []byte(sampleMap), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tab, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const at, want = 0xffffffff81034ca0, "io_serial_in+0x2"
+	if got := tab.Name(at); got != want {
+		t.Fatalf("Name = %q, want %q", got, want)
+	}
+	other := filepath.Join(dir, "other")
+	if err := os.WriteFile(other, []byte("ffffffff81034c9e t renamed_fn\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(other, p); err != nil {
+		t.Fatal(err)
+	}
+	if got := tab.Name(at); got != want {
+		t.Errorf("after a rename over the file: Name = %q, want %q", got, want)
+	}
+	tab.Close()
+	if got := tab.Name(at); got != "" {
+		t.Errorf("after Close: Name = %q, want none", got)
+	}
+
+	tab, err = Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tab.Close()
+	if got := tab.Name(at); got != "renamed_fn+0x2" {
+		t.Fatalf("Name = %q, want renamed_fn+0x2", got)
+	}
+	if err := os.WriteFile(p, []byte("ffffffff81034c9e t xx\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := tab.Name(at); got != "" {
+		t.Errorf("after the file was written in place: Name = %q, want none", got)
+	}
+}
+
+// Loading the shared kernel's symbols allocates little: the table keeps
+// 12 bytes a symbol (13 while it is built) and reads names from the
+// file. Reading the ELF's symbols allocated 2.8 MiB (and 10 MB before
+// that), most of it garbage left in the heap; its System.map 11 MiB.
+func TestLoadAllocatesLittle(t *testing.T) {
+	for _, name := range []string{"vmlinux", "System.map"} {
+		p := filepath.Join(sharedGuest, name)
+		if _, err := os.Stat(p); err != nil {
+			t.Skipf("no shared guest kernel beside the repository: %v", err)
+		}
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		tab, err := Load(p)
+		runtime.ReadMemStats(&after)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tab.Close()
+		if n, most := after.TotalAlloc-before.TotalAlloc, uint64(tab.Len())*13+256<<10; n > most {
+			t.Errorf("%s: %d symbols, %d KiB allocated, want at most %d", name, tab.Len(), n>>10, most>>10)
+		}
+	}
 }

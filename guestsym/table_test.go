@@ -2,6 +2,9 @@ package guestsym
 
 import "testing"
 
+// newTable builds a table of es, names in memory.
+func newTable(es []entry) *Table { return entriesBuilder(es, 0).table() }
+
 func TestLookup(t *testing.T) {
 	tab := newTable([]entry{
 		{addr: 0x3000, name: "gamma", global: true},

@@ -3,7 +3,6 @@ package vmm
 import (
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/govmm/govmm/internal/regfile"
 )
@@ -21,23 +20,7 @@ import (
 type bootFile struct {
 	what, path string
 	f          *os.File
-	stamp      fileStamp // at open: stamp.size is the file's size
-}
-
-// fileStamp is what a write to a file changes: its size and the time of
-// its last data change. Not the inode's change time, which a rename over
-// it or its removal moves too.
-type fileStamp struct {
-	size  int64
-	mtime time.Time
-}
-
-func stampOf(f *os.File) (fileStamp, error) {
-	fi, err := f.Stat()
-	if err != nil {
-		return fileStamp{}, err
-	}
-	return fileStamp{size: fi.Size(), mtime: fi.ModTime()}, nil
+	stamp      regfile.Stamp // at open: stamp.Size is the file's size
 }
 
 // openBootFile opens path, a regular file, for what ("kernel", "initrd").
@@ -46,7 +29,7 @@ func openBootFile(what, path string) (*bootFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	stamp, err := stampOf(f)
+	stamp, err := regfile.StampOf(f)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%s %s: %w", what, path, err)
@@ -57,11 +40,11 @@ func openBootFile(what, path string) (*bootFile, error) {
 // unchanged checks that the file has not been written since it was
 // opened.
 func (b *bootFile) unchanged() error {
-	now, err := stampOf(b.f)
+	now, err := regfile.StampOf(b.f)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", b.what, b.path, err)
 	}
-	if now.size != b.stamp.size || !now.mtime.Equal(b.stamp.mtime) {
+	if !now.Same(b.stamp) {
 		return fmt.Errorf("%s %s was written to since the VM started: a reset would boot something else than the VM started with (replace the file by renaming a new one over it, which keeps the old for resets; start govmm again to boot the new one)", b.what, b.path)
 	}
 	return nil

@@ -9,9 +9,8 @@ import (
 	"log"
 	"os"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/govmm/govmm/devices"
+	"github.com/govmm/govmm/internal/scratch"
 	"github.com/govmm/govmm/vmm/acpi"
 	"github.com/govmm/govmm/vmm/boot"
 	"github.com/govmm/govmm/vmm/kernelcache"
@@ -36,7 +35,7 @@ func (v *VM) loadLinux() error {
 			}
 		}
 	}
-	kf, ksize := v.kernelFile.f, v.kernelFile.stamp.size
+	kf, ksize := v.kernelFile.f, v.kernelFile.stamp.Size
 	head := make([]byte, min(ksize, 4096))
 	if _, err := kf.ReadAt(head, 0); err != nil {
 		return fmt.Errorf("read kernel %s: %w", v.cfg.Kernel, err)
@@ -66,7 +65,7 @@ func (v *VM) loadLinux() error {
 		}
 	}
 	if b := v.initrdFile; b != nil {
-		params.Initrd = io.NewSectionReader(b.f, 0, b.stamp.size)
+		params.Initrd = io.NewSectionReader(b.f, 0, b.stamp.Size)
 	}
 	params.Cmdline = v.cfg.Cmdline
 	params.MemSize = v.mem.Size()
@@ -122,11 +121,11 @@ func (v *VM) loadBzImage(f *os.File, size int64, p *boot.Params) (*boot.Kernel, 
 	// their own, unmapped once the kernel is loaded: in the Go heap they
 	// grew it, and the GC metadata that came with it stayed as RSS for the
 	// VM's lifetime (README, Memory).
-	img, err := mapScratch(int(size))
+	img, err := scratch.Map(int(size))
 	if err != nil {
 		return nil, 0, fmt.Errorf("read: %w", err)
 	}
-	defer func() { unmapScratch(img) }()
+	defer func() { scratch.Unmap(img) }()
 	if _, err := f.ReadAt(img, 0); err != nil {
 		return nil, 0, fmt.Errorf("read: %w", err)
 	}
@@ -140,10 +139,10 @@ func (v *VM) loadBzImage(f *os.File, size int64, p *boot.Params) (*boot.Kernel, 
 		return k, protectedMode, err
 	}
 	var out []byte // the ELF's mapping
-	defer func() { unmapScratch(out) }()
+	defer func() { scratch.Unmap(out) }()
 	elf, hdr, err := boot.UnpackBzImage(img, int(v.mem.Size()), func(n int) ([]byte, error) {
 		var err error
-		out, err = mapScratch(n)
+		out, err = scratch.Map(n)
 		return out, err
 	})
 	if err != nil {
@@ -151,7 +150,7 @@ func (v *VM) loadBzImage(f *os.File, size int64, p *boot.Params) (*boot.Kernel, 
 	}
 	// The image is not needed for the load: unmapped now, it is never
 	// resident beside the ELF and the guest's new kernel pages.
-	unmapScratch(img)
+	scratch.Unmap(img)
 	img = nil
 	hdr.Apply(p)
 	k, err := boot.LoadELF(v.mem.b, elf)
@@ -163,23 +162,6 @@ func (v *VM) loadBzImage(f *os.File, size int64, p *boot.Params) (*boot.Kernel, 
 		}
 	}
 	return k, longMode, err
-}
-
-// mapScratch maps n bytes of zeroed memory outside the Go heap, for
-// unmapScratch to hand back whole. Its pages cost nothing until touched.
-func mapScratch(n int) ([]byte, error) {
-	m, err := unix.Mmap(-1, 0, max(n, 1), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
-	if err != nil {
-		return nil, err
-	}
-	return m[:n], nil
-}
-
-// unmapScratch unmaps what mapScratch returned; nil is nothing to do.
-func unmapScratch(b []byte) {
-	if b != nil {
-		unix.Munmap(b[:cap(b)])
-	}
 }
 
 // loadCachedELF loads the ELF cached for the bzImage in f, if there is a

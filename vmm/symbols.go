@@ -14,7 +14,8 @@ import (
 // guestSymbols loads the symbol table that names the guest RIPs of the
 // exit table: Config.GuestSymbols (a System.map or an ELF vmlinux), or
 // else the symbol table of an ELF kernel. A bzImage carries none, nor
-// does a stripped vmlinux: RIPs are then shown as bare addresses.
+// does a stripped vmlinux: RIPs are then shown as bare addresses. The
+// table keeps its file open, to read names from (Close closes it).
 func (c *Config) guestSymbols() (*guestsym.Table, error) {
 	if c.GuestSymbols != "" {
 		t, err := guestsym.Load(c.GuestSymbols)
@@ -30,15 +31,16 @@ func (c *Config) guestSymbols() (*guestsym.Table, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}
-	defer f.Close()
 	head := make([]byte, min(size, 4096))
 	if _, err := io.ReadFull(f, head); err != nil {
+		f.Close()
 		return nil, fmt.Errorf("read kernel %s: %w", c.Kernel, err)
 	}
 	if format, err := boot.DetectKernel(head); err != nil || format != boot.ELF {
+		f.Close()
 		return nil, nil // loading the kernel says what is wrong with it
 	}
-	t, err := guestsym.ReadELF(f)
+	t, err := guestsym.OpenELF(f) // takes f
 	if errors.Is(err, guestsym.ErrNoSymbols) {
 		return nil, nil
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -246,12 +245,6 @@ func New(cfg Config) (_ *VM, err error) {
 		if v.syms != nil {
 			v.trace.Symbolize(v.syms.Name)
 		}
-	}
-	if v.syms != nil {
-		// Reading the symbols left ~1 MiB of garbage in the heap, which
-		// the Go runtime would keep for a while: give it back before the
-		// guest's RAM grows, so the VMM's peak RSS does not carry it.
-		debug.FreeOSMemory()
 	}
 	if err = v.addDevices(irqchip); err != nil {
 		return nil, err
@@ -918,7 +911,7 @@ func (v *VM) Close() error {
 	if v.mem != nil {
 		errs = append(errs, v.mem.close())
 	}
-	errs = append(errs, v.kernelFile.close(), v.initrdFile.close())
+	errs = append(errs, v.kernelFile.close(), v.initrdFile.close(), v.syms.Close())
 	if v.sys != nil {
 		errs = append(errs, v.sys.Close())
 	}

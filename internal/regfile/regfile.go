@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"syscall"
+	"time"
 )
 
 // Open opens path for reading, which must be a regular file, and returns
@@ -27,3 +28,24 @@ func Open(path string) (*os.File, int64, error) {
 	}
 	return f, st.Size(), nil
 }
+
+// Stamp is what a write to a file changes: its size and the time of its
+// last data change. Not the inode's change time, which a rename over it
+// or its removal moves too.
+type Stamp struct {
+	Size  int64
+	MTime time.Time
+}
+
+// StampOf returns f's stamp now.
+func StampOf(f *os.File) (Stamp, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return Stamp{}, err
+	}
+	return Stamp{Size: fi.Size(), MTime: fi.ModTime()}, nil
+}
+
+// Same reports whether two stamps of a file say it was not written in
+// between.
+func (s Stamp) Same(o Stamp) bool { return s.Size == o.Size && s.MTime.Equal(o.MTime) }
