@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -106,17 +107,6 @@ func (v *VM) loadLinux() error {
 // or, with BootProtected, for the 32-bit entry, and fills p from its setup
 // header.
 func (v *VM) loadBzImage(f *os.File, size int64, p *boot.Params) (*boot.Kernel, cpuMode, error) {
-	cache := v.cfg.KernelCache
-	var key kernelcache.Key
-	if cache != nil && v.cfg.Boot != BootProtected {
-		var err error
-		if key, err = kernelcache.KeyOf(io.NewSectionReader(f, 0, size)); err != nil {
-			return nil, 0, fmt.Errorf("read: %w", err)
-		}
-		if k, ok := v.loadCachedELF(f, size, cache, key, p); ok {
-			return k, longMode, nil
-		}
-	}
 	// The image and its unpacked ELF (tens of MiB) live in mappings of
 	// their own, unmapped once the kernel is loaded: in the Go heap they
 	// grew it, and the GC metadata that came with it stayed as RSS for the
@@ -137,6 +127,22 @@ func (v *VM) loadBzImage(f *os.File, size int64, p *boot.Params) (*boot.Kernel, 
 		hdr.Apply(p)
 		k, err := v.loadProtected(img, hdr)
 		return k, protectedMode, err
+	}
+	// The cache's key, the setup header and the unpacked kernel all come
+	// from this one read of the file, so an entry is only ever the unpack
+	// of the bytes it is named after. Hashed from one read and unpacked
+	// from another, a bzImage written in place while govmm started got
+	// the other kernel cached under its name, booted from then on without
+	// a word (found by an audit).
+	cache := v.cfg.KernelCache
+	var key kernelcache.Key
+	if cache != nil {
+		if key, err = kernelcache.KeyOf(bytes.NewReader(img)); err != nil {
+			return nil, 0, err
+		}
+		if k, ok := v.loadCachedELF(img, cache, key, p); ok {
+			return k, longMode, nil
+		}
 	}
 	var out []byte // the ELF's mapping
 	defer func() { scratch.Unmap(out) }()
@@ -164,10 +170,10 @@ func (v *VM) loadBzImage(f *os.File, size int64, p *boot.Params) (*boot.Kernel, 
 	return k, longMode, err
 }
 
-// loadCachedELF loads the ELF cached for the bzImage in f, if there is a
+// loadCachedELF loads the ELF cached for the bzImage img, if there is a
 // usable one; ok is false on a miss. The setup header still comes from
-// the bzImage: only its first sectors are read.
-func (v *VM) loadCachedELF(f *os.File, size int64, cache *kernelcache.Cache, key kernelcache.Key, p *boot.Params) (k *boot.Kernel, ok bool) {
+// the bzImage.
+func (v *VM) loadCachedELF(img []byte, cache *kernelcache.Cache, key kernelcache.Key, p *boot.Params) (k *boot.Kernel, ok bool) {
 	e, err := cache.Get(key, int64(v.mem.Size()))
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
@@ -176,13 +182,7 @@ func (v *VM) loadCachedELF(f *os.File, size int64, cache *kernelcache.Cache, key
 		return nil, false
 	}
 	defer e.Close()
-	// The setup header lies in the first setup_sects+1 (at most 256)
-	// sectors.
-	head := make([]byte, min(size, 256*512))
-	if _, err := f.ReadAt(head, 0); err != nil && err != io.EOF {
-		return nil, false
-	}
-	hdr, err := boot.ParseSetupHeader(head)
+	hdr, err := boot.ParseSetupHeader(img)
 	if err != nil {
 		return nil, false
 	}
