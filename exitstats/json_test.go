@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"math"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -189,5 +190,37 @@ func TestReadJSONHistErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("ReadJSON(%s) = %v, want an error with %q", tt.in, err, tt.want)
 		}
+	}
+}
+
+// A snapshot read from JSON (a file for govmm stat --diff, a QMP reply)
+// is refused for more vCPUs or rows than govmm has before they are
+// decoded: every row holds a 3 KiB histogram, and 1 MiB of "{}"s cost
+// 6 GB (an audit).
+func TestReadJSONBoundsVCPUsAndRows(t *testing.T) {
+	many := func(n int, item string) string { return strings.TrimSuffix(strings.Repeat(item+",", n), ",") }
+	for _, tc := range []struct {
+		name, in, want string
+	}{
+		{"vcpus", `{"vcpus":[` + many(1<<18, "{}") + `]}`, "262144 vCPUs, at most 254"},
+		{"rows", `{"vcpus":[{},{"rows":[` + many(1<<18, "{}") + `]}]}`, "vCPU 1: 262144 rows, at most 256"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			_, err := ReadJSON(strings.NewReader(tc.in))
+			runtime.ReadMemStats(&after)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want one saying %q", err, tc.want)
+			}
+			if n := after.TotalAlloc - before.TotalAlloc; n > 64<<20 {
+				t.Errorf("refusing %d KiB of JSON allocated %d MiB", len(tc.in)>>10, n>>20)
+			}
+		})
+	}
+	// At the bounds: read.
+	in := `{"vcpus":[{"rows":[` + many(MaxKinds, `{"name":"x","count":1}`) + `]},` + many(MaxVCPUs-1, "{}") + `]}`
+	if s, err := ReadJSON(strings.NewReader(in)); err != nil || len(s.VCPUs) != MaxVCPUs || len(s.VCPUs[0].Rows) != MaxKinds {
+		t.Errorf("a table at the bounds: %d vCPUs, %v", len(s.VCPUs), err)
 	}
 }

@@ -302,6 +302,36 @@ type Snapshot struct {
 	VCPUs []VCPUSnapshot `json:"vcpus"`
 }
 
+// MaxVCPUs bounds the vCPUs of a snapshot read from JSON: govmm runs at
+// most 254 (the xAPIC IDs of its MP table).
+const MaxVCPUs = 254
+
+// UnmarshalJSON reads what json.Marshal writes, refusing more than
+// MaxVCPUs vCPUs, or more than MaxKinds rows in one, before it decodes
+// them: a row costs 3 KiB in memory (its histogram), so a file or a QMP
+// reply of empty objects cost a thousand times its size (6 GB for 1 MiB,
+// found by an audit of govmm stat).
+func (s *Snapshot) UnmarshalJSON(b []byte) error {
+	var shape struct {
+		VCPUs []struct {
+			Rows []json.RawMessage `json:"rows"`
+		} `json:"vcpus"`
+	}
+	if err := json.Unmarshal(b, &shape); err != nil {
+		return err
+	}
+	if len(shape.VCPUs) > MaxVCPUs {
+		return fmt.Errorf("%d vCPUs, at most %d", len(shape.VCPUs), MaxVCPUs)
+	}
+	for i, v := range shape.VCPUs {
+		if len(v.Rows) > MaxKinds {
+			return fmt.Errorf("vCPU %d: %d rows, at most %d", i, len(v.Rows), MaxKinds)
+		}
+	}
+	type plain Snapshot // without this method
+	return json.Unmarshal(b, (*plain)(s))
+}
+
 // Total merges every vCPU into one table with ID -1; rows of the same name
 // are added together.
 func (s Snapshot) Total() VCPUSnapshot {

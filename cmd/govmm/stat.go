@@ -87,5 +87,8 @@ func readTable(path string) (exitstats.Snapshot, error) {
 	if err != nil {
 		return s, fmt.Errorf("%s: %w", path, err)
 	}
+	if len(s.VCPUs) == 0 { // "user": null or {}
+		return s, fmt.Errorf("%s: no vCPUs: not a table saved by govmm run --exit-stats-json", path)
+	}
 	return s, nil
 }

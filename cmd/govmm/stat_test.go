@@ -32,3 +32,17 @@ func TestReadTableRefusesHugeFile(t *testing.T) {
 		t.Errorf("reading a 4 GiB file allocated %d MiB", grown>>20)
 	}
 }
+
+// A file whose "user" table is null or empty is no saved table: it was
+// read as one with no rows (an audit).
+func TestReadTableRefusesEmptyTable(t *testing.T) {
+	for _, in := range []string{`{"user":null}`, `{"user":{}}`, `{"user":{"vcpus":[]}}`} {
+		path := filepath.Join(t.TempDir(), "t.json")
+		if err := os.WriteFile(path, []byte(in), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := readTable(path); err == nil || !strings.Contains(err.Error(), "not a table saved by govmm run") {
+			t.Errorf("readTable(%s) = %v, want it refused", in, err)
+		}
+	}
+}

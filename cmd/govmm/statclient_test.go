@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -123,4 +124,35 @@ func TestStatMonitor(t *testing.T) {
 			t.Errorf("%v, want not a QMP message", err)
 		}
 	})
+}
+
+// The live view decodes only the exit tables of a query-exit-stats reply:
+// a server's 1 MiB of empty virtio request objects, 6 KiB of histograms
+// each once decoded, cost gigabytes (an audit).
+func TestLiveSampleSkipsQueueTelemetry(t *testing.T) {
+	reply := `{"return":{"user":{"vcpus":[{"rows":[{"name":"HLT","count":1}]}]},"virtio_queues":[{"requests":[` +
+		strings.TrimSuffix(strings.Repeat("{},", 1<<18), ",") + `]}]}}` + "\r\n"
+	path := fakeQMP(t, func(c net.Conn, r *bufio.Reader, quiet <-chan struct{}) {
+		c.Write([]byte(fakeGreeting))
+		r.ReadString('\n') // qmp_capabilities
+		c.Write([]byte(`{"return":{}}` + "\r\n"))
+		r.ReadString('\n')
+		c.Write([]byte(reply))
+		<-quiet
+	})
+	m, err := dialStat(path, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Disconnect()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	s, err := readSample(m)
+	runtime.ReadMemStats(&after)
+	if err != nil || len(s.table.User.VCPUs) != 1 {
+		t.Fatalf("readSample: %+v, %v", s.table.User, err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 64<<20 {
+		t.Errorf("a reply of %d KiB allocated %d MiB", len(reply)>>10, n>>20)
+	}
 }
