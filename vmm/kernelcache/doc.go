@@ -10,8 +10,9 @@
 // or corrupted entry is a miss, not a broken guest.
 //
 // Trust: an entry is a kernel that govmm will run, so only the user
-// running govmm may have written it. The cache directory and every entry
-// must belong to the effective user and be writable by nobody else, the
+// running govmm may have written it. The cache directory (the one a
+// symbolic link at its path leads to) and every entry must belong to the
+// effective user and be writable by nobody else, the
 // entry is opened without following symbolic links, and anything else is a
 // miss. Whoever passes those checks can already replace the user's
 // --kernel or the govmm binary itself; the checksum guards against

@@ -157,8 +157,11 @@ func (c *Cache) check(f *os.File, key Key, maxSize int64) (*Entry, error) {
 }
 
 // checkDir refuses a cache directory that someone else could write to.
+// A symbolic link to the directory is followed (a cache moved to a larger
+// disk): what must be ours alone is the directory it leads to. It was
+// refused as "not a directory" at every boot (an audit).
 func (c *Cache) checkDir() error {
-	fi, err := os.Lstat(c.dir)
+	fi, err := os.Stat(c.dir)
 	if err != nil {
 		return err
 	}

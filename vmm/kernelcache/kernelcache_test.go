@@ -168,3 +168,32 @@ func TestPutFailureLeavesNothing(t *testing.T) {
 		t.Errorf("temporary files left: %q", dot)
 	}
 }
+
+// A cache path that is a symbolic link to a directory (the cache moved to
+// a larger disk) is used; what is checked is the directory it leads to.
+func TestSymlinkedCacheDir(t *testing.T) {
+	dir := t.TempDir()
+	real, link := filepath.Join(dir, "real"), filepath.Join(dir, "link")
+	if err := os.Mkdir(real, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	c := New(link)
+	key := testKey("bzImage")
+	if err := c.Put(key, elfBytes); err != nil {
+		t.Fatalf("Put through a symbolic link: %v", err)
+	}
+	e, err := c.Get(key, 1<<30)
+	if err != nil {
+		t.Fatalf("Get through a symbolic link: %v", err)
+	}
+	e.Close()
+	if err := os.Chmod(real, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Get(key, 1<<30); err == nil || !strings.Contains(err.Error(), "lets others write") {
+		t.Errorf("a world-writable directory behind the link: %v, want it refused", err)
+	}
+}
