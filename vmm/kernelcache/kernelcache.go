@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/govmm/govmm/internal/atomicfile"
 )
@@ -203,5 +204,24 @@ func (c *Cache) Put(key Key, elf []byte) error {
 	copy(hdr[16:], key[:])
 	binary.LittleEndian.PutUint64(hdr[48:], uint64(len(elf)))
 	binary.LittleEndian.PutUint32(hdr[56:], crc32.Checksum(elf, crcTable))
+	c.removeStale(time.Now().Add(-staleAfter))
 	return atomicfile.Write(c.path(key), 0o600, hdr, elf)
+}
+
+// staleAfter is how old an entry's temporary file must be to be taken for
+// one a killed govmm left behind: writing an entry takes well under a
+// second, and another govmm may be writing one now.
+const staleAfter = time.Hour
+
+// removeStale removes the temporary files of entries (atomicfile's
+// ".NAME.elf.*.tmp") of ours last written before cutoff: a govmm killed
+// while it wrote an entry left its file, tens of MiB, for ever (an
+// audit). Failures only leave them.
+func (c *Cache) removeStale(cutoff time.Time) {
+	tmps, _ := filepath.Glob(filepath.Join(c.dir, ".*.elf.*.tmp"))
+	for _, p := range tmps {
+		if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() && c.owned(fi) == nil && fi.ModTime().Before(cutoff) {
+			os.Remove(p)
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func testKey(s string) Key {
@@ -195,5 +196,32 @@ func TestSymlinkedCacheDir(t *testing.T) {
 	}
 	if _, err := c.Get(key, 1<<30); err == nil || !strings.Contains(err.Error(), "lets others write") {
 		t.Errorf("a world-writable directory behind the link: %v, want it refused", err)
+	}
+}
+
+// A temporary file that a govmm killed while writing an entry left is
+// removed by a later Put once it is an hour old; a recent one, perhaps
+// another govmm's write in progress, is left.
+func TestPutRemovesStaleTemporaryFiles(t *testing.T) {
+	c := New(t.TempDir())
+	old := filepath.Join(c.Dir(), ".abc.elf.123.tmp")
+	recent := filepath.Join(c.Dir(), ".def.elf.456.tmp")
+	for _, p := range []string{old, recent} {
+		if err := os.WriteFile(p, []byte("half an entry"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	then := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(old, then, then); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Put(testKey("bzImage"), elfBytes); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(old); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("stale temporary file: %v, want it removed", err)
+	}
+	if _, err := os.Stat(recent); err != nil {
+		t.Errorf("recent temporary file: %v, want it kept", err)
 	}
 }
