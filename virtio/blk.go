@@ -136,6 +136,9 @@ type Block struct {
 	// want of space; waitSpace says kept requests wait for Resume.
 	noSpace   atomic.Pointer[func(err error)]
 	waitSpace atomic.Bool
+	// syncFailed holds the error every flush gets once an fdatasync of
+	// the image has failed (sync); nil before.
+	syncFailed atomic.Pointer[error]
 }
 
 // SetNoSpace makes the disk keep a write or flush that fails for want of
@@ -402,6 +405,9 @@ func (b *Block) Close() error {
 	if !b.readOnly {
 		if serr := b.f.Sync(); err == nil {
 			err = serr
+		}
+		if failed := b.syncFailed.Load(); failed != nil && err == nil {
+			err = *failed // this sync found nothing left to fail on
 		}
 	}
 	if b.direct != nil {
@@ -977,12 +983,26 @@ func (b *Block) finishData(d dataRequest, err error, start time.Time) (status by
 	return blkSOK, 0
 }
 
+// sync makes what was written to the image durable. Once fdatasync has
+// failed, every later sync fails without trying, for as long as the image
+// is open: Linux marks the pages whose writeback failed clean, so the
+// next fdatasync succeeds though their data never reached the disk, and a
+// guest that retried its flush was told its data was safe (found by an
+// audit). QEMU's file driver does the same (page_cache_inconsistent). The
+// error it then returns is no ENOSPC, so a flush kept for want of space
+// and retried after cont fails rather than stopping the VM again.
 func (b *Block) sync() error {
 	if b.readOnly {
 		return nil // nothing of ours to flush
 	}
+	if err := b.syncFailed.Load(); err != nil {
+		b.warn.Printf("host_io", "%v", *err)
+		return *err
+	}
 	if err := unix.Fdatasync(b.fd); err != nil {
 		b.warn.Printf("host_io", "fdatasync: %v", err)
+		latched := fmt.Errorf("an fdatasync of the image failed (%v): what was written before it may not be on disk, and every flush fails until govmm opens the image again", err)
+		b.syncFailed.CompareAndSwap(nil, &latched)
 		return err
 	}
 	return nil

@@ -644,3 +644,55 @@ func TestBlockKeepsWritesWithoutSpace(t *testing.T) {
 		t.Errorf("hook told %d times, want once", len(stops))
 	}
 }
+
+// Once an fdatasync of the image has failed, every later flush fails too,
+// and so does Close: Linux marks the pages it could not write clean, and
+// the next fdatasync succeeds with their data lost (an audit: a guest
+// retrying its fsync was told its data was safe).
+func TestBlockFlushFailureSticks(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(path, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewBlock(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newTestDriver(t, b.QueueSizes()[0])
+	if err := b.Activate(d.mem, blkFFlush|FeatureVersion1, []*Queue{d.q}, newTestIRQ()); err != nil {
+		t.Fatal(err)
+	}
+	flush := func() byte {
+		t.Helper()
+		_, addrs := d.add(rd(blkHeader(blkTFlush, 0)), wr(1))
+		if err := b.Notify(0); err != nil {
+			t.Fatal(err)
+		}
+		d.mustUsed()
+		return d.mem[addrs[len(addrs)-1]]
+	}
+	if st := flush(); st != blkSOK {
+		t.Fatalf("first flush: status %d, want OK", st)
+	}
+	// An fdatasync that fails: on a pipe, EINVAL.
+	var p [2]int
+	if err := unix.Pipe(p[:]); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	image := b.fd
+	b.fd = p[1]
+	if st := flush(); st != blkSIOErr {
+		t.Fatalf("flush whose fdatasync fails: status %d, want IOERR", st)
+	}
+	b.fd = image
+	for i := range 2 {
+		if st := flush(); st != blkSIOErr {
+			t.Errorf("flush %d after the failure: status %d, want IOERR", i, st)
+		}
+	}
+	if err := b.Close(); err == nil || !strings.Contains(err.Error(), "fdatasync of the image failed") {
+		t.Errorf("Close after a failed flush: %v, want the failure", err)
+	}
+}

@@ -259,7 +259,7 @@ func (c *control) Blocks() []qmp.Block {
 	for _, d := range c.vm.pci.disks {
 		s := d.blk.Stats()
 		out = append(out, qmp.Block{
-			Device: d.name, Qdev: qdevPath(d.name), File: d.cfg.Path, ReadOnly: d.cfg.ReadOnly,
+			Device: d.name, Qdev: qdevPath(d.name), File: d.cfg.Path, ReadOnly: d.cfg.ReadOnly, Direct: d.cfg.Direct,
 			Size: d.blk.Capacity() * virtio.SectorSize, ActualSize: allocatedBytes(d.cfg.Path), NoSpace: d.blk.WaitsForSpace(),
 			Stats: qmp.BlockStats{
 				ReadBytes: s.ReadBytes, WriteBytes: s.WriteBytes, UnmapBytes: s.UnmapBytes,

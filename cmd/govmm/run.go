@@ -35,7 +35,7 @@ func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) 
 
 func asExitCode(err error, ec *exitCode) bool { return errors.As(err, ec) }
 
-func runCommand(args []string) error {
+func runCommand(args []string) (err error) {
 	fs := flag.NewFlagSet("govmm run", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	kernel := fs.String("kernel", "", "guest kernel: a bzImage or an ELF vmlinux")
@@ -165,7 +165,17 @@ func runCommand(args []string) error {
 	if err != nil {
 		return err
 	}
-	defer vm.Close()
+	defer func() {
+		// Closing flushes the disks: a failure there may have lost what
+		// the guest was told was written, and went unsaid, status 0
+		// (found by an audit; QEMU is silent too).
+		if cerr := vm.Close(); cerr != nil {
+			fmt.Fprintf(os.Stderr, "govmm: %v\n", cerr)
+			if err == nil {
+				err = exitCode(1)
+			}
+		}
+	}()
 
 	qmpPath := ""           // the QMP socket, removed at exit
 	var qmpSock os.FileInfo // what was at qmpPath then, for a forced exit

@@ -444,7 +444,7 @@ func (c *call) queryBlock() (any, *qmpError) {
 			"inserted": map[string]any{
 				"file": b.File, "ro": b.ReadOnly, "drv": "raw",
 				"backing_file_depth": 0, "encrypted": false,
-				"detect_zeroes": "off", "cache": map[string]any{"writeback": true, "direct": false, "no-flush": false},
+				"detect_zeroes": "off", "cache": map[string]any{"writeback": true, "direct": b.Direct, "no-flush": false},
 				"bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0, "iops_rd": 0, "iops_wr": 0,
 				"write_threshold": 0, "node-name": b.Device,
 				"image": map[string]any{

@@ -21,7 +21,7 @@ func TestDeviceQueries(t *testing.T) {
 		fakeMachine: newFakeMachine(),
 		blocks: []Block{{
 			Device: "virtio-blk", Qdev: "/machine/peripheral/virtio-blk/virtio-backend",
-			File: "/d.img", ReadOnly: true, Size: 1 << 20, ActualSize: 4096,
+			File: "/d.img", ReadOnly: true, Direct: true, Size: 1 << 20, ActualSize: 4096,
 			Stats: BlockStats{ReadBytes: 1024, ReadOps: 2, ReadTimeNs: 5000, WriteBytes: 512, WriteOps: 1, WriteTimeNs: 7,
 				FlushOps: 3, FlushTimeNs: 9, FailedWriteOps: 4, InvalidReadOps: 5, WriteHighestOffset: 4096,
 				UnmapBytes: 1 << 20, UnmapOps: 6, UnmapTimeNs: 11, FailedUnmapOps: 7, InvalidUnmapOps: 8},
@@ -40,7 +40,7 @@ func TestDeviceQueries(t *testing.T) {
 		{`{"execute":"query-block"}`, `{"return":[{"device":"virtio-blk","qdev":"/machine/peripheral/virtio-blk/virtio-backend",
 			"locked":false,"removable":false,"type":"unknown","io-status":"ok",
 			"inserted":{"file":"/d.img","ro":true,"drv":"raw","backing_file_depth":0,"encrypted":false,"detect_zeroes":"off",
-				"cache":{"writeback":true,"direct":false,"no-flush":false},
+				"cache":{"writeback":true,"direct":true,"no-flush":false},
 				"bps":0,"bps_rd":0,"bps_wr":0,"iops":0,"iops_rd":0,"iops_wr":0,"write_threshold":0,"node-name":"virtio-blk",
 				"image":{"filename":"/d.img","format":"raw","virtual-size":1048576,"actual-size":4096,"dirty-flag":false}}}]}`},
 		{`{"execute":"query-blockstats"}`, `{"return":[{"device":"virtio-blk","qdev":"/machine/peripheral/virtio-blk/virtio-backend","node-name":"virtio-blk",

@@ -105,6 +105,7 @@ type Block struct {
 	Qdev       string // QOM path of the device model it is attached to
 	File       string // the image behind it
 	ReadOnly   bool
+	Direct     bool   // served with O_DIRECT (cache=none): QEMU's cache.direct
 	Size       uint64 // what the guest sees, in bytes (QEMU's virtual-size)
 	ActualSize uint64 // bytes the image occupies on the host
 	Stats      BlockStats
