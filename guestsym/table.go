@@ -183,8 +183,8 @@ func (b *builder) Less(i, j int) bool {
 	if c := cmp.Compare(b.addrs[i], b.addrs[j]); c != 0 {
 		return c < 0
 	}
-	if mi, mj := b.names[i] == noName, b.names[j] == noName; mi != mj {
-		return mj
+	if mi, mj := b.names[i] == noName, b.names[j] == noName; mi || mj {
+		return !mi && mj // markers have no name to read: all alike
 	}
 	if b.global[i] != b.global[j] {
 		return b.global[i]

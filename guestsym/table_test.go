@@ -1,6 +1,9 @@
 package guestsym
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // newTable builds a table of es, names in memory.
 func newTable(es []entry) *Table { return entriesBuilder(es, 0).table() }
@@ -61,5 +64,28 @@ func TestNilTable(t *testing.T) {
 	var tab *Table
 	if _, ok := tab.Lookup(0x1000); ok || tab.Len() != 0 || tab.Name(1) != "" {
 		t.Error("a nil table found a symbol")
+	}
+}
+
+// End-of-code markers at one address (a crafted ELF's overlapping code
+// sections) are ordered without reading a name they do not have: the ELF
+// reader's name function indexes its string table with the offset, and
+// a marker's would be out of range.
+func TestMarkersAtOneAddress(t *testing.T) {
+	names := "fn\x00"
+	b := newBuilder(4, strings.NewReader(names), 0, 0)
+	b.name = func(off uint32, _ *[maxName + 1]byte) []byte {
+		if off == noName {
+			t.Fatal("a marker's name was read")
+		}
+		return []byte(names[off : off+2])
+	}
+	b.add(0x20, noName, false)
+	b.add(0x10, 0, true)
+	b.add(0x20, noName, false)
+	b.add(0x20, noName, false)
+	tab := b.table()
+	if tab.Len() != 2 || tab.Name(0x18) != "fn+0x8" || tab.Name(0x20) != "" {
+		t.Errorf("%d ranges, 0x18 %q, 0x20 %q; want 2, fn+0x8, none", tab.Len(), tab.Name(0x18), tab.Name(0x20))
 	}
 }
