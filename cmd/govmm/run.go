@@ -56,7 +56,7 @@ func runCommand(args []string) (err error) {
 	exitRIPs := fs.Bool("exit-rips", true, "with --exit-stats: find the guest RIPs that cause most exits of each row, named from --guest-symbols or an ELF --kernel's symbols")
 	guestSymbols := fs.String("guest-symbols", "", "the guest kernel's symbols, to name exit RIPs: a System.map or an ELF vmlinux `FILE` (a bzImage has none)")
 	exitTrace := fs.String("exit-trace", "", "record the exit timeline and write it at exit to `FILE` (Chrome trace-event JSON, for ui.perfetto.dev)")
-	traceEvents := fs.Int("exit-trace-events", exittrace.DefaultEvents, "with --exit-trace: keep the last `N` events of each vCPU and virtqueue track")
+	traceEvents := fs.Int("exit-trace-events", exittrace.DefaultEvents, "with --exit-trace: keep the last `N` events of each vCPU and virtqueue track, rounded up to a power of two (48 bytes each)")
 	haltPoll := fs.String("halt-poll-ns", "", "per-VM halt polling window in `ns` (KVM_CAP_HALT_POLL); default: the kvm module's")
 	hltPass := fs.Bool("hlt-passthrough", false, "let the guest run HLT and PAUSE without exiting (KVM_CAP_X86_DISABLE_EXITS); an idle vCPU then burns 100% of a host CPU")
 	pvHaltPoll := fs.Bool("pv-haltpoll", false, "advertise KVM_FEATURE_POLL_CONTROL so the guest's cpuidle-haltpoll driver polls before halting")

@@ -88,7 +88,7 @@ func readTable(path string) (exitstats.Snapshot, error) {
 		return s, fmt.Errorf("%s: %w", path, err)
 	}
 	if len(s.VCPUs) == 0 { // "user": null or {}
-		return s, fmt.Errorf("%s: no vCPUs: not a table saved by govmm run --exit-stats-json", path)
+		return s, fmt.Errorf("%s: no user-space exit table (saved with --exit-stats=false?): nothing to compare", path)
 	}
 	return s, nil
 }
