@@ -329,8 +329,15 @@ func (n *Net) Activate(mem Memory, features uint64, queues []*Queue, irq Interru
 	// Only what we offered counts: a driver that accepts more gets
 	// what it was offered.
 	features &= n.Features() | FeatureVersion1
+	// A tap that refuses is the host's failure, not the guest's: the
+	// device still comes up, and what the tap hands over is checked
+	// against what the guest accepted anyway (a header it did not accept
+	// is dropped and counted). Failing the activation left the device
+	// needing a reset with its control queue unserved, and Linux's probe
+	// spins for ever on VQ_PAIRS_SET: a multiqueue tap deleted by the
+	// host hung the guest's next boot with a vCPU at 100% (an audit).
 	if err := n.pairs[0].tap.SetOffload(tapOffloads(features)); err != nil {
-		return fmt.Errorf("virtio-net: tap offloads: %w", err)
+		n.warn.Printf("host_io", "activate: tap offloads: %v", err)
 	}
 	n.mem, n.features, n.irq, n.active = mem, features, irq, true
 	n.ctrlq, n.ctrlErr = nil, nil
