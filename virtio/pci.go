@@ -812,10 +812,15 @@ func (t *Transport) StopQueues() {
 // the machine is paused, as QEMU stops its virtqueue handlers on stop:
 // loops end after the chain in hand, and notifications that arrive
 // meanwhile wait for ResumeQueues. Requests already taken complete
-// (WaitNotifies waits for them). It never blocks.
+// (WaitNotifies waits for them). A device with work of its own (net's
+// receive) stops it too (pauser): that waits for a batch of frames in
+// hand at most, never for the guest.
 func (t *Transport) PauseQueues() {
 	for _, q := range t.queues {
 		q.pause()
+	}
+	if p, ok := t.dev.(pauser); ok {
+		p.Pause()
 	}
 }
 

@@ -105,6 +105,14 @@ type resumer interface {
 	Resume()
 }
 
+// pauser is a Device with work of its own beside its queues'
+// notifications (net's receive goroutines), which Pause stops: once it
+// returns, the device touches neither guest memory nor the guest's
+// interrupts until Resume.
+type pauser interface {
+	Pause()
+}
+
 // notifyDeferrer is a Device whose notifier should wait before serving
 // some notifications, to let the driver queue more work while its
 // notifications are off (Net's transmitq when the guest streams). Only
