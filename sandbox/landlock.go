@@ -26,10 +26,15 @@ type Files struct {
 	// a file is unusable anyway, and Landlock refuses a directory's
 	// rights on a file, which failed the whole start (found by an audit).
 	ReadDirs []string
+	// ReadFiles are files read at run time (/proc/stat, from which the
+	// process collector takes the boot time behind
+	// process_start_time_seconds).
+	ReadFiles []string
 	// Outputs are the files govmm writes at run time: its reports.
 	// /dev/stdout and /dev/stderr need nothing (atomicfile.Save writes
-	// them through the descriptors); a FIFO or device may be written in
-	// place; anything else is created, replaced (a temporary file renamed
+	// them through the descriptors), nor does an anonymous pipe (/dev/fd/N
+	// of bash's >(cmd)); a FIFO or device may be written in place;
+	// anything else is created, replaced (a temporary file renamed
 	// over it) or removed in its directory, which is therefore open to
 	// that for every file in it.
 	Outputs []string
@@ -62,7 +67,9 @@ func Landlock(files Files) (bool, error) {
 			continue // written through the descriptor govmm has
 		}
 		if fi, err := os.Stat(p); err == nil && !fi.Mode().IsRegular() && !fi.IsDir() {
-			inPlace = append(inPlace, p)
+			if !anonymous(p) {
+				inPlace = append(inPlace, p)
+			}
 		} else {
 			dirs = append(dirs, filepath.Dir(p))
 		}
@@ -75,6 +82,7 @@ func Landlock(files Files) (bool, error) {
 	}
 	rules := []landlock.Rule{
 		landlock.PathAccess(readDir, directories(reachable(files.ReadDirs))...),
+		landlock.PathAccess(ll.AccessFSReadFile, reachable(files.ReadFiles)...),
 		landlock.PathAccess(writeFile, reachable(inPlace)...),
 		landlock.PathAccess(replaceDir, reachable(dirs)...),
 		landlock.PathAccess(ll.AccessFSRemoveFile, reachable(removeDirs)...),
@@ -87,6 +95,18 @@ func Landlock(files Files) (bool, error) {
 		return false, fmt.Errorf("landlock: %w", err)
 	}
 	return true, nil
+}
+
+// anonymous reports whether path leads to a pipe or socket that is on no
+// file system a user mounts (bash's >(cmd), an inherited /dev/fd/N):
+// Landlock takes no rule on those, which failed the whole start (found by
+// an audit), and does not restrict opening them either.
+func anonymous(path string) bool {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return false
+	}
+	return st.Type == unix.PIPEFS_MAGIC || st.Type == unix.SOCKFS_MAGIC
 }
 
 // reachable returns the paths govmm can reach at all (open with O_PATH, as

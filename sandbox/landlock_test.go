@@ -32,10 +32,19 @@ func landlockChild(dir string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
+	// An anonymous pipe's end named by path, as bash's >(cmd) gives it:
+	// Landlock takes no rule on it (the start failed) and needs none.
+	_, pw, err := os.Pipe()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	pipe := fmt.Sprintf("/proc/self/fd/%d", pw.Fd())
 	on, err := Landlock(Files{
-		ReadDirs: []string{p("cache"), p("no-such-dir"), p("cache-file")},
-		Outputs:  []string{p("out/stats.json"), p("out/trace.json"), os.DevNull, "/dev/stdout", ""},
-		Removed:  []string{p("run/qmp.sock"), ""},
+		ReadDirs:  []string{p("cache"), p("no-such-dir"), p("cache-file")},
+		ReadFiles: []string{p("stat"), p("no-such-file")},
+		Outputs:   []string{p("out/stats.json"), p("out/trace.json"), os.DevNull, "/dev/stdout", pipe, ""},
+		Removed:   []string{p("run/qmp.sock"), ""},
 	})
 	if err != nil || !on {
 		fmt.Fprintln(os.Stderr, "Landlock:", on, err)
@@ -50,6 +59,8 @@ func landlockChild(dir string) int {
 		// opens neither by path.
 		{"read the kernel", false, func() error { _, err := os.ReadFile(p("kernel")); return err }},
 		{"read a file given as a directory", false, func() error { _, err := os.ReadFile(p("cache-file")); return err }},
+		{"read a file given as a file", true, func() error { _, err := os.ReadFile(p("stat")); return err }},
+		{"write a file given to read", false, func() error { return os.WriteFile(p("stat"), nil, 0) }},
 		{"read a file beside it", false, func() error { _, err := os.ReadFile(p("secret")); return err }},
 		{"write the kernel", false, func() error { return os.WriteFile(p("kernel"), nil, 0) }},
 		{"read a cache entry", true, func() error { _, err := os.ReadFile(p("cache/entry")); return err }},
@@ -76,6 +87,7 @@ func landlockChild(dir string) int {
 		{"create beside the socket", false, func() error { return os.WriteFile(p("run/x"), nil, 0o644) }},
 		{"read beside the socket", false, func() error { _, err := os.ReadFile(p("run/other")); return err }},
 		{"write a device output", true, func() error { return os.WriteFile(os.DevNull, []byte("x"), 0) }},
+		{"write an anonymous pipe output", true, func() error { return os.WriteFile(pipe, []byte("x"), 0) }},
 		{"read beside the device", false, func() error { _, err := os.ReadFile("/dev/zero"); return err }},
 	}
 	bad := 0
@@ -117,7 +129,7 @@ func TestLandlockConfines(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, f := range []string{"kernel", "secret", "cache-file", "cache/entry", "run/qmp.sock", "run/qmp2.sock", "run/other"} {
+	for _, f := range []string{"kernel", "secret", "cache-file", "stat", "cache/entry", "run/qmp.sock", "run/qmp2.sock", "run/other"} {
 		if err := os.WriteFile(filepath.Join(dir, f), []byte(f), 0o644); err != nil {
 			t.Fatal(err)
 		}

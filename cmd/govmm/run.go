@@ -227,7 +227,11 @@ func runCommand(args []string) (err error) {
 			files.ReadDirs = append(files.ReadDirs, *kernelCache)
 		}
 		if *metricsAddr != "" {
-			files.ReadDirs = append(files.ReadDirs, "/proc/self") // the process collector
+			// The process collector: its own files, and the boot time
+			// (without it process_start_time_seconds was left out of
+			// every scrape, silently; found by an audit).
+			files.ReadDirs = append(files.ReadDirs, "/proc/self")
+			files.ReadFiles = append(files.ReadFiles, "/proc/stat")
 		}
 		on, err := sandbox.Landlock(files)
 		if err != nil {
