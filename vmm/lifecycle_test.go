@@ -408,6 +408,51 @@ func TestResetStormEventsBounded(t *testing.T) {
 	}
 }
 
+// A pause that lands while a reset is under way (a guest reboot) returns
+// only once the reset is done: before, a stop returned "paused" and the
+// reset then zeroed and reloaded the guest's RAM (found by an audit).
+// The reset is held at its end, just before its RESET goes out, and the
+// pause given 100 ms to return early.
+func TestPauseWaitsForResetUnderWay(t *testing.T) {
+	vm, _, dev := startPortLoop(t)
+	inReset, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock) // before startPortLoop's: a failed test must not leave Run held
+	vm.resetMu.Lock()
+	vm.onReset = func(string) {
+		close(inReset)
+		<-release
+	}
+	vm.resetMu.Unlock()
+	vm.guestReset(0, vcpu.Reset)
+	<-inReset
+	paused := make(chan struct{})
+	go func() {
+		vm.Pause()
+		close(paused)
+	}()
+	select {
+	case <-paused:
+		t.Fatal("Pause returned while the reset was under way")
+	case <-time.After(100 * time.Millisecond):
+	}
+	unblock()
+	<-paused
+	// Paused after the reset set its run state: paused, not prelaunch.
+	if n, s := vm.Resets(), vm.Status(); n != 1 || s != "paused" {
+		t.Errorf("%d resets, status %q; want 1, paused", n, s)
+	}
+	// Paused: the guest does not run after the reset.
+	before := dev.n.Load()
+	time.Sleep(50 * time.Millisecond)
+	if after := dev.n.Load(); after != before {
+		t.Errorf("%d exits while paused after the reset", after-before)
+	}
+	vm.Resume()
+	waitFor(t, "exits after Resume", func() bool { return dev.n.Load() > before })
+}
+
 // TestEndDuringResetKeepsEventOrder: a signal (vm.Stop, as SIGTERM)
 // that ends the VM while a reset is under way lets the reset finish and
 // send its RESET before the SHUTDOWN. Before, the SHUTDOWN could go out

@@ -821,10 +821,34 @@ func (v *VM) pauseLocked() {
 	for _, c := range v.vcpus {
 		c.Pause()
 	}
+	v.waitForReset()
 	// Once more with the vCPUs parked: one may have reset a device (which
 	// clears its queues' pause) and notified it again in between.
 	v.pauseQueues()
 	v.waitNotifies()
+}
+
+// waitForReset waits until a reset under way, or asked for and not yet
+// done (a guest reboot on its way), is done, or the VM ended. A pause
+// that lands then returns after it, as QEMU carries out a reset asked for
+// before a stop: once a pause returned nothing changes the guest's
+// memory. A stop used to return "paused" while the reset then zeroed and
+// reloaded the guest's RAM (found by an audit). The reset parks no
+// vCPU: a paused VM's vCPUs park again before the guest runs.
+func (v *VM) waitForReset() {
+	v.resetMu.Lock()
+	done := v.resetDone
+	v.resetMu.Unlock()
+	if done != nil {
+		select {
+		case <-done:
+		case <-v.ended:
+		}
+	}
+	// One past taking its request (it clears resetDone before its RESET)
+	// holds resetting until it is done.
+	v.resetting.Lock()
+	v.resetting.Unlock()
 }
 
 // Resume undoes Pause.
