@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -41,8 +42,7 @@ func newMemory(size uint64, cfg MemoryConfig) (*Memory, error) {
 	if cfg.Path != "" {
 		return newFileMemory(size, cfg.Path)
 	}
-	b, err := unix.Mmap(-1, 0, int(size), unix.PROT_READ|unix.PROT_WRITE,
-		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	b, err := mapAligned(size)
 	if err != nil {
 		return nil, fmt.Errorf("map %d MiB of guest memory: %w", size>>20, err)
 	}
@@ -56,6 +56,34 @@ func newMemory(size uint64, cfg MemoryConfig) (*Memory, error) {
 		}
 	}
 	return m, nil
+}
+
+// hugeAlign is where anonymous guest RAM starts: KVM maps a 2 MiB page
+// of the guest with one 2 MiB page of the host only where the guest's and
+// the host's addresses are both 2 MiB aligned, and Linux aligns a large
+// anonymous mapping only when its length is a multiple of 2 MiB: with
+// --mem 1001M KVM mapped none of the guest's RAM with 2 MiB pages (nine
+// times the page faults; found by an audit). QEMU aligns its RAM too.
+const hugeAlign = 2 << 20
+
+// mapAligned maps size bytes of anonymous memory starting at a multiple
+// of hugeAlign: it maps hugeAlign more and unmaps what lies outside.
+func mapAligned(size uint64) ([]byte, error) {
+	n := uintptr(size) + hugeAlign
+	p, err := unix.MmapPtr(-1, 0, nil, n, unix.PROT_READ|unix.PROT_WRITE,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	if err != nil {
+		return nil, err
+	}
+	head := -uintptr(p) & (hugeAlign - 1)
+	start := unsafe.Add(p, head)
+	if head > 0 {
+		unix.MunmapPtr(p, head)
+	}
+	if tail := n - head - uintptr(size); tail > 0 {
+		unix.MunmapPtr(unsafe.Add(start, size), tail)
+	}
+	return unsafe.Slice((*byte)(start), size), nil
 }
 
 // newFileMemory maps size bytes of a new, unlinked file in dir, which must
@@ -138,7 +166,12 @@ func (m *Memory) close() error {
 	if m.b == nil {
 		return nil
 	}
-	err := unix.Munmap(m.b)
+	var err error
+	if m.shared {
+		err = unix.Munmap(m.b) // unix.Mmap's
+	} else {
+		err = unix.MunmapPtr(unsafe.Pointer(&m.b[0]), uintptr(len(m.b))) // mapAligned's
+	}
 	m.b = nil
 	return err
 }
