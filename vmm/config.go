@@ -136,7 +136,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--mem %d bytes: need at least 1 MiB", c.MemSize)
 	}
 	if c.MemSize > MaxMemSize {
-		return fmt.Errorf("--mem %d MiB: at most %d MiB is supported", c.MemSize>>20, MaxMemSize>>20)
+		// In KiB, whole: in MiB a size just over the limit read as the
+		// limit itself (found by an audit).
+		return fmt.Errorf("--mem %dK: at most %d MiB (3G) is supported: guest RAM lies below the 32-bit PCI hole", (c.MemSize+1023)>>10, MaxMemSize>>20)
 	}
 	if c.MemSize%memPage != 0 {
 		return fmt.Errorf("--mem %d bytes: not a whole number of %d KiB pages", c.MemSize, memPage>>10)

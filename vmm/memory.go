@@ -118,7 +118,7 @@ func newFileMemory(size uint64, dir string) (*Memory, error) {
 			return nil, fmt.Errorf("--mem-path %s: map %d MiB: %w (the mount's size= limit leaves %d of the %d huge pages it needs)", dir, size>>20, err, st.Bfree, size/page)
 		}
 		if errors.Is(err, unix.ENOMEM) {
-			return nil, fmt.Errorf("--mem-path %s: map %d MiB: %w (are there %d free huge pages? see HugePages_Free in /proc/meminfo, vm.nr_hugepages)", dir, size>>20, err, size/page)
+			return nil, fmt.Errorf("--mem-path %s: map %d MiB: %w (are there %d huge pages free and not reserved? see HugePages_Free minus HugePages_Rsvd in /proc/meminfo, vm.nr_hugepages)", dir, size>>20, err, size/page)
 		}
 		return nil, fmt.Errorf("--mem-path %s: map %d MiB: %w", dir, size>>20, err)
 	}

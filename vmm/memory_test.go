@@ -136,7 +136,7 @@ func TestMemPathErrors(t *testing.T) {
 			m.close()
 			t.Fatalf("mapped %d huge pages with %d free", free+1, free)
 		}
-		if !strings.Contains(err.Error(), "free huge pages") {
+		if !strings.Contains(err.Error(), "HugePages_Free minus HugePages_Rsvd") {
 			t.Errorf("error %q, want it to point at the huge page pool", err)
 		}
 	})
