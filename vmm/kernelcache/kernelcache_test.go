@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -223,5 +224,41 @@ func TestPutRemovesStaleTemporaryFiles(t *testing.T) {
 	}
 	if _, err := os.Stat(recent); err != nil {
 		t.Errorf("recent temporary file: %v, want it kept", err)
+	}
+}
+
+// Put creates the cache's missing directories only under a directory of
+// ours, and makes them 0700 whatever the umask: root with a user's HOME
+// made the user's ~/.cache root's (locking the user out of it), and a
+// umask of 0277 left a directory nobody could write (an audit).
+func TestPutMakesOnlyOurDirectories(t *testing.T) {
+	old := syscall.Umask(0o277)
+	defer syscall.Umask(old)
+	base := t.TempDir()
+	c := New(filepath.Join(base, "a", "b", "govmm"))
+	if err := c.Put(testKey("bzImage"), elfBytes); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"a", "a/b", "a/b/govmm"} {
+		if fi, err := os.Stat(filepath.Join(base, d)); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("%s: %v (%v), want 0700", d, fi.Mode(), err)
+		}
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("a directory of another user's needs root")
+	}
+	home := filepath.Join(base, "home")
+	if err := os.Mkdir(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(home, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	c = New(filepath.Join(home, ".cache", "govmm"))
+	if err := c.Put(testKey("bzImage"), elfBytes); err == nil || !strings.Contains(err.Error(), "not ours") {
+		t.Errorf("Put under another user's directory: %v, want it refused", err)
+	}
+	if _, err := os.Stat(filepath.Join(home, ".cache")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("another user's .cache: %v, want it not created", err)
 	}
 }

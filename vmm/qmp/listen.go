@@ -34,8 +34,18 @@ func listenPrivate(path string) (*net.UnixListener, os.FileInfo, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("qmp: listen %s: %w", path, err)
 	}
-	defer os.RemoveAll(tmpDir)
 	tmp := filepath.Join(tmpDir, "s")
+	// Each by name: RemoveAll needs a descriptor to list the directory,
+	// and at a tight open-files limit left it behind (an audit).
+	defer func() {
+		os.Remove(tmp)
+		os.Remove(tmpDir)
+	}()
+	// MkdirTemp's 0700 passes through the umask: under 0277 the
+	// directory was unwritable and bind failed (an audit).
+	if err := os.Chmod(tmpDir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("qmp: listen %s: %w", path, err)
+	}
 	if len(tmp) > maxSocketPath {
 		return nil, nil, fmt.Errorf("qmp: listen %s: temporary socket path %s is longer than %d bytes", path, tmp, maxSocketPath)
 	}
