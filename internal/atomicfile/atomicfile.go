@@ -4,10 +4,14 @@ package atomicfile
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -93,6 +97,9 @@ func CheckSave(path string) error {
 	if StdStream(path) != nil {
 		return nil
 	}
+	if _, ok := descriptorOf(path); ok {
+		return &fs.PathError{Op: "save", Path: path, Err: fmt.Errorf("no such open descriptor (%w)", syscall.EBADF)}
+	}
 	if fi, err := os.Stat(path); err == nil {
 		switch {
 		case fi.IsDir():
@@ -109,27 +116,75 @@ func CheckSave(path string) error {
 	if !fi.IsDir() {
 		return &fs.PathError{Op: "save", Path: dir, Err: syscall.ENOTDIR}
 	}
-	if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
+	// A temporary file made and removed, as Save will: access(2) said
+	// yes for a working directory that had been removed, and the report
+	// was lost after the run (found by an audit).
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
 		return &fs.PathError{Op: "save into", Path: dir, Err: err}
 	}
-	return nil
+	f.Close()
+	return os.Remove(f.Name())
 }
 
-// StdStream returns os.Stdout or os.Stderr if path names it (/dev/stdout,
-// /dev/fd/1, /proc/self/fd/1 and the same for 2), else nil. Those are
-// links to the descriptor, and a shell's "> log" makes it a regular file:
-// reopened by name, it would be written from its start, over what went
-// before; replaced, the link in /dev would be. Written through the
-// descriptor, the output follows what is already there, as the shell's
-// redirection means.
+// StdStream returns the open descriptor path names, if it names one:
+// /dev/stdout, /dev/stderr, and /dev/fd/N or /proc/self/fd/N for N of 1
+// and up (a shell's "5> log" hands govmm descriptor 5), else nil. Those
+// are links to the descriptor, and a shell's redirection makes it a
+// regular file: reopened by name, it would be written from its start,
+// over what went before; replaced, the link would be (and a temporary
+// file cannot be made in /proc/self/fd: the report was lost after the
+// run; found by an audit). Written through the descriptor, the output
+// follows what is already there, as the shell's redirection means.
 func StdStream(path string) *os.File {
 	switch path {
-	case "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1":
+	case "/dev/stdout":
 		return os.Stdout
-	case "/dev/stderr", "/dev/fd/2", "/proc/self/fd/2":
+	case "/dev/stderr":
 		return os.Stderr
 	}
-	return nil
+	n, ok := descriptorOf(path)
+	switch {
+	case !ok || n == 0:
+		return nil
+	case n == 1:
+		return os.Stdout
+	case n == 2:
+		return os.Stderr
+	}
+	if f, ok := inherited.Load(n); ok {
+		return f.(*os.File)
+	}
+	if _, err := unix.FcntlInt(uintptr(n), unix.F_GETFD, 0); err != nil {
+		return nil // not open: CheckSave says so
+	}
+	f, _ := inherited.LoadOrStore(n, os.NewFile(uintptr(n), path))
+	return f.(*os.File)
+}
+
+// inherited holds the File of each descriptor above 2 a path named, made
+// once and kept: os.NewFile's finalizer closes the descriptor once its
+// File is collected.
+var inherited sync.Map // int -> *os.File
+
+// descriptorOf returns N if path is /dev/fd/N or /proc/self/fd/N.
+func descriptorOf(path string) (int, bool) {
+	rest, ok := strings.CutPrefix(path, "/dev/fd/")
+	if !ok {
+		rest, ok = strings.CutPrefix(path, "/proc/self/fd/")
+	}
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(rest)
+	if err != nil || n < 0 || strconv.Itoa(n) != rest {
+		return 0, false
+	}
+	return n, true
 }
 
 func buffered(f *os.File, write func(io.Writer) error) error {

@@ -2,9 +2,11 @@ package atomicfile
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -130,5 +132,44 @@ func TestCheckSave(t *testing.T) {
 		} else {
 			t.Logf("%s: %v", p, err)
 		}
+	}
+}
+
+// A report named by a descriptor a shell handed over (5> log: /dev/fd/5,
+// /proc/self/fd/5) is written through it, after what the file held, and
+// one that is not open is refused by CheckSave; so is a relative path in
+// a working directory since removed. Both passed the check before and
+// lost the report after the run (an audit).
+func TestSaveThroughDescriptorAndCheckGoneDir(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "log")
+	f, err := os.OpenFile(log, os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("console\n"); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{fmt.Sprintf("/dev/fd/%d", f.Fd()), fmt.Sprintf("/proc/self/fd/%d", f.Fd())} {
+		if err := CheckSave(path); err != nil {
+			t.Fatalf("CheckSave(%s): %v", path, err)
+		}
+		if err := Save(path, func(w io.Writer) error { _, err := io.WriteString(w, "{}\n"); return err }); err != nil {
+			t.Fatalf("Save(%s): %v", path, err)
+		}
+	}
+	if b, _ := os.ReadFile(log); string(b) != "console\n{}\n{}\n" {
+		t.Errorf("the file holds %q, want the console's line, then both reports", b)
+	}
+	if err := CheckSave("/dev/fd/987"); err == nil || !strings.Contains(err.Error(), "no such open descriptor") {
+		t.Errorf("CheckSave of a descriptor not open: %v", err)
+	}
+	gone := t.TempDir()
+	t.Chdir(gone)
+	if err := os.Remove(gone); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckSave("report.json"); err == nil {
+		t.Error("CheckSave in a removed working directory passed")
 	}
 }
