@@ -105,6 +105,15 @@ func removeStale(path string) error {
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		return fmt.Errorf("qmp: listen %s: probing existing socket: %w", path, err)
 	}
+	// The file probed, not one put there meanwhile: a govmm starting at
+	// the same moment over the same stale socket may have removed it and
+	// linked its live one in its place, which this would have deleted,
+	// leaving that govmm running unreachable (found by an audit; 15 of
+	// 200 simultaneous starts). What is left between this look and the
+	// removal is microseconds, not the dial's.
+	if now, err := os.Lstat(path); err != nil || !os.SameFile(fi, now) {
+		return nil // changed: try the link again
+	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("qmp: listen %s: removing stale socket: %w", path, err)
 	}
