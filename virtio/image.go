@@ -117,6 +117,22 @@ func lockImage(fd int, readOnly bool) error {
 	return check(permLockBase, unshared, "shared ")
 }
 
+// ImageInUse reports whether the file at path is a disk image a VM
+// (QEMU or govmm) has open: one holds a lock on its consistent-read byte.
+// A file that cannot be opened is not reported in use.
+func ImageInUse(path string) bool {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart, Start: permLockBase + permConsistentRead, Len: 1}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_GETLK, &lk); err != nil {
+		return false
+	}
+	return lk.Type != unix.F_UNLCK
+}
+
 // offsets are the lock bytes of perms above base.
 func offsets(base int64, perms []int) []int64 {
 	var offs []int64

@@ -293,3 +293,27 @@ func TestImageLocksAgainstQEMU(t *testing.T) {
 		})
 	}
 }
+
+// ImageInUse sees the lock a VM holds on its disk image (the check that
+// keeps a report from being renamed over another VM's disk), and none
+// once the image is closed.
+func TestImageInUse(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(path, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if ImageInUse(path) {
+		t.Fatal("a file nobody has open is in use")
+	}
+	f, _, err := openImage(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ImageInUse(path) {
+		t.Error("an image open read-only by a VM is not in use")
+	}
+	f.Close()
+	if ImageInUse(path) {
+		t.Error("a closed image is still in use")
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/govmm/govmm/internal/atomicfile"
 	"github.com/govmm/govmm/internal/keepawake"
 	"github.com/govmm/govmm/sandbox"
+	"github.com/govmm/govmm/virtio"
 	"github.com/govmm/govmm/vmm"
 	"github.com/govmm/govmm/vmm/kernelcache"
 	"github.com/govmm/govmm/vmm/qmp"
@@ -121,6 +122,11 @@ func runCommand(args []string) (err error) {
 		if out.path != "" {
 			if err := atomicfile.CheckSave(out.path); err != nil {
 				return fmt.Errorf("%s: %w", out.flag, err)
+			}
+			// Replacing it would leave that VM writing an unlinked
+			// file, its guest's writes lost (found by an audit).
+			if virtio.ImageInUse(out.path) {
+				return fmt.Errorf("%s %s: a disk image a VM (QEMU or govmm) has open: not replaced", out.flag, out.path)
 			}
 		}
 	}

@@ -104,6 +104,10 @@ func CheckSave(path string) error {
 		switch {
 		case fi.IsDir():
 			return &fs.PathError{Op: "save", Path: path, Err: syscall.EISDIR}
+		case fi.Mode()&fs.ModeSocket != 0:
+			// It cannot be opened, so Save replaced it: another VM's
+			// QMP socket became a JSON file (found by an audit).
+			return &fs.PathError{Op: "save", Path: path, Err: errors.New("is a socket")}
 		case !fi.Mode().IsRegular():
 			return nil
 		}

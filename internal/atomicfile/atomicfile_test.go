@@ -173,3 +173,21 @@ func TestSaveThroughDescriptorAndCheckGoneDir(t *testing.T) {
 		t.Error("CheckSave in a removed working directory passed")
 	}
 }
+
+// A socket at the path (another VM's QMP socket) cannot be opened to be
+// written as a stream, so Save replaced it with the report: CheckSave
+// refuses it at start (an audit).
+func TestCheckSaveRefusesSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "qmp.sock")
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckSave(path); err == nil || !strings.Contains(err.Error(), "is a socket") {
+		t.Errorf("CheckSave(socket) = %v, want it refused", err)
+	}
+}
