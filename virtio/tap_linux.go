@@ -1,8 +1,10 @@
 package virtio
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"syscall"
 	"time"
@@ -32,6 +34,14 @@ func OpenTap(name string) (*Tap, error) { return openTap(name, false) }
 // (EINVAL). One queue is OpenTap's single-queue tap, or one queue of an
 // existing multiqueue tap.
 func OpenTapQueues(name string, n int) ([]*Tap, error) {
+	// A multiqueue tap takes another queue from anyone who asks: a second
+	// VM given the tap of a running one joined it without a word, and the
+	// kernel spread the first VM's traffic over both (found by an audit;
+	// QEMU refuses queues=1 on a multiqueue tap). A tap with queues open
+	// already is refused.
+	if open, known := tapQueuesOpen(name); known && open > 0 {
+		return nil, fmt.Errorf("open tap %q: %d of its queues are open already (another VM uses it): refused", name, open)
+	}
 	if n == 1 {
 		t, err := OpenTap(name)
 		if errors.Is(err, unix.EINVAL) {
@@ -56,6 +66,76 @@ func OpenTapQueues(name string, n int) ([]*Tap, error) {
 		name = t.name // a pattern like tap%d names the first queue's tap
 	}
 	return taps, nil
+}
+
+// tapQueuesOpen returns how many queues of the tap called name are open,
+// attached or not, from the kernel's link information
+// (IFLA_TUN_NUM_QUEUES and IFLA_TUN_NUM_DISABLED_QUEUES, since Linux
+// 4.19); known is false where the interface does not exist (OpenTap will
+// make it) or the kernel does not say.
+func tapQueuesOpen(name string) (open int, known bool) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return 0, false
+	}
+	s, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
+	if err != nil {
+		return 0, false
+	}
+	defer unix.Close(s)
+	req := make([]byte, unix.NLMSG_HDRLEN+unix.SizeofIfInfomsg)
+	le := binary.NativeEndian
+	le.PutUint32(req[0:], uint32(len(req)))
+	le.PutUint16(req[4:], unix.RTM_GETLINK)
+	le.PutUint16(req[6:], unix.NLM_F_REQUEST)
+	le.PutUint32(req[8:], 1) // sequence
+	le.PutUint32(req[unix.NLMSG_HDRLEN+4:], uint32(ifi.Index))
+	if err := unix.Sendto(s, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return 0, false
+	}
+	buf := make([]byte, 64<<10)
+	n, _, err := unix.Recvfrom(s, buf, 0)
+	if err != nil {
+		return 0, false
+	}
+	msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+	if err != nil || len(msgs) == 0 || msgs[0].Header.Type != unix.RTM_NEWLINK {
+		return 0, false
+	}
+	attrs, err := syscall.ParseNetlinkRouteAttr(&msgs[0])
+	if err != nil {
+		return 0, false
+	}
+	for _, a := range attrs {
+		if a.Attr.Type&^unix.NLA_F_NESTED != unix.IFLA_LINKINFO {
+			continue
+		}
+		data := nestedAttr(a.Value, unix.IFLA_INFO_DATA)
+		queues := nestedAttr(data, unix.IFLA_TUN_NUM_QUEUES)
+		disabled := nestedAttr(data, unix.IFLA_TUN_NUM_DISABLED_QUEUES)
+		if len(queues) < 4 || len(disabled) < 4 {
+			return 0, false
+		}
+		return int(le.Uint32(queues)) + int(le.Uint32(disabled)), true
+	}
+	return 0, false
+}
+
+// nestedAttr returns the value of the netlink attribute of type typ in
+// b, a run of attributes, or nil.
+func nestedAttr(b []byte, typ uint16) []byte {
+	for len(b) >= unix.SizeofRtAttr {
+		l := int(binary.NativeEndian.Uint16(b[0:]))
+		t := binary.NativeEndian.Uint16(b[2:]) &^ unix.NLA_F_NESTED
+		if l < unix.SizeofRtAttr || l > len(b) {
+			return nil
+		}
+		if t == typ {
+			return b[unix.SizeofRtAttr:l]
+		}
+		b = b[min((l+3)&^3, len(b)):]
+	}
+	return nil
 }
 
 func openTap(name string, multiQueue bool) (*Tap, error) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -166,5 +167,37 @@ func TestTapNet(t *testing.T) {
 		if found {
 			return
 		}
+	}
+}
+
+// A multiqueue tap whose queues another process has open is refused,
+// one queue or several: a second VM given a running VM's tap joined it
+// and took part of its traffic (an audit). The kernel's count of open
+// queues is what tells; a tap nobody has open is taken as before.
+func TestTapInUseRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("real tap test needs root (CAP_NET_ADMIN)")
+	}
+	first, err := OpenTapQueues("govmmmq%d", 2)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENODEV) {
+		t.Skipf("no usable /dev/net/tun: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := first[0].Name()
+	if open, known := tapQueuesOpen(name); !known || open != 2 {
+		t.Skipf("the kernel does not tell the tap's open queues (%d, %v)", open, known)
+	}
+	for _, n := range []int{1, 2} {
+		if taps, err := OpenTapQueues(name, n); err == nil || !strings.Contains(err.Error(), "queues are open already") {
+			for _, tap := range taps {
+				tap.Close()
+			}
+			t.Errorf("%d queue(s) of a tap in use: %v, want it refused", n, err)
+		}
+	}
+	for _, tap := range first {
+		tap.Close()
 	}
 }
