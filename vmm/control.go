@@ -161,6 +161,15 @@ func (c *control) Reset() error {
 }
 
 // Quit ends the VM for quit, or for system_reset with --no-reboot.
+// End implements qmp.Ender: the VM ends now, and a reset under way
+// finishes, sending its RESET, before the server's SHUTDOWN; one asked
+// for and not begun is not done (Run sees the end first).
+func (c *control) End(reason string) {
+	c.Quit(reason)
+	c.vm.resetting.Lock()
+	c.vm.resetting.Unlock()
+}
+
 func (c *control) Quit(reason string) {
 	if reason == qmp.ReasonReset {
 		c.endByHost(vcpu.Reset, CauseHostReset)

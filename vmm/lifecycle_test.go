@@ -453,70 +453,80 @@ func TestPauseWaitsForResetUnderWay(t *testing.T) {
 	waitFor(t, "exits after Resume", func() bool { return dev.n.Load() > before })
 }
 
-// TestEndDuringResetKeepsEventOrder: a signal (vm.Stop, as SIGTERM)
-// that ends the VM while a reset is under way lets the reset finish and
-// send its RESET before the SHUTDOWN. Before, the SHUTDOWN could go out
-// first and the RESET after it (found by an audit). The end is made
-// inside the reset, just before its RESET goes out, and the SHUTDOWN is
-// given 200 ms to overtake it.
+// TestEndDuringResetKeepsEventOrder: a signal (vm.Stop, as SIGTERM) or
+// a QMP quit that ends the VM while a reset is under way lets the reset
+// finish and send its RESET before the SHUTDOWN. Before, the SHUTDOWN
+// could go out first and the RESET after it (found by an audit; the quit
+// in review). The end is made inside the reset, just before its RESET
+// goes out, and the SHUTDOWN is given 200 ms to overtake it.
 func TestEndDuringResetKeepsEventOrder(t *testing.T) {
-	vm, done, _ := startPortLoop(t)
-	sock := filepath.Join(t.TempDir(), "qmp.sock")
-	stopQMP, err := vm.ServeQMP(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stopQMP()
-	mon, err := goqmp.NewSocketMonitor("unix", sock, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := mon.Connect(); err != nil {
-		t.Fatal(err)
-	}
-	defer mon.Disconnect()
-	events, err := mon.Events(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var names []string
-	shutdown := make(chan struct{})
-	go func() {
-		for e := range events {
-			mu.Lock()
-			names = append(names, e.Event)
-			mu.Unlock()
-			if e.Event == "SHUTDOWN" {
-				close(shutdown)
-				return
+	for _, how := range []string{"signal", "quit"} {
+		t.Run(how, func(t *testing.T) {
+			vm, done, _ := startPortLoop(t)
+			sock := filepath.Join(t.TempDir(), "qmp.sock")
+			stopQMP, err := vm.ServeQMP(sock)
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-	}()
-	vm.resetMu.Lock()
-	emitReset := vm.onReset
-	vm.onReset = func(cause string) {
-		vm.Stop()
-		select {
-		case <-shutdown:
-		case <-time.After(200 * time.Millisecond):
-		}
-		emitReset(cause)
-	}
-	vm.resetMu.Unlock()
-	vm.guestReset(0, vcpu.Reset)
-	if out := <-done; out.Cause != CauseHostSignal {
-		t.Errorf("ended by %q, want %q", out.Cause, CauseHostSignal)
-	}
-	select {
-	case <-shutdown:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no SHUTDOWN")
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if n := vm.Resets(); n != 1 || !slices.Equal(names, []string{"RESET", "SHUTDOWN"}) {
-		t.Errorf("%d resets, events %v; want one reset, RESET then SHUTDOWN", n, names)
+			defer stopQMP()
+			monitor := func() *goqmp.SocketMonitor {
+				mon, err := goqmp.NewSocketMonitor("unix", sock, 2*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := mon.Connect(); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { mon.Disconnect() })
+				return mon
+			}
+			events, err := monitor().Events(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			control := monitor()
+			var mu sync.Mutex
+			var names []string
+			shutdown := make(chan struct{})
+			go func() {
+				for e := range events {
+					mu.Lock()
+					names = append(names, e.Event)
+					mu.Unlock()
+					if e.Event == "SHUTDOWN" {
+						close(shutdown)
+						return
+					}
+				}
+			}()
+			end := map[string]func(){
+				"signal": vm.Stop,
+				"quit":   func() { go control.Run([]byte(`{"execute":"quit"}`)) },
+			}[how]
+			vm.resetMu.Lock()
+			emitReset := vm.onReset
+			vm.onReset = func(cause string) {
+				end()
+				select {
+				case <-shutdown:
+				case <-time.After(200 * time.Millisecond):
+				}
+				emitReset(cause)
+			}
+			vm.resetMu.Unlock()
+			vm.guestReset(0, vcpu.Reset)
+			<-done
+			select {
+			case <-shutdown:
+			case <-time.After(10 * time.Second):
+				t.Fatal("no SHUTDOWN")
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if n := vm.Resets(); n != 1 || !slices.Equal(names, []string{"RESET", "SHUTDOWN"}) {
+				t.Errorf("%d resets, events %v; want one reset, RESET then SHUTDOWN", n, names)
+			}
+		})
 	}
 }
 

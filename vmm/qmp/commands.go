@@ -400,6 +400,9 @@ func (cl *call) quit() (any, *qmpError) {
 // called it. cmdMu is held.
 func (cl *call) end(reason string) {
 	s := cl.s
+	if e, ok := s.m.(Ender); ok {
+		e.End(reason)
+	}
 	s.ended.Store(true)
 	s.Emit("SHUTDOWN", shutdownData{Guest: false, Reason: reason})
 	cl.afterReply = func() { go s.m.Quit(reason) }

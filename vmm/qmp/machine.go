@@ -61,6 +61,17 @@ type Machine interface {
 // machine (QEMU's -no-reboot): system_reset then succeeds with no RESET.
 var ErrResetEndsMachine = errors.New("the reset ends the machine")
 
+// Ender is a Machine that ends at once when a command ends it (quit,
+// system_reset with -no-reboot), before the server sends that command's
+// SHUTDOWN: End returns once nothing the machine does on its own (a
+// reset under way, and its RESET) can come after the SHUTDOWN. A quit
+// during a guest reboot sent RESET after SHUTDOWN (found in review). It
+// must not wait for anything the server holds; Quit is still called
+// after the reply, as for any Machine.
+type Ender interface {
+	End(reason string)
+}
+
 // ErrResetJoined is returned by Machine.Reset when the reset it asked for
 // was one the guest had asked for already, and the machine emitted its
 // RESET: system_reset then succeeds with no second RESET for one reset
