@@ -1,6 +1,8 @@
 package exitstats
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -38,6 +40,121 @@ type KernelVCPU struct {
 type KernelSnapshot struct {
 	VM    []KernelStat // VM-wide statistics; empty when the VM fd is absent
 	VCPUs []KernelVCPU
+}
+
+// maxKernelStats bounds the statistics of one fd in a snapshot read from
+// JSON: KVM has a few dozen per vCPU.
+const maxKernelStats = 1024
+
+// UnmarshalJSON reads what json.Marshal writes, refusing more than
+// MaxVCPUs vCPUs or more than maxKernelStats statistics in one fd before
+// it decodes them: a statistic costs ~30 times its JSON as "{}", and a
+// QMP reply to govmm stat's live view may be 64 MiB (found in review).
+func (s *KernelSnapshot) UnmarshalJSON(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	err := eachField(dec, func(key string) error {
+		switch {
+		case strings.EqualFold(key, "VM"):
+			n, err := countElements(dec, nil)
+			if err == nil && n > maxKernelStats {
+				err = fmt.Errorf("kernel table: %d VM statistics, at most %d", n, maxKernelStats)
+			}
+			return err
+		case strings.EqualFold(key, "VCPUs"):
+			n, err := countElements(dec, func(i int) error {
+				return eachField(dec, func(key string) error {
+					if !strings.EqualFold(key, "Stats") {
+						return skipValue(dec)
+					}
+					m, err := countElements(dec, nil)
+					if err == nil && m > maxKernelStats {
+						err = fmt.Errorf("kernel table: vCPU %d: %d statistics, at most %d", i, m, maxKernelStats)
+					}
+					return err
+				})
+			})
+			if err == nil && n > MaxVCPUs {
+				err = fmt.Errorf("kernel table: %d vCPUs, at most %d", n, MaxVCPUs)
+			}
+			return err
+		}
+		return skipValue(dec)
+	})
+	if err != nil {
+		return err
+	}
+	type plain KernelSnapshot // without this method
+	return json.Unmarshal(b, (*plain)(s))
+}
+
+// eachField reads an object from dec, calling field for each key with
+// dec at its value, which field must consume. A null is no object and no
+// error.
+func eachField(dec *json.Decoder, field func(key string) error) error {
+	t, err := dec.Token()
+	if err != nil || t == nil {
+		return err
+	}
+	if t != json.Delim('{') {
+		return fmt.Errorf("want an object, got %v", t)
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		if err := field(t.(string)); err != nil {
+			return err
+		}
+	}
+	_, err = dec.Token() // '}'
+	return err
+}
+
+// countElements reads an array from dec and returns its length, calling
+// element (with dec at the element, which it must consume) for each, or
+// skipping them; no element is kept. A null counts none.
+func countElements(dec *json.Decoder, element func(i int) error) (int, error) {
+	t, err := dec.Token()
+	if err != nil || t == nil {
+		return 0, err
+	}
+	if t != json.Delim('[') {
+		return 0, fmt.Errorf("want an array, got %v", t)
+	}
+	n := 0
+	for ; dec.More(); n++ {
+		if element != nil {
+			err = element(n)
+		} else {
+			err = skipValue(dec)
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+	_, err = dec.Token() // ']'
+	return n, err
+}
+
+// skipValue reads one value of any kind from dec and keeps nothing.
+func skipValue(dec *json.Decoder) error {
+	depth := 0
+	for {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		switch t {
+		case json.Delim('{'), json.Delim('['):
+			depth++
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+		}
+		if depth == 0 {
+			return nil
+		}
+	}
 }
 
 // VCPUTotal adds a non-histogram statistic over every vCPU, saturating.

@@ -1,12 +1,14 @@
 package exitstats
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math"
 	"slices"
+	"strings"
 )
 
 // Stats summarizes the durations charged to one row. Times are in ns. Sum
@@ -312,21 +314,30 @@ const MaxVCPUs = 254
 // reply of empty objects cost a thousand times its size (6 GB for 1 MiB,
 // found by an audit of govmm stat).
 func (s *Snapshot) UnmarshalJSON(b []byte) error {
-	var shape struct {
-		VCPUs []struct {
-			Rows []json.RawMessage `json:"rows"`
-		} `json:"vcpus"`
-	}
-	if err := json.Unmarshal(b, &shape); err != nil {
-		return err
-	}
-	if len(shape.VCPUs) > MaxVCPUs {
-		return fmt.Errorf("%d vCPUs, at most %d", len(shape.VCPUs), MaxVCPUs)
-	}
-	for i, v := range shape.VCPUs {
-		if len(v.Rows) > MaxKinds {
-			return fmt.Errorf("vCPU %d: %d rows, at most %d", i, len(v.Rows), MaxKinds)
+	dec := json.NewDecoder(bytes.NewReader(b))
+	err := eachField(dec, func(key string) error {
+		if !strings.EqualFold(key, "vcpus") { // as json matches keys
+			return skipValue(dec)
 		}
+		n, err := countElements(dec, func(i int) error {
+			return eachField(dec, func(key string) error {
+				if !strings.EqualFold(key, "rows") {
+					return skipValue(dec)
+				}
+				m, err := countElements(dec, nil)
+				if err == nil && m > MaxKinds {
+					err = fmt.Errorf("vCPU %d: %d rows, at most %d", i, m, MaxKinds)
+				}
+				return err
+			})
+		})
+		if err == nil && n > MaxVCPUs {
+			err = fmt.Errorf("%d vCPUs, at most %d", n, MaxVCPUs)
+		}
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	type plain Snapshot // without this method
 	return json.Unmarshal(b, (*plain)(s))
