@@ -98,7 +98,7 @@ func CheckSave(path string) error {
 		return nil
 	}
 	if _, ok := descriptorOf(path); ok {
-		return &fs.PathError{Op: "save", Path: path, Err: fmt.Errorf("no such open descriptor (%w)", syscall.EBADF)}
+		return &fs.PathError{Op: "save", Path: path, Err: fmt.Errorf("not a descriptor handed to govmm open for writing (%w)", syscall.EBADF)}
 	}
 	if fi, err := os.Stat(path); err == nil {
 		switch {
@@ -163,8 +163,18 @@ func StdStream(path string) *os.File {
 	if f, ok := inherited.Load(n); ok {
 		return f.(*os.File)
 	}
-	if _, err := unix.FcntlInt(uintptr(n), unix.F_GETFD, 0); err != nil {
-		return nil // not open: CheckSave says so
+	// Only a descriptor handed over, open for writing: the Go runtime's
+	// own (its epoll, its eventfd) passed for one, and the report was lost
+	// after the run (found in review). What a shell hands over is not
+	// close-on-exec, or the exec would have closed it; everything Go
+	// opens is.
+	fd, err := unix.FcntlInt(uintptr(n), unix.F_GETFD, 0)
+	if err != nil || fd&unix.FD_CLOEXEC != 0 {
+		return nil // CheckSave says why
+	}
+	fl, err := unix.FcntlInt(uintptr(n), unix.F_GETFL, 0)
+	if err != nil || fl&unix.O_ACCMODE == unix.O_RDONLY {
+		return nil
 	}
 	f, _ := inherited.LoadOrStore(n, os.NewFile(uintptr(n), path))
 	return f.(*os.File)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -136,33 +137,39 @@ func TestCheckSave(t *testing.T) {
 }
 
 // A report named by a descriptor a shell handed over (5> log: /dev/fd/5,
-// /proc/self/fd/5) is written through it, after what the file held, and
-// one that is not open is refused by CheckSave; so is a relative path in
-// a working directory since removed. Both passed the check before and
-// lost the report after the run (an audit).
+// /proc/self/fd/5) is written through it, after what the file held; one
+// not open, open read-only, or opened by the process itself is refused
+// by CheckSave; so is a relative path in a working directory since
+// removed. They passed the check before and lost the report after the
+// run (an audit; the process's own in review). The descriptors are
+// handed to a child run of this test, as a shell hands them to govmm.
 func TestSaveThroughDescriptorAndCheckGoneDir(t *testing.T) {
-	log := filepath.Join(t.TempDir(), "log")
-	f, err := os.OpenFile(log, os.O_WRONLY|os.O_CREATE, 0o644)
+	if os.Getenv("GOVMM_ATOMICFILE_CHILD") != "" {
+		os.Exit(descriptorChild())
+	}
+	dir := t.TempDir()
+	log := filepath.Join(dir, "log")
+	if err := os.WriteFile(log, []byte("console\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w, err := os.OpenFile(log, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	if _, err := f.WriteString("console\n"); err != nil {
+	defer w.Close()
+	r, err := os.Open(log)
+	if err != nil {
 		t.Fatal(err)
 	}
-	for _, path := range []string{fmt.Sprintf("/dev/fd/%d", f.Fd()), fmt.Sprintf("/proc/self/fd/%d", f.Fd())} {
-		if err := CheckSave(path); err != nil {
-			t.Fatalf("CheckSave(%s): %v", path, err)
-		}
-		if err := Save(path, func(w io.Writer) error { _, err := io.WriteString(w, "{}\n"); return err }); err != nil {
-			t.Fatalf("Save(%s): %v", path, err)
-		}
+	defer r.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSaveThroughDescriptorAndCheckGoneDir$")
+	cmd.Env = append(os.Environ(), "GOVMM_ATOMICFILE_CHILD=1")
+	cmd.ExtraFiles = []*os.File{w, r} // descriptors 3 and 4
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
 	}
 	if b, _ := os.ReadFile(log); string(b) != "console\n{}\n{}\n" {
 		t.Errorf("the file holds %q, want the console's line, then both reports", b)
-	}
-	if err := CheckSave("/dev/fd/987"); err == nil || !strings.Contains(err.Error(), "no such open descriptor") {
-		t.Errorf("CheckSave of a descriptor not open: %v", err)
 	}
 	gone := t.TempDir()
 	t.Chdir(gone)
@@ -172,6 +179,38 @@ func TestSaveThroughDescriptorAndCheckGoneDir(t *testing.T) {
 	if err := CheckSave("report.json"); err == nil {
 		t.Error("CheckSave in a removed working directory passed")
 	}
+}
+
+// descriptorChild checks, in the child, descriptor 3 (the log, for
+// writing) and 4 (read-only) it was started with, and one it opens.
+func descriptorChild() int {
+	bad := 0
+	for _, path := range []string{"/dev/fd/3", "/proc/self/fd/3"} {
+		if err := CheckSave(path); err != nil {
+			fmt.Println("CheckSave", path, err)
+			bad++
+		}
+		if err := Save(path, func(w io.Writer) error { _, err := io.WriteString(w, "{}\n"); return err }); err != nil {
+			fmt.Println("Save", path, err)
+			bad++
+		}
+	}
+	own, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	defer own.Close()
+	for _, path := range []string{"/dev/fd/4", "/dev/fd/987", fmt.Sprintf("/dev/fd/%d", own.Fd())} {
+		if err := CheckSave(path); err == nil || !strings.Contains(err.Error(), "not a descriptor handed to govmm") {
+			fmt.Println("CheckSave", path, err, "want it refused")
+			bad++
+		}
+	}
+	if bad > 0 {
+		return 1
+	}
+	return 0
 }
 
 // A socket at the path (another VM's QMP socket) cannot be opened to be
