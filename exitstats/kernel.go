@@ -61,22 +61,10 @@ func (s *KernelSnapshot) UnmarshalJSON(b []byte) error {
 			}
 			return err
 		case strings.EqualFold(key, "VCPUs"):
-			n, err := countElements(dec, func(i int) error {
-				return eachField(dec, func(key string) error {
-					if !strings.EqualFold(key, "Stats") {
-						return skipValue(dec)
-					}
-					m, err := countElements(dec, nil)
-					if err == nil && m > maxKernelStats {
-						err = fmt.Errorf("kernel table: vCPU %d: %d statistics, at most %d", i, m, maxKernelStats)
-					}
-					return err
-				})
-			})
-			if err == nil && n > MaxVCPUs {
-				err = fmt.Errorf("kernel table: %d vCPUs, at most %d", n, MaxVCPUs)
+			if err := boundVCPUs(dec, "Stats", maxKernelStats, "statistics"); err != nil {
+				return fmt.Errorf("kernel table: %w", err)
 			}
-			return err
+			return nil
 		}
 		return skipValue(dec)
 	})
@@ -85,6 +73,28 @@ func (s *KernelSnapshot) UnmarshalJSON(b []byte) error {
 	}
 	type plain KernelSnapshot // without this method
 	return json.Unmarshal(b, (*plain)(s))
+}
+
+// boundVCPUs reads an array of vCPUs from dec, keeping nothing, and
+// refuses more than MaxVCPUs of them, or more than most elements (what)
+// in one's list.
+func boundVCPUs(dec *json.Decoder, list string, most int, what string) error {
+	n, err := countElements(dec, func(i int) error {
+		return eachField(dec, func(key string) error {
+			if !strings.EqualFold(key, list) { // as json matches keys
+				return skipValue(dec)
+			}
+			m, err := countElements(dec, nil)
+			if err == nil && m > most {
+				err = fmt.Errorf("vCPU %d: %d %s, at most %d", i, m, what, most)
+			}
+			return err
+		})
+	})
+	if err == nil && n > MaxVCPUs {
+		err = fmt.Errorf("%d vCPUs, at most %d", n, MaxVCPUs)
+	}
+	return err
 }
 
 // eachField reads an object from dec, calling field for each key with

@@ -319,22 +319,7 @@ func (s *Snapshot) UnmarshalJSON(b []byte) error {
 		if !strings.EqualFold(key, "vcpus") { // as json matches keys
 			return skipValue(dec)
 		}
-		n, err := countElements(dec, func(i int) error {
-			return eachField(dec, func(key string) error {
-				if !strings.EqualFold(key, "rows") {
-					return skipValue(dec)
-				}
-				m, err := countElements(dec, nil)
-				if err == nil && m > MaxKinds {
-					err = fmt.Errorf("vCPU %d: %d rows, at most %d", i, m, MaxKinds)
-				}
-				return err
-			})
-		})
-		if err == nil && n > MaxVCPUs {
-			err = fmt.Errorf("%d vCPUs, at most %d", n, MaxVCPUs)
-		}
-		return err
+		return boundVCPUs(dec, "rows", MaxKinds, "rows")
 	})
 	if err != nil {
 		return err
