@@ -161,12 +161,14 @@ func (c *control) Reset() error {
 }
 
 // Quit ends the VM for quit, or for system_reset with --no-reboot.
-// End implements qmp.Ender: the VM ends now, and a reset under way
-// finishes, sending its RESET, before the server's SHUTDOWN; one asked
-// for and not begun is not done (Run sees the end first).
+// End implements qmp.Ender: a reset under way finishes, sending its
+// RESET, before the server's SHUTDOWN, and none begins after it. The VM
+// itself ends in Quit, once the SHUTDOWN and the reply are queued: ended
+// here, Run could return and govmm close the server before they were,
+// and the client got neither (found in review).
 func (c *control) End(reason string) {
-	c.Quit(reason)
 	c.vm.resetting.Lock()
+	c.vm.quitting = true
 	c.vm.resetting.Unlock()
 }
 

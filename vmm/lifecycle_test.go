@@ -17,6 +17,7 @@ import (
 
 	"github.com/govmm/govmm/guests/tiny"
 	"github.com/govmm/govmm/vcpu"
+	"github.com/govmm/govmm/vmm/qmp"
 )
 
 // waitFor polls cond for up to 10 s.
@@ -451,6 +452,25 @@ func TestPauseWaitsForResetUnderWay(t *testing.T) {
 	}
 	vm.Resume()
 	waitFor(t, "exits after Resume", func() bool { return dev.n.Load() > before })
+}
+
+// A QMP quit's End, called before the server queues its SHUTDOWN and
+// reply, leaves the VM running: ended there, Run could return and govmm
+// close the server before they were queued, and the client got neither
+// (found in review). No reset begins after it; Quit then ends the VM.
+func TestQuitEndsTheVMAfterItsShutdown(t *testing.T) {
+	vm, done, _ := startPortLoop(t)
+	c := &control{vm: vm}
+	c.End(qmp.ReasonQuit)
+	if s := vm.Status(); s == "shutdown" {
+		t.Fatal("End ended the VM before the server queued its SHUTDOWN")
+	}
+	before := vm.Resets()
+	vm.guestReset(0, vcpu.Reset)
+	c.Quit(qmp.ReasonQuit)
+	if out := <-done; out.Cause != CauseHostQuit || vm.Resets() != before {
+		t.Errorf("ended by %q after %d resets; want %q, none", out.Cause, vm.Resets()-before, CauseHostQuit)
+	}
 }
 
 // TestEndDuringResetKeepsEventOrder: a signal (vm.Stop, as SIGTERM) or

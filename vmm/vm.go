@@ -164,6 +164,10 @@ type VM struct {
 	// never follows the SHUTDOWN (as QEMU's main loop, which handles a
 	// shutdown request between resets, never sends one after).
 	resetting sync.Mutex
+	// quitting is set, under resetting, by a QMP quit about to send its
+	// SHUTDOWN (control.End): no reset begins after it, and Run waits
+	// for the end the quit asks for next.
+	quitting  bool
 	resetMu   sync.Mutex
 	resetWhy  string                            // cause of a reset asked for and not done yet (resetMu)
 	resetDone chan struct{}                     // closed once that reset is done (resetMu)
@@ -593,13 +597,20 @@ func (v *VM) Resets() uint64 { return v.resets.Load() }
 // resetting throughout (see there).
 func (v *VM) resetUnlessEnded() error {
 	v.resetting.Lock()
-	defer v.resetting.Unlock()
-	select {
-	case <-v.ended:
-		return nil // Run sees the end next
-	default:
-		return v.reset()
+	if !v.quitting {
+		select {
+		case <-v.ended:
+		default:
+			defer v.resetting.Unlock()
+			return v.reset()
+		}
 	}
+	quitting := v.quitting
+	v.resetting.Unlock()
+	if quitting {
+		<-v.ended // the quit's end comes next
+	}
+	return nil // Run sees the end next
 }
 
 // reset restarts the machine in place; no vCPU runs. Devices stop first,

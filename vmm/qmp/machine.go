@@ -61,13 +61,14 @@ type Machine interface {
 // machine (QEMU's -no-reboot): system_reset then succeeds with no RESET.
 var ErrResetEndsMachine = errors.New("the reset ends the machine")
 
-// Ender is a Machine that ends at once when a command ends it (quit,
-// system_reset with -no-reboot), before the server sends that command's
-// SHUTDOWN: End returns once nothing the machine does on its own (a
+// Ender is a Machine told, before the server sends the SHUTDOWN of a
+// command that ends it (quit, system_reset with -no-reboot), that the end
+// is coming: End returns once nothing the machine does on its own (a
 // reset under way, and its RESET) can come after the SHUTDOWN. A quit
-// during a guest reboot sent RESET after SHUTDOWN (found in review). It
-// must not wait for anything the server holds; Quit is still called
-// after the reply, as for any Machine.
+// during a guest reboot sent RESET after SHUTDOWN (found in review). End
+// must not end the machine (Quit does, once the SHUTDOWN and the reply
+// are queued, so that closing the server sends them) nor wait for
+// anything the server holds.
 type Ender interface {
 	End(reason string)
 }
