@@ -135,6 +135,12 @@ func (v *VM) loadBzImage(f *os.File, size int64, p *boot.Params) (*boot.Kernel, 
 	// the other kernel cached under its name, booted from then on without
 	// a word (found by an audit).
 	cache := v.cfg.KernelCache
+	if cache != nil {
+		if err := cache.Usable(); err != nil {
+			log.Printf("kernel cache: %v: not used", err)
+			cache = nil
+		}
+	}
 	var key kernelcache.Key
 	if cache != nil {
 		if key, err = kernelcache.KeyOf(bytes.NewReader(img)); err != nil {

@@ -105,14 +105,14 @@ func (c *Cache) get(key Key, maxSize int64) (*Entry, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		if errors.Is(err, syscall.ELOOP) {
-			return nil, fmt.Errorf("kernel cache entry %s is a symbolic link: not used", path)
+			return nil, fmt.Errorf("entry %s is a symbolic link: not used", path)
 		}
 		return nil, err
 	}
 	e, err := c.check(f, key, maxSize)
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("kernel cache entry %s: %w", path, err)
+		return nil, fmt.Errorf("entry %s: %w", path, err)
 	}
 	return e, nil
 }
@@ -157,6 +157,17 @@ func (c *Cache) check(f *os.File, key Key, maxSize int64) (*Entry, error) {
 	return &Entry{SectionReader: elf, f: f}, nil
 }
 
+// Usable says why the cache cannot be used, if it cannot: its directory
+// is not one of ours alone. A directory still to be made is usable (Put
+// makes it). A boot checks once, so an unusable cache is one warning,
+// not Get's and Put's.
+func (c *Cache) Usable() error {
+	if _, err := os.Stat(c.dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return c.checkDir()
+}
+
 // checkDir refuses a cache directory that someone else could write to.
 // A symbolic link to the directory is followed (a cache moved to a larger
 // disk): what must be ours alone is the directory it leads to. It was
@@ -167,10 +178,10 @@ func (c *Cache) checkDir() error {
 		return err
 	}
 	if !fi.IsDir() {
-		return fmt.Errorf("kernel cache %s is not a directory", c.dir)
+		return fmt.Errorf("%s is not a directory", c.dir)
 	}
 	if err := c.owned(fi); err != nil {
-		return fmt.Errorf("kernel cache %s: %w", c.dir, err)
+		return fmt.Errorf("%s: %w", c.dir, err)
 	}
 	return nil
 }
@@ -220,11 +231,11 @@ func (c *Cache) makeDir() error {
 		fi, err := os.Stat(dir)
 		if err == nil {
 			if !fi.IsDir() {
-				return fmt.Errorf("kernel cache %s: %s is not a directory", c.dir, dir)
+				return fmt.Errorf("%s: %s is not a directory", c.dir, dir)
 			}
 			if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != c.uid {
 				if len(missing) > 0 {
-					return fmt.Errorf("kernel cache %s: not created: %s is not ours (uid %d)", c.dir, dir, c.uid)
+					return fmt.Errorf("%s: not created: %s is not ours (uid %d)", c.dir, dir, c.uid)
 				}
 			}
 			break

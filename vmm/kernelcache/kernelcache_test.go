@@ -262,3 +262,26 @@ func TestPutMakesOnlyOurDirectories(t *testing.T) {
 		t.Errorf("another user's .cache: %v, want it not created", err)
 	}
 }
+
+// Usable: a directory still to be made is, one others may write to is not
+// (a boot then warns once and leaves the cache alone, where Get and Put
+// each warned).
+func TestUsable(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "govmm")
+	c := New(dir)
+	if err := c.Usable(); err != nil {
+		t.Errorf("a cache still to be made: %v", err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Usable(); err != nil {
+		t.Errorf("a cache of ours: %v", err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Usable(); err == nil || !strings.Contains(err.Error(), "lets others write") {
+		t.Errorf("a world-writable cache: %v, want it unusable", err)
+	}
+}
