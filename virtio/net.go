@@ -133,6 +133,7 @@ type Net struct {
 	irq       Interrupt
 	ctrlq     *Queue
 	ctrlErr   error
+	inUse     int // the queue pairs in use: 1, or what VQ_PAIRS_SET set
 	rxDropped atomic.Uint64
 	txDropped atomic.Uint64
 	// Frames and bytes (without the virtio header) that crossed, and
@@ -378,12 +379,16 @@ func (p *netPair) activate(mem Memory, features uint64, rxq, txq *Queue, irq Int
 // serve their queues and the rest stand still, and attaches the tap
 // queues of the first k, so that the kernel steers frames to those
 // alone. ctrlMu must be held.
-func (n *Net) usePairs(k int) {
+func (n *Net) usePairs(k int) (ok bool) {
+	ok = true
 	for i, p := range n.pairs {
 		// A pair's tap queue is attached before its receive goroutine
 		// is woken, and detached after it stopped: reading a detached
 		// queue fails (EBADFD), which would end that goroutine for good.
 		use := n.active && i < k && n.attachTap(i, true)
+		if i < k && !use {
+			ok = false
+		}
 		p.mu.Lock()
 		p.txMu.Lock()
 		p.active = use && p.rxq != nil && p.txq != nil
@@ -394,6 +399,8 @@ func (n *Net) usePairs(k int) {
 			n.attachTap(i, false)
 		}
 	}
+	n.inUse = k
+	return ok
 }
 
 // attachTap attaches (on) or detaches pair i's tap queue, and reports
@@ -683,8 +690,17 @@ func (n *Net) command(c *Chain) served {
 	if got >= 2 && cmd[0] == netCtrlMQ && cmd[1] == netCtrlMQVQPairsSet && n.features&netFMQ != 0 {
 		k := int(binary.LittleEndian.Uint16(cmd[2:]))
 		if got == 4 && c.ReadableLen() == 4 && k >= 1 && k <= n.readyPairs() {
-			n.usePairs(k)
-			ack, op = netCtrlOK, netOpCtrl
+			// A tap queue that will not attach (the host deleted the
+			// tap) is answered VIRTIO_NET_ERR, the pairs in use
+			// unchanged, as the driver then assumes: answered OK, the
+			// guest used a pair whose frames then counted as its own
+			// fault (found by an audit).
+			if prev := n.inUse; n.usePairs(k) {
+				ack, op = netCtrlOK, netOpCtrl
+			} else {
+				n.warn.Printf("host_io", "control: VQ_PAIRS_SET to %d: a tap queue would not attach; %d pairs stay in use", k, prev)
+				n.usePairs(prev)
+			}
 		} else {
 			n.warn.Printf("bad_ctrl", "control: VQ_PAIRS_SET to %d of %d pairs (%d bytes)", k, len(n.pairs), c.ReadableLen())
 		}

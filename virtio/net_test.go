@@ -17,11 +17,11 @@ import (
 type sockTap struct {
 	*os.File
 	offloads atomic.Uint64 // the last SetOffload flags, +1 (0: never set)
-	// offloadErr, when set, is what SetOffload fails with (a tap the
-	// host deleted: EBADFD).
-	offloadErr error
-	queue      atomic.Int32 // the last EnableQueue: 0 none, tapAttached, tapDetached
-	iovs       []unix.Iovec
+	// offloadErr and attachErr, when set, are what SetOffload and an
+	// attaching EnableQueue fail with (a tap the host deleted: EBADFD).
+	offloadErr, attachErr error
+	queue                 atomic.Int32 // the last EnableQueue: 0 none, tapAttached, tapDetached
+	iovs                  []unix.Iovec
 }
 
 func (s *sockTap) WriteFrame(bufs [][]byte) error { return writeFrame(s.File, bufs, &s.iovs) }
@@ -32,6 +32,9 @@ const (
 )
 
 func (s *sockTap) EnableQueue(on bool) error {
+	if on && s.attachErr != nil {
+		return s.attachErr
+	}
 	s.queue.Store(tapDetached)
 	if on {
 		s.queue.Store(tapAttached)
@@ -1070,5 +1073,25 @@ func TestNetPauseStopsReceive(t *testing.T) {
 			t.Fatalf("%d of 3 frames received after Resume", got)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// VQ_PAIRS_SET whose tap queue will not attach (the host deleted the tap)
+// is answered VIRTIO_NET_ERR and leaves one pair in use, as the driver
+// then assumes; it was answered OK, and the guest's frames on the pair
+// counted as its own fault (an audit).
+func TestNetPairsSetTapFailure(t *testing.T) {
+	e := newMQEnv(t, newTestIRQ())
+	e.devs[1].attachErr = unix.EBADFD
+	_, a := e.d[4].add(rd([]byte{netCtrlMQ, netCtrlMQVQPairsSet, 2, 0}), wr(1))
+	if err := e.n.Notify(4); err != nil {
+		t.Fatal(err)
+	}
+	e.d[4].mustUsed()
+	if ack := e.mem[a[1]]; ack != netCtrlErr {
+		t.Errorf("ack %d, want VIRTIO_NET_ERR", ack)
+	}
+	if e.n.inUse != 1 || e.n.pairs[1].active {
+		t.Errorf("%d pairs in use, pair 1 active %v; want 1, false", e.n.inUse, e.n.pairs[1].active)
 	}
 }
