@@ -68,12 +68,16 @@ func eachMapSymbol(r io.ReaderAt, size int64, code func(mapSymbol)) error {
 		}
 		start := off
 		off += int64(len(line))
-		if body := bytes.TrimSuffix(line, []byte("\n")); len(body) > maxLine {
+		body := bytes.TrimSuffix(line, []byte("\n"))
+		if len(body) > maxLine {
 			return fmt.Errorf("System.map line %d: longer than %d bytes", n, maxLine)
-		} else if s, code2, perr := parseLine(body); perr != nil {
+		}
+		s, keep, perr := parseLine(body)
+		if perr != nil {
 			return fmt.Errorf("System.map line %d: %w", n, perr)
-		} else if code2 {
-			s.name += uint32(start)
+		}
+		if keep {
+			s.name += uint32(start) // from the line's start to the file's
 			code(s)
 		}
 		if err != nil { // io.EOF: the last line had no newline, or there was none

@@ -101,10 +101,7 @@ func (t *Table) readName(off uint32, buf *[maxName + 1]byte) []byte {
 // Close closes the file the names are read from, if the table has one.
 // A nil Table has none.
 func (t *Table) Close() error {
-	if t == nil {
-		return nil
-	}
-	if t.file == nil {
+	if t == nil || t.file == nil {
 		return nil
 	}
 	return t.file.Close()

@@ -160,7 +160,6 @@ func (c *control) Reset() error {
 	return err
 }
 
-// Quit ends the VM for quit, or for system_reset with --no-reboot.
 // End implements qmp.Ender: a reset under way finishes, sending its
 // RESET, before the server's SHUTDOWN, and none begins after it. The VM
 // itself ends in Quit, once the SHUTDOWN and the reply are queued: ended
@@ -172,6 +171,7 @@ func (c *control) End(reason string) {
 	c.vm.resetting.Unlock()
 }
 
+// Quit ends the VM for quit, or for system_reset with --no-reboot.
 func (c *control) Quit(reason string) {
 	if reason == qmp.ReasonReset {
 		c.endByHost(vcpu.Reset, CauseHostReset)

@@ -593,24 +593,24 @@ func (v *VM) requestReset(cause string) (done <-chan struct{}, first string) {
 // Resets is how many machine resets there have been.
 func (v *VM) Resets() uint64 { return v.resets.Load() }
 
-// resetUnlessEnded resets the machine unless the VM has ended, holding
-// resetting throughout (see there).
+// resetUnlessEnded resets the machine, holding resetting throughout (see
+// there), unless the VM has ended or a quit is on its way, whose end it
+// then waits for; Run sees the end next.
 func (v *VM) resetUnlessEnded() error {
 	v.resetting.Lock()
-	if !v.quitting {
-		select {
-		case <-v.ended:
-		default:
-			defer v.resetting.Unlock()
-			return v.reset()
-		}
+	select {
+	case <-v.ended:
+		v.resetting.Unlock()
+		return nil
+	default:
 	}
-	quitting := v.quitting
-	v.resetting.Unlock()
-	if quitting {
-		<-v.ended // the quit's end comes next
+	if v.quitting {
+		v.resetting.Unlock()
+		<-v.ended
+		return nil
 	}
-	return nil // Run sees the end next
+	defer v.resetting.Unlock()
+	return v.reset()
 }
 
 // reset restarts the machine in place; no vCPU runs. Devices stop first,

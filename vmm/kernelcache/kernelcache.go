@@ -204,7 +204,7 @@ func (c *Cache) owned(fi fs.FileInfo) error {
 // Put stores elf as the entry for key, creating the directory (0700) if
 // needed. The entry appears whole or not at all.
 func (c *Cache) Put(key Key, elf []byte) error {
-	if err := c.makeDir(); err != nil {
+	if err := c.makeDir(c.dir); err != nil {
 		return err
 	}
 	if err := c.checkDir(); err != nil {
@@ -219,46 +219,36 @@ func (c *Cache) Put(key Key, elf []byte) error {
 	return atomicfile.Write(c.path(key), 0o600, hdr, elf)
 }
 
-// makeDir creates the cache directory, and the missing directories above
-// it, 0700 whatever the umask, if the nearest one that exists is ours:
-// root running with a user's HOME made the user's ~/.cache root's, 0700,
-// which locked the user out of it, and a umask of 0277 left a directory
-// nobody could write, for good (both found by an audit).
-func (c *Cache) makeDir() error {
-	var missing []string
-	dir := c.dir
-	for {
-		fi, err := os.Stat(dir)
-		if err == nil {
-			if !fi.IsDir() {
-				return fmt.Errorf("%s: %s is not a directory", c.dir, dir)
-			}
-			if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != c.uid {
-				if len(missing) > 0 {
-					return fmt.Errorf("%s: not created: %s is not ours (uid %d)", c.dir, dir, c.uid)
-				}
-			}
-			break
+// makeDir makes dir, and the missing directories above it, each 0700
+// whatever the umask, and only under a directory of ours: root running
+// with a user's HOME made the user's ~/.cache root's, 0700, which locked
+// the user out of it, and a umask of 0277 left a directory nobody could
+// write, for good (both found by an audit). A dir that exists is left as
+// it is (checkDir judges the cache's own).
+func (c *Cache) makeDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is not a directory", dir)
 		}
-		if !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-		missing = append(missing, dir)
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
+		return nil
 	}
-	for i := len(missing) - 1; i >= 0; i-- {
-		if err := os.Mkdir(missing[i], 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-			return err
-		}
-		if err := os.Chmod(missing[i], 0o700); err != nil {
-			return err
-		}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return err
 	}
-	return nil
+	parent := filepath.Dir(dir)
+	if err := c.makeDir(parent); err != nil {
+		return err
+	}
+	if pfi, err := os.Stat(parent); err != nil {
+		return err
+	} else if st, ok := pfi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != c.uid {
+		return fmt.Errorf("%s not created: %s is not ours (uid %d)", dir, parent, c.uid)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return os.Chmod(dir, 0o700)
 }
 
 // staleAfter is how old an entry's temporary file must be to be taken for
