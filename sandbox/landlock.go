@@ -31,9 +31,9 @@ type Files struct {
 	// process_start_time_seconds).
 	ReadFiles []string
 	// Outputs are the files govmm writes at run time: its reports.
-	// /dev/stdout and /dev/stderr need nothing (atomicfile.Save writes
-	// them through the descriptors), nor does an anonymous pipe (/dev/fd/N
-	// of bash's >(cmd)); a FIFO or device may be written in place;
+	// Streams need nothing (atomicfile.Save writes /dev/stdout,
+	// /dev/stderr and /dev/fd/N, bash's >(cmd) included, through the
+	// descriptors); a FIFO or device may be written in place;
 	// anything else is created, replaced (a temporary file renamed
 	// over it) or removed in its directory, which is therefore open to
 	// that for every file in it.
@@ -63,13 +63,11 @@ func Landlock(files Files) (bool, error) {
 	_ = time.Now().Local()
 	var inPlace, dirs, removeDirs []string
 	for _, p := range files.Outputs {
-		if p == "" || atomicfile.StdStream(p) != nil {
+		if p == "" || atomicfile.Stream(p) != nil {
 			continue // written through the descriptor govmm has
 		}
 		if fi, err := os.Stat(p); err == nil && !fi.Mode().IsRegular() && !fi.IsDir() {
-			if !anonymous(p) {
-				inPlace = append(inPlace, p)
-			}
+			inPlace = append(inPlace, p)
 		} else {
 			dirs = append(dirs, filepath.Dir(p))
 		}
@@ -95,18 +93,6 @@ func Landlock(files Files) (bool, error) {
 		return false, fmt.Errorf("landlock: %w", err)
 	}
 	return true, nil
-}
-
-// anonymous reports whether path leads to a pipe or socket that is on no
-// file system a user mounts (bash's >(cmd), an inherited /dev/fd/N):
-// Landlock takes no rule on those, which failed the whole start (found by
-// an audit), and does not restrict opening them either.
-func anonymous(path string) bool {
-	var st unix.Statfs_t
-	if err := unix.Statfs(path, &st); err != nil {
-		return false
-	}
-	return st.Type == unix.PIPEFS_MAGIC || st.Type == unix.SOCKFS_MAGIC
 }
 
 // reachable returns the paths govmm can reach at all (open with O_PATH, as

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	ll "github.com/landlock-lsm/go-landlock/landlock/syscall"
+	"golang.org/x/sys/unix"
 )
 
 // landlockChild confines itself to some of the files under dir, laid
@@ -32,9 +33,13 @@ func landlockChild(dir string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	// An anonymous pipe's end named by path, as bash's >(cmd) gives it:
-	// Landlock takes no rule on it (the start failed) and needs none.
+	// An anonymous pipe's end handed over and named by path, as bash's
+	// >(cmd) gives it (not close-on-exec): Landlock takes no rule on a
+	// pipe (a rule for it failed the start) and needs none.
 	_, pw, err := os.Pipe()
+	if err == nil {
+		_, err = unix.FcntlInt(pw.Fd(), unix.F_SETFD, 0)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2

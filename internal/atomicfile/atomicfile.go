@@ -65,12 +65,13 @@ func WriteFunc(path string, perm fs.FileMode, write func(io.Writer) error) (err 
 }
 
 // Save is for the files a user names on govmm's command line (the exit
-// table, the exit trace): /dev/stdout and /dev/stderr are written through
-// the process's own descriptors; a FIFO or device at path (a pipe to jq)
+// table, the exit trace): /dev/stdout, /dev/stderr and a descriptor
+// handed over (/dev/fd/N) are written through it (Stream); a FIFO or
+// device at path (a pipe to jq)
 // is written to as the stream it is; anything else is replaced whole by
 // WriteFunc, 0644 (what govmm saves is no secret).
 func Save(path string, write func(io.Writer) error) error {
-	if f := StdStream(path); f != nil {
+	if f := Stream(path); f != nil {
 		return buffered(f, write)
 	}
 	// Opening without O_CREAT or O_TRUNC changes nothing in a regular
@@ -91,10 +92,10 @@ func Save(path string, write func(io.Writer) error) error {
 // CheckSave reports, before any work is done whose result Save would
 // lose, why Save could not write path: it names a directory, or its
 // directory is missing or not writable (Save creates a temporary file
-// there). A standard stream, FIFO or device is written as it is and
-// passes; so does a path whose directory Save can write.
+// there), or it is a socket. A stream (Stream), FIFO or device is written
+// as it is and passes; so does a path whose directory Save can write.
 func CheckSave(path string) error {
-	if StdStream(path) != nil {
+	if Stream(path) != nil {
 		return nil
 	}
 	if _, ok := descriptorOf(path); ok {
@@ -135,7 +136,7 @@ func CheckSave(path string) error {
 	return os.Remove(f.Name())
 }
 
-// StdStream returns the open descriptor path names, if it names one:
+// Stream returns the open descriptor path names, if it names one:
 // /dev/stdout, /dev/stderr, and /dev/fd/N or /proc/self/fd/N for N of 1
 // and up (a shell's "5> log" hands govmm descriptor 5), else nil. Those
 // are links to the descriptor, and a shell's redirection makes it a
@@ -144,7 +145,7 @@ func CheckSave(path string) error {
 // file cannot be made in /proc/self/fd: the report was lost after the
 // run; found by an audit). Written through the descriptor, the output
 // follows what is already there, as the shell's redirection means.
-func StdStream(path string) *os.File {
+func Stream(path string) *os.File {
 	switch path {
 	case "/dev/stdout":
 		return os.Stdout
