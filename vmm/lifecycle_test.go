@@ -32,6 +32,17 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// pauseInBackground calls vm.Pause on a goroutine of its own and returns
+// a channel closed when it returns.
+func pauseInBackground(vm *VM) <-chan struct{} {
+	paused := make(chan struct{})
+	go func() {
+		vm.Pause()
+		close(paused)
+	}()
+	return paused
+}
+
 // Pause parks the vCPUs (exits stop), Resume lets them go on, Stop ends
 // the run; no exit is lost or double-counted on the way.
 func TestPauseResumeStop(t *testing.T) {
@@ -428,11 +439,7 @@ func TestPauseWaitsForResetUnderWay(t *testing.T) {
 	vm.resetMu.Unlock()
 	vm.guestReset(0, vcpu.Reset)
 	<-inReset
-	paused := make(chan struct{})
-	go func() {
-		vm.Pause()
-		close(paused)
-	}()
+	paused := pauseInBackground(vm)
 	select {
 	case <-paused:
 		t.Fatal("Pause returned while the reset was under way")

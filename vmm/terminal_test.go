@@ -52,11 +52,7 @@ func TestStuckTerminalHoldsNoVCPU(t *testing.T) {
 		st, _ := vm.Stats().Total().Row("IO:serial")
 		return st.Count > 20000
 	})
-	paused := make(chan struct{})
-	go func() {
-		vm.Pause()
-		close(paused)
-	}()
+	paused := pauseInBackground(vm)
 	select {
 	case <-paused:
 	case <-time.After(10 * time.Second):
