@@ -59,7 +59,8 @@ const (
 
 const (
 	// serialRXSize bounds what host input can queue while the guest is
-	// not reading; beyond it bytes are dropped and an overrun reported.
+	// not reading: Input takes no more, and its caller waits for Room.
+	// Only the guest's own loopback writes can overrun it.
 	serialRXSize = 4096
 	// serialOutSize caps the output buffer so a guest printing without
 	// newlines still reaches the terminal in reasonable chunks.
@@ -101,10 +102,13 @@ type Serial struct {
 	thriPending bool
 	overrun     bool
 
-	rx      [serialRXSize]byte
-	rxHead  int
-	rxLen   int
-	dropped uint64
+	rx     [serialRXSize]byte
+	rxHead int
+	rxLen  int
+	// inputWaits says Input turned bytes away; room gets a token once
+	// the guest has read half the receive buffer, or it was cleared.
+	inputWaits bool
+	room       chan struct{}
 }
 
 // NewSerial returns a UART that drives irq (may be nil for a polled UART)
@@ -122,6 +126,7 @@ func NewSerial(irq IRQLine, out io.Writer) *Serial {
 		outBuf:     make([]byte, 0, serialOutSize),
 		flushDelay: DefaultSerialFlushDelay,
 		dll:        0x0c, // 9600 baud, what firmware usually leaves behind
+		room:       make(chan struct{}, 1),
 	}
 }
 
@@ -136,6 +141,7 @@ func (s *Serial) Reset() {
 	s.dll, s.dlm = 0x0c, 0
 	s.thriPending, s.overrun = false, false
 	s.rxHead, s.rxLen = 0, 0
+	s.madeRoomLocked()
 	s.updateIRQLocked()
 }
 
@@ -179,21 +185,36 @@ func (s *Serial) handOver() {
 	s.flushLocked()
 }
 
-// Dropped returns how many input bytes were lost to a full receive buffer.
-func (s *Serial) Dropped() uint64 {
+// Input queues bytes from the host terminal for the guest to read, as
+// many as the receive buffer has room for, and returns how many: input
+// waits for the guest (see Room) instead of overrunning, as a UART with
+// flow control.
+func (s *Serial) Input(p []byte) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.dropped
-}
-
-// Input queues bytes from the host terminal for the guest to read.
-func (s *Serial) Input(p []byte) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, c := range p {
+	n := min(len(p), len(s.rx)-s.rxLen)
+	for _, c := range p[:n] {
 		s.receiveLocked(c)
 	}
+	s.inputWaits = s.inputWaits || n < len(p)
 	s.updateIRQLocked()
+	return n
+}
+
+// Room returns a channel that gets a token once the guest has made room
+// for input Input turned away. A token can be stale: Input says what fits.
+func (s *Serial) Room() <-chan struct{} { return s.room }
+
+// madeRoomLocked hands Input's caller a token once half the receive
+// buffer is free, so it wakes once per half buffer, not per byte read.
+func (s *Serial) madeRoomLocked() {
+	if s.inputWaits && s.rxLen <= len(s.rx)/2 {
+		s.inputWaits = false
+		select {
+		case s.room <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // Read handles IN from base+offset. A wider access covers consecutive
@@ -325,6 +346,7 @@ func (s *Serial) writeLocked(off uint64, v byte) {
 		s.fcr = v
 		if v&fcrClearRX != 0 {
 			s.rxHead, s.rxLen = 0, 0
+			s.madeRoomLocked()
 			s.updateIRQLocked()
 		}
 	case uartLCR:
@@ -373,7 +395,6 @@ func (s *Serial) updateIRQLocked() {
 
 func (s *Serial) receiveLocked(c byte) {
 	if s.rxLen == len(s.rx) {
-		s.dropped++
 		s.overrun = true
 		return
 	}
@@ -388,6 +409,7 @@ func (s *Serial) popLocked() byte {
 	c := s.rx[s.rxHead]
 	s.rxHead = (s.rxHead + 1) % len(s.rx)
 	s.rxLen--
+	s.madeRoomLocked()
 	s.updateIRQLocked()
 	return c
 }

@@ -301,10 +301,13 @@ func TestSerialReceive(t *testing.T) {
 func TestSerialInterruptPriority(t *testing.T) {
 	s, _, _ := newTestSerial()
 	out(s, uartIER, ierRDI|ierTHRI|ierRLSI)
-	s.Input(make([]byte, serialRXSize+3))
-	if got := s.Dropped(); got != 3 {
-		t.Errorf("Dropped() = %d, want 3", got)
+	// Host input stops at a full buffer; a loopback write overruns it.
+	if n := s.Input(make([]byte, serialRXSize+3)); n != serialRXSize {
+		t.Errorf("Input took %d bytes, want %d", n, serialRXSize)
 	}
+	out(s, uartMCR, mcrLoop)
+	out(s, uartData, 'x')
+	out(s, uartMCR, 0)
 	want := []struct {
 		off uint64
 		v   byte

@@ -13,7 +13,8 @@ import (
 const (
 	consoleQueueSize = 64
 	// consoleInputMax bounds host input waiting for the guest to post
-	// receive buffers; beyond it input is dropped, as a UART would.
+	// receive buffers: Input takes no more, and its caller waits for
+	// Room.
 	consoleInputMax = 64 << 10
 	// consoleTxMax bounds the output one transmit request produces; the
 	// rest of a longer request is dropped and counted. Linux's
@@ -45,7 +46,10 @@ type Console struct {
 	rxMu    sync.Mutex
 	txMu    sync.Mutex
 	pending []byte // input not yet delivered
-	dropped uint64 // input bytes lost to a full pending buffer
+	// inputWaits says Input turned bytes away; room gets a token once
+	// half of pending has gone to the guest.
+	inputWaits bool
+	room       chan struct{}
 
 	// Set by Activate, cleared by Reset.
 	mem      Memory
@@ -63,7 +67,7 @@ func NewConsole(out io.Writer) *Console {
 	if out == nil {
 		out = io.Discard
 	}
-	c := &Console{guestLog: newGuestLog("virtio-console")}
+	c := &Console{guestLog: newGuestLog("virtio-console"), room: make(chan struct{}, 1)}
 	c.out = devices.NewOutputSink(out, consoleOutMax, consoleTxMax, func(err error) {
 		c.warn.Printf("host_io", "write output: %v", err)
 	})
@@ -141,29 +145,26 @@ func (c *Console) Reset() {
 	c.rxq, c.txq, c.rxErr, c.txErr = nil, nil, nil, nil
 }
 
-// Input queues host input for the guest and delivers what fits into the
-// receive buffers already posted; the rest waits for more.
-func (c *Console) Input(p []byte) {
+// Input queues host input for the guest, as much as fits beside what
+// still waits for receive buffers, delivers what fits into the buffers
+// already posted, and returns how many bytes it took: the caller waits
+// for Room with the rest, so input is never dropped.
+func (c *Console) Input(p []byte) int {
 	c.rxMu.Lock()
 	defer c.rxMu.Unlock()
-	room := consoleInputMax - len(c.pending)
-	if len(p) > room {
-		c.dropped += uint64(len(p) - room)
-		p = p[:room]
-	}
-	c.pending = append(c.pending, p...)
+	n := min(len(p), consoleInputMax-len(c.pending))
+	c.pending = append(c.pending, p[:n]...)
+	c.inputWaits = c.inputWaits || n < len(p)
 	if err := c.deliverLocked(); err != nil {
 		c.warn.Printf("queue_error", "%v", err)
 	}
+	return n
 }
 
-// Dropped returns how many input bytes were lost because the guest did
-// not read them.
-func (c *Console) Dropped() uint64 {
-	c.rxMu.Lock()
-	defer c.rxMu.Unlock()
-	return c.dropped
-}
+// Room returns a channel that gets a token once the guest has taken half
+// the input waiting when Input turned bytes away. A token can be stale:
+// Input says what fits.
+func (c *Console) Room() <-chan struct{} { return c.room }
 
 // Notify implements Device.
 func (c *Console) Notify(queue int) error {
@@ -210,6 +211,13 @@ func (c *Console) deliverLocked() error {
 		tel.pushed(0, uint64(n), start, popped, done)
 		c.pending = append(c.pending[:0], c.pending[n:]...)
 		pushed = true
+	}
+	if c.inputWaits && len(c.pending) <= consoleInputMax/2 {
+		c.inputWaits = false
+		select {
+		case c.room <- struct{}{}:
+		default:
+		}
 	}
 	if pushed {
 		var err error

@@ -94,11 +94,30 @@ func TestConsoleReceive(t *testing.T) {
 	if irq.count(0) != 3 {
 		t.Errorf("%d receive interrupts, want 3", irq.count(0))
 	}
-	// A guest that never reads loses input beyond the bound, not memory.
-	c.Input(make([]byte, consoleInputMax))
-	c.Input([]byte("overflow"))
-	if c.Dropped() != 8 {
-		t.Errorf("dropped %d, want 8", c.Dropped())
+	// A guest that does not read holds back input beyond the bound: the
+	// caller keeps it until the guest takes half of what waits.
+	if n := c.Input(make([]byte, consoleInputMax)); n != consoleInputMax {
+		t.Errorf("Input took %d bytes of %d with nothing waiting", n, consoleInputMax)
+	}
+	if n := c.Input([]byte("more")); n != 0 {
+		t.Errorf("Input took %d bytes with %d waiting", n, consoleInputMax)
+	}
+	rx.add(wr(consoleInputMax/2 - 1))
+	c.Notify(0)
+	select {
+	case <-c.Room():
+		t.Error("room signalled with more than half the input waiting")
+	default:
+	}
+	rx.add(wr(1))
+	c.Notify(0)
+	select {
+	case <-c.Room():
+	default:
+		t.Error("no room signalled with half the input taken")
+	}
+	if n := c.Input([]byte("more")); n != 4 {
+		t.Errorf("Input took %d bytes once there was room, want 4", n)
 	}
 	// Input survives a reset and goes to the next driver.
 	c.Reset()

@@ -428,14 +428,29 @@ func (v *VM) ReadyAfter() time.Duration {
 	return v.readyAt
 }
 
-// Input feeds host keyboard input to the serial console.
-// It goes to the virtio console when there is one (the guest's hvc0).
-func (v *VM) Input(p []byte) {
+// Input feeds host keyboard input to the serial console, or to the
+// virtio console when there is one (the guest's hvc0). It waits while
+// the guest has not read what came before, as QEMU stops reading its
+// character device, and returns how many bytes reached the device: all
+// of p unless the VM ended first.
+func (v *VM) Input(p []byte) int {
+	var in interface {
+		Input(p []byte) int
+		Room() <-chan struct{}
+	} = v.serial
 	if v.vconsole != nil {
-		v.vconsole.Input(p)
-		return
+		in = v.vconsole
 	}
-	v.serial.Input(p)
+	n := in.Input(p)
+	for n < len(p) {
+		select {
+		case <-in.Room():
+		case <-v.ended:
+			return n
+		}
+		n += in.Input(p[n:])
+	}
+	return n
 }
 
 // Stats returns a snapshot of the exit statistics (empty when off), its

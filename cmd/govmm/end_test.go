@@ -184,6 +184,22 @@ func TestEndRunningAndPaused(t *testing.T) {
 	}
 }
 
+// Ctrl-A x quits even behind a paste the guest cannot read (here it is
+// paused): govmm reads the terminal on, holding what waits for the guest
+// up to a bound, and says how much beyond it was dropped.
+func TestCtrlAXBehindUnreadPaste(t *testing.T) {
+	vm := startOnTTY(t)
+	vm.pause(t)
+	go func() {
+		vm.master.Write([]byte(strings.Repeat("pasted text ", 32<<10)))
+		vm.master.Write([]byte{ctrlA, 'x'})
+	}()
+	vm.waitEnd(t, 0)
+	if !strings.Contains(vm.stderr.String(), "bytes of terminal input dropped: the guest did not read its console") {
+		t.Errorf("stderr does not count the dropped input:\n%s", vm.stderr)
+	}
+}
+
 // A second SIGTERM or SIGINT ends govmm even when its shutdown hangs:
 // here the exit table's file is a FIFO nobody reads, so saving the table
 // blocks for ever. The second signal exits with status 1 and a

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -209,7 +210,8 @@ func runCommand(args []string) (err error) {
 
 	term := makeRaw(os.Stdin)
 	defer term.restore()
-	go forwardInput(os.Stdin, vm, term.raw)
+	var inputDropped atomic.Uint64
+	go forwardInput(os.Stdin, vm, term.raw, &inputDropped)
 
 	signals.attach(vm.Stop, func() bool { return vm.Status() == "shutdown" }, func() {
 		term.restore()
@@ -271,6 +273,9 @@ func runCommand(args []string) (err error) {
 	out := vm.Run()
 	term.restore()
 	logs.Flush(time.Second) // the warnings before the report
+	if n := inputDropped.Load(); n > 0 {
+		fmt.Fprintf(os.Stderr, "govmm: %d bytes of terminal input dropped: the guest did not read its console\n", n)
+	}
 	report(os.Stderr, vm, out, signals.EndedVM())
 	// One report that cannot be written costs neither the others nor
 	// the reason the VM ended.

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -49,29 +50,59 @@ func (t *terminal) restore() {
 // sends one Ctrl-A to the guest.
 const ctrlA = 0x01
 
-// forwardInput copies host input to the guest console until EOF.
-func forwardInput(f *os.File, vm *vmm.VM, raw bool) {
-	buf := make([]byte, 256)
+// inputBacklog is how many reads of terminal input (up to inputChunk
+// bytes each) may wait for a guest that does not read its console.
+const (
+	inputBacklog = 256
+	inputChunk   = 256
+)
+
+// forwardInput copies host input to the guest console until EOF, at the
+// pace the guest reads it. Input from a pipe or a file waits for the
+// guest and is never lost. A terminal is read on regardless, so that
+// Ctrl-A x quits a guest that stopped reading: up to inputBacklog reads
+// wait, and keys beyond are dropped and counted in dropped.
+func forwardInput(f *os.File, vm *vmm.VM, raw bool, dropped *atomic.Uint64) {
+	pending := make(chan []byte, inputBacklog)
+	defer close(pending)
+	go func() {
+		for p := range pending {
+			if vm.Input(p) < len(p) {
+				break // the VM ended
+			}
+		}
+		for range pending { // so that a blocked send returns
+		}
+	}()
+	buf := make([]byte, inputChunk)
 	escape := false
 	for {
 		n, err := f.Read(buf)
-		if n > 0 {
-			out := buf[:0]
-			for _, c := range buf[:n] {
-				switch {
-				case escape && c == 'x':
-					vm.Stop()
-					return
-				case escape:
-					escape = false
-					out = append(out, c)
-				case raw && c == ctrlA:
-					escape = true
+		var out []byte
+		for _, c := range buf[:n] {
+			switch {
+			case escape && c == 'x':
+				vm.Stop()
+				return
+			case escape:
+				escape = false
+				out = append(out, c)
+			case raw && c == ctrlA:
+				escape = true
+			default:
+				out = append(out, c)
+			}
+		}
+		if len(out) > 0 {
+			if !raw {
+				pending <- out
+			} else {
+				select {
+				case pending <- out:
 				default:
-					out = append(out, c)
+					dropped.Add(uint64(len(out)))
 				}
 			}
-			vm.Input(out)
 		}
 		if err != nil {
 			return
