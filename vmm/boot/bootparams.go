@@ -99,7 +99,9 @@ type Params struct {
 }
 
 // WriteBootParams places and reads in the initrd, writes the command line
-// and the zero page, and returns the initrd's address (0 without one). The
+// and the zero page, and returns the initrd's address (0 without one).
+// mem is guest RAM from address 0: all of it, or only the part below
+// PCIHoleStart when p.MemSize says there is more. The
 // initrd goes as high as it fits, page aligned, below RAM's top,
 // InitrdAddrMax and the PCI hole, and above the kernel's End, where nothing
 // early in boot touches it. All checks happen before the first write (a
@@ -113,7 +115,8 @@ func WriteBootParams(mem []byte, k *Kernel, p *Params) (initrdAddr uint64, err e
 		memSize = uint64(len(mem))
 	}
 	switch {
-	case memSize > uint64(len(mem)):
+	case min(memSize, PCIHoleStart) > uint64(len(mem)):
+		// mem need only hold RAM below the hole, all this writes to.
 		return 0, fmt.Errorf("boot params: memory size %#x exceeds the %#x bytes of guest memory", memSize, len(mem))
 	case memSize <= HighMemStart || memSize < k.End:
 		return 0, fmt.Errorf("boot params: memory size %#x leaves no room above 1 MiB and the kernel (end %#x)", memSize, k.End)

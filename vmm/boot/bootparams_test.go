@@ -169,7 +169,8 @@ func TestE820Map(t *testing.T) {
 }
 
 // TestWriteBootParamsAbove3G checks that with RAM past the PCI hole the
-// initrd still lands below 3 GiB, where mem index == guest address.
+// initrd still lands below 3 GiB, where mem index == guest address, whether
+// mem is all of RAM or (as govmm passes it) only the part below the hole.
 func TestWriteBootParamsAbove3G(t *testing.T) {
 	const size = 4 << 30
 	mem, err := syscall.Mmap(-1, 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON|syscall.MAP_NORESERVE)
@@ -177,16 +178,22 @@ func TestWriteBootParamsAbove3G(t *testing.T) {
 		t.Skipf("cannot reserve 4 GiB of address space: %v", err)
 	}
 	defer syscall.Munmap(mem)
-	k := &Kernel{Entry: 0x1000000, Start: 0x1000000, End: 0x2000000}
-	addr, err := WriteBootParams(mem, k, &Params{Initrd: initrdOf(make([]byte, 3*4096+1))})
-	if err != nil {
-		t.Fatal(err)
+	for _, m := range [][]byte{mem, mem[:PCIHoleStart]} {
+		k := &Kernel{Entry: 0x1000000, Start: 0x1000000, End: 0x2000000}
+		addr, err := WriteBootParams(m, k, &Params{Initrd: initrdOf(make([]byte, 3*4096+1)), MemSize: size})
+		if err != nil {
+			t.Fatalf("%#x bytes of mem: %v", len(m), err)
+		}
+		if want := uint64(PCIHoleStart - 4*4096); addr != want {
+			t.Errorf("%#x bytes of mem: initrd at %#x, want %#x", len(m), addr, want)
+		}
+		zp := m[ZeroPageAddr:]
+		if got := e820At(zp); !reflect.DeepEqual(got, E820Map(size)) || got[3].Addr != PCIHoleEnd || got[3].Size != 1<<30 {
+			t.Errorf("%#x bytes of mem: e820 %+v", len(m), got)
+		}
 	}
-	if want := uint64(PCIHoleStart - 4*4096); addr != want {
-		t.Errorf("initrd at %#x, want %#x", addr, want)
-	}
-	zp := mem[ZeroPageAddr:]
-	if got := e820At(zp); !reflect.DeepEqual(got, E820Map(size)) || got[3].Addr != PCIHoleEnd || got[3].Size != 1<<30 {
-		t.Errorf("e820 %+v", got)
+	// Less than the RAM below the hole is still refused.
+	if _, err := WriteBootParams(mem[:PCIHoleStart-4096], &Kernel{End: 0x2000000}, &Params{MemSize: size}); err == nil {
+		t.Error("WriteBootParams accepted mem shorter than RAM below the hole")
 	}
 }
