@@ -27,7 +27,10 @@ const defaultCmdlineMax = 2048
 
 // loadLinux loads the kernel (ELF, or a bzImage whose payload govmm
 // unpacks itself) and initrd, writes the zero page, page tables, GDT and
-// SMP tables, and points the boot CPU at the 64-bit entry.
+// SMP tables, and points the boot CPU at the 64-bit entry. All of it goes in
+// RAM below the PCI hole (v.mem.low, index == guest address): a kernel
+// whose segments lie beyond it is refused, and the initrd is placed below
+// it, where every boot protocol version can address it.
 func (v *VM) loadLinux() error {
 	for _, b := range []*bootFile{v.kernelFile, v.initrdFile} {
 		if b != nil {
@@ -51,7 +54,7 @@ func (v *VM) loadLinux() error {
 	if format == boot.ELF {
 		// Read segment by segment into guest memory: a vmlinux with
 		// debug info can be larger than the guest.
-		if k, err = boot.LoadELFFrom(v.mem.b, kf, ksize); err != nil {
+		if k, err = boot.LoadELFFrom(v.mem.low, kf, ksize); err != nil {
 			return fmt.Errorf("kernel %s: %w", v.cfg.Kernel, err)
 		}
 	} else {
@@ -70,23 +73,23 @@ func (v *VM) loadLinux() error {
 	}
 	params.Cmdline = v.cfg.Cmdline
 	params.MemSize = v.mem.Size()
-	if _, err := boot.WriteBootParams(v.mem.b, k, &params); err != nil {
+	if _, err := boot.WriteBootParams(v.mem.low, k, &params); err != nil {
 		return err
 	}
 	if mode == longMode {
-		if err := boot.WriteGDT(v.mem.b); err != nil {
+		if err := boot.WriteGDT(v.mem.low); err != nil {
 			return err
 		}
-		if err := boot.WritePageTables(v.mem.b, max(k.End, 1<<30)); err != nil {
+		if err := boot.WritePageTables(v.mem.low, max(k.End, 1<<30)); err != nil {
 			return err
 		}
 	}
 	// ACPI describes the CPUs and gives the guest a clean power-off; the
 	// MP table stays as the fallback for acpi=off.
-	if err := boot.WriteMPTable(v.mem.b, v.cfg.CPUs); err != nil {
+	if err := boot.WriteMPTable(v.mem.low, v.cfg.CPUs); err != nil {
 		return err
 	}
-	if _, err := acpi.Write(v.mem.b, acpi.DefaultRSDPAddr, acpi.DefaultTablesAddr, acpi.Config{
+	if _, err := acpi.Write(v.mem.low, acpi.DefaultRSDPAddr, acpi.DefaultTablesAddr, acpi.Config{
 		CPUs:             v.cfg.CPUs,
 		IOAPICID:         uint8(v.cfg.CPUs),
 		SleepControlPort: acpiPMPort + devices.ACPIPMSleepControl,
@@ -98,7 +101,7 @@ func (v *VM) loadLinux() error {
 	}); err != nil {
 		return fmt.Errorf("ACPI tables: %w", err)
 	}
-	binary.LittleEndian.PutUint64(v.mem.b[boot.ZeroPageAddr+zeroPageACPIRSDP:], acpi.DefaultRSDPAddr)
+	binary.LittleEndian.PutUint64(v.mem.low[boot.ZeroPageAddr+zeroPageACPIRSDP:], acpi.DefaultRSDPAddr)
 	return setupBootCPU(v.kcpus[0], k.Entry, mode, boot.ZeroPageAddr)
 }
 
@@ -165,7 +168,7 @@ func (v *VM) loadBzImage(f *os.File, size int64, p *boot.Params) (*boot.Kernel, 
 	scratch.Unmap(img)
 	img = nil
 	hdr.Apply(p)
-	k, err := boot.LoadELF(v.mem.b, elf)
+	k, err := boot.LoadELF(v.mem.low, elf)
 	// Only the first load writes the cache: a reset runs confined by
 	// seccomp, which allows no new files, and the entry is there by then.
 	if err == nil && cache != nil && !v.boot.loaded {
@@ -192,7 +195,7 @@ func (v *VM) loadCachedELF(img []byte, cache *kernelcache.Cache, key kernelcache
 	if err != nil {
 		return nil, false
 	}
-	if k, err = boot.LoadELFFrom(v.mem.b, e, e.Size()); err != nil {
+	if k, err = boot.LoadELFFrom(v.mem.low, e, e.Size()); err != nil {
 		log.Printf("kernel cache: %s: %v", v.cfg.Kernel, err)
 		return nil, false
 	}

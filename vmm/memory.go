@@ -9,15 +9,24 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/govmm/govmm/kvm"
+	"github.com/govmm/govmm/vmm/boot"
 )
 
-// Memory is guest RAM: one mapping, guest physical address 0 at index 0.
-// By default it is anonymous and private, and pages are only backed once
-// touched (MAP_NORESERVE), so a large --mem costs nothing until the guest
-// uses it. With a backing file (--mem-path) it is a shared mapping of an
+// Memory is guest RAM: one host mapping, laid out in guest-physical space
+// as boot.RAMRegions says: the bytes below boot.PCIHoleStart (3 GiB) at
+// address 0, index == address, and any beyond at boot.PCIHoleEnd (4 GiB),
+// as QEMU's pc machine splits RAM around the 32-bit PCI hole. By default
+// it is anonymous and private, and pages are only backed once touched
+// (MAP_NORESERVE), so a large --mem costs nothing until the guest uses
+// it. With a backing file (--mem-path) it is a shared mapping of an
 // unlinked file on hugetlbfs.
 type Memory struct {
 	b []byte
+	// low and high are b split at the PCI hole: low is at guest address
+	// 0, high (empty with at most 3 GiB) at boot.PCIHoleEnd. Slice looks
+	// at these rather than at the regions list: it is on every virtqueue
+	// access.
+	low, high []byte
 	// shared is set for a file-backed mapping, whose pages belong to the
 	// file: MADV_DONTNEED drops only the mapping's view of them, so
 	// zeroing RAM clears them instead.
@@ -46,7 +55,7 @@ func newMemory(size uint64, cfg MemoryConfig) (*Memory, error) {
 	if err != nil {
 		return nil, fmt.Errorf("map %d MiB of guest memory: %w", size>>20, err)
 	}
-	m := &Memory{b: b}
+	m := newSplitMemory(b, false)
 	if !cfg.NoHugePages {
 		// A kernel without THP refuses the advice (EINVAL): RAM then
 		// stays in small pages, which is no reason to fail.
@@ -122,7 +131,13 @@ func newFileMemory(size uint64, dir string) (*Memory, error) {
 		}
 		return nil, fmt.Errorf("--mem-path %s: map %d MiB: %w", dir, size>>20, err)
 	}
-	return &Memory{b: b, shared: true}, nil
+	return newSplitMemory(b, true), nil
+}
+
+// newSplitMemory wraps the mapping b of guest RAM, split around the hole.
+func newSplitMemory(b []byte, shared bool) *Memory {
+	n := min(uint64(len(b)), boot.PCIHoleStart)
+	return &Memory{b: b, low: b[:n:n], high: b[n:], shared: shared}
 }
 
 // createUnlinked creates a file in dir that has no name, so nothing is
@@ -147,19 +162,53 @@ func createUnlinked(dir string) (*os.File, error) {
 	return f, nil
 }
 
-func (m *Memory) register(vm *kvm.VM) error { return vm.SetUserMemoryRegion(0, 0, m.b) }
+// register maps guest RAM into vm, one memory slot per region (slot ids
+// 0 and 1).
+func (m *Memory) register(vm *kvm.VM) error {
+	for i, r := range boot.RAMRegions(m.Size()) {
+		if err := vm.SetUserMemoryRegion(uint32(i), r.GuestAddr, m.b[r.Offset:r.Offset+r.Size]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
-// Size is the guest RAM size in bytes.
+// Size is the guest RAM size in bytes, both regions together.
 func (m *Memory) Size() uint64 { return uint64(len(m.b)) }
 
-// Slice returns n bytes of guest memory at gpa, or an error when any part
-// of the range is outside RAM. Devices use it for every guest address.
+// Slice returns n bytes of guest memory at gpa, or an error when the
+// range is not all inside one region of RAM: in the PCI hole, across its
+// edges or past the end. Devices use it for every guest address, so a
+// range in low RAM costs the two comparisons it did before the split.
+// gpa == len(low) goes there too: an empty range at the end of low RAM
+// stays valid, as it was at the end of RAM.
 func (m *Memory) Slice(gpa, n uint64) ([]byte, error) {
-	size := uint64(len(m.b))
-	if gpa > size || n > size-gpa {
-		return nil, fmt.Errorf("guest range %#x+%#x outside RAM (%#x bytes)", gpa, n, size)
+	if low := uint64(len(m.low)); gpa <= low {
+		if n > low-gpa {
+			return nil, m.outside(gpa, n)
+		}
+		return m.low[gpa : gpa+n : gpa+n], nil
 	}
-	return m.b[gpa : gpa+n : gpa+n], nil
+	// Below PCIHoleEnd, off wraps around to a huge value and fails the
+	// same test as an address past the end.
+	off, high := gpa-boot.PCIHoleEnd, uint64(len(m.high))
+	if high == 0 || off > high || n > high-off {
+		return nil, m.outside(gpa, n)
+	}
+	return m.high[off : off+n : off+n], nil
+}
+
+func (m *Memory) outside(gpa, n uint64) error {
+	return fmt.Errorf("guest range %#x+%#x outside RAM (%#x bytes, %s)", gpa, n, m.Size(), m.layout())
+}
+
+// layout names the guest-physical ranges RAM occupies, for errors.
+func (m *Memory) layout() string {
+	s := fmt.Sprintf("%#x-%#x", 0, len(m.low))
+	if len(m.high) > 0 {
+		s += fmt.Sprintf(" and %#x-%#x", uint64(boot.PCIHoleEnd), boot.PCIHoleEnd+uint64(len(m.high)))
+	}
+	return s
 }
 
 func (m *Memory) close() error {
@@ -172,7 +221,7 @@ func (m *Memory) close() error {
 	} else {
 		err = unix.MunmapPtr(unsafe.Pointer(&m.b[0]), uintptr(len(m.b))) // mapAligned's
 	}
-	m.b = nil
+	m.b, m.low, m.high = nil, nil, nil
 	return err
 }
 

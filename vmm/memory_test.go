@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/govmm/govmm/vcpu"
+	"github.com/govmm/govmm/vmm/boot"
 )
 
 // vmFlags returns the VmFlags line of /proc/self/smaps for the mapping
@@ -181,7 +182,7 @@ func TestZeroSharedMemory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &Memory{b: b, shared: true}
+	m := newSplitMemory(b, true)
 	defer m.close()
 	checkZeroes(t, m)
 }
@@ -380,4 +381,81 @@ func readUint(t *testing.T, path string) uint64 {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// Slice translates a guest address through the two regions of RAM split
+// around the PCI hole, and refuses any range that is not all inside one:
+// guest addresses are untrusted. The mapping is address space only; Slice
+// touches none of it.
+func TestMemorySlice(t *testing.T) {
+	const (
+		low  = boot.PCIHoleStart
+		high = boot.PCIHoleEnd
+		top  = 64 << 10 // RAM above 4 GiB
+		max  = ^uint64(0)
+	)
+	split, err := newMemory(low+top, MemoryConfig{NoHugePages: true})
+	if err != nil {
+		t.Skipf("cannot reserve 3 GiB of address space: %v", err)
+	}
+	defer split.close()
+	small, err := newMemory(64<<20, MemoryConfig{NoHugePages: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer small.close()
+	for _, tc := range []struct {
+		name   string
+		m      *Memory
+		gpa, n uint64
+		off    int64 // index into m.b, or -1: an error
+	}{
+		{"low", split, 0x1000, 16, 0x1000},
+		{"low from 0", split, 0, 16, 0},
+		{"low up to the hole", split, low - 16, 16, low - 16},
+		{"empty at the hole", split, low, 0, low},
+		{"across 3 GiB", split, low - 8, 16, -1},
+		{"hole start", split, low, 1, -1},
+		{"in the hole", split, 0xfee00000, 4, -1},
+		{"hole end", split, high - 1, 1, -1},
+		{"across 4 GiB", split, high - 8, 16, -1},
+		{"high", split, high, 16, low},
+		{"high inside", split, high + 0x1000, 0x1000, low + 0x1000},
+		{"high up to the end", split, high + top - 16, 16, low + top - 16},
+		{"across the end", split, high + top - 8, 16, -1},
+		{"past the end", split, high + top, 1, -1},
+		{"far past the end", split, 1 << 40, 16, -1},
+		{"low, n overflows", split, 0x1000, max, -1},
+		{"low, gpa+n wraps", split, 0x1000, max - 0x800, -1},
+		{"high, n overflows", split, high + 16, max, -1},
+		{"high, gpa+n wraps", split, high + 16, max - 8, -1},
+		{"top of the address space", split, max, 1, -1},
+		{"gpa+n wraps to low", split, max - 7, 16, -1},
+		{"small", small, 64<<20 - 16, 16, 64<<20 - 16},
+		{"small, empty at the end", small, 64 << 20, 0, 64 << 20},
+		{"small, past the end", small, 64 << 20, 1, -1},
+		{"small, in the hole", small, low, 1, -1},
+		{"small, no RAM at 4 GiB", small, high, 16, -1},
+		{"small, empty at 4 GiB", small, high, 0, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := tc.m.Slice(tc.gpa, tc.n)
+			if tc.off < 0 {
+				if err == nil {
+					t.Fatalf("Slice(%#x, %#x) = %d bytes, want an error", tc.gpa, tc.n, len(b))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Slice(%#x, %#x): %v", tc.gpa, tc.n, err)
+			}
+			if uint64(len(b)) != tc.n || uint64(cap(b)) != tc.n {
+				t.Fatalf("Slice(%#x, %#x): len %d cap %d, want %d", tc.gpa, tc.n, len(b), cap(b), tc.n)
+			}
+			want := unsafe.Add(unsafe.Pointer(unsafe.SliceData(tc.m.b)), tc.off)
+			if got := unsafe.Pointer(unsafe.SliceData(b)); tc.n > 0 && got != want {
+				t.Errorf("Slice(%#x, %#x) at %p, want %p (index %#x of the mapping)", tc.gpa, tc.n, got, want, tc.off)
+			}
+		})
+	}
 }

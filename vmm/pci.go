@@ -13,9 +13,10 @@ import (
 	"github.com/govmm/govmm/vmm/boot"
 )
 
-// The PCI MMIO window: the 32-bit hole from 3 GiB (where RAM stops, see
-// boot.E820Map) up to the IOAPIC. govmm places BARs from its bottom, as
-// firmware would; Linux keeps them, or moves them within the window.
+// The PCI MMIO window: the 32-bit hole from 3 GiB (where low RAM stops;
+// any more resumes at 4 GiB, see boot.E820Map) up to the IOAPIC. govmm
+// places BARs from its bottom, as firmware would; Linux keeps them, or
+// moves them within the window.
 const (
 	pciMMIOBase = boot.PCIHoleStart
 	pciMMIOEnd  = acpi.DefaultIOAPICAddr

@@ -18,10 +18,12 @@ func (v *VM) loadRaw(r *RawGuest) error {
 	}
 	copy(dst, r.Code)
 	if r.LongMode {
-		if err := boot.WriteGDT(v.mem.b); err != nil {
+		if err := boot.WriteGDT(v.mem.low); err != nil {
 			return err
 		}
-		if err := boot.WritePageTables(v.mem.b, max(v.mem.Size(), rawIdentityMap)); err != nil {
+		// RAM above 4 GiB stays unmapped: the tables cover 4 GiB at
+		// most, and the tiny guests live in low RAM.
+		if err := boot.WritePageTables(v.mem.low, max(uint64(len(v.mem.low)), rawIdentityMap)); err != nil {
 			return err
 		}
 	}
