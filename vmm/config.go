@@ -14,9 +14,12 @@ import (
 // DefaultCmdline is what a Linux guest gets without --append.
 const DefaultCmdline = "console=ttyS0 reboot=k panic=-1 quiet"
 
-// MaxMemSize is the largest guest RAM govmm maps: one slot below the 32-bit
-// PCI hole at 3 GiB.
-const MaxMemSize = 3 << 30
+// MaxMemSize is the largest guest RAM govmm maps, a fixed bound: RAM past
+// 3 GiB lies above the 32-bit PCI hole, so 1 TiB of it ends at 1 TiB + 1
+// GiB. Whether this host can hold a size is checked when the VM is built:
+// its CPU's physical address bits (checkPhysBits) and the reservation of
+// the mapping (newMemory).
+const MaxMemSize = 1 << 40
 
 // RawGuest is a flat binary run without a kernel: the tiny guests that
 // exercise exit paths. It is copied to LoadAddr and entered there, in real
@@ -138,7 +141,7 @@ func (c *Config) Validate() error {
 	if c.MemSize > MaxMemSize {
 		// In KiB, whole: in MiB a size just over the limit read as the
 		// limit itself (found by an audit).
-		return fmt.Errorf("--mem %dK: at most %d MiB (3G) is supported: guest RAM lies below the 32-bit PCI hole", (c.MemSize+1023)>>10, MaxMemSize>>20)
+		return fmt.Errorf("--mem %dK: at most %d GiB (1T) is supported", (c.MemSize+1023)>>10, MaxMemSize>>30)
 	}
 	if c.MemSize%memPage != 0 {
 		return fmt.Errorf("--mem %d bytes: not a whole number of %d KiB pages", c.MemSize, memPage>>10)

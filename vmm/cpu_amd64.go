@@ -15,6 +15,7 @@ const (
 	cpuidV2ExtTopology = 0x1f
 	cpuidKVMFeatures   = 0x40000001
 	cpuidAMDTopology   = 0x8000001e
+	cpuidAddrSizes     = 0x80000008 // EAX[7:0]: physical address bits
 
 	featHTT               = 1 << 28 // leaf 1 EDX: more than one logical CPU
 	kvmFeaturePollControl = 1 << 12 // guest haltpoll needs host cooperation
@@ -54,6 +55,26 @@ func cpuidFor(supported []kvm.CPUIDEntry, id, n int, pvHaltPoll bool) []kvm.CPUI
 		}
 	}
 	return out
+}
+
+// checkPhysBits refuses guest RAM that would end beyond the physical
+// addresses the guest's CPU (the host's, as KVM reports it) can reach:
+// KVM refuses such a memory slot with a bare EINVAL, and a guest could
+// not use it anyway. With RAM past 3 GiB moved above the PCI hole, the
+// top is 1 GiB more than the size.
+func checkPhysBits(supported []kvm.CPUIDEntry, memSize uint64) error {
+	regions := boot.RAMRegions(memSize)
+	last := regions[len(regions)-1]
+	top := last.GuestAddr + last.Size
+	for _, e := range supported {
+		if e.Function != cpuidAddrSizes {
+			continue
+		}
+		if bits := e.EAX & 0xff; bits > 0 && bits < 64 && top > 1<<bits {
+			return fmt.Errorf("--mem %dM: guest RAM would end at %#x, beyond the %d-bit physical addresses of this host's CPU (at most %d MiB)", memSize>>20, top, bits, (1<<bits-(boot.PCIHoleEnd-boot.PCIHoleStart))>>20)
+		}
+	}
+	return nil
 }
 
 // MSRs Linux expects to find in a sane state at its 64-bit entry, as

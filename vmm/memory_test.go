@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/govmm/govmm/kvm"
 	"github.com/govmm/govmm/vcpu"
 	"github.com/govmm/govmm/vmm/boot"
 )
@@ -457,5 +458,30 @@ func TestMemorySlice(t *testing.T) {
 				t.Errorf("Slice(%#x, %#x) at %p, want %p (index %#x of the mapping)", tc.gpa, tc.n, got, want, tc.off)
 			}
 		})
+	}
+}
+
+// A guest whose RAM would end beyond the CPU's physical address bits is
+// refused before KVM sees a memory slot.
+func TestCheckPhysBits(t *testing.T) {
+	cpuid := func(bits uint32) []kvm.CPUIDEntry {
+		return []kvm.CPUIDEntry{{Function: cpuidFeatures}, {Function: cpuidAddrSizes, EAX: 0x3000 | bits}}
+	}
+	for _, tc := range []struct {
+		cpuid []kvm.CPUIDEntry
+		mem   uint64
+		ok    bool
+	}{
+		{cpuid(36), 63 << 30, true}, // ends at 64 GiB
+		{cpuid(36), 63<<30 + 4096, false},
+		{cpuid(39), 511 << 30, true},
+		{cpuid(39), 512 << 30, false},
+		{cpuid(48), MaxMemSize, true},
+		{nil, MaxMemSize, true}, // no leaf: KVM has the last word
+	} {
+		err := checkPhysBits(tc.cpuid, tc.mem)
+		if (err == nil) != tc.ok {
+			t.Errorf("%d MiB: %v, want ok=%v", tc.mem>>20, err, tc.ok)
+		}
 	}
 }

@@ -212,6 +212,13 @@ func New(cfg Config) (_ *VM, err error) {
 	if err := cfg.Knobs.applyVM(v.kvm); err != nil {
 		return nil, err
 	}
+	supported, err := v.sys.SupportedCPUID()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkPhysBits(supported, cfg.MemSize); err != nil {
+		return nil, err
+	}
 	if v.mem, err = newMemory(cfg.MemSize, cfg.Memory); err != nil {
 		return nil, err
 	}
@@ -251,10 +258,6 @@ func New(cfg Config) (_ *VM, err error) {
 		}
 	}
 	if err = v.addDevices(irqchip); err != nil {
-		return nil, err
-	}
-	supported, err := v.sys.SupportedCPUID()
-	if err != nil {
 		return nil, err
 	}
 	syncCap := v.kvm.CheckExtension(kvm.CapSyncRegs)

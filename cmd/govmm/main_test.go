@@ -124,7 +124,7 @@ func TestBadInput(t *testing.T) {
 		{"unknown command", []string{"walk"}, "unknown command"},
 		{"mem 0", []string{"run", "--kernel", kernel, "--mem", "0"}, "--mem"},
 		{"mem garbage", []string{"run", "--kernel", kernel, "--mem", "lots"}, "--mem"},
-		{"mem too large", []string{"run", "--kernel", kernel, "--mem", "1T"}, "--mem"},
+		{"mem too large", []string{"run", "--kernel", kernel, "--mem", "1025G"}, "--mem 1074790400K: at most 1024 GiB"},
 		{"smp 0", []string{"run", "--kernel", kernel, "--smp", "0"}, "--smp 0"},
 		{"smp too many", []string{"run", "--kernel", kernel, "--smp", "100000"}, "--smp 100000"},
 		{"truncated bzImage", []string{"run", "--kernel", truncated}, "truncated-bzImage"},
