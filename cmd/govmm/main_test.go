@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -224,6 +226,31 @@ func TestRunPrintsExitTable(t *testing.T) {
 	}
 	if strings.Contains(stderr.String(), "TIMEINGUEST") {
 		t.Errorf("--exit-stats=false still printed a table:\n%s", stderr.String())
+	}
+}
+
+// --mem above 3 GiB: the guest gets all of it (RAM past 3 GiB at 4 GiB),
+// and the end-of-run report counts what it touched there too. The guest
+// touches tens of MiB of its 5 GiB.
+func TestRunMemAbove3G(t *testing.T) {
+	kernel := needGuest(t)
+	cmd := exec.Command(govmmBin, "run", "--kernel", kernel, "--initrd", initramfs, "--mem", "5G",
+		"--append", "console=ttyS0 reboot=k panic=-1 quiet govmm.run=grep,MemTotal,/proc/meminfo")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("govmm run --mem 5G: %v\nstderr:\n%s", err, stderr.String())
+	}
+	m := regexp.MustCompile(`MemTotal: +(\d+) kB`).FindStringSubmatch(stdout.String())
+	if m == nil || !strings.Contains(stdout.String(), "GOVMM-RESULT rc=0") {
+		t.Fatalf("no MemTotal from the guest:\n%s", stdout.String())
+	}
+	// 5 GiB less what the kernel keeps for itself; low RAM alone is 3 GiB.
+	if kb, _ := strconv.ParseUint(m[1], 10, 64); kb < 4<<20 {
+		t.Errorf("guest's MemTotal is %d kB, want more than 4 GiB", kb)
+	}
+	if !regexp.MustCompile(`guest RAM touched [0-9.]+ MiB`).MatchString(stderr.String()) {
+		t.Errorf("no guest RAM report on stderr:\n%s", stderr.String())
 	}
 }
 
