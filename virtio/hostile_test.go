@@ -304,10 +304,10 @@ func TestTransportDecodingOffWinsOverFlood(t *testing.T) {
 	defer m.stop()
 	kick(r, true)
 	waitFor(t, "transmitq to be served", func() bool { return tx.usedIdx() > 2*consoleQueueSize })
-	within(t, "decoding off"+keptFull, func() { r.cfgWrite(devices.PCICommand, 2, 0) }, m.stop)
+	within(t, "decoding off"+keptFull, func() { r.cfgWrite(devices.PCICommand, 2, devices.PCICommandMaster) }, m.stop)
 	before := tx.usedIdx()
 	waitFor(t, "transmitq to be served with decoding off", func() bool { return tx.usedIdx()-before > 2*consoleQueueSize })
-	within(t, "decoding on"+keptFull, func() { r.cfgWrite(devices.PCICommand, 2, devices.PCICommandMemory) }, m.stop)
+	within(t, "decoding on"+keptFull, func() { r.cfgWrite(devices.PCICommand, 2, devices.PCICommandMemory|devices.PCICommandMaster) }, m.stop)
 	if _, ok := r.ioev.fd(testBARBase + pciNotifyOff + pciNotifyMultiplier); !ok {
 		t.Fatal("no ioeventfd once decoding is back")
 	}

@@ -397,6 +397,14 @@ func (t *Transport) WriteConfig(offset uint64, data []byte) {
 		ctrl := binary.LittleEndian.Uint16(t.cfg.Bytes(t.msixCap+2, 2))
 		t.msix.setControl(ctrl&(1<<15) != 0, ctrl&(1<<14) != 0)
 	}
+	if pciOverlaps(offset, len(data), devices.PCICommand, 2) {
+		cmd := binary.LittleEndian.Uint16(t.cfg.Bytes(devices.PCICommand, 2))
+		master := cmd&devices.PCICommandMaster != 0
+		t.msix.setBusMaster(master)
+		if !master {
+			t.busMasterOff()
+		}
+	}
 	if pciOverlaps(offset, len(data), t.pciCfgAt+pciCfgData, 4) {
 		if off, n, ok := t.pciCfgWindow(); ok {
 			t.barWrite(off, t.cfg.Bytes(t.pciCfgAt+pciCfgData, n))
@@ -725,10 +733,16 @@ func (t *Transport) writeStatus(v uint8) {
 		}
 	}
 	if next&StatusDriverOK != 0 && old&StatusDriverOK == 0 {
-		if next&StatusFeaturesOK == 0 {
+		switch {
+		case next&StatusFeaturesOK == 0:
 			t.warn.Printf("status", "DRIVER_OK without FEATURES_OK")
 			next &^= StatusDriverOK
-		} else {
+		case t.needsReset.Load():
+			// Its queues were taken from it (busMasterOff): only a
+			// reset gives them back.
+			t.warn.Printf("status", "DRIVER_OK on a device that needs a reset")
+			next &^= StatusDriverOK
+		default:
 			t.status = next
 			t.activate()
 			return
@@ -778,9 +792,18 @@ func (t *Transport) kick(q int) {
 }
 
 // reset returns device and transport to their initial state after the
-// driver wrote 0 to device_status; mu must be held. When it returns, no
-// notifier runs and the device has stopped using its queues.
+// driver wrote 0 to device_status; mu must be held.
 func (t *Transport) reset() {
+	t.stopDevice()
+	for _, q := range t.queues {
+		q.Reset()
+	}
+	t.resetRegisters()
+}
+
+// stopDevice stops and resets the device; mu must be held. When it
+// returns, no notifier runs and the device has stopped using its queues.
+func (t *Transport) stopDevice() {
 	// Take the queues from the device first: the notifications stopped
 	// and waited for below then end within one chunk of work, however
 	// much the driver queued.
@@ -789,10 +812,24 @@ func (t *Transport) reset() {
 	t.active.Store(false)
 	t.WaitNotifies()
 	t.dev.Reset()
-	for _, q := range t.queues {
-		q.Reset()
+}
+
+// busMasterOff stops a running device whose driver cleared Bus Master
+// Enable: a function must then start no memory access (PCI 3.0, 6.2.2),
+// and its MSI-X messages, memory writes too, are dropped (msix). Linux
+// clears the bit when a driver unbinds and, for kexec, at shutdown, so
+// that no device writes into the next kernel's memory. As in QEMU
+// (virtio_write_config), DRIVER_OK then reads clear; DEVICE_NEEDS_RESET
+// says the driver must reset the device before it runs again.
+func (t *Transport) busMasterOff() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.active.Load() {
+		return
 	}
-	t.resetRegisters()
+	t.stopDevice()
+	t.status &^= StatusDriverOK
+	t.needsReset.Store(true)
 }
 
 // StopQueues makes the device abandon its queues (Queue.abort), for a

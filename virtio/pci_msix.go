@@ -30,7 +30,12 @@ type msix struct {
 	mu      sync.Mutex
 	enabled bool
 	fmask   bool // function mask
-	entries []msixEntry
+	// busMaster mirrors the command register's Bus Master Enable: an
+	// MSI-X message is a memory write, which a function without it must
+	// not make (PCI 3.0, 6.2.2); QEMU's bus-master address space drops
+	// it likewise.
+	busMaster bool
+	entries   []msixEntry
 }
 
 func newMSIX(ctrl MSIController, n int) (*msix, error) {
@@ -54,7 +59,7 @@ func (m *msix) size() int { return len(m.entries) }
 func (m *msix) reset() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.enabled, m.fmask = false, false
+	m.enabled, m.fmask, m.busMaster = false, false, false
 	for i := range m.entries {
 		e := &m.entries[i]
 		e.addr, e.data, e.masked, e.pending = 0, 0, true, false
@@ -115,7 +120,7 @@ func (m *msix) route(i int) error {
 // not implemented, and Linux always uses MSI-X for virtio-pci.
 func (m *msix) fire(v uint16) error {
 	m.mu.Lock()
-	if !m.enabled || int(v) >= len(m.entries) {
+	if !m.enabled || !m.busMaster || int(v) >= len(m.entries) {
 		m.mu.Unlock()
 		return nil
 	}
@@ -134,6 +139,14 @@ func (m *msix) fire(v uint16) error {
 	// Sent outside the lock: a mask racing with an interrupt in flight
 	// may lose to it, as on hardware.
 	return vec.Fire()
+}
+
+// setBusMaster follows the command register's Bus Master Enable. Without
+// it a pending entry stays pending as it unmasks.
+func (m *msix) setBusMaster(on bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.busMaster = on
 }
 
 // setControl applies the capability's enable and function-mask bits.
@@ -161,7 +174,7 @@ func (m *msix) unmaskedLocked() []MSIVector {
 			}
 			continue
 		}
-		if e.pending {
+		if e.pending && m.busMaster {
 			e.pending = false
 			out = append(out, e.vec)
 		}

@@ -504,6 +504,64 @@ func TestTransportDriverOKWithoutFeaturesOK(t *testing.T) {
 	}
 }
 
+// A driver that clears Bus Master Enable stops the device: a function
+// must then make no memory access (PCI 3.0, 6.2.2) and MSI-X messages are
+// memory writes. Linux clears it on unbind and, for kexec, at shutdown,
+// so that no device writes into the next kernel's memory. As in QEMU,
+// DRIVER_OK reads clear; the device runs again only after a reset.
+// (Found by an audit: the device went on filling buffers and signalling.)
+func TestTransportBusMasterOffStopsTheDevice(t *testing.T) {
+	mem := make(sliceMemory, 1<<20)
+	r := newRigWith(t, NewRNG(), mem, false)
+	le := binary.LittleEndian
+	start := func() {
+		clear(mem)
+		r.enableMSIX()
+		r.negotiate(FeatureVersion1)
+		r.setupQueue(0, 16, 0) // desc 0x10000, avail 0x11000, used 0x12000
+		r.write(ccDeviceStatus, 1, 0xf)
+	}
+	// post makes one writable 64-byte buffer available and notifies.
+	post := func() {
+		le.PutUint64(mem[0x10000:], 0x20000)
+		le.PutUint32(mem[0x10008:], 64)
+		le.PutUint16(mem[0x1000c:], 2) // VIRTQ_DESC_F_WRITE
+		idx := le.Uint16(mem[0x11002:])
+		le.PutUint16(mem[0x11004+2*uint32(idx%16):], 0)
+		le.PutUint16(mem[0x11002:], idx+1)
+		r.write(pciNotifyOff, 2, 0)
+	}
+	used := func() uint16 { return le.Uint16(mem[0x12002:]) }
+
+	start()
+	post()
+	if used() != 1 || r.msi.fired(0) != 1 {
+		t.Fatalf("with Bus Master on: used idx %d, %d interrupts, want 1 and 1", used(), r.msi.fired(0))
+	}
+	r.cfgWrite(devices.PCICommand, 2, devices.PCICommandMemory)
+	post()
+	if used() != 1 || r.msi.fired(0) != 1 {
+		t.Errorf("with Bus Master off: used idx %d, %d interrupts, want the device stopped at 1 and 1", used(), r.msi.fired(0))
+	}
+	if s := r.status(); s&StatusDriverOK != 0 || s&StatusDeviceNeedsReset == 0 {
+		t.Errorf("status %#x with Bus Master off, want DRIVER_OK clear and DEVICE_NEEDS_RESET set", s)
+	}
+	// Bus Master back on: the device stays stopped, DRIVER_OK too, until
+	// the driver resets it.
+	r.cfgWrite(devices.PCICommand, 2, devices.PCICommandMemory|devices.PCICommandMaster)
+	r.write(ccDeviceStatus, 1, 0xf)
+	post()
+	if s := r.status(); used() != 1 || s&StatusDriverOK != 0 {
+		t.Errorf("DRIVER_OK without a reset: status %#x, used idx %d, want the device still stopped", s, used())
+	}
+	r.write(ccDeviceStatus, 1, 0)
+	start()
+	post()
+	if used() != 1 || r.msi.fired(0) != 2 {
+		t.Errorf("after a reset: used idx %d, %d interrupts, want 1 and 2", used(), r.msi.fired(0))
+	}
+}
+
 func TestTransportMMIONotifyAndInterrupts(t *testing.T) {
 	r := newRig(t, false, 16, 16)
 	r.enableMSIX()
@@ -682,12 +740,12 @@ func TestTransportIOEventFD(t *testing.T) {
 		t.Errorf("counters %+v", c)
 	}
 	// The guest moves the BAR: the ioeventfd follows.
-	r.cfgWrite(devices.PCICommand, 2, 0)
+	r.cfgWrite(devices.PCICommand, 2, devices.PCICommandMaster)
 	if len(r.ioev.regs) != 0 {
 		t.Errorf("ioeventfds %v with decoding off", r.ioev.regs)
 	}
 	r.cfgWrite(devices.PCIBAR0, 4, 0xd0000000)
-	r.cfgWrite(devices.PCICommand, 2, devices.PCICommandMemory)
+	r.cfgWrite(devices.PCICommand, 2, devices.PCICommandMemory|devices.PCICommandMaster)
 	waitNotify(t, r.dev, 1) // the look after the move
 	efd2, ok := r.ioev.fd(0xd0000000 + pciNotifyOff + 4)
 	if !ok || len(r.ioev.regs) != 1 {
@@ -769,7 +827,7 @@ func TestTransportHostile(t *testing.T) {
 		// Restore the BAR the walk may have moved.
 		r.cfgWrite(devices.PCIBAR0, 4, testBARBase)
 		r.cfgWrite(devices.PCIBAR0+4, 4, 0)
-		r.cfgWrite(devices.PCICommand, 2, devices.PCICommandMemory)
+		r.cfgWrite(devices.PCICommand, 2, devices.PCICommandMemory|devices.PCICommandMaster)
 		r.write(ccDeviceStatus, 1, 0)
 	}
 	// Drain what the walk left in the notification channel.
