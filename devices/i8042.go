@@ -13,8 +13,11 @@ const (
 	i8042Command = 4 // port 0x64
 
 	i8042CmdWriteOutput = 0xd1
-	i8042CmdPulseReset  = 0xfe
-	i8042OutResetBit    = 0x01 // output port bit 0 low asserts CPU reset
+	// Commands 0xf0-0xff pulse low the output port bits 3-0 whose bit in
+	// the command is clear: any even one pulses bit 0, the CPU reset
+	// (0xfe is the usual one, Linux's reboot=k).
+	i8042CmdPulseBits = 0xf0
+	i8042OutResetBit  = 0x01 // output port bit 0 low asserts CPU reset
 )
 
 // I8042 is the keyboard controller reduced to its one job here: resetting
@@ -65,7 +68,8 @@ func (k *I8042) Write(offset uint64, data []byte) {
 	switch offset {
 	case i8042Command:
 		k.awaitOutput = v == i8042CmdWriteOutput
-		doReset = v == i8042CmdPulseReset
+		// As QEMU's kbd_write_command: pulsing bit 0 resets.
+		doReset = v&i8042CmdPulseBits == i8042CmdPulseBits && v&i8042OutResetBit == 0
 	case i8042Data:
 		if k.awaitOutput {
 			k.awaitOutput = false
