@@ -639,6 +639,9 @@ type PCIHostBridge struct {
 	// by AddDevice and never emptied, so readers need no lock.
 	slots [PCIMaxSlots]atomic.Pointer[pciSlot]
 	addMu sync.Mutex
+	// rcr gets byte accesses to 0xcf9 (PIIX3's reset control register,
+	// which sits inside these ports); nil: they find nothing.
+	rcr *ResetControl
 }
 
 type pciSlot struct{ f PCIFunction }
@@ -666,6 +669,14 @@ func (h *PCIHostBridge) Reset() {
 		}
 	}
 }
+
+// SetResetControl hands byte accesses to 0xcf9 to r, as PIIX3 decodes
+// them; other widths at 0xcf8 stay the address latch. Call it before the
+// bridge is registered on a bus.
+func (h *PCIHostBridge) SetResetControl(r *ResetControl) { h.rcr = r }
+
+// rcrOffset is 0xcf9 within the bridge's ports.
+const rcrOffset = ResetControlPort - PCIConfigPort
 
 // ErrNoSlot is returned by AddDevice when all 32 device numbers are taken.
 var ErrNoSlot = errors.New("no free PCI slot")
@@ -714,10 +725,15 @@ func (h *PCIHostBridge) target() (PCIFunction, uint64) {
 
 // Read serves the ports: offset 0 is the latch (dword accesses only; a
 // narrower access there belongs to other ISA devices on real hardware and
-// finds nothing), 4..7 the data window at byte (latch & 0xfc) + offset-4.
+// finds nothing, but for a byte at 0xcf9: the reset control register),
+// 4..7 the data window at byte (latch & 0xfc) + offset-4.
 func (h *PCIHostBridge) Read(offset uint64, data []byte) {
 	fill(data, 0xff)
 	switch {
+	case offset == rcrOffset && len(data) == 1:
+		if h.rcr != nil {
+			h.rcr.Read(0, data)
+		}
 	case offset == 0 && len(data) == 4:
 		binary.LittleEndian.PutUint32(data, h.address.Load())
 	case offset >= 4 && offset-4+uint64(len(data)) <= 4:
@@ -730,6 +746,10 @@ func (h *PCIHostBridge) Read(offset uint64, data []byte) {
 // Write sets the latch or writes configuration space; see Read.
 func (h *PCIHostBridge) Write(offset uint64, data []byte) {
 	switch {
+	case offset == rcrOffset && len(data) == 1:
+		if h.rcr != nil {
+			h.rcr.Write(0, data)
+		}
 	case offset == 0 && len(data) == 4:
 		// The two low bits are hardwired to 0: registers are dwords.
 		h.address.Store(binary.LittleEndian.Uint32(data) &^ 3)

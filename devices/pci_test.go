@@ -513,3 +513,48 @@ func TestPCIBAROverlapLogBounded(t *testing.T) {
 		t.Errorf("counted %d overlapping moves, want %d", got, moves)
 	}
 }
+
+// A byte at 0xcf9 is PIIX3's reset control register, inside the host
+// bridge's ports (QEMU overlaps it on them); the dword latch at 0xcf8 is
+// not disturbed, and other widths at 0xcf8 stay the latch's.
+func TestPCIHostBridgeResetControl(t *testing.T) {
+	h, _, p := newCfgPorts(t)
+	one := []byte{0}
+	// Without a register, the byte finds nothing.
+	p.bus.Dispatch(ResetControlPort, []byte{0x06}, true)
+	p.bus.Dispatch(ResetControlPort, one, false)
+	if one[0] != 0xff {
+		t.Errorf("0xcf9 without a reset control register reads %#x, want 0xff", one[0])
+	}
+
+	resets := 0
+	h.SetResetControl(NewResetControl(func() { resets++ }))
+	p.latch(cfgAddr(0, 0, PCIClassProgIF))
+	p.bus.Dispatch(ResetControlPort, []byte{0x02}, true)
+	p.bus.Dispatch(ResetControlPort, one, false)
+	if one[0] != 0x02 || resets != 0 {
+		t.Errorf("0xcf9 = 2: reads %#x, %d resets; want 0x02, 0", one[0], resets)
+	}
+	p.bus.Dispatch(ResetControlPort, []byte{0x06}, true)
+	if resets != 1 {
+		t.Errorf("0xcf9 = 6: %d resets, want 1", resets)
+	}
+	b := make([]byte, 4)
+	p.bus.Dispatch(PCIConfigPort, b, false)
+	if got, want := binary.LittleEndian.Uint32(b), cfgAddr(0, 0, PCIClassProgIF); got != want {
+		t.Errorf("latch reads %#x after 0xcf9 writes, want %#x", got, want)
+	}
+	// A word at 0xcf9 and a dword latch write whose byte 1 has bit 2
+	// set are no reset control accesses.
+	p.bus.Dispatch(ResetControlPort, []byte{0x06, 0x06}, true)
+	p.latch(0x80000400)
+	if resets != 1 {
+		t.Errorf("%d resets after a word at 0xcf9 and a latch write, want 1", resets)
+	}
+	h.Reset()
+	p.bus.Dispatch(ResetControlPort, one, false)
+	if one[0] != 0x02 {
+		// The host bridge's reset leaves the register to its owner.
+		t.Errorf("0xcf9 reads %#x after the bridge's reset, want 0x02", one[0])
+	}
+}

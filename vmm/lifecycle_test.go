@@ -593,3 +593,110 @@ func TestHostResetJoinsGuestReset(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// outb is real-mode code writing v to port: mov al,v; mov dx,port; out dx,al.
+func outb(port uint16, v byte) []byte {
+	return []byte{0xb0, v, 0xba, byte(port), byte(port >> 8), 0xee}
+}
+
+// rawHLT is real-mode hlt; a raw guest that gets there ends Halted.
+var rawHLT = []byte{0xf4}
+
+// Every reset register of a PC resets the machine: under QEMU 7.2 -M pc
+// -no-reboot each of these guests (as a boot sector) ends at once with a
+// guest reset. The i8042's pulse commands reset for any even command of
+// 0xf0-0xfe (hw/input/pckbd.c), PIIX3's reset control register at 0xcf9
+// when bit 2 is set (hw/isa/piix3.c), port 0x92 on a rising bit 0
+// (hw/i386/port92.c). govmm took only the i8042's 0xfe; the others ran on
+// to the HLT (found by an audit). A raw guest has no PCI host bridge:
+// 0xcf9 is a device of its own there (the bridge's is a devices test).
+func TestLegacyResetPortsReset(t *testing.T) {
+	needKVM(t)
+	for _, c := range []struct {
+		name string
+		code []byte
+	}{
+		{"i8042 0xfe", outb(0x64, 0xfe)},
+		{"i8042 0xf0", outb(0x64, 0xf0)},
+		{"i8042 0xfc", outb(0x64, 0xfc)},
+		{"0xcf9 0x06", outb(0xcf9, 0x06)},
+		{"0xcf9 0x04", outb(0xcf9, 0x04)},
+		{"port 0x92 0x01", outb(0x92, 0x01)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			vm := newVM(t, Config{
+				Raw:     &RawGuest{Code: append(c.code, rawHLT...), LoadAddr: tiny.LoadAddr},
+				MemSize: 2 << 20, CPUs: 1, NoReboot: true,
+			})
+			t.Cleanup(func() { vm.Close() })
+			out := runWithin(t, vm, 30*time.Second)
+			if out.Reason != vcpu.Reset || out.Cause != CauseGuestReset || out.Err != nil {
+				t.Errorf("ended %v (%s, %v), want a guest reset", out.Reason, out.Words(), out.Err)
+			}
+		})
+	}
+	// Writes that reset nothing: the guest gets to its HLT.
+	for _, c := range []struct {
+		name string
+		code []byte
+	}{
+		{"i8042 0xff", outb(0x64, 0xff)},
+		{"0xcf9 0x02", outb(0xcf9, 0x02)},
+		{"port 0x92 0x02", outb(0x92, 0x02)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			vm := newVM(t, Config{
+				Raw:     &RawGuest{Code: append(c.code, rawHLT...), LoadAddr: tiny.LoadAddr},
+				MemSize: 2 << 20, CPUs: 1, NoReboot: true,
+			})
+			t.Cleanup(func() { vm.Close() })
+			if out := runWithin(t, vm, 30*time.Second); out.Reason != vcpu.Halted {
+				t.Errorf("ended %v (%s, %v), want halted", out.Reason, out.Words(), out.Err)
+			}
+		})
+	}
+}
+
+// Port 0x92 resets on a rising edge of bit 0, and a machine reset clears
+// the bit (QEMU's port92_reset): the same guest writing 1 after each
+// reset resets each time. Had the bit stayed set, the second write would
+// be no edge and the guest would spin for ever. It spins rather than
+// halts after the write: a raw guest's HLT ends the VM, and could beat the
+// reset to it.
+func TestPort92ResetsAfterEachReset(t *testing.T) {
+	needKVM(t)
+	spin := []byte{0xeb, 0xfe} // jmp $
+	vm := newVM(t, Config{
+		Raw:     &RawGuest{Code: append(outb(0x92, 0x01), spin...), LoadAddr: tiny.LoadAddr},
+		MemSize: 2 << 20, CPUs: 1,
+	})
+	t.Cleanup(func() { vm.Close() })
+	done := make(chan Outcome, 1)
+	go func() { done <- vm.Run() }()
+	// A few seconds: on this nested, emulating host a reset takes
+	// milliseconds.
+	deadline := time.Now().Add(5 * time.Second)
+	for vm.Resets() < 3 && time.Now().Before(deadline) {
+		select {
+		case out := <-done:
+			t.Fatalf("ended %v (%s) after %d resets, want a reset loop", out.Reason, out.Words(), vm.Resets())
+		case <-time.After(time.Millisecond):
+		}
+	}
+	vm.Stop()
+	<-done
+	if n := vm.Resets(); n < 3 {
+		t.Errorf("%d resets in 5 s, want 3", n)
+	}
+}
+
+// runWithin runs vm to its end, stopping it (and failing) after d.
+func runWithin(t *testing.T, vm *VM, d time.Duration) Outcome {
+	t.Helper()
+	watchdog := time.AfterFunc(d, vm.Stop)
+	out := vm.Run()
+	if !watchdog.Stop() {
+		t.Fatalf("guest still running after %v", d)
+	}
+	return out
+}

@@ -138,6 +138,18 @@ func TestGuestRebootNoReboot(t *testing.T) {
 	}
 }
 
+// Linux's reboot=pci resets through PIIX3's reset control register at
+// 0xcf9, which the PCI host bridge serves: with NoReboot the VM ends with
+// a guest reset. Before, the write did nothing and Linux went on to the
+// next method, a triple fault.
+func TestGuestRebootThroughCF9(t *testing.T) {
+	noReboot := func(c *Config) { c.NoReboot = true }
+	_, out, console := bootLinuxWith(t, "vmlinux", 1, "govmm.exit=reboot reboot=pci", noReboot)
+	if out.Err != nil || out.Reason != vcpu.Reset || out.Cause != CauseGuestReset {
+		t.Fatalf("guest ended %v (%s, %v), want a guest reset through 0xcf9; console:\n%s", out.Reason, out.Words(), out.Err, console)
+	}
+}
+
 // A triple fault resets a PC, as under QEMU: with NoReboot it ends the VM
 // as a guest reset, exit status 0, and says it was a triple fault.
 func TestTripleFaultIsAReset(t *testing.T) {

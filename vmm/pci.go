@@ -71,6 +71,7 @@ func (v *VM) addPCI() error {
 		names:   map[string]int{},
 	}
 	v.pci = p
+	p.host.SetResetControl(v.resetControl)
 	if _, err := v.IOBus.Register("pci", devices.PCIConfigPort, devices.PCIConfigPortSize, p.host); err != nil {
 		return fmt.Errorf("register PCI host bridge: %w", err)
 	}

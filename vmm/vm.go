@@ -139,6 +139,11 @@ type VM struct {
 	trace          *exittrace.Trace    // nil when exit tracing is off
 	guestLog       *guestlog.Set       // the devices' rate-limited warnings, counted
 
+	// The other reset registers, beside i8042: 0xcf9 (served by the
+	// PCI host bridge, or alone without one) and port 0x92.
+	resetControl *devices.ResetControl
+	port92       *devices.SystemControlA
+
 	start   time.Time
 	readyMu sync.Mutex
 	readyAt time.Duration // 0 until the ready marker appeared
@@ -378,6 +383,8 @@ func (v *VM) addDevices(irqchip bool) error {
 	v.serial = devices.NewSerial(irq, v.console)
 	reset := func() { v.guestReset(-1, vcpu.Reset) }
 	v.i8042 = devices.NewI8042(reset)
+	v.resetControl = devices.NewResetControl(reset)
+	v.port92 = devices.NewSystemControlA(reset)
 	powerOff := func() { v.end(Outcome{Reason: vcpu.PowerOff, VCPU: -1}) }
 	for _, d := range []struct {
 		name       string
@@ -391,13 +398,18 @@ func (v *VM) addDevices(irqchip bool) error {
 		// The POST port: Linux writes it for I/O delays.
 		{"post", 0x80, 1, devices.NewDiscard(0xff)},
 		{"acpi-pm", acpiPMPort, devices.ACPIPMSize, devices.NewACPIPM(powerOff, reset)},
+		{"port92", devices.Port92, 1, v.port92},
 	} {
 		if _, err := v.IOBus.Register(d.name, d.base, d.size, d.dev); err != nil {
 			return fmt.Errorf("register %s: %w", d.name, err)
 		}
 	}
 	if irqchip {
-		return v.addPCI() // pci.go
+		return v.addPCI() // pci.go; the host bridge serves 0xcf9
+	}
+	// No host bridge: 0xcf9 still resets, as on any PC.
+	if _, err := v.IOBus.Register("reset-control", devices.ResetControlPort, 1, v.resetControl); err != nil {
+		return fmt.Errorf("register reset-control: %w", err)
 	}
 	return nil
 }
@@ -669,6 +681,8 @@ func (v *VM) reset() error {
 func (v *VM) resetDevices() error {
 	v.serial.Reset()
 	v.i8042.Reset()
+	v.resetControl.Reset()
+	v.port92.Reset()
 	return v.resetPCI() // pci.go
 }
 
