@@ -85,31 +85,36 @@ func isComputedReg(i byte) bool {
 	return false
 }
 
+// Read and Write take a wide access as its bytes, one port each, as an
+// ISA bus splits it (QEMU's CMOS ports are 1 byte wide): a 16-bit OUT to
+// 0x70 writes the index, then the data port; a 16-bit IN reads the index
+// port (all ones), then the data.
 func (r *RTC) Read(offset uint64, data []byte) {
-	if len(data) != 1 || offset != rtcData {
-		// The index port is write-only on real hardware.
-		for i := range data {
-			data[i] = 0xff
-		}
-		return
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	data[0] = r.readLocked(r.index)
+	for i := range data {
+		if offset < RTCSize && offset+uint64(i) == rtcData {
+			data[i] = r.readLocked(r.index)
+		} else {
+			// The index port is write-only on real hardware.
+			data[i] = 0xff
+		}
+	}
 }
 
 func (r *RTC) Write(offset uint64, data []byte) {
-	if len(data) != 1 {
-		return
+	if offset >= RTCSize {
+		return // and offset+i cannot wrap round to a port
 	}
-	v := data[0]
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	switch offset {
-	case rtcIndex:
-		r.index = v & cmosIndexMask
-	case rtcData:
-		r.writeLocked(r.index, v)
+	for i, v := range data {
+		switch offset + uint64(i) {
+		case rtcIndex:
+			r.index = v & cmosIndexMask
+		case rtcData:
+			r.writeLocked(r.index, v)
+		}
 	}
 }
 
