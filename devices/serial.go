@@ -36,6 +36,7 @@ const (
 
 	fcrEnable  = 0x01
 	fcrClearRX = 0x02
+	fcrClearTX = 0x04
 
 	lcrDLAB = 0x80
 
@@ -60,7 +61,9 @@ const (
 const (
 	// serialRXSize bounds what host input can queue while the guest is
 	// not reading: Input takes no more, and its caller waits for Room.
-	// Only the guest's own loopback writes can overrun it.
+	// Only the guest's own loopback writes can overrun it. It is the
+	// receive FIFO's size; with the FIFO off (FCR bit 0 clear) the
+	// receiver holds one byte, as an 8250 does.
 	serialRXSize = 4096
 	// serialOutSize caps the output buffer so a guest printing without
 	// newlines still reaches the terminal in reasonable chunks.
@@ -102,6 +105,11 @@ type Serial struct {
 	thriPending bool
 	overrun     bool
 
+	// With the FIFO off, rbr is the receiver's one byte (rx unused,
+	// rxLen 0 or 1 says whether it is unread): a second byte overwrites
+	// it and sets LSR.OE, and reading it leaves it there, so an RBR
+	// read with nothing new returns it again, as under QEMU.
+	rbr    byte
 	rx     [serialRXSize]byte
 	rxHead int
 	rxLen  int
@@ -140,7 +148,7 @@ func (s *Serial) Reset() {
 	s.ier, s.lcr, s.mcr, s.scr, s.fcr = 0, 0, 0, 0, 0
 	s.dll, s.dlm = 0x0c, 0
 	s.thriPending, s.overrun = false, false
-	s.rxHead, s.rxLen = 0, 0
+	s.rbr, s.rxHead, s.rxLen = 0, 0, 0
 	s.madeRoomLocked()
 	s.updateIRQLocked()
 }
@@ -188,11 +196,12 @@ func (s *Serial) handOver() {
 // Input queues bytes from the host terminal for the guest to read, as
 // many as the receive buffer has room for, and returns how many: input
 // waits for the guest (see Room) instead of overrunning, as a UART with
-// flow control.
+// flow control. With the FIFO off that is one byte, once the guest read
+// the one before (QEMU's serial_can_receive).
 func (s *Serial) Input(p []byte) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := min(len(p), len(s.rx)-s.rxLen)
+	n := max(0, min(len(p), s.rxCapLocked()-s.rxLen))
 	for _, c := range p[:n] {
 		s.receiveLocked(c)
 	}
@@ -205,10 +214,20 @@ func (s *Serial) Input(p []byte) int {
 // for input Input turned away. A token can be stale: Input says what fits.
 func (s *Serial) Room() <-chan struct{} { return s.room }
 
+// rxCapLocked is how many unread bytes the receiver holds: the FIFO's
+// size, or one with the FIFO off.
+func (s *Serial) rxCapLocked() int {
+	if s.fcr&fcrEnable == 0 {
+		return 1
+	}
+	return len(s.rx)
+}
+
 // madeRoomLocked hands Input's caller a token once half the receive
-// buffer is free, so it wakes once per half buffer, not per byte read.
+// buffer is free, so it wakes once per half buffer, not per byte read
+// (with the FIFO off: once the byte held was read).
 func (s *Serial) madeRoomLocked() {
-	if s.inputWaits && s.rxLen <= len(s.rx)/2 {
+	if s.inputWaits && s.rxLen <= s.rxCapLocked()/2 {
 		s.inputWaits = false
 		select {
 		case s.room <- struct{}{}:
@@ -343,6 +362,12 @@ func (s *Serial) writeLocked(off uint64, v byte) {
 		s.ier = v & ierMask
 		s.updateIRQLocked()
 	case uartIIR:
+		if (v^s.fcr)&fcrEnable != 0 {
+			// Turning the FIFOs on or off clears them (PC16550D data
+			// sheet, FCR0; QEMU's serial_ioport_write): no byte
+			// crosses between the FIFO and the one-byte receiver.
+			v |= fcrClearRX | fcrClearTX
+		}
 		s.fcr = v
 		if v&fcrClearRX != 0 {
 			s.rxHead, s.rxLen = 0, 0
@@ -394,6 +419,15 @@ func (s *Serial) updateIRQLocked() {
 }
 
 func (s *Serial) receiveLocked(c byte) {
+	if s.fcr&fcrEnable == 0 {
+		// One byte, overwritten by the next: Input never does that,
+		// only loopback writes can.
+		if s.rxLen > 0 {
+			s.overrun = true
+		}
+		s.rbr, s.rxLen = c, 1
+		return
+	}
 	if s.rxLen == len(s.rx) {
 		s.overrun = true
 		return
@@ -403,6 +437,14 @@ func (s *Serial) receiveLocked(c byte) {
 }
 
 func (s *Serial) popLocked() byte {
+	if s.fcr&fcrEnable == 0 {
+		if s.rxLen > 0 {
+			s.rxLen = 0
+			s.madeRoomLocked()
+			s.updateIRQLocked()
+		}
+		return s.rbr
+	}
 	if s.rxLen == 0 {
 		return 0
 	}

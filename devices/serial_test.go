@@ -260,6 +260,7 @@ func TestSerialTHRInterrupt(t *testing.T) {
 
 func TestSerialReceive(t *testing.T) {
 	s, irq, _ := newTestSerial()
+	out(s, uartIIR, fcrEnable) // the FIFO on, as Linux's driver runs it
 	if got := in(s, uartLSR); got&lsrDR != 0 {
 		t.Fatalf("LSR.DR set with nothing queued: %#x", got)
 	}
@@ -274,10 +275,10 @@ func TestSerialReceive(t *testing.T) {
 	if h := irq.history(); !slices.Equal(h, []bool{true}) {
 		t.Errorf("after enabling RDI levels = %v, want [true]", h)
 	}
-	if got := in(s, uartIIR); got != iirRDI {
-		t.Errorf("IIR = %#x, want RX data %#x", got, iirRDI)
+	if got := in(s, uartIIR); got != iirFIFO|iirRDI {
+		t.Errorf("IIR = %#x, want RX data %#x", got, iirFIFO|iirRDI)
 	}
-	if got := in(s, uartIIR); got != iirRDI {
+	if got := in(s, uartIIR); got != iirFIFO|iirRDI {
 		t.Errorf("IIR read acknowledged RX data: %#x", got)
 	}
 	if got := in(s, uartData); got != 'a' {
@@ -300,6 +301,7 @@ func TestSerialReceive(t *testing.T) {
 
 func TestSerialInterruptPriority(t *testing.T) {
 	s, _, _ := newTestSerial()
+	out(s, uartIIR, fcrEnable)
 	out(s, uartIER, ierRDI|ierTHRI|ierRLSI)
 	// Host input stops at a full buffer; a loopback write overruns it.
 	if n := s.Input(make([]byte, serialRXSize+3)); n != serialRXSize {
@@ -312,9 +314,9 @@ func TestSerialInterruptPriority(t *testing.T) {
 		off uint64
 		v   byte
 	}{
-		{uartIIR, iirRLSI},
+		{uartIIR, iirFIFO | iirRLSI},
 		{uartLSR, lsrTHRE | lsrTEMT | lsrDR | lsrOE}, // reading LSR clears OE
-		{uartIIR, iirRDI},
+		{uartIIR, iirFIFO | iirRDI},
 	}
 	for i, w := range want {
 		if got := in(s, w.off); got != w.v {
@@ -332,6 +334,7 @@ func TestSerialInterruptPriority(t *testing.T) {
 
 func TestSerialLoopback(t *testing.T) {
 	s, _, o := newTestSerial()
+	out(s, uartIIR, fcrEnable)
 	out(s, uartMCR, mcrLoop)
 	out(s, uartData, 'z')
 	out(s, uartData, '\n')
@@ -429,5 +432,130 @@ func TestSerialConcurrent(t *testing.T) {
 		if h[i] == h[i-1] {
 			t.Fatalf("SetLevel(%v) repeated at %d", h[i], i)
 		}
+	}
+}
+
+// With the FIFO off (FCR bit 0 clear, the power-on state) the receiver
+// holds one byte, as an 8250 and QEMU's serial_receive1: a second byte
+// overwrites it and sets LSR.OE, and an RBR read with nothing new returns
+// the last byte again. Turning the FIFO on or off clears it (PC16550D
+// FCR0; QEMU's serial_ioport_write). Each sequence's reads are what the
+// same register writes read under QEMU 7.2 -M pc (found by an audit).
+func TestSerialNonFIFOReceiver(t *testing.T) {
+	type step struct {
+		write   bool
+		off     uint64
+		v       byte // written, or wanted
+		comment string
+	}
+	w := func(off uint64, v byte) step { return step{true, off, v, ""} }
+	r := func(off uint64, v byte, c string) step { return step{false, off, v, c} }
+	const lsrIdle = lsrTHRE | lsrTEMT
+	for _, tc := range []struct {
+		name  string
+		steps []step
+	}{
+		{"second byte overruns the first", []step{
+			w(uartMCR, mcrLoop), w(uartData, 'A'), w(uartData, 'B'),
+			r(uartLSR, lsrIdle|lsrOE|lsrDR, "B overwrote A"),
+			r(uartData, 'B', "the second byte"),
+			r(uartLSR, lsrIdle, "read: OE and DR clear"),
+			r(uartData, 'B', "nothing new: the last byte again"),
+			r(uartLSR, lsrIdle, "still nothing to read"),
+		}},
+		{"turning the FIFO off clears it", []step{
+			w(uartIIR, fcrEnable), w(uartMCR, mcrLoop), w(uartData, 'C'), w(uartData, 'D'),
+			r(uartLSR, lsrIdle|lsrDR, "two bytes in the FIFO, no overrun"),
+			w(uartIIR, 0),
+			r(uartLSR, lsrIdle, "FIFO cleared"),
+			r(uartData, 0, "no byte ever reached the one-byte receiver"),
+			r(uartIIR, iirNoInt, "no FIFO bits"),
+		}},
+		{"turning the FIFO on clears the byte held", []step{
+			w(uartMCR, mcrLoop), w(uartData, 'E'),
+			w(uartIIR, fcrEnable),
+			r(uartLSR, lsrIdle, "receiver cleared"),
+			r(uartData, 0, "an empty FIFO reads 0"),
+		}},
+		{"rewriting FCR with the same mode keeps the data", []step{
+			w(uartIIR, fcrEnable), w(uartMCR, mcrLoop), w(uartData, 'F'),
+			w(uartIIR, fcrEnable|0xc0),
+			r(uartData, 'F', "still there"),
+		}},
+		{"empty RBR", []step{
+			w(uartMCR, mcrLoop), w(uartData, 'U'),
+			r(uartData, 'U', "the byte"),
+			r(uartData, 'U', "again"),
+			r(uartLSR, lsrIdle, "nothing to read"),
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _, _ := newTestSerial()
+			for i, st := range tc.steps {
+				if st.write {
+					out(s, st.off, st.v)
+					continue
+				}
+				if got := in(s, st.off); got != st.v {
+					t.Errorf("step %d: reg %d = %#x, want %#x (%s)", i, st.off, got, st.v, st.comment)
+				}
+			}
+		})
+	}
+}
+
+// Host input never overruns the one-byte receiver: with the FIFO off
+// Input takes a byte only while none is unread, and the guest reading it
+// signals Room, so input goes on flowing one byte at a time, in order.
+func TestSerialNonFIFOInputWaits(t *testing.T) {
+	s, _, _ := newTestSerial()
+	msg := []byte("hello, 8250")
+	var got []byte
+	p := msg
+	for len(p) > 0 {
+		n := s.Input(p)
+		if n != 1 {
+			t.Fatalf("Input took %d bytes of %q with the receiver empty, want 1", n, p)
+		}
+		p = p[n:]
+		if len(p) > 0 {
+			if n := s.Input(p); n != 0 {
+				t.Fatalf("Input took %d bytes with one unread", n)
+			}
+			select {
+			case <-s.Room():
+				t.Fatal("Room signalled before the guest read")
+			default:
+			}
+		}
+		if lsr := in(s, uartLSR); lsr&lsrOE != 0 || lsr&lsrDR == 0 {
+			t.Fatalf("LSR = %#x, want DR without OE", lsr)
+		}
+		got = append(got, in(s, uartData))
+		if len(p) > 0 {
+			select {
+			case <-s.Room():
+			default:
+				t.Fatal("the guest read the byte but Room was not signalled")
+			}
+		}
+	}
+	if string(got) != string(msg) {
+		t.Errorf("guest read %q, want %q", got, msg)
+	}
+	// Input waiting at the one-byte receiver when the guest turns the
+	// FIFO on is woken, and the FIFO takes all of it.
+	s.Input([]byte("a"))
+	if n := s.Input([]byte("bcd")); n != 0 {
+		t.Fatalf("Input took %d bytes with one unread", n)
+	}
+	out(s, uartIIR, fcrEnable)
+	select {
+	case <-s.Room():
+	default:
+		t.Fatal("turning the FIFO on did not signal Room")
+	}
+	if n := s.Input([]byte("bcd")); n != 3 {
+		t.Errorf("Input took %d bytes into the FIFO, want 3", n)
 	}
 }
