@@ -236,6 +236,8 @@ func (v *VM) ExitTable() ExitTable {
 
 func (c *control) KVMEnabled() bool { return true }
 
+func (c *control) MemorySize() uint64 { return c.vm.mem.Size() }
+
 // DumpExitTrace writes the exit trace for x-govmm-dump-exit-trace. A QMP
 // client names the file, so it is only ever replaced whole, 0644
 // (atomicfile.WriteFunc): a FIFO or device there is refused, since

@@ -219,6 +219,13 @@ func TestQMPPauseResumePowerdown(t *testing.T) {
 	if s := status(t, c); s != "running" {
 		t.Fatalf("status %q, want running", s)
 	}
+	var mem struct {
+		Base    uint64 `json:"base-memory"`
+		Plugged uint64 `json:"plugged-memory"`
+	}
+	if err := runQMP(c, "query-memory-size-summary", nil, &mem); err != nil || mem.Base != 512<<20 || mem.Plugged != 0 {
+		t.Errorf("query-memory-size-summary: %+v, %v; want 512 MiB (the default --mem), none plugged", mem, err)
+	}
 	if err := runQMP(c, "stop", nil, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -38,6 +38,7 @@ func init() {
 		{name: "query-version", run: (*call).queryVersion},
 		{name: "query-status", run: (*call).queryStatus},
 		{name: "query-kvm", run: (*call).queryKVM},
+		{name: "query-memory-size-summary", run: (*call).queryMemorySizeSummary},
 		{name: "query-cpus-fast", run: (*call).queryCPUsFast},
 		{name: "query-cpus", run: (*call).queryCPUs},
 		{name: "query-block", run: (*call).queryBlock},
@@ -228,6 +229,17 @@ type kvmInfo struct {
 // enabled is whether this VM does.
 func (cl *call) queryKVM() (any, *qmpError) {
 	return kvmInfo{Enabled: cl.s.m.KVMEnabled(), Present: true}, nil
+}
+
+// memoryInfo is query-memory-size-summary's reply. Nothing is ever
+// plugged (no DIMMs), which QEMU's pc machine then reports as 0.
+type memoryInfo struct {
+	BaseMemory    uint64 `json:"base-memory"`
+	PluggedMemory uint64 `json:"plugged-memory"`
+}
+
+func (cl *call) queryMemorySizeSummary() (any, *qmpError) {
+	return memoryInfo{BaseMemory: cl.s.m.MemorySize()}, nil
 }
 
 type cpuProps struct {

@@ -39,6 +39,7 @@ var conformanceScript = []conformanceStep{
 	{name: "query-commands", req: `{"execute":"query-commands","id":3}`},
 	{name: "query-cpus-fast", req: `{"execute":"query-cpus-fast","id":4}`},
 	{name: "query-kvm", req: `{"execute":"query-kvm","id":5}`},
+	{name: "query-memory-size-summary", req: `{"execute":"query-memory-size-summary","id":"mem"}`},
 	{name: "stop (prelaunch)", req: `{"execute":"stop","id":6}`},
 	{name: "query-status (stopped)", req: `{"execute":"query-status","id":7}`},
 	{name: "cont", req: `{"execute":"cont","id":8}`},

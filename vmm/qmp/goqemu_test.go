@@ -90,6 +90,9 @@ func TestGoQEMUClient(t *testing.T) {
 	if kvm, err := rm.QueryKVM(); err != nil || !kvm.Enabled || !kvm.Present {
 		t.Errorf("raw QueryKVM: %+v, %v", kvm, err)
 	}
+	if mem, err := rm.QueryMemorySizeSummary(); err != nil || mem.BaseMemory != 512<<20 || mem.PluggedMemory == nil || *mem.PluggedMemory != 0 {
+		t.Errorf("raw QueryMemorySizeSummary: %+v, %v", mem, err)
+	}
 	// An unknown command is an error, as from QEMU.
 	if _, err := d.Run(goqmp.Command{Execute: "screendump"}); err == nil || err.Error() != "The command screendump has not been found" {
 		t.Errorf("unknown command: %v", err)

@@ -147,6 +147,8 @@ func (f *fakeMachine) ExitStats() any {
 
 func (f *fakeMachine) KVMEnabled() bool { return f.kvm }
 
+func (f *fakeMachine) MemorySize() uint64 { return 512 << 20 }
+
 func (f *fakeMachine) callLog() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()

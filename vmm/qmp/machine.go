@@ -55,6 +55,8 @@ type Machine interface {
 	ExitStats() any
 	// KVMEnabled reports whether the VM runs under KVM (query-kvm).
 	KVMEnabled() bool
+	// MemorySize is the guest's RAM in bytes (query-memory-size-summary).
+	MemorySize() uint64
 }
 
 // ErrResetEndsMachine is returned by Machine.Reset when the reset ends the
