@@ -55,6 +55,7 @@ func (v *VM) ServeQMP(path string) (func() error, error) {
 		return nil, fmt.Errorf("QMP socket: %w", err)
 	}
 	c.srv = srv
+	v.qmpServer.Store(srv)
 	// RESETs the host asked for over QMP are the server's to emit.
 	v.resetMu.Lock()
 	v.onReset = func(cause string) {
@@ -103,6 +104,15 @@ func (v *VM) ServeQMP(path string) (func() error, error) {
 		}
 		return errors.Join(srv.Close(), ks.Close())
 	}, nil
+}
+
+// RemoveQMPSocket removes the QMP socket, if ServeQMP made one and it is
+// still the file there, without closing the server: for a forced exit,
+// which cannot wait for ServeQMP's stop.
+func (v *VM) RemoveQMPSocket() {
+	if s := v.qmpServer.Load(); s != nil {
+		s.RemoveSocket()
+	}
 }
 
 // emitShutdown tells QMP clients how the VM ended, in QEMU's words, unless

@@ -185,7 +185,8 @@ type VM struct {
 	crashLoaded, guestResets eventThrottle
 	// emit sends QMP events; set by ServeQMP (resetMu).
 	emit      func(events ...qmp.Event)
-	resetKick chan struct{} // one slot: wakes Run for a reset
+	qmpServer atomic.Pointer[qmp.Server] // for RemoveQMPSocket
+	resetKick chan struct{}              // one slot: wakes Run for a reset
 	resets    atomic.Uint64
 }
 

@@ -26,7 +26,6 @@ import (
 	"github.com/govmm/govmm/virtio"
 	"github.com/govmm/govmm/vmm"
 	"github.com/govmm/govmm/vmm/kernelcache"
-	"github.com/govmm/govmm/vmm/qmp"
 )
 
 // exitCode is an error that only carries a process exit status (the
@@ -184,8 +183,7 @@ func runCommand(args []string) (err error) {
 		}
 	}()
 
-	qmpPath := ""           // the QMP socket, removed at exit
-	var qmpSock os.FileInfo // what was at qmpPath then, for a forced exit
+	qmpPath := "" // the QMP socket, removed at exit
 	if *qmpAddr != "" {
 		path, ok := strings.CutPrefix(*qmpAddr, "unix:")
 		if !ok || path == "" {
@@ -197,7 +195,6 @@ func runCommand(args []string) (err error) {
 		}
 		defer stop()
 		qmpPath = path
-		qmpSock, _ = os.Lstat(path)
 	}
 	if *metricsAddr != "" {
 		addr, stop, err := vm.ServeMetrics(*metricsAddr)
@@ -215,9 +212,7 @@ func runCommand(args []string) (err error) {
 
 	signals.attach(vm.Stop, func() bool { return vm.Status() == "shutdown" }, func() {
 		term.restore()
-		if qmpSock != nil {
-			qmp.RemoveSocket(qmpPath, qmpSock)
-		}
+		vm.RemoveQMPSocket()
 	})
 
 	// Everything that opens files or binds sockets is done: from here on

@@ -218,13 +218,17 @@ func (s *Server) Close() error {
 			c.close()
 		}
 	}
-	return errors.Join(err, RemoveSocket(s.path, s.sock))
+	return errors.Join(err, s.RemoveSocket())
 }
 
-// RemoveSocket removes path if it is still the socket sock describes
+// RemoveSocket removes the server's socket file, if it is still the one
+// Listen made, and nothing else: for an exit that cannot wait for Close.
+func (s *Server) RemoveSocket() error { return removeSocket(s.path, s.sock) }
+
+// removeSocket removes path if it is still the socket sock describes
 // (os.Lstat of it when it was made): another server, or a user, may have
 // put a file of their own there since someone deleted ours.
-func RemoveSocket(path string, sock os.FileInfo) error {
+func removeSocket(path string, sock os.FileInfo) error {
 	if fi, err := os.Lstat(path); err != nil || !os.SameFile(fi, sock) {
 		return nil
 	}

@@ -763,7 +763,7 @@ func TestEmitAllKeepsEventsTogether(t *testing.T) {
 	}
 }
 
-// RemoveSocket removes the socket it is given and nothing that took its
+// removeSocket removes the socket it is given and nothing that took its
 // place: govmm's forced exit (a second signal) removed whatever file was
 // at the socket's path, another govmm's live socket included (an audit).
 func TestRemoveSocket(t *testing.T) {
@@ -783,7 +783,7 @@ func TestRemoveSocket(t *testing.T) {
 	if err := os.WriteFile(path, []byte("someone else's"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := RemoveSocket(path, sock); err != nil {
+	if err := removeSocket(path, sock); err != nil {
 		t.Fatal(err)
 	}
 	if b, err := os.ReadFile(path); err != nil || string(b) != "someone else's" {
@@ -799,7 +799,7 @@ func TestRemoveSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := RemoveSocket(path, ours); err != nil {
+	if err := removeSocket(path, ours); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
