@@ -33,6 +33,9 @@ const (
 const (
 	com1Port   = 0x3f8
 	com1IRQ    = 4
+	com2Port   = 0x2f8
+	com3Port   = 0x3e8
+	com4Port   = 0x2e8
 	debugPort  = 0x510 // written by test guests; the value is recorded
 	acpiPMPort = 0x600 // HW-reduced ACPI sleep control/status and reset
 	// powerButtonGSI is the Generic Event Device's interrupt (the power
@@ -398,6 +401,13 @@ func (v *VM) addDevices(irqchip bool) error {
 		{"debug", debugPort, 4, devices.NewDebugPort(v.noteDebug)},
 		// The POST port: Linux writes it for I/O delays.
 		{"post", 0x80, 1, devices.NewDiscard(0xff)},
+		// COM2-4, which Linux's 8250 driver probes whatever ACPI says:
+		// no UART answers (all ones), as on QEMU's pc machine with one
+		// serial port. Claimed so that every boot does not log 18
+		// unclaimed accesses; one row in the exit table.
+		{"com2-4", com2Port, devices.SerialSize, devices.NewDiscard(0xff)},
+		{"com2-4", com3Port, devices.SerialSize, devices.NewDiscard(0xff)},
+		{"com2-4", com4Port, devices.SerialSize, devices.NewDiscard(0xff)},
 		{"acpi-pm", acpiPMPort, devices.ACPIPMSize, devices.NewACPIPM(powerOff, reset)},
 		{"port92", devices.Port92, 1, v.port92},
 	} {
