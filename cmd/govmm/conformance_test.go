@@ -83,7 +83,7 @@ var scenarios = []scenario{
 	{
 		name: "queries", run: guestSleep,
 		commands: []string{"qmp_capabilities", "query-status", "query-version", "query-commands", "query-kvm",
-			"query-cpus-fast", "query-block", "query-blockstats", "query-pci", "quit"},
+			"query-cpus-fast", "query-block", "query-blockstats", "query-pci", "query-memory-size-summary", "quit"},
 		events: []string{"SHUTDOWN"},
 		play: func(s *session) {
 			s.status()
@@ -121,6 +121,15 @@ var scenarios = []scenario{
 				}
 				return p, err
 			})
+			s.query("query-memory-size-summary", func() (any, error) {
+				m, err := s.rm.QueryMemorySizeSummary()
+				plugged := "absent"
+				if m.PluggedMemory != nil {
+					plugged = fmt.Sprint(*m.PluggedMemory)
+				}
+				s.step(fmt.Sprintf("memory base=%d plugged=%s", m.BaseMemory, plugged))
+				return m, err
+			})
 			s.call("no-such-command")
 		},
 		want: observation{
@@ -128,6 +137,7 @@ var scenarios = []scenario{
 				"kvm enabled=true present=true", "query-kvm: ok", "query-cpus-fast: ok",
 				"block ro=false drv=raw format=raw virtual-size=1048576", "query-block: ok",
 				"blockstats 1 device(s)", "query-blockstats: ok", "query-pci: ok",
+				"memory base=536870912 plugged=0", "query-memory-size-summary: ok",
 				"no-such-command: The command no-such-command has not been found",
 				"connection open", "VM running", "quit: ok", "exit status 0"},
 			Events: []string{"SHUTDOWN guest=false reason=host-qmp-quit"},
