@@ -23,7 +23,8 @@ const MaxMemSize = 1 << 40
 
 // RawGuest is a flat binary run without a kernel: the tiny guests that
 // exercise exit paths. It is copied to LoadAddr and entered there, in real
-// mode or, with LongMode, in 64-bit mode with identity page tables.
+// mode or, with LongMode, in 64-bit mode with page tables that identity-map
+// the low 4 GiB (RAM above 4 GiB stays unmapped).
 type RawGuest struct {
 	Code     []byte
 	LoadAddr uint64

@@ -7,8 +7,12 @@ import (
 )
 
 // rawIdentityMap is how much a long-mode raw guest sees identity-mapped:
-// enough to reach MMIO addresses above its RAM.
-const rawIdentityMap = 1 << 30
+// all of the low 4 GiB the tables can cover, so that MMIO above its RAM,
+// and the PCI hole from 3 GiB to 4 GiB, are reachable whatever its size.
+// It costs nothing: WritePageTables clears all of its page directories
+// whatever it maps. (It was max(RAM below the hole, 1 GiB): a guest of
+// more than 3 GiB could not reach the hole, found by an audit.)
+const rawIdentityMap = boot.MaxPDPages << 30
 
 // loadRaw copies a raw guest into memory and points the boot CPU at it.
 func (v *VM) loadRaw(r *RawGuest) error {
@@ -23,7 +27,7 @@ func (v *VM) loadRaw(r *RawGuest) error {
 		}
 		// RAM above 4 GiB stays unmapped: the tables cover 4 GiB at
 		// most, and the tiny guests live in low RAM.
-		if err := boot.WritePageTables(v.mem.low, max(uint64(len(v.mem.low)), rawIdentityMap)); err != nil {
+		if err := boot.WritePageTables(v.mem.low, rawIdentityMap); err != nil {
 			return err
 		}
 	}
