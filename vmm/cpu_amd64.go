@@ -71,7 +71,10 @@ func checkPhysBits(supported []kvm.CPUIDEntry, memSize uint64) error {
 			continue
 		}
 		if bits := e.EAX & 0xff; bits > 0 && bits < 64 && top > 1<<bits {
-			return fmt.Errorf("--mem %dM: guest RAM would end at %#x, beyond the %d-bit physical addresses of this host's CPU (at most %d MiB)", memSize>>20, top, bits, (1<<bits-(boot.PCIHoleEnd-boot.PCIHoleStart))>>20)
+			// The size in KiB, whole, as Validate names it: in MiB a
+			// size just over the limit read as the limit itself
+			// ("--mem 64512M: ... at most 64512 MiB"; found by an audit).
+			return fmt.Errorf("--mem %dK: guest RAM would end at %#x, beyond the %d-bit physical addresses of this host's CPU (at most %d MiB)", (memSize+1023)>>10, top, bits, (1<<bits-(boot.PCIHoleEnd-boot.PCIHoleStart))>>20)
 		}
 	}
 	return nil
