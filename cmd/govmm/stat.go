@@ -70,12 +70,18 @@ func readTable(path string) (exitstats.Snapshot, error) {
 		return exitstats.Snapshot{}, err
 	}
 	defer f.Close()
+	tooLarge := fmt.Errorf("%s: larger than %d MiB: not a table saved by govmm run --exit-stats-json", path, maxSavedTable>>20)
+	// A file's size refuses it unread; the limit on the read covers a
+	// pipe, and a file that grows meanwhile.
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && fi.Size() > maxSavedTable {
+		return exitstats.Snapshot{}, tooLarge
+	}
 	b, err := io.ReadAll(io.LimitReader(f, maxSavedTable+1))
 	if err != nil {
 		return exitstats.Snapshot{}, fmt.Errorf("%s: %w", path, err)
 	}
 	if len(b) > maxSavedTable {
-		return exitstats.Snapshot{}, fmt.Errorf("%s: larger than %d MiB: not a table saved by govmm run --exit-stats-json", path, maxSavedTable>>20)
+		return exitstats.Snapshot{}, tooLarge
 	}
 	var saved struct {
 		User json.RawMessage `json:"user"`
