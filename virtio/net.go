@@ -677,7 +677,12 @@ func (n *Net) readyPairs() int {
 }
 
 // command runs one control command: class, command and data readable,
-// the ack byte the last writable one (5.1.6.5). ctrlMu must be held.
+// then the writable ack byte (5.1.6.5). The ack goes in the first
+// writable byte, which the used length (1) covers: where QEMU writes it
+// (virtio_net_handle_ctrl_iov), and where virtio 1.3 has it, before a
+// command's result. Written in the last writable byte, a driver whose
+// writable part was longer found its ack byte untouched (an audit).
+// ctrlMu must be held.
 func (n *Net) command(c *Chain) served {
 	var cmd [4]byte // class, command, le16 virtqueue_pairs
 	got := c.Gather(cmd[:], 0)
@@ -707,7 +712,7 @@ func (n *Net) command(c *Chain) served {
 	} else {
 		n.warn.Printf("bad_ctrl", "control: class %d command %d not offered", cmd[0], cmd[1])
 	}
-	c.Scatter([]byte{ack}, w-1)
+	c.Scatter([]byte{ack}, 0)
 	return served{written: 1, op: op} // the ack: what the device wrote
 }
 
