@@ -266,3 +266,96 @@ func FuzzNetCtrl(f *testing.F) {
 		}
 	})
 }
+
+// netRig is a two-pair Net on a transport, its control queue of
+// ctrlSize entries (0: never set up), driven through the BAR.
+func netRig(t *testing.T, ctrlSize uint16) (*rig, *Net, *testDriver, [2]*sockTap) {
+	t.Helper()
+	var devs [2]*sockTap
+	devs[0], _ = fakeTap(t)
+	devs[1], _ = fakeTap(t)
+	n := mustNewNet(t, devs[0], nil, false, devs[1])
+	mem := make(testMem, testMemSize)
+	r := newRigWith(t, n, mem, false)
+	r.negotiate(FeatureVersion1 | FeatureRingIndirect | netFMAC | netFStatus | netFCtrlVQ | netFMQ)
+	for q := range 4 {
+		r.setupQueue(q, netQueueSize, 0)
+	}
+	var ctrl *testDriver
+	if ctrlSize > 0 {
+		r.setupQueue(4, ctrlSize, 0)
+		ctrl = &testDriver{t: t, mem: mem, size: ctrlSize, desc: 0x50000, avail: 0x51000, used: 0x52000, heap: 0x200000}
+	}
+	return r, n, ctrl, devs
+}
+
+func (r *rig) notifyQueue(q int) { r.write(pciNotifyOff+uint64(q)*pciNotifyMultiplier, 2, uint64(q)) }
+
+// addIndirect publishes a command in one indirect descriptor (what a
+// queue of one entry takes): readable cmd, then a 1-byte ack, whose
+// guest address it returns.
+func (d *testDriver) addIndirect(cmd []byte) uint64 {
+	table, buf, ack := d.alloc(32), d.alloc(uint32(len(cmd))), d.alloc(1)
+	copy(d.mem[buf:], cmd)
+	d.writeDesc(table, 0, buf, uint32(len(cmd)), descFlagNext, 1)
+	d.writeDesc(table, 1, ack, 1, descFlagWrite, 0)
+	head := d.nextDesc % d.size
+	d.nextDesc++
+	d.writeDesc(d.desc, head, table, 32, descFlagIndirect, 0)
+	d.publish(head)
+	return ack
+}
+
+// TestNetCtrlThroughTransport: a control queue of one entry, notified
+// before DRIVER_OK, while paused, after a reset; and a control queue
+// never set up.
+func TestNetCtrlThroughTransport(t *testing.T) {
+	r, n, ctrl, devs := netRig(t, 1)
+	a := []uint64{0, ctrl.addIndirect([]byte{netCtrlMQ, netCtrlMQVQPairsSet, 2, 0})}
+	r.notifyQueue(4) // before DRIVER_OK: ignored
+	if ctrl.usedIdx() != 0 {
+		t.Fatal("control command served before DRIVER_OK")
+	}
+	r.write(ccDeviceStatus, 1, StatusAcknowledge|StatusDriver|StatusFeaturesOK|StatusDriverOK)
+	if r.status()&StatusDriverOK == 0 {
+		t.Fatalf("status %#x", r.status())
+	}
+	waitFor(t, "the command queued before DRIVER_OK", func() bool { return ctrl.usedIdx() == 1 })
+	if ctrl.mustUsed(); r.tr.mem.(testMem)[a[1]] != netCtrlOK || devs[1].queue.Load() != tapAttached {
+		t.Fatalf("VQ_PAIRS_SET 2 before DRIVER_OK: ack %d, tap queue %d", r.tr.mem.(testMem)[a[1]], devs[1].queue.Load())
+	}
+
+	// Paused: the command waits for the resume.
+	r.tr.PauseQueues()
+	r.tr.WaitNotifies()
+	a[1] = ctrl.addIndirect([]byte{netCtrlMQ, netCtrlMQVQPairsSet, 1, 0})
+	r.notifyQueue(4)
+	if ctrl.usedIdx() != 1 || devs[1].queue.Load() != tapAttached {
+		t.Fatal("control command served while paused")
+	}
+	r.tr.ResumeQueues()
+	waitFor(t, "the command queued while paused", func() bool { return ctrl.usedIdx() == 2 })
+	if ctrl.mustUsed(); r.tr.mem.(testMem)[a[1]] != netCtrlOK || devs[1].queue.Load() != tapDetached {
+		t.Fatalf("VQ_PAIRS_SET 1 after resume: ack %d, tap queue %d", r.tr.mem.(testMem)[a[1]], devs[1].queue.Load())
+	}
+	if r.status()&StatusDeviceNeedsReset != 0 {
+		t.Fatal("device needs reset")
+	}
+
+	// Reset, then a notification: nothing.
+	r.write(ccDeviceStatus, 1, 0)
+	ctrl.addIndirect([]byte{netCtrlMQ, netCtrlMQVQPairsSet, 2, 0})
+	r.notifyQueue(4)
+	if n.inUse != 1 || devs[1].queue.Load() != tapDetached {
+		t.Fatalf("after reset: %d pairs, tap queue %d", n.inUse, devs[1].queue.Load())
+	}
+
+	// No control queue at all, MQ negotiated: notifications for it are
+	// ignored, and pair 0 works.
+	r2, n2, _, _ := netRig(t, 0)
+	r2.write(ccDeviceStatus, 1, StatusAcknowledge|StatusDriver|StatusFeaturesOK|StatusDriverOK)
+	r2.notifyQueue(4)
+	if r2.status()&StatusDeviceNeedsReset != 0 || n2.inUse != 1 {
+		t.Fatalf("no control queue: status %#x, %d pairs", r2.status(), n2.inUse)
+	}
+}
