@@ -1,6 +1,8 @@
 package virtio
 
 import (
+	"bytes"
+	"encoding/binary"
 	"testing"
 	"time"
 )
@@ -357,5 +359,48 @@ func TestNetCtrlThroughTransport(t *testing.T) {
 	r2.notifyQueue(4)
 	if r2.status()&StatusDeviceNeedsReset != 0 || n2.inUse != 1 {
 		t.Fatalf("no control queue: status %#x, %d pairs", r2.status(), n2.inUse)
+	}
+}
+
+// TestNetBigPacketsWithoutMrgRxbuf: GUEST_TSO4 without MRG_RXBUF, as
+// Linux's big_packets mode: a 64 KiB segment lands whole in one
+// receive chain of a header descriptor and page-sized ones, num_buffers
+// 1; a small frame after it takes the next chain.
+func TestNetBigPacketsWithoutMrgRxbuf(t *testing.T) {
+	e := newInactiveNetEnv(t, true)
+	features := uint64(FeatureVersion1 | netFCsum | netFGuestCsum | netFGuestTSO4 | netFHostTSO4)
+	if err := e.n.Activate(e.rx.mem, features, []*Queue{e.rx.q, e.tx.q}, e.irq); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.tap.offloads.Load() - 1; got != uint64(tapOffloads(features)) {
+		t.Fatalf("tap offloads %#x", got)
+	}
+	big := func() (uint16, []uint64) {
+		bufs := []testBuf{wr(NetHdrLen)}
+		for range 17 {
+			bufs = append(bufs, wr(4096))
+		}
+		return e.rx.add(bufs...)
+	}
+	h1, a1 := big()
+	h2, _ := big()
+	e.n.Notify(0)
+	tso := netHdr{flags: netHdrFNeedsCsum, gsoType: netGSOTCPv4, hdrLen: 54, gsoSize: 1448, csumStart: 34, csumOffset: 16}
+	f := tcpFrame(tso, 65000, 3)
+	e.receiveWhole(t, f, h1)
+	var got []byte
+	got = append(got, e.rx.mem[a1[0]:a1[0]+NetHdrLen]...)
+	left := len(f) - NetHdrLen
+	for _, a := range a1[1:] {
+		k := min(left, 4096)
+		got = append(got, e.rx.mem[a:a+uint64(k)]...)
+		left -= k
+	}
+	if nb := binary.LittleEndian.Uint16(got[netNumBuffersOff:]); nb != 1 || parseNetHdr(got) != tso || !bytes.Equal(got[NetHdrLen:], f[NetHdrLen:]) {
+		t.Errorf("num_buffers %d, header %+v, payload equal %v", nb, parseNetHdr(got), bytes.Equal(got[NetHdrLen:], f[NetHdrLen:]))
+	}
+	e.receiveWhole(t, frame(NetHdrLen+60, 4), h2)
+	if s := e.n.Stats(); s.RxDropped != 0 || s.RxPackets != 2 {
+		t.Errorf("stats %+v", s)
 	}
 }
