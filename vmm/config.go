@@ -15,8 +15,8 @@ import (
 const DefaultCmdline = "console=ttyS0 reboot=k panic=-1 quiet"
 
 // MaxMemSize is the largest guest RAM govmm maps, a fixed bound: RAM past
-// 3 GiB lies above the 32-bit PCI hole, so 1 TiB of it ends at 1 TiB + 1
-// GiB. Whether this host can hold a size is checked when the VM is built:
+// 3 GiB lies above the 32-bit PCI hole (boot.LowRAMTop), so 1 TiB of it
+// ends at 1 TiB + 1 GiB. Whether this host can hold a size is checked when the VM is built:
 // its CPU's physical address bits (checkPhysBits) and the reservation of
 // the mapping (newMemory).
 const MaxMemSize = 1 << 40

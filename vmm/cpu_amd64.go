@@ -60,8 +60,8 @@ func cpuidFor(supported []kvm.CPUIDEntry, id, n int, pvHaltPoll bool) []kvm.CPUI
 // checkPhysBits refuses guest RAM that would end beyond the physical
 // addresses the guest's CPU (the host's, as KVM reports it) can reach:
 // KVM refuses such a memory slot with a bare EINVAL, and a guest could
-// not use it anyway. With RAM past 3 GiB moved above the PCI hole, the
-// top is 1 GiB more than the size.
+// not use it anyway. From 3.5 GiB on, RAM past 3 GiB is moved above the
+// PCI hole, and the top is 1 GiB more than the size.
 func checkPhysBits(supported []kvm.CPUIDEntry, memSize uint64) error {
 	regions := boot.RAMRegions(memSize)
 	last := regions[len(regions)-1]
@@ -74,7 +74,7 @@ func checkPhysBits(supported []kvm.CPUIDEntry, memSize uint64) error {
 			// The size in KiB, whole, as Validate names it: in MiB a
 			// size just over the limit read as the limit itself
 			// ("--mem 64512M: ... at most 64512 MiB"; found by an audit).
-			return fmt.Errorf("--mem %dK: guest RAM would end at %#x, beyond the %d-bit physical addresses of this host's CPU (at most %d MiB)", (memSize+1023)>>10, top, bits, (1<<bits-(boot.PCIHoleEnd-boot.PCIHoleStart))>>20)
+			return fmt.Errorf("--mem %dK: guest RAM would end at %#x, beyond the %d-bit physical addresses of this host's CPU (at most %d MiB)", (memSize+1023)>>10, top, bits, (1<<bits-(boot.PCIHoleEnd-boot.LowRAMSplit))>>20)
 		}
 	}
 	return nil

@@ -51,13 +51,13 @@ echo HIGHMEM-DONE
 		t.Fatalf("no MemTotal on the console:\n%s", console)
 	}
 	// More than fits below the hole: the guest took the e820 entry at 4 GiB.
-	if kb, _ := strconv.ParseUint(m[1], 10, 64); kb<<10 <= boot.PCIHoleStart {
+	if kb, _ := strconv.ParseUint(m[1], 10, 64); kb<<10 <= boot.LowRAMSplit {
 		t.Errorf("guest's MemTotal is %d kB, want more than 3 GiB", kb)
 	}
 	if got, want := diskFile(t, img, "out.dat", false), strings.ToUpper(in.String()); got != want {
 		t.Fatalf("out.dat: %d bytes, not the upper-cased in.dat (%d bytes)", len(got), len(want))
 	}
-	high, err := vm.mem.Slice(boot.PCIHoleEnd, vm.mem.Size()-boot.PCIHoleStart)
+	high, err := vm.mem.Slice(boot.PCIHoleEnd, vm.mem.Size()-boot.LowRAMSplit)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,9 +13,10 @@ import (
 )
 
 // Memory is guest RAM: one host mapping, laid out in guest-physical space
-// as boot.RAMRegions says: the bytes below boot.PCIHoleStart (3 GiB) at
-// address 0, index == address, and any beyond at boot.PCIHoleEnd (4 GiB),
-// as QEMU's pc machine splits RAM around the 32-bit PCI hole. By default
+// as boot.RAMRegions says: the bytes below boot.LowRAMTop (all of RAM below
+// 3.5 GiB, 3 GiB from there on) at address 0, index == address, and any
+// beyond at boot.PCIHoleEnd (4 GiB), as QEMU's pc machine splits RAM around
+// the 32-bit PCI hole. By default
 // it is anonymous and private, and pages are only backed once touched
 // (MAP_NORESERVE), so a large --mem costs nothing until the guest uses
 // it. With a backing file (--mem-path) it is a shared mapping of an
@@ -23,7 +24,7 @@ import (
 type Memory struct {
 	b []byte
 	// low and high are b split at the PCI hole: low is at guest address
-	// 0, high (empty with at most 3 GiB) at boot.PCIHoleEnd. Slice looks
+	// 0, high (empty below 3.5 GiB) at boot.PCIHoleEnd. Slice looks
 	// at these rather than at the regions list: it is on every virtqueue
 	// access.
 	low, high []byte
@@ -136,7 +137,7 @@ func newFileMemory(size uint64, dir string) (*Memory, error) {
 
 // newSplitMemory wraps the mapping b of guest RAM, split around the hole.
 func newSplitMemory(b []byte, shared bool) *Memory {
-	n := min(uint64(len(b)), boot.PCIHoleStart)
+	n := boot.LowRAMTop(uint64(len(b)))
 	return &Memory{b: b, low: b[:n:n], high: b[n:], shared: shared}
 }
 

@@ -387,19 +387,25 @@ func readUint(t *testing.T, path string) uint64 {
 // Slice translates a guest address through the two regions of RAM split
 // around the PCI hole, and refuses any range that is not all inside one:
 // guest addresses are untrusted. The mapping is address space only; Slice
-// touches none of it.
+// touches none of it. RAM of less than 3.5 GiB is not split at all.
 func TestMemorySlice(t *testing.T) {
 	const (
-		low  = boot.PCIHoleStart
-		high = boot.PCIHoleEnd
-		top  = 64 << 10 // RAM above 4 GiB
-		max  = ^uint64(0)
+		low   = boot.LowRAMSplit
+		high  = boot.PCIHoleEnd
+		top   = boot.LowRAMMax - low + 64<<10 // RAM above 4 GiB
+		max   = ^uint64(0)
+		whole = 3300 << 20 // below 3.5 GiB: all at 0
 	)
 	split, err := newMemory(low+top, MemoryConfig{NoHugePages: true})
 	if err != nil {
-		t.Skipf("cannot reserve 3 GiB of address space: %v", err)
+		t.Skipf("cannot reserve 3.5 GiB of address space: %v", err)
 	}
 	defer split.close()
+	unsplit, err := newMemory(whole, MemoryConfig{NoHugePages: true})
+	if err != nil {
+		t.Skipf("cannot reserve 3300 MiB of address space: %v", err)
+	}
+	defer unsplit.close()
 	small, err := newMemory(64<<20, MemoryConfig{NoHugePages: true})
 	if err != nil {
 		t.Fatal(err)
@@ -438,6 +444,12 @@ func TestMemorySlice(t *testing.T) {
 		{"small, in the hole", small, low, 1, -1},
 		{"small, no RAM at 4 GiB", small, high, 16, -1},
 		{"small, empty at 4 GiB", small, high, 0, -1},
+		{"3300M, past 3 GiB", unsplit, low, 0x1000, low},
+		{"3300M, up to the end", unsplit, whole - 16, 16, whole - 16},
+		{"3300M, empty at the end", unsplit, whole, 0, whole},
+		{"3300M, past the end", unsplit, whole, 1, -1},
+		{"3300M, across the end", unsplit, whole - 8, 16, -1},
+		{"3300M, no RAM at 4 GiB", unsplit, high, 16, -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := tc.m.Slice(tc.gpa, tc.n)

@@ -13,14 +13,30 @@ import (
 	"github.com/govmm/govmm/vmm/boot"
 )
 
-// The PCI MMIO window: the 32-bit hole from 3 GiB (where low RAM stops;
-// any more resumes at 4 GiB, see boot.E820Map) up to the IOAPIC. govmm
-// places BARs from its bottom, as firmware would; Linux keeps them, or
-// moves them within the window.
-const (
-	pciMMIOBase = boot.PCIHoleStart
-	pciMMIOEnd  = acpi.DefaultIOAPICAddr
-)
+// The PCI MMIO window: the 32-bit hole up to the IOAPIC, from 3 GiB or,
+// when low RAM reaches past 3 GiB (boot.LowRAMTop: a guest of 3 to 3.5
+// GiB, all of it below the hole), from above low RAM. govmm places BARs
+// from its bottom, as firmware would; Linux keeps them, or moves them
+// within the window the DSDT declares, the same one (acpiPCI).
+const pciMMIOEnd = acpi.DefaultIOAPICAddr
+
+// pciMMIOAlign is what the window's base is rounded up to from the top of
+// low RAM: Linux reserves the stretch from the end of an e820 RAM range
+// up to the next 64 MiB as "RAM buffer", in case firmware stole RAM there
+// (ram_alignment in arch/x86/kernel/e820.c), and never places a BAR there
+// itself. QEMU's hole starts right at the top of low RAM, but its firmware
+// places BARs from the top of the window down, far from RAM. Low RAM of
+// 3 GiB and of 3.5 GiB is aligned already.
+const pciMMIOAlign = 64 << 20
+
+// pciMMIOBase is the bottom of the PCI MMIO window for memSize bytes of
+// RAM. A guest of less than 3 GiB keeps the window at 3 GiB, where its
+// BARs always were: QEMU's hole would start lower, at the top of RAM, but
+// nothing gains from BARs there.
+func pciMMIOBase(memSize uint64) uint64 {
+	top := (boot.LowRAMTop(memSize) + pciMMIOAlign - 1) &^ (pciMMIOAlign - 1)
+	return max(top, boot.LowRAMSplit)
+}
 
 // DiskConfig is one virtio-blk disk.
 type DiskConfig struct {
@@ -43,6 +59,7 @@ type pciDevices struct {
 	transports []*virtio.Transport
 	disks      []pciDisk
 	nets       []pciNet
+	mmioBase   uint64 // the window's bottom, pciMMIOBase; the DSDT's too
 	nextBAR    uint64
 	names      map[string]int // device name -> instances so far
 }
@@ -64,11 +81,13 @@ type pciNet struct {
 // addPCI creates the PCI bus and the configured virtio devices. Called
 // for Linux guests only (a raw guest has no irqchip to route MSIs to).
 func (v *VM) addPCI() error {
+	base := pciMMIOBase(v.mem.Size())
 	p := &pciDevices{
-		host:    devices.NewPCIHostBridge(v.MMIOBus, v.IOBus),
-		router:  newGSIRouter(v.kvm, !v.cfg.NoIRQFD),
-		nextBAR: pciMMIOBase,
-		names:   map[string]int{},
+		host:     devices.NewPCIHostBridge(v.MMIOBus, v.IOBus),
+		router:   newGSIRouter(v.kvm, !v.cfg.NoIRQFD),
+		mmioBase: base,
+		nextBAR:  base,
+		names:    map[string]int{},
 	}
 	v.pci = p
 	p.host.SetResetControl(v.resetControl)
@@ -168,7 +187,8 @@ func (v *VM) acpiPCI() *acpi.PCIHostBridge {
 	if v.pci == nil {
 		return nil
 	}
-	return &acpi.PCIHostBridge{MMIO32Base: pciMMIOBase, MMIO32Size: pciMMIOEnd - pciMMIOBase}
+	base := v.pci.mmioBase
+	return &acpi.PCIHostBridge{MMIO32Base: uint32(base), MMIO32Size: uint32(pciMMIOEnd - base)}
 }
 
 // resetPCI resets every virtio device, then the bus: configuration

@@ -8,7 +8,7 @@ import (
 
 // rawIdentityMap is how much a long-mode raw guest sees identity-mapped:
 // all of the low 4 GiB the tables can cover, so that MMIO above its RAM,
-// and the PCI hole from 3 GiB to 4 GiB, are reachable whatever its size.
+// and the PCI hole below 4 GiB, are reachable whatever its size.
 // It costs nothing: WritePageTables clears all of its page directories
 // whatever it maps. (It was max(RAM below the hole, 1 GiB): a guest of
 // more than 3 GiB could not reach the hole, found by an audit.)

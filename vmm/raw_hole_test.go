@@ -35,7 +35,7 @@ func mmioLoop64At(addr uint64, n uint32) []byte {
 func TestRawGuestReachesMMIOInPCIHole(t *testing.T) {
 	needKVM(t)
 	const (
-		addr   = boot.PCIHoleStart + 0x10000000 // 3.25 GiB
+		addr   = boot.LowRAMSplit + 0x10000000 // 3.25 GiB
 		writes = 30
 	)
 	for _, size := range []uint64{2 << 20, 3 << 30, 4 << 30} {

@@ -43,7 +43,7 @@ func runCommand(args []string) (err error) {
 	initrd := fs.String("initrd", "", "initial ramdisk (cpio archive, optionally compressed)")
 	cmdline := fs.String("append", vmm.DefaultCmdline, "kernel command line")
 	smp := fs.Int("smp", 1, "number of vCPUs")
-	mem := fs.String("mem", "512M", "guest memory (K, M, G or T suffix; a bare number is MiB), rounded up to a whole 4 KiB page; at most 1T (RAM past 3G lies above 4G, beyond the 32-bit PCI hole)")
+	mem := fs.String("mem", "512M", "guest memory (K, M, G or T suffix; a bare number is MiB), rounded up to a whole 4 KiB page; at most 1T (from 3.5G on, RAM past 3G lies above 4G, beyond the 32-bit PCI hole)")
 	memHugePages := fs.Bool("mem-hugepages", true, "madvise guest RAM MADV_HUGEPAGE, so that it gets transparent huge pages where the host has them")
 	memPath := fs.String("mem-path", "", "back guest RAM with an unlinked file in `DIR`, a hugetlbfs mount (--mem a multiple of its huge page size, that many huge pages free)")
 	kernelCache := fs.String("kernel-cache", defaultKernelCache(), "keep the ELF unpacked from a bzImage in `DIR` (entries named by the bzImage's SHA-256), so the next boot of it skips decompression; off: unpack every time")

@@ -98,7 +98,8 @@ type SerialPort struct {
 // reassigned by Linux.
 type PCIHostBridge struct {
 	// MMIO32Base and MMIO32Size give the window for 32-bit memory BARs
-	// (for example the 3 GiB hole up to the IOAPIC: 0xc0000000, 0x3ec00000).
+	// (for example from 3 GiB, the top of low RAM, up to the IOAPIC:
+	// 0xc0000000, 0x3ec00000).
 	MMIO32Base, MMIO32Size uint32
 	// MMIO64Base and MMIO64Size give an optional window above 4 GiB.
 	MMIO64Base, MMIO64Size uint64

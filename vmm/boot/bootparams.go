@@ -41,19 +41,21 @@ type E820Entry struct {
 
 // E820Map returns the memory map for memSize bytes of RAM: base memory below
 // the MP table, the reserved EBDA/VGA/BIOS area up to 1 MiB, RAM from 1 MiB.
-// RAM past PCIHoleStart (3 GiB) is moved above 4 GiB, leaving 3..4 GiB
-// unlisted: Linux puts 32-bit PCI BARs and the IOAPIC/LAPIC windows in that
-// gap. RAMRegions says which bytes of guest memory back which addresses.
+// RAM past LowRAMTop (all of it below 3.5 GiB, 3 GiB from there on) is
+// moved above 4 GiB, leaving the gap up to 4 GiB unlisted: Linux puts 32-bit
+// PCI BARs and the IOAPIC/LAPIC windows there. RAMRegions says which bytes
+// of guest memory back which addresses.
 func E820Map(memSize uint64) []E820Entry {
 	m := []E820Entry{
 		{0, min(memSize, EBDAStart), E820RAM},
 		{EBDAStart, HighMemStart - EBDAStart, E820Reserved},
 	}
-	if memSize > HighMemStart {
-		m = append(m, E820Entry{HighMemStart, min(memSize, PCIHoleStart) - HighMemStart, E820RAM})
+	low := LowRAMTop(memSize)
+	if low > HighMemStart {
+		m = append(m, E820Entry{HighMemStart, low - HighMemStart, E820RAM})
 	}
-	if memSize > PCIHoleStart {
-		m = append(m, E820Entry{PCIHoleEnd, memSize - PCIHoleStart, E820RAM})
+	if memSize > low {
+		m = append(m, E820Entry{PCIHoleEnd, memSize - low, E820RAM})
 	}
 	return m
 }
@@ -65,15 +67,16 @@ type Region struct {
 }
 
 // RAMRegions returns the memory slots a VMM registers with KVM for memSize
-// bytes of RAM, consistent with E820Map: one slot at 0 when memSize fits below
-// the PCI hole, otherwise the bytes past PCIHoleStart are mapped at
-// PCIHoleEnd. Below PCIHoleStart, index into the slice == guest address, which
-// is all this package writes to.
+// bytes of RAM, consistent with E820Map: one slot at 0 when all of it lies
+// below the PCI hole, otherwise the bytes past LowRAMTop(memSize) are mapped
+// at PCIHoleEnd. Below LowRAMTop, index into the slice == guest address,
+// which is all this package writes to.
 func RAMRegions(memSize uint64) []Region {
-	if memSize <= PCIHoleStart {
+	low := LowRAMTop(memSize)
+	if low == memSize {
 		return []Region{{0, memSize, 0}}
 	}
-	return []Region{{0, PCIHoleStart, 0}, {PCIHoleEnd, memSize - PCIHoleStart, PCIHoleStart}}
+	return []Region{{0, low, 0}, {PCIHoleEnd, memSize - low, low}}
 }
 
 // Params describe a boot: the command line, initrd and memory map.
@@ -91,7 +94,7 @@ type Params struct {
 	// bzImage header; 0 (a bare ELF) means anywhere below 4 GiB.
 	InitrdAddrMax uint64
 	// MemSize is the guest's RAM size (0: len(mem)); see E820Map for how RAM
-	// beyond 3 GiB is laid out.
+	// past LowRAMTop is laid out.
 	MemSize uint64
 	// Header is the bzImage's setup header (SetupHeader.Raw), copied into
 	// the zero page so the kernel sees its own fields; nil for a bare ELF.
@@ -101,7 +104,7 @@ type Params struct {
 // WriteBootParams places and reads in the initrd, writes the command line
 // and the zero page, and returns the initrd's address (0 without one).
 // mem is guest RAM from address 0: all of it, or only the part below
-// PCIHoleStart when p.MemSize says there is more. The
+// LowRAMTop(p.MemSize) when that says there is more. The
 // initrd goes as high as it fits, page aligned, below RAM's top,
 // InitrdAddrMax and the PCI hole, and above the kernel's End, where nothing
 // early in boot touches it. All checks happen before the first write (a
@@ -115,7 +118,7 @@ func WriteBootParams(mem []byte, k *Kernel, p *Params) (initrdAddr uint64, err e
 		memSize = uint64(len(mem))
 	}
 	switch {
-	case min(memSize, PCIHoleStart) > uint64(len(mem)):
+	case LowRAMTop(memSize) > uint64(len(mem)):
 		// mem need only hold RAM below the hole, all this writes to.
 		return 0, fmt.Errorf("boot params: memory size %#x exceeds the %#x bytes of guest memory", memSize, len(mem))
 	case memSize <= HighMemStart || memSize < k.End:
@@ -195,7 +198,7 @@ func placeInitrd(k *Kernel, p *Params, memSize uint64) (uint64, error) {
 	if addrMax == 0 {
 		addrMax = defaultELFInitrdAddrMax
 	}
-	top := min(memSize, PCIHoleStart) // exclusive
+	top := LowRAMTop(memSize) // exclusive
 	if addrMax < top {
 		top = addrMax + 1
 	}

@@ -151,8 +151,15 @@ func TestE820Map(t *testing.T) {
 	}{
 		{512 * M, append(low[:2:2], E820Entry{M, 511 * M, E820RAM}), []Region{{0, 512 * M, 0}}},
 		{3 * G, append(low[:2:2], E820Entry{M, 3*G - M, E820RAM}), []Region{{0, 3 * G, 0}}},
-		{3*G + 4096, append(low[:2:2], E820Entry{M, 3*G - M, E820RAM}, E820Entry{4 * G, 4096, E820RAM}),
-			[]Region{{0, 3 * G, 0}, {4 * G, 4096, 3 * G}}},
+		// Below 3.5 GiB all RAM stays below the hole, as in QEMU's pc machine.
+		{3*G + 4096, append(low[:2:2], E820Entry{M, 3*G + 4096 - M, E820RAM}), []Region{{0, 3*G + 4096, 0}}},
+		{3300 * M, append(low[:2:2], E820Entry{M, 3299 * M, E820RAM}), []Region{{0, 3300 * M, 0}}},
+		{3584*M - 4096, append(low[:2:2], E820Entry{M, 3583*M - 4096, E820RAM}), []Region{{0, 3584*M - 4096, 0}}},
+		// From 3.5 GiB on the split is at 3 GiB.
+		{3584 * M, append(low[:2:2], E820Entry{M, 3*G - M, E820RAM}, E820Entry{4 * G, 512 * M, E820RAM}),
+			[]Region{{0, 3 * G, 0}, {4 * G, 512 * M, 3 * G}}},
+		{4 * G, append(low[:2:2], E820Entry{M, 3*G - M, E820RAM}, E820Entry{4 * G, G, E820RAM}),
+			[]Region{{0, 3 * G, 0}, {4 * G, G, 3 * G}}},
 		{8 * G, append(low[:2:2], E820Entry{M, 3*G - M, E820RAM}, E820Entry{4 * G, 5 * G, E820RAM}),
 			[]Region{{0, 3 * G, 0}, {4 * G, 5 * G, 3 * G}}},
 	}
@@ -168,9 +175,86 @@ func TestE820Map(t *testing.T) {
 	}
 }
 
+// TestLowRAMTop checks the split at its boundaries against QEMU's pc
+// machine (pc_init1: lowmem 0xe0000000, cut to 0xc0000000 when ram_size >=
+// 0xe0000000; below_4g_mem_size is lowmem when ram_size >= lowmem, else
+// ram_size).
+func TestLowRAMTop(t *testing.T) {
+	const K, M, G = 1 << 10, 1 << 20, 1 << 30
+	tests := []struct{ size, want uint64 }{
+		{512 * M, 512 * M},
+		{3 * G, 3 * G},
+		{3*G + 4*K, 3*G + 4*K},
+		{3300 * M, 3300 * M},
+		{3584*M - 4*K, 3584*M - 4*K},
+		{3584 * M, 3 * G},
+		{4 * G, 3 * G},
+		{8 * G, 3 * G},
+		{1 << 40, 3 * G},
+	}
+	for _, tt := range tests {
+		if got := LowRAMTop(tt.size); got != tt.want {
+			t.Errorf("LowRAMTop(%#x) = %#x, want %#x", tt.size, got, tt.want)
+		}
+	}
+}
+
+// TestE820RegionsAgree checks, over sizes around every boundary, that the
+// e820 map lists as RAM exactly the bytes RAMRegions maps (but the reserved
+// EBDA/BIOS area below 1 MiB), that the slots hold all of RAM in order, and
+// that nothing is RAM between LowRAMTop and 4 GiB, where the PCI hole is.
+func TestE820RegionsAgree(t *testing.T) {
+	const K, M, G = 1 << 10, 1 << 20, 1 << 30
+	var sizes []uint64
+	for _, b := range []uint64{2 * M, 3 * G, 3584 * M, 4 * G, 8 * G} {
+		sizes = append(sizes, b-4*K, b, b+4*K)
+	}
+	sizes = append(sizes, 3300*M, 3*G+512*M+4*K, 1<<40)
+	for _, size := range sizes {
+		regions := RAMRegions(size)
+		low := LowRAMTop(size)
+		var off uint64
+		for i, r := range regions {
+			if r.Offset != off || r.Size == 0 {
+				t.Errorf("%#x: region %d %+v does not follow at offset %#x", size, i, r, off)
+			}
+			off += r.Size
+			if r.GuestAddr < PCIHoleEnd && r.GuestAddr+r.Size > low {
+				t.Errorf("%#x: region %d %+v reaches past the top of low RAM %#x", size, i, r, low)
+			}
+		}
+		if off != size || regions[0].Size != low {
+			t.Errorf("%#x: regions %+v, want %#x bytes, %#x of them low", size, regions, size, low)
+		}
+		inRegion := func(a, n uint64) bool {
+			for _, r := range regions {
+				if a >= r.GuestAddr && a+n <= r.GuestAddr+r.Size {
+					return true
+				}
+			}
+			return false
+		}
+		var ram uint64
+		for _, e := range E820Map(size) {
+			if e.Type != E820RAM {
+				continue
+			}
+			ram += e.Size
+			if !inRegion(e.Addr, e.Size) {
+				t.Errorf("%#x: e820 RAM %#x+%#x not backed by a region %+v", size, e.Addr, e.Size, regions)
+			}
+		}
+		if want := size - (HighMemStart - EBDAStart); ram != want {
+			t.Errorf("%#x: e820 lists %#x bytes of RAM, want %#x", size, ram, want)
+		}
+	}
+}
+
 // TestWriteBootParamsAbove3G checks that with RAM past the PCI hole the
-// initrd still lands below 3 GiB, where mem index == guest address, whether
-// mem is all of RAM or (as govmm passes it) only the part below the hole.
+// initrd still lands below the hole, where mem index == guest address,
+// whether mem is all of RAM or (as govmm passes it) only the part below the
+// hole; and that a guest of less than 3.5 GiB, all of it low, gets its
+// initrd at the top of RAM, above 3 GiB.
 func TestWriteBootParamsAbove3G(t *testing.T) {
 	const size = 4 << 30
 	mem, err := syscall.Mmap(-1, 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON|syscall.MAP_NORESERVE)
@@ -178,13 +262,13 @@ func TestWriteBootParamsAbove3G(t *testing.T) {
 		t.Skipf("cannot reserve 4 GiB of address space: %v", err)
 	}
 	defer syscall.Munmap(mem)
-	for _, m := range [][]byte{mem, mem[:PCIHoleStart]} {
+	for _, m := range [][]byte{mem, mem[:LowRAMSplit]} {
 		k := &Kernel{Entry: 0x1000000, Start: 0x1000000, End: 0x2000000}
 		addr, err := WriteBootParams(m, k, &Params{Initrd: initrdOf(make([]byte, 3*4096+1)), MemSize: size})
 		if err != nil {
 			t.Fatalf("%#x bytes of mem: %v", len(m), err)
 		}
-		if want := uint64(PCIHoleStart - 4*4096); addr != want {
+		if want := uint64(LowRAMSplit - 4*4096); addr != want {
 			t.Errorf("%#x bytes of mem: initrd at %#x, want %#x", len(m), addr, want)
 		}
 		zp := m[ZeroPageAddr:]
@@ -193,7 +277,23 @@ func TestWriteBootParamsAbove3G(t *testing.T) {
 		}
 	}
 	// Less than the RAM below the hole is still refused.
-	if _, err := WriteBootParams(mem[:PCIHoleStart-4096], &Kernel{End: 0x2000000}, &Params{MemSize: size}); err == nil {
+	if _, err := WriteBootParams(mem[:LowRAMSplit-4096], &Kernel{End: 0x2000000}, &Params{MemSize: size}); err == nil {
 		t.Error("WriteBootParams accepted mem shorter than RAM below the hole")
+	}
+
+	const small = 3300 << 20 // below 3.5 GiB: one piece, no hole under it
+	k := &Kernel{Entry: 0x1000000, Start: 0x1000000, End: 0x2000000}
+	addr, err := WriteBootParams(mem[:small], k, &Params{Initrd: initrdOf(make([]byte, 3*4096+1)), MemSize: small})
+	if err != nil {
+		t.Fatalf("--mem 3300M: %v", err)
+	}
+	if want := uint64(small - 4*4096); addr != want {
+		t.Errorf("--mem 3300M: initrd at %#x, want %#x", addr, want)
+	}
+	if got := e820At(mem[ZeroPageAddr:]); !reflect.DeepEqual(got, E820Map(small)) || len(got) != 3 {
+		t.Errorf("--mem 3300M: e820 %+v", got)
+	}
+	if _, err := WriteBootParams(mem[:small-4096], k, &Params{MemSize: small}); err == nil {
+		t.Error("WriteBootParams accepted mem shorter than the 3300M of low RAM")
 	}
 }
