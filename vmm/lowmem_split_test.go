@@ -3,7 +3,10 @@ package vmm
 import (
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
+
+	"github.com/govmm/govmm/vcpu"
 )
 
 // More RAM must not leave the guest with less: QEMU's pc machine keeps
@@ -52,4 +55,56 @@ func ramTop(console string) uint64 {
 		}
 	}
 	return top
+}
+
+// A guest of 3300 MiB has all its RAM below the hole, up to 0xce400000,
+// and the PCI MMIO window above it (from 0xd0000000, the next 64 MiB):
+// the DSDT declares that window, virtio-blk's BAR lies in it, and the
+// disk works, moving data through RAM above 3 GiB too.
+func TestPCIWindowAboveLowRAM(t *testing.T) {
+	const size = 3300 << 20
+	var in strings.Builder
+	for i := range highmemLines {
+		in.WriteString(highmemLine(i))
+	}
+	script := `set -e
+grep MemTotal /proc/meminfo
+cat /proc/iomem
+tr a-z A-Z </mnt/in.dat >/mnt/out.dat
+sync
+echo LOWMEM-DONE
+`
+	img := makeDisk(t, map[string]string{"run.sh": script, "in.dat": in.String()})
+	vm, out, console := bootDisk(t, img, func(c *Config) { c.MemSize = size })
+	if out.Err != nil || out.Reason != vcpu.PowerOff || !strings.Contains(console, "LOWMEM-DONE") || !strings.Contains(console, "GOVMM-DISK rc=0") {
+		t.Fatalf("guest ended %v (%v), want the script done and power-off; console:\n%s", out.Reason, out.Err, console)
+	}
+	if top := ramTop(console); top != size {
+		t.Errorf("System RAM ends at %#x, want %#x; console:\n%s", top, uint64(size), console)
+	}
+	base := pciMMIOBase(size)
+	window := regexp.MustCompile(`(?m)^([0-9a-f]+)-([0-9a-f]+) : PCI Bus 0000:00\r?$`).FindStringSubmatch(console)
+	if window == nil || window[1] != strconv.FormatUint(base, 16) || window[2] != strconv.FormatUint(pciMMIOEnd-1, 16) {
+		t.Errorf("PCI bus window %q, want %x-%x; console:\n%s", window, base, pciMMIOEnd-1, console)
+	}
+	// The virtio-blk function's BAR, nested under the bus window.
+	bar := regexp.MustCompile(`(?m)^ +([0-9a-f]+)-([0-9a-f]+) : 0000:00:0[0-9a-f]\.0\r?$`).FindStringSubmatch(console)
+	if bar == nil {
+		t.Fatalf("no BAR of a PCI function in /proc/iomem; console:\n%s", console)
+	}
+	if lo, _ := strconv.ParseUint(bar[1], 16, 64); lo < base || lo >= pciMMIOEnd {
+		t.Errorf("BAR at %#x, outside the window %#x-%#x", lo, base, uint64(pciMMIOEnd))
+	}
+	if got, want := diskFile(t, img, "out.dat", false), strings.ToUpper(in.String()); got != want {
+		t.Fatalf("out.dat: %d bytes, not the upper-cased in.dat (%d bytes)", len(got), len(want))
+	}
+	above3G, err := vm.mem.Slice(3<<30, size-3<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read, written := linesIn(above3G, "govmm-highmem-line "), linesIn(above3G, "GOVMM-HIGHMEM-LINE ")
+	t.Logf("lines of the 4 MiB file found above 3 GiB: %d of %d read by the device, %d written by it", read, highmemLines, written)
+	if read < highmemLines/32 || written < highmemLines/32 {
+		t.Errorf("found %d read and %d written lines of %d above 3 GiB, want at least 1/32 of each", read, written, highmemLines)
+	}
 }
