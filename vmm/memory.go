@@ -18,8 +18,10 @@ import (
 // beyond at boot.PCIHoleEnd (4 GiB), as QEMU's pc machine splits RAM around
 // the 32-bit PCI hole. By default
 // it is anonymous and private, and pages are only backed once touched
-// (MAP_NORESERVE), so a large --mem costs nothing until the guest uses
-// it. With a backing file (--mem-path) it is a shared mapping of an
+// (MAP_NORESERVE), so a large --mem costs this mapping nothing until the
+// guest uses it (KVM's own tracking per guest page is another matter: on
+// the PVM hosts, creating a 1 TiB VM took 4.6 s and 2.6 GiB of kernel
+// memory, and a guest's kernel takes ~1.6% for its page structures). With a backing file (--mem-path) it is a shared mapping of an
 // unlinked file on hugetlbfs.
 type Memory struct {
 	b []byte
