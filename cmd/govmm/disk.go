@@ -24,7 +24,7 @@ type diskFlags []vmm.DiskConfig
 func (d *diskFlags) String() string {
 	var s []string
 	for _, c := range *d {
-		v := c.Path
+		v := strings.ReplaceAll(c.Path, ",", ",,")
 		if c.ReadOnly {
 			v += ",ro"
 		}
@@ -40,9 +40,9 @@ func (d *diskFlags) String() string {
 }
 
 // Set parses one --disk value. The option list follows QEMU's -drive
-// habit of commas; a path with a comma in it cannot be given.
+// habit of commas, and its escape: ",," is a comma in the path.
 func (d *diskFlags) Set(v string) error {
-	path, opts, _ := strings.Cut(v, ",")
+	path, opts := cutPath(v)
 	if path == "" {
 		return fmt.Errorf("want path[,ro][,queues=N][,cache=none|writeback]")
 	}
@@ -79,4 +79,24 @@ func (d *diskFlags) Set(v string) error {
 	}
 	*d = append(*d, c)
 	return nil
+}
+
+// cutPath splits a --disk value at its first single comma: the path
+// before it, with each ",," in it a comma, as QEMU reads file=, and the
+// options after it.
+func cutPath(v string) (path, opts string) {
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		if v[i] != ',' {
+			b.WriteByte(v[i])
+			continue
+		}
+		if i+1 < len(v) && v[i+1] == ',' {
+			b.WriteByte(',')
+			i++
+			continue
+		}
+		return b.String(), v[i+1:]
+	}
+	return b.String(), ""
 }

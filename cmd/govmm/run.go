@@ -64,7 +64,7 @@ func runCommand(args []string) (err error) {
 	affinity := fs.String("cpu-affinity", "", "pin vCPU threads: `LIST` of host CPUs, vCPU i on LIST[i % len] (e.g. 0,1)")
 	// virtio-pci devices and their fast paths (disk.go).
 	var disks diskFlags
-	fs.Var(&disks, "disk", "a virtio-blk disk: raw image `path[,ro][,queues=N][,cache=none|writeback]` (repeatable); queues defaults to one per vCPU, cache to writeback (the host's page cache; none is O_DIRECT)")
+	fs.Var(&disks, "disk", "a virtio-blk disk: raw image `path[,ro][,queues=N][,cache=none|writeback]` (repeatable; ,, is a comma in the path); queues defaults to one per vCPU, cache to writeback (the host's page cache; none is O_DIRECT)")
 	var nets netFlags // net.go
 	fs.Var(&nets, "net", "a virtio-net interface `tap=NAME[,mac=MAC][,offload=off][,queues=N][,txwait=MODE]` on host tap NAME (repeatable); the MAC defaults to a random local one; offload=off offers no checksum/TSO offloads and no mergeable receive buffers; queues=N queue pairs on a multi_queue tap (default: one); txwait=small (default), all or off: which streams of guest frames the device waits 20 us for before serving their notification (small frames, any, none; README, Network datapath)")
 	blkPoll := fs.Int("blk-poll-us", defaultBlockPollUS, "after serving a disk queue, poll it for more requests for an adaptive window of up to `US` microseconds before waiting for the guest's next notification (ioeventfd mode; 0 = never poll)")
