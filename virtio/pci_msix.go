@@ -142,11 +142,18 @@ func (m *msix) fire(v uint16) error {
 }
 
 // setBusMaster follows the command register's Bus Master Enable. Without
-// it a pending entry stays pending as it unmasks.
+// it a pending entry stays pending as it unmasks; once it is back, the
+// unmasked entries' pending messages go out, as an unmask would send them.
 func (m *msix) setBusMaster(on bool) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	var vecs []MSIVector
+	if on && !m.busMaster {
+		m.busMaster = true
+		vecs = m.unmaskedLocked()
+	}
 	m.busMaster = on
+	m.mu.Unlock()
+	fireVectors(vecs)
 }
 
 // setControl applies the capability's enable and function-mask bits.

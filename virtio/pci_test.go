@@ -835,3 +835,30 @@ func TestTransportHostile(t *testing.T) {
 		<-r.dev.notified
 	}
 }
+
+// An interrupt that became pending while its vector was masked, and whose
+// vector was unmasked while Bus Master Enable was clear, is sent once the
+// bit is set again and its pending bit clears (PCI 3.0, 6.8.3.4: an
+// unmasked vector with its pending bit set sends its message); it stayed
+// pending for ever, and the PBA kept showing it while later messages of
+// the vector went out.
+func TestTransportMSIXPendingSentWhenBusMasterReturns(t *testing.T) {
+	r := newRig(t, false, 16)
+	r.enableMSIX()
+	r.write(pciMSIXOff+12, 4, 1) // mask vector 0
+	if err := r.tr.msix.fire(0); err != nil {
+		t.Fatal(err)
+	}
+	if r.read(pciPBAOff, 8)&1 == 0 {
+		t.Fatal("masked vector fired: no pending bit")
+	}
+	r.cfgWrite(devices.PCICommand, 2, devices.PCICommandMemory)
+	r.write(pciMSIXOff+12, 4, 0) // unmask with Bus Master off: nothing sent
+	if n := r.msi.fired(0); n != 0 {
+		t.Fatalf("%d messages sent with Bus Master off", n)
+	}
+	r.cfgWrite(devices.PCICommand, 2, devices.PCICommandMemory|devices.PCICommandMaster)
+	if n, pba := r.msi.fired(0), r.read(pciPBAOff, 8); n != 1 || pba&1 != 0 {
+		t.Errorf("Bus Master back on: %d messages, PBA %#x; want the pending one sent and its bit clear", n, pba)
+	}
+}
