@@ -861,4 +861,14 @@ func TestTransportMSIXPendingSentWhenBusMasterReturns(t *testing.T) {
 	if n, pba := r.msi.fired(0), r.read(pciPBAOff, 8); n != 1 || pba&1 != 0 {
 		t.Errorf("Bus Master back on: %d messages, PBA %#x; want the pending one sent and its bit clear", n, pba)
 	}
+	// An unmasked vector fired with Bus Master off is dropped, as QEMU's
+	// bus-master address space drops the write: not sent, not pending.
+	r.cfgWrite(devices.PCICommand, 2, devices.PCICommandMemory)
+	if err := r.tr.msix.fire(0); err != nil {
+		t.Fatal(err)
+	}
+	r.cfgWrite(devices.PCICommand, 2, devices.PCICommandMemory|devices.PCICommandMaster)
+	if n, pba := r.msi.fired(0), r.read(pciPBAOff, 8); n != 1 || pba&1 != 0 {
+		t.Errorf("a message fired with Bus Master off: %d messages, PBA %#x; want it dropped", n, pba)
+	}
 }
