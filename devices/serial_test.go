@@ -559,3 +559,28 @@ func TestSerialNonFIFOInputWaits(t *testing.T) {
 		t.Errorf("Input took %d bytes into the FIFO, want 3", n)
 	}
 }
+
+// A machine reset empties the receiver: input waiting for room is woken,
+// or it would wait for ever, since the emptied receiver is never read
+// down to half again (no test covered this).
+func TestSerialResetWakesInput(t *testing.T) {
+	s, _, _ := newTestSerial()
+	out(s, uartIIR, fcrEnable)
+	if n := s.Input(make([]byte, serialRXSize+1)); n != serialRXSize {
+		t.Fatalf("Input took %d bytes, want %d", n, serialRXSize)
+	}
+	select {
+	case <-s.Room():
+		t.Fatal("Room signalled with the receive buffer full")
+	default:
+	}
+	s.Reset()
+	select {
+	case <-s.Room():
+	default:
+		t.Fatal("Reset emptied the receiver but did not signal Room")
+	}
+	if n := s.Input([]byte("x")); n != 1 {
+		t.Errorf("Input took %d bytes after the reset, want 1", n)
+	}
+}
