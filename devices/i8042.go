@@ -67,6 +67,9 @@ func (k *I8042) Write(offset uint64, data []byte) {
 	k.mu.Lock()
 	switch offset {
 	case i8042Command:
+		// Any other command ends a pending 0xd1's wait for its data
+		// byte, as on an 8042; QEMU (kbd_write_command) keeps it
+		// waiting across most commands. Linux never puts one between.
 		k.awaitOutput = v == i8042CmdWriteOutput
 		// As QEMU's kbd_write_command: pulsing bit 0 resets.
 		doReset = v&i8042CmdPulseBits == i8042CmdPulseBits && v&i8042OutResetBit == 0

@@ -725,14 +725,16 @@ func (h *PCIHostBridge) target() (PCIFunction, uint64) {
 
 // Read serves the ports: offset 0 is the latch (dword accesses only; a
 // narrower access there belongs to other ISA devices on real hardware and
-// finds nothing, but for a byte at 0xcf9: the reset control register),
+// finds nothing, but for 0xcf9: the reset control register, which an
+// access from there of up to 3 bytes reaches with its first byte, as
+// QEMU splits it),
 // 4..7 the data window at byte (latch & 0xfc) + offset-4.
 func (h *PCIHostBridge) Read(offset uint64, data []byte) {
 	fill(data, 0xff)
 	switch {
-	case offset == rcrOffset && len(data) == 1:
+	case offset == rcrOffset && len(data) <= 3:
 		if h.rcr != nil {
-			h.rcr.Read(0, data)
+			h.rcr.Read(0, data[:1])
 		}
 	case offset == 0 && len(data) == 4:
 		binary.LittleEndian.PutUint32(data, h.address.Load())
@@ -746,9 +748,9 @@ func (h *PCIHostBridge) Read(offset uint64, data []byte) {
 // Write sets the latch or writes configuration space; see Read.
 func (h *PCIHostBridge) Write(offset uint64, data []byte) {
 	switch {
-	case offset == rcrOffset && len(data) == 1:
+	case offset == rcrOffset && len(data) <= 3:
 		if h.rcr != nil {
-			h.rcr.Write(0, data)
+			h.rcr.Write(0, data[:1])
 		}
 	case offset == 0 && len(data) == 4:
 		// The two low bits are hardwired to 0: registers are dwords.

@@ -742,6 +742,12 @@ func (t *Transport) writeStatus(v uint8) {
 			// reset gives them back.
 			t.warn.Printf("status", "DRIVER_OK on a device that needs a reset")
 			next &^= StatusDriverOK
+		case !t.msix.isBusMaster():
+			// A running device would write guest memory, which a
+			// function without Bus Master Enable must not (QEMU's
+			// writes go nowhere then). Drivers set the bit first.
+			t.warn.Printf("status", "DRIVER_OK with Bus Master Enable clear")
+			next &^= StatusDriverOK
 		default:
 			t.status = next
 			t.activate()

@@ -156,6 +156,13 @@ func (m *msix) setBusMaster(on bool) {
 	fireVectors(vecs)
 }
 
+// isBusMaster reports the command register's Bus Master Enable.
+func (m *msix) isBusMaster() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.busMaster
+}
+
 // setControl applies the capability's enable and function-mask bits.
 func (m *msix) setControl(enabled, fmask bool) {
 	m.mu.Lock()

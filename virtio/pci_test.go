@@ -560,6 +560,15 @@ func TestTransportBusMasterOffStopsTheDevice(t *testing.T) {
 	if used() != 1 || r.msi.fired(0) != 2 {
 		t.Errorf("after a reset: used idx %d, %d interrupts, want 1 and 2", used(), r.msi.fired(0))
 	}
+	// A driver that sets DRIVER_OK with the bit clear gets no running
+	// device either (it ran and wrote guest memory; found in review).
+	r.write(ccDeviceStatus, 1, 0)
+	r.cfgWrite(devices.PCICommand, 2, devices.PCICommandMemory)
+	start()
+	post()
+	if s := r.status(); used() != 0 || s&StatusDriverOK != 0 {
+		t.Errorf("DRIVER_OK with Bus Master off: status %#x, used idx %d, want DRIVER_OK refused and nothing used", s, used())
+	}
 }
 
 func TestTransportMMIONotifyAndInterrupts(t *testing.T) {
