@@ -184,6 +184,43 @@ func TestEndRunningAndPaused(t *testing.T) {
 	}
 }
 
+// A shell that took the terminal back while govmm was stopped (SIGSTOP,
+// then fg) leaves it cooked: govmm puts it back in raw mode when it
+// continues, as QEMU does on SIGCONT, so Ctrl-A x (and Ctrl-C, for the
+// guest) work again.
+func TestRawModeAfterStopAndContinue(t *testing.T) {
+	vm := startOnTTY(t)
+	fd := int(vm.slave.Fd())
+	if err := vm.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	// What the shell does once its job stopped.
+	if err := unix.IoctlSetTermios(fd, unix.TCSETS, vm.before); err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(endBound)
+	for {
+		now, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if now.Lflag&(unix.ICANON|unix.ISIG|unix.ECHO) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("terminal still cooked %v after SIGCONT (lflag %#x)", endBound, now.Lflag)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := vm.master.Write([]byte{ctrlA, 'x'}); err != nil {
+		t.Fatal(err)
+	}
+	vm.waitEnd(t, 0)
+}
+
 // Ctrl-A x quits even behind a paste the guest cannot read (here it is
 // paused): govmm reads the terminal on, holding what waits for the guest
 // up to a bound, and says how much beyond it was dropped.

@@ -2,8 +2,10 @@ package main
 
 import (
 	"os"
+	"os/signal"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -14,10 +16,13 @@ import (
 // console, so keys (Ctrl-C included) go to the guest, and restores it on
 // every way out.
 type terminal struct {
-	fd    int
-	saved *unix.Termios
-	raw   bool
-	once  sync.Once
+	fd  int
+	raw bool // the terminal was put in raw mode
+
+	mu       sync.Mutex // guards the two below and the terminal's mode
+	saved    *unix.Termios
+	rawState unix.Termios
+	restored bool
 }
 
 func makeRaw(f *os.File) *terminal {
@@ -33,17 +38,41 @@ func makeRaw(f *os.File) *terminal {
 	raw.Cflag |= unix.CS8
 	raw.Cc[unix.VMIN], raw.Cc[unix.VTIME] = 1, 0
 	if unix.IoctlSetTermios(t.fd, unix.TCSETS, &raw) == nil {
-		t.saved, t.raw = saved, true
+		t.saved, t.rawState, t.raw = saved, raw, true
+		t.keepRawAfterStop()
 	}
 	return t
 }
 
-func (t *terminal) restore() {
-	t.once.Do(func() {
-		if t.saved != nil {
-			unix.IoctlSetTermios(t.fd, unix.TCSETS, t.saved)
+// keepRawAfterStop puts the terminal back in raw mode when govmm
+// continues after a stop, as QEMU's stdio backend does on SIGCONT: the
+// shell that took the terminal back meanwhile (SIGSTOP, then fg) leaves
+// it as the shell wants it, and keys were then echoed, held until a
+// newline, and Ctrl-C killed govmm instead of reaching the guest.
+func (t *terminal) keepRawAfterStop() {
+	cont := make(chan os.Signal, 1)
+	signal.Notify(cont, syscall.SIGCONT)
+	go func() {
+		for range cont {
+			t.mu.Lock()
+			if !t.restored {
+				unix.IoctlSetTermios(t.fd, unix.TCSETS, &t.rawState)
+			}
+			t.mu.Unlock()
 		}
-	})
+	}()
+}
+
+func (t *terminal) restore() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.restored {
+		return
+	}
+	t.restored = true
+	if t.saved != nil {
+		unix.IoctlSetTermios(t.fd, unix.TCSETS, t.saved)
+	}
 }
 
 // ctrlA starts an escape sequence as in QEMU: Ctrl-A x quits, Ctrl-A Ctrl-A
