@@ -228,6 +228,16 @@ func (m *Memory) close() error {
 	return err
 }
 
+// ReleaseMemory gives the host an ended VM's private guest RAM back
+// (MADV_DONTNEED; --mem-path pages stay the file's), so that the reports
+// written after the run do not add their memory to the guest's. The
+// devices may still write to it until Close: such pages come back zeroed.
+func (v *VM) ReleaseMemory() {
+	if !v.mem.shared {
+		unix.Madvise(v.mem.b, unix.MADV_DONTNEED)
+	}
+}
+
 // Resident returns how many bytes of guest RAM are backed by host memory:
 // the part of the VMM's RSS that is the guest's, not the VMM's own.
 func (m *Memory) Resident() (uint64, error) {

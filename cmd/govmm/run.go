@@ -272,6 +272,7 @@ func runCommand(args []string) (err error) {
 		fmt.Fprintf(os.Stderr, "govmm: %d bytes of terminal input dropped: the guest did not read its console\n", n)
 	}
 	report(os.Stderr, vm, out, signals.EndedVM())
+	vm.ReleaseMemory()
 	// One report that cannot be written costs neither the others nor
 	// the reason the VM ended.
 	failed := out.Err != nil
