@@ -21,10 +21,12 @@ func statCommand(args []string) error {
 	diff := fs.Bool("diff", false, "compare two tables saved with --exit-stats-json: govmm stat --diff A.json B.json")
 	qmpAddr := fs.String("qmp", "", "live view of the govmm serving QMP at `unix:PATH`")
 	once := fs.Bool("once", false, "with --qmp: print one snapshot (rates over one interval) and exit")
-	interval := fs.Duration("interval", time.Second, "with --qmp: refresh interval")
+	interval := fs.Duration("interval", time.Second, "with --qmp: refresh interval (a Go duration: 500ms, 2s; at least 10ms)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Println("usage: govmm stat --qmp unix:PATH [--once] [--interval 1s]\n       govmm stat --diff A.json B.json")
+			fs.SetOutput(os.Stdout)
+			fs.PrintDefaults()
 			return nil
 		}
 		return err
