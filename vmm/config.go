@@ -183,13 +183,13 @@ func ParseSize(s string) (uint64, error) {
 		case 't', 'T':
 			mult = 1 << 40
 		default:
-			return 0, fmt.Errorf("size %q: unknown suffix %q (use K, M, G or T)", s, suffix)
+			return 0, fmt.Errorf("size %q: want a number with an optional B, K, M, G or T suffix (a bare number is MiB)", s)
 		}
 		t = t[:len(t)-1]
 	}
 	n, err := strconv.ParseUint(t, 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("size %q: not a number with an optional K/M/G suffix", s)
+		return 0, fmt.Errorf("size %q: want a number with an optional B, K, M, G or T suffix (a bare number is MiB)", s)
 	}
 	if n > (1<<63)/mult {
 		return 0, fmt.Errorf("size %q: too large", s)

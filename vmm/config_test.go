@@ -1,6 +1,9 @@
 package vmm
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestParseSize(t *testing.T) {
 	for _, c := range []struct {
@@ -26,6 +29,10 @@ func TestParseSize(t *testing.T) {
 		got, err := ParseSize(c.in)
 		if (err == nil) != c.ok || got != c.want {
 			t.Errorf("ParseSize(%q) = %d, %v; want %d, ok=%v", c.in, got, err, c.want, c.ok)
+		}
+		// "lots" said "unknown suffix 's'", and a bad number left T out.
+		if err != nil && !strings.Contains(err.Error(), "too large") && !strings.Contains(err.Error(), "optional B, K, M, G or T suffix") && c.in != "" {
+			t.Errorf("ParseSize(%q): %v, want the accepted form named", c.in, err)
 		}
 	}
 }

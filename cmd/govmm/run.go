@@ -43,7 +43,7 @@ func runCommand(args []string) (err error) {
 	initrd := fs.String("initrd", "", "initial ramdisk `FILE` (cpio archive, optionally compressed)")
 	cmdline := fs.String("append", vmm.DefaultCmdline, "kernel command `LINE`")
 	smp := fs.Int("smp", 1, "`N` vCPUs")
-	mem := fs.String("mem", "512M", "guest memory `SIZE` (K, M, G or T suffix; a bare number is MiB), rounded up to a whole 4 KiB page; at most 1T (from 3.5G on, RAM past 3G lies above 4G, beyond the 32-bit PCI hole)")
+	mem := fs.String("mem", "512M", "guest memory `SIZE` (B, K, M, G or T suffix; a bare number is MiB), rounded up to a whole 4 KiB page; at most 1T (from 3.5G on, RAM past 3G lies above 4G, beyond the 32-bit PCI hole)")
 	memHugePages := fs.Bool("mem-hugepages", true, "madvise guest RAM MADV_HUGEPAGE, so that it gets transparent huge pages where the host has them")
 	memPath := fs.String("mem-path", "", "back guest RAM with an unlinked file in `DIR`, a hugetlbfs mount (--mem a multiple of its huge page size, that many huge pages free)")
 	kernelCache := fs.String("kernel-cache", defaultKernelCache(), "keep the ELF unpacked from a bzImage in `DIR` (entries named by the bzImage's SHA-256), so the next boot of it skips decompression; off: unpack every time")
@@ -64,7 +64,7 @@ func runCommand(args []string) (err error) {
 	affinity := fs.String("cpu-affinity", "", "pin vCPU threads: `LIST` of host CPUs, vCPU i on LIST[i % len] (e.g. 0,1)")
 	// virtio-pci devices and their fast paths (disk.go).
 	var disks diskFlags
-	fs.Var(&disks, "disk", "a virtio-blk disk: raw image `path[,ro][,queues=N][,cache=none|writeback]` (repeatable; ,, is a comma in the path); queues defaults to one per vCPU, cache to writeback (the host's page cache; none is O_DIRECT)")
+	fs.Var(&disks, "disk", "a virtio-blk disk: raw image `path[,ro|rw][,queues=N][,cache=none|writeback]` (repeatable; ,, is a comma in the path); rw is the default, queues defaults to one per vCPU, cache to writeback (the host's page cache; none is O_DIRECT)")
 	var nets netFlags // net.go
 	fs.Var(&nets, "net", "a virtio-net interface `tap=NAME[,mac=MAC][,offload=off][,queues=N][,txwait=MODE]` on host tap NAME (repeatable); the MAC defaults to a random local one; offload=off offers no checksum/TSO offloads and no mergeable receive buffers; queues=N queue pairs on a multi_queue tap (default: one); txwait=small (default), all or off: which streams of guest frames the device waits 20 us for before serving their notification (small frames, any, none; README, Network datapath)")
 	blkPoll := fs.Int("blk-poll-us", defaultBlockPollUS, "after serving a disk queue, poll it for more requests for an adaptive window of up to `US` microseconds before waiting for the guest's next notification (ioeventfd mode; 0 = never poll)")
@@ -352,7 +352,11 @@ func report(w io.Writer, vm *vmm.VM, out vmm.Outcome, sig os.Signal) {
 		fmt.Fprintf(w, "; host asked for power-down over QMP at %.3f s", at.Seconds())
 	}
 	if n := vm.Resets(); n > 0 {
-		fmt.Fprintf(w, "; %d resets (the tables count every boot)", n)
+		plural := "s"
+		if n == 1 {
+			plural = ""
+		}
+		fmt.Fprintf(w, "; %d reset%s (the tables count every boot)", n, plural)
 	}
 	if touched, err := vm.Memory().Resident(); err == nil {
 		fmt.Fprintf(w, "; guest RAM touched %.1f MiB", float64(touched)/(1<<20))
