@@ -209,7 +209,16 @@ func (v *VM) restoreBootState() error {
 			return err
 		}
 	}
-	for _, c := range v.boot.chips {
+	// The slave PIC before the master: restoring a PIC makes KVM compute
+	// the cascade (the master's IRQ 2) from the slave as it is then, and
+	// the old guest's slave may hold a latched IRQ (a power button press
+	// Linux never took from the 8259). Restored first, the master kept
+	// IRQ 2 pending and the next boot took vector 7 at its first sti.
+	for _, chip := range []uint32{kvm.IRQChipPICSlave, kvm.IRQChipPICMaster, kvm.IRQChipIOAPIC} {
+		c, ok := v.boot.chipState(chip)
+		if !ok {
+			continue
+		}
 		if err := v.kvm.SetIRQChip(c); err != nil {
 			return err
 		}
@@ -253,4 +262,15 @@ func (m *Memory) clearResident() error {
 		}
 	}
 	return nil
+}
+
+// chipState is the saved power-on state of one in-kernel interrupt
+// controller (kvm.IRQChip*), false without an irqchip.
+func (b *machineBootState) chipState(chip uint32) (kvm.IRQChipState, bool) {
+	for _, c := range b.chips {
+		if c.ChipID == chip {
+			return c, true
+		}
+	}
+	return kvm.IRQChipState{}, false
 }
