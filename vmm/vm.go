@@ -825,7 +825,11 @@ func (v *VM) PressPowerButton() error {
 	}
 	v.endMu.Unlock()
 	// An edge on the GED's interrupt line; KVM's IOAPIC latches it even
-	// while the guest has it masked.
+	// while the guest has it masked. Not in the middle of a reset: one
+	// landing between the restores of the two PICs would leave the
+	// cascade pending in the power-on master (restoreBootState).
+	v.resetting.Lock()
+	defer v.resetting.Unlock()
 	l := irqLine{v.kvm, powerButtonGSI}
 	if err := l.SetLevel(true); err != nil {
 		return fmt.Errorf("power button: %w", err)
