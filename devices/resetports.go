@@ -20,14 +20,39 @@ const (
 	port92Reset    = 1 << 0 // a rising edge resets the machine
 )
 
+// byteReg is a one-byte register that reads back what it holds, the
+// state of both registers here. Read serves byte accesses at offset 0;
+// anything else reads all ones.
+type byteReg struct {
+	mu sync.Mutex
+	v  byte
+}
+
+func (r *byteReg) Read(offset uint64, data []byte) {
+	fill(data, 0xff)
+	if offset != 0 || len(data) != 1 {
+		return
+	}
+	r.mu.Lock()
+	data[0] = r.v
+	r.mu.Unlock()
+}
+
+// update replaces the value with f(old) and returns old.
+func (r *byteReg) update(f func(old byte) byte) (old byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old = r.v
+	r.v = f(old)
+	return old
+}
+
 // ResetControl is PIIX3's Reset Control Register. As in QEMU, a write
 // with bit 2 set resets the machine and is not kept; otherwise only bit
 // 1 (the reset type) is kept and reads return it.
 type ResetControl struct {
 	reset func()
-
-	mu  sync.Mutex
-	rcr byte
+	byteReg
 }
 
 // NewResetControl returns the register; reset runs on the vCPU thread
@@ -37,22 +62,7 @@ func NewResetControl(reset func()) *ResetControl {
 }
 
 // Reset clears the register (machine reset).
-func (r *ResetControl) Reset() {
-	r.mu.Lock()
-	r.rcr = 0
-	r.mu.Unlock()
-}
-
-// Read serves byte accesses at offset 0; anything else reads all ones.
-func (r *ResetControl) Read(offset uint64, data []byte) {
-	fill(data, 0xff)
-	if offset != 0 || len(data) != 1 {
-		return
-	}
-	r.mu.Lock()
-	data[0] = r.rcr
-	r.mu.Unlock()
-}
+func (r *ResetControl) Reset() { r.update(func(byte) byte { return 0 }) }
 
 func (r *ResetControl) Write(offset uint64, data []byte) {
 	if offset != 0 || len(data) != 1 {
@@ -65,9 +75,7 @@ func (r *ResetControl) Write(offset uint64, data []byte) {
 		}
 		return
 	}
-	r.mu.Lock()
-	r.rcr = v & rcrSystemReset
-	r.mu.Unlock()
+	r.update(func(byte) byte { return v & rcrSystemReset })
 }
 
 // SystemControlA is port 0x92. Bit 0 going from 0 to 1 resets the machine
@@ -77,9 +85,7 @@ func (r *ResetControl) Write(offset uint64, data []byte) {
 // as QEMU's port92_reset does.
 type SystemControlA struct {
 	reset func()
-
-	mu  sync.Mutex
-	val byte
+	byteReg
 }
 
 // NewSystemControlA returns the port; reset as for NewResetControl.
@@ -89,31 +95,15 @@ func NewSystemControlA(reset func()) *SystemControlA {
 
 // Reset clears the reset bit (machine reset), so the next write of 1
 // resets again.
-func (p *SystemControlA) Reset() {
-	p.mu.Lock()
-	p.val &^= port92Reset
-	p.mu.Unlock()
-}
-
-func (p *SystemControlA) Read(offset uint64, data []byte) {
-	fill(data, 0xff)
-	if offset != 0 || len(data) != 1 {
-		return
-	}
-	p.mu.Lock()
-	data[0] = p.val
-	p.mu.Unlock()
-}
+func (p *SystemControlA) Reset() { p.update(func(old byte) byte { return old &^ port92Reset }) }
 
 func (p *SystemControlA) Write(offset uint64, data []byte) {
 	if offset != 0 || len(data) != 1 {
 		return
 	}
-	p.mu.Lock()
-	old := p.val
-	p.val = data[0]
-	p.mu.Unlock()
-	if data[0]&port92Reset != 0 && old&port92Reset == 0 && p.reset != nil {
+	v := data[0]
+	old := p.update(func(byte) byte { return v })
+	if v&port92Reset != 0 && old&port92Reset == 0 && p.reset != nil {
 		p.reset()
 	}
 }
