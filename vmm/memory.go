@@ -230,9 +230,14 @@ func (m *Memory) close() error {
 
 // ReleaseMemory gives the host an ended VM's private guest RAM back
 // (MADV_DONTNEED; --mem-path pages stay the file's), so that the reports
-// written after the run do not add their memory to the guest's. The
-// devices may still write to it until Close: such pages come back zeroed.
+// written after the run do not add their memory to the guest's. Run
+// returns with requests still in hand (it aborts the queues, it does not
+// wait for them): those are waited for first, or a disk write in flight
+// read the zeroed pages and wrote zeros to the image instead of the
+// guest's data (found in review). A device that writes guest RAM later
+// (net's receive, until Close) only touches pages anew.
 func (v *VM) ReleaseMemory() {
+	v.waitNotifies()
 	if !v.mem.shared {
 		unix.Madvise(v.mem.b, unix.MADV_DONTNEED)
 	}
