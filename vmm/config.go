@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -188,6 +189,9 @@ func ParseSize(s string) (uint64, error) {
 		t = t[:len(t)-1]
 	}
 	n, err := strconv.ParseUint(t, 10, 64)
+	if errors.Is(err, strconv.ErrRange) {
+		return 0, fmt.Errorf("size %q: too large", s)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("size %q: want a number with an optional B, K, M, G or T suffix (a bare number is MiB)", s)
 	}

@@ -30,6 +30,10 @@ func TestParseSize(t *testing.T) {
 		if (err == nil) != c.ok || got != c.want {
 			t.Errorf("ParseSize(%q) = %d, %v; want %d, ok=%v", c.in, got, err, c.want, c.ok)
 		}
+		// A number past 2^64 is a number: "too large", not the form.
+		if strings.HasPrefix(c.in, "9999999999") && (err == nil || !strings.Contains(err.Error(), "too large")) {
+			t.Errorf("ParseSize(%q): %v, want too large", c.in, err)
+		}
 		// "lots" said "unknown suffix 's'", and a bad number left T out.
 		if err != nil && !strings.Contains(err.Error(), "too large") && !strings.Contains(err.Error(), "optional B, K, M, G or T suffix") && c.in != "" {
 			t.Errorf("ParseSize(%q): %v, want the accepted form named", c.in, err)
