@@ -170,7 +170,10 @@ type VM struct {
 	// under way when a signal ends the VM finishes and sends its RESET
 	// first, and one that finds the VM ended does not happen, so a RESET
 	// never follows the SHUTDOWN (as QEMU's main loop, which handles a
-	// shutdown request between resets, never sends one after).
+	// shutdown request between resets, never sends one after). A QMP
+	// quit (End), a pause (waitForReset) and a power button press
+	// (PressPowerButton, which must not land half-way through) take it
+	// too, to come before or after a reset, never during one.
 	resetting sync.Mutex
 	// quitting is set, under resetting, by a QMP quit about to send its
 	// SHUTDOWN (control.End): no reset begins after it, and Run waits
