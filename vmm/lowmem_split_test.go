@@ -60,7 +60,10 @@ func ramTop(console string) uint64 {
 // A guest of 3300 MiB has all its RAM below the hole, up to 0xce400000,
 // and the PCI MMIO window above it (from 0xd0000000, the next 64 MiB):
 // the DSDT declares that window, virtio-blk's BAR lies in it, and the
-// disk works, moving data through RAM above 3 GiB too.
+// disk works. How much of the data passes through RAM above 3 GiB is the
+// guest allocator's choice (from all to 384 of 131072 lines seen), so it
+// is logged, not required; TestHighMemory, where Linux prefers the zone
+// above 4 GiB, requires it there.
 func TestPCIWindowAboveLowRAM(t *testing.T) {
 	const size = 3300 << 20
 	var in strings.Builder
@@ -104,7 +107,4 @@ echo LOWMEM-DONE
 	}
 	read, written := linesIn(above3G, "govmm-highmem-line "), linesIn(above3G, "GOVMM-HIGHMEM-LINE ")
 	t.Logf("lines of the 4 MiB file found above 3 GiB: %d of %d read by the device, %d written by it", read, highmemLines, written)
-	if read < highmemLines/32 || written < highmemLines/32 {
-		t.Errorf("found %d read and %d written lines of %d above 3 GiB, want at least 1/32 of each", read, written, highmemLines)
-	}
 }
