@@ -128,6 +128,9 @@ func TestMemPathErrors(t *testing.T) {
 		}
 	})
 	t.Run("pool too small", func(t *testing.T) {
+		// Another test process growing the pool meanwhile would let
+		// the mapping succeed.
+		lockHugePages(t)
 		free := meminfo(t, "HugePages_Free")
 		size := (free + 1) * page
 		if size > MaxMemSize {
@@ -308,20 +311,27 @@ func TestFaultbenchInGuest(t *testing.T) {
 // tests of every checkout that do this, so that no two of them count on
 // the same free pages. It returns the mount and its page size, or skips
 // the test saying why.
+// lockHugePages keeps other test processes that use the host's huge page
+// pool (hugetlbfs with pages > 0) from changing it until t ends.
+func lockHugePages(t *testing.T) {
+	t.Helper()
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "govmm-hugepages.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lock.Close() }) // releases the lock, last
+}
+
 func hugetlbfs(t *testing.T, pages uint64) (string, uint64) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("mounting hugetlbfs needs root")
 	}
 	if pages > 0 {
-		lock, err := os.OpenFile(filepath.Join(os.TempDir(), "govmm-hugepages.lock"), os.O_CREATE|os.O_RDWR, 0o600)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { lock.Close() }) // releases the lock, last
+		lockHugePages(t)
 	}
 	dir := t.TempDir()
 	if err := unix.Mount("none", dir, "hugetlbfs", 0, ""); err != nil {

