@@ -113,10 +113,9 @@ type Serial struct {
 	rx     [serialRXSize]byte
 	rxHead int
 	rxLen  int
-	// inputWaits says Input turned bytes away; room gets a token once
-	// the guest has read half the receive buffer, or it was cleared.
-	inputWaits bool
-	room       chan struct{}
+	// input gets a token once the guest has read half the receive
+	// buffer, or it was cleared, after Input turned bytes away.
+	input InputRoom
 }
 
 // NewSerial returns a UART that drives irq (may be nil for a polled UART)
@@ -134,7 +133,7 @@ func NewSerial(irq IRQLine, out io.Writer) *Serial {
 		outBuf:     make([]byte, 0, serialOutSize),
 		flushDelay: DefaultSerialFlushDelay,
 		dll:        0x0c, // 9600 baud, what firmware usually leaves behind
-		room:       make(chan struct{}, 1),
+		input:      NewInputRoom(),
 	}
 }
 
@@ -205,14 +204,16 @@ func (s *Serial) Input(p []byte) int {
 	for _, c := range p[:n] {
 		s.receiveLocked(c)
 	}
-	s.inputWaits = s.inputWaits || n < len(p)
+	if n < len(p) {
+		s.input.TurnedAway()
+	}
 	s.updateIRQLocked()
 	return n
 }
 
 // Room returns a channel that gets a token once the guest has made room
 // for input Input turned away. A token can be stale: Input says what fits.
-func (s *Serial) Room() <-chan struct{} { return s.room }
+func (s *Serial) Room() <-chan struct{} { return s.input.Room() }
 
 // rxCapLocked is how many unread bytes the receiver holds: the FIFO's
 // size, or one with the FIFO off.
@@ -227,12 +228,8 @@ func (s *Serial) rxCapLocked() int {
 // buffer is free, so it wakes once per half buffer, not per byte read
 // (with the FIFO off: once the byte held was read).
 func (s *Serial) madeRoomLocked() {
-	if s.inputWaits && s.rxLen <= s.rxCapLocked()/2 {
-		s.inputWaits = false
-		select {
-		case s.room <- struct{}{}:
-		default:
-		}
+	if s.rxLen <= s.rxCapLocked()/2 {
+		s.input.MadeRoom()
 	}
 }
 

@@ -46,10 +46,9 @@ type Console struct {
 	rxMu    sync.Mutex
 	txMu    sync.Mutex
 	pending []byte // input not yet delivered
-	// inputWaits says Input turned bytes away; room gets a token once
-	// half of pending has gone to the guest.
-	inputWaits bool
-	room       chan struct{}
+	// input gets a token once half of pending has gone to the guest,
+	// after Input turned bytes away.
+	input devices.InputRoom
 
 	// Set by Activate, cleared by Reset.
 	mem      Memory
@@ -67,7 +66,7 @@ func NewConsole(out io.Writer) *Console {
 	if out == nil {
 		out = io.Discard
 	}
-	c := &Console{guestLog: newGuestLog("virtio-console"), room: make(chan struct{}, 1)}
+	c := &Console{guestLog: newGuestLog("virtio-console"), input: devices.NewInputRoom()}
 	c.out = devices.NewOutputSink(out, consoleOutMax, consoleTxMax, func(err error) {
 		c.warn.Printf("host_io", "write output: %v", err)
 	})
@@ -154,7 +153,9 @@ func (c *Console) Input(p []byte) int {
 	defer c.rxMu.Unlock()
 	n := min(len(p), consoleInputMax-len(c.pending))
 	c.pending = append(c.pending, p[:n]...)
-	c.inputWaits = c.inputWaits || n < len(p)
+	if n < len(p) {
+		c.input.TurnedAway()
+	}
 	if err := c.deliverLocked(); err != nil {
 		c.warn.Printf("queue_error", "%v", err)
 	}
@@ -164,7 +165,7 @@ func (c *Console) Input(p []byte) int {
 // Room returns a channel that gets a token once the guest has taken half
 // the input waiting when Input turned bytes away. A token can be stale:
 // Input says what fits.
-func (c *Console) Room() <-chan struct{} { return c.room }
+func (c *Console) Room() <-chan struct{} { return c.input.Room() }
 
 // Notify implements Device.
 func (c *Console) Notify(queue int) error {
@@ -212,12 +213,8 @@ func (c *Console) deliverLocked() error {
 		c.pending = append(c.pending[:0], c.pending[n:]...)
 		pushed = true
 	}
-	if c.inputWaits && len(c.pending) <= consoleInputMax/2 {
-		c.inputWaits = false
-		select {
-		case c.room <- struct{}{}:
-		default:
-		}
+	if len(c.pending) <= consoleInputMax/2 {
+		c.input.MadeRoom()
 	}
 	if pushed {
 		var err error

@@ -616,7 +616,7 @@ func FuzzConsole(f *testing.F) {
 		d, chains, _ := m.twoQueues(t, rxq, txq, in[2+len(input):])
 		m.snapshot()
 		out.Reset()
-		c.pending, c.inputWaits = c.pending[:0], false
+		c.pending = c.pending[:0]
 		if err := c.Activate(m.mem, FeatureVersion1|RingFeatures, []*Queue{rxq, txq}, newTestIRQ()); err != nil {
 			t.Fatal(err)
 		}
