@@ -153,7 +153,7 @@ func (m *msix) setBusMaster(on bool) {
 	}
 	m.busMaster = on
 	m.mu.Unlock()
-	fireVectors(vecs)
+	fireVectors(vecs) // nil unless the bit came back
 }
 
 // isBusMaster reports the command register's Bus Master Enable.

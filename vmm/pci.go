@@ -59,7 +59,6 @@ type pciDevices struct {
 	transports []*virtio.Transport
 	disks      []pciDisk
 	nets       []pciNet
-	mmioBase   uint64 // the window's bottom, pciMMIOBase; the DSDT's too
 	nextBAR    uint64
 	names      map[string]int // device name -> instances so far
 }
@@ -81,13 +80,11 @@ type pciNet struct {
 // addPCI creates the PCI bus and the configured virtio devices. Called
 // for Linux guests only (a raw guest has no irqchip to route MSIs to).
 func (v *VM) addPCI() error {
-	base := pciMMIOBase(v.mem.Size())
 	p := &pciDevices{
-		host:     devices.NewPCIHostBridge(v.MMIOBus, v.IOBus),
-		router:   newGSIRouter(v.kvm, !v.cfg.NoIRQFD),
-		mmioBase: base,
-		nextBAR:  base,
-		names:    map[string]int{},
+		host:    devices.NewPCIHostBridge(v.MMIOBus, v.IOBus),
+		router:  newGSIRouter(v.kvm, !v.cfg.NoIRQFD),
+		nextBAR: pciMMIOBase(v.mem.Size()),
+		names:   map[string]int{},
 	}
 	v.pci = p
 	p.host.SetResetControl(v.resetControl)
@@ -187,7 +184,7 @@ func (v *VM) acpiPCI() *acpi.PCIHostBridge {
 	if v.pci == nil {
 		return nil
 	}
-	base := v.pci.mmioBase
+	base := pciMMIOBase(v.mem.Size())
 	return &acpi.PCIHostBridge{MMIO32Base: uint32(base), MMIO32Size: uint32(pciMMIOEnd - base)}
 }
 
