@@ -43,7 +43,7 @@ var unlistedMSRs = []uint32{0x4b564d10}
 // machineBootState is the whole machine's.
 type machineBootState struct {
 	vcpus  []vcpuBootState
-	chips  []kvm.IRQChipState // PIC master, PIC slave, IOAPIC; nil without irqchip
+	chips  []kvm.IRQChipState // PIC slave, PIC master, IOAPIC: restore order; nil without irqchip
 	pit    *kvm.PITState2
 	loaded bool // New has loaded the guest image once; what loads now is a reset
 }
@@ -110,7 +110,8 @@ func (v *VM) saveBootState(irqchip bool) error {
 		v.boot.vcpus = append(v.boot.vcpus, s)
 	}
 	if irqchip {
-		for _, chip := range []uint32{kvm.IRQChipPICMaster, kvm.IRQChipPICSlave, kvm.IRQChipIOAPIC} {
+		// Saved in the order restoreBootState restores them (see there).
+		for _, chip := range []uint32{kvm.IRQChipPICSlave, kvm.IRQChipPICMaster, kvm.IRQChipIOAPIC} {
 			c, err := v.kvm.GetIRQChip(chip)
 			if err != nil {
 				return err
@@ -214,11 +215,7 @@ func (v *VM) restoreBootState() error {
 	// the old guest's slave may hold a latched IRQ (a power button press
 	// Linux never took from the 8259). Restored first, the master kept
 	// IRQ 2 pending and the next boot took vector 7 at its first sti.
-	for _, chip := range []uint32{kvm.IRQChipPICSlave, kvm.IRQChipPICMaster, kvm.IRQChipIOAPIC} {
-		c, ok := v.boot.chipState(chip)
-		if !ok {
-			continue
-		}
+	for _, c := range v.boot.chips { // slave, master, IOAPIC
 		if err := v.kvm.SetIRQChip(c); err != nil {
 			return err
 		}
@@ -262,15 +259,4 @@ func (m *Memory) clearResident() error {
 		}
 	}
 	return nil
-}
-
-// chipState is the saved power-on state of one in-kernel interrupt
-// controller (kvm.IRQChip*), false without an irqchip.
-func (b *machineBootState) chipState(chip uint32) (kvm.IRQChipState, bool) {
-	for _, c := range b.chips {
-		if c.ChipID == chip {
-			return c, true
-		}
-	}
-	return kvm.IRQChipState{}, false
 }

@@ -42,3 +42,14 @@ func TestResetLeavesNoPICInterrupt(t *testing.T) {
 		}
 	}
 }
+
+// chipState is the saved power-on state of one in-kernel interrupt
+// controller (kvm.IRQChip*), false without an irqchip.
+func (b *machineBootState) chipState(chip uint32) (kvm.IRQChipState, bool) {
+	for _, c := range b.chips {
+		if c.ChipID == chip {
+			return c, true
+		}
+	}
+	return kvm.IRQChipState{}, false
+}
