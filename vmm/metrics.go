@@ -6,17 +6,16 @@ import (
 	"io"
 	"log"
 	"net"
-	"net/http"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/govmm/govmm/exitstats"
 	"github.com/govmm/govmm/kvm"
 	"github.com/govmm/govmm/virtio"
+	"github.com/govmm/govmm/vmm/metricsserver"
 )
 
 // metricsStates are the states of the govmm_vm_state gauge: "created"
@@ -79,6 +78,10 @@ func (v *VM) WriteKernelTable(w io.Writer) error {
 	return exitstats.WriteKernelTable(w, ks)
 }
 
+// maxMetricsConns bounds the connections the metrics server holds at
+// once. Prometheus scrapes a target every 15 s to 1 min by default.
+const maxMetricsConns = 16
+
 // ServeMetrics serves Prometheus metrics on /metrics at addr (host:port;
 // port 0 picks a free one): the exit statistics, KVM's binary stats of
 // the VM and each vCPU, VM gauges, and the Go runtime and process
@@ -128,45 +131,25 @@ func (v *VM) ServeMetrics(addr string) (net.Addr, func() error, error) {
 		ks.Close()
 		return nil, nil, fmt.Errorf("metrics: %w", err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		ErrorLog: log.Default(),
-		// A failed stats fd read drops the KVM metrics of that scrape,
-		// not the exit statistics beside them.
-		ErrorHandling: promhttp.ContinueOnError,
-		// Scrapes are cheap, but a crowd of them must not pile up.
-		MaxRequestsInFlight: 4,
-		Timeout:             10 * time.Second,
-	}))
 	// A scraper is untrusted: connections are capped, or 5,000 idle
 	// keep-alive connections cost 100 MiB and 5,000 fds (at the fd limit,
 	// QMP could take no client to stop govmm). Within the cap, idle ones
-	// would still hold every slot (16 connections that made one request
-	// each shut a real scraper out for their idle timeout): keep-alive is
-	// off, and each connection serves one request. A scraper polls every
-	// few seconds at most, so reconnecting costs it nothing to speak of.
-	// Clients that send their request a byte at a time give their slots
-	// to newcomers (limitListener).
-	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		WriteTimeout:      30 * time.Second,
-	}
-	srv.SetKeepAlivesEnabled(false)
-	limited := serveLimited(srv, ln, maxMetricsConns)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(limited) }()
-
+	// would still hold every slot, so each connection serves one request;
+	// a scraper polls every few seconds at most, so reconnecting costs it
+	// nothing to speak of. Clients that send their request a byte at a
+	// time give their slots to newcomers; a crowd of scrapes must not
+	// pile up (metricsserver.Options). A failed stats fd read drops the
+	// KVM metrics of that scrape, not the exit statistics beside them.
+	srv := metricsserver.Serve(ln, reg, metricsserver.Options{
+		MaxConns:      maxMetricsConns,
+		MaxInFlight:   4,
+		HeaderTimeout: 10 * time.Second,
+		WriteTimeout:  30 * time.Second,
+	})
 	var once sync.Once
 	var closeErr error
 	closeMetrics := func() error {
-		once.Do(func() {
-			err := srv.Close()
-			if e := <-served; !errors.Is(e, http.ErrServerClosed) {
-				err = errors.Join(err, e)
-			}
-			closeErr = errors.Join(err, ks.Close())
-		})
+		once.Do(func() { closeErr = errors.Join(srv.Close(), ks.Close()) })
 		return closeErr
 	}
 	return ln.Addr(), closeMetrics, nil

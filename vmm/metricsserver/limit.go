@@ -1,28 +1,19 @@
-package vmm
+package metricsserver
 
 import (
-	"context"
 	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 )
 
-// maxMetricsConns bounds the connections the metrics server holds at
-// once. Prometheus scrapes a target every 15 s to 1 min by default.
-const maxMetricsConns = 16
-
 // limitListener holds at most max connections at a time. When all are
 // held and another client connects, the oldest connection whose request
-// has not reached its handler yet is closed to make room: a client that
+// has not been read whole yet is closed to make room: a client that
 // sends its headers a byte at a time (slowloris) keeps its slot only
-// until somebody else needs it, not for the server's ReadHeaderTimeout,
-// and a scraper's request, sent in one write, gets in. Connections being
-// answered are never closed: when every slot holds one, Accept waits for
-// it to end, and further clients wait in the kernel's backlog.
-//
-// A connection counts as answered once serveAnswering's handler has seen
-// its request, so the server must be set up by serveLimited.
+// until somebody else needs it, not for the server's header timeout, and
+// a scraper's request, sent in one write, gets in. Connections being
+// answered are never closed: when every slot holds one, accept waits for
+// one to end, and further clients wait in the kernel's backlog.
 type limitListener struct {
 	net.Listener
 	max      int
@@ -42,13 +33,21 @@ func newLimitListener(ln net.Listener, max int) *limitListener {
 	}
 }
 
-func (l *limitListener) Accept() (net.Conn, error) {
+// accept returns the next connection once it has a slot.
+func (l *limitListener) accept() (*limitConn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
 	for {
 		l.mu.Lock()
+		select {
+		case <-l.done: // closed while Accept returned: hold nothing more
+			l.mu.Unlock()
+			c.Close()
+			return nil, net.ErrClosed
+		default:
+		}
 		if len(l.held) < l.max {
 			lc := &limitConn{Conn: c, l: l}
 			l.held = append(l.held, lc)
@@ -71,7 +70,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 }
 
 // oldestUnanswered is the longest-held connection whose request has not
-// reached its handler, or nil. l.mu is held.
+// been read whole, or nil. l.mu is held.
 func (l *limitListener) oldestUnanswered() *limitConn {
 	for _, c := range l.held {
 		if !c.answering.Load() {
@@ -96,17 +95,27 @@ func (l *limitListener) release(c *limitConn) {
 	}
 }
 
-// Close closes the listener and ends an Accept waiting for a slot.
+// Close closes the listener and every connection it holds, and ends an
+// accept waiting for a slot.
 func (l *limitListener) Close() error {
 	l.once.Do(func() { close(l.done) })
-	return l.Listener.Close()
+	err := l.Listener.Close()
+	l.mu.Lock()
+	held := append([]*limitConn(nil), l.held...)
+	l.mu.Unlock()
+	for _, c := range held {
+		c.Close()
+	}
+	return err
 }
 
 // limitConn gives its slot back on its first Close, before closing, so
 // that a client seeing its connection end can count on the slot.
 type limitConn struct {
 	net.Conn
-	l         *limitListener
+	l *limitListener
+	// answering is set once the request has been read whole: from then
+	// on the connection keeps its slot until it is answered.
 	answering atomic.Bool
 	once      sync.Once
 }
@@ -114,24 +123,4 @@ type limitConn struct {
 func (c *limitConn) Close() error {
 	c.once.Do(func() { c.l.release(c) })
 	return c.Conn.Close()
-}
-
-// connKey finds a request's connection in its context.
-type connKey struct{}
-
-// serveLimited makes srv serve ln through a limitListener of max
-// connections, marking each connection answered when its request reaches
-// srv's handler. It returns the listener to pass to srv.Serve.
-func serveLimited(srv *http.Server, ln net.Listener, max int) net.Listener {
-	next := srv.Handler
-	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
-		return context.WithValue(ctx, connKey{}, c)
-	}
-	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if c, ok := r.Context().Value(connKey{}).(*limitConn); ok {
-			c.answering.Store(true)
-		}
-		next.ServeHTTP(w, r)
-	})
-	return newLimitListener(ln, max)
 }
