@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"strings"
 
 	"github.com/govmm/govmm/guestsym"
@@ -11,12 +12,23 @@ import (
 	"github.com/govmm/govmm/vmm/boot"
 )
 
-// guestSymbols loads the symbol table that names the guest RIPs of the
-// exit table: Config.GuestSymbols (a System.map or an ELF vmlinux), or
-// else the symbol table of an ELF kernel. A bzImage carries none, nor
-// does a stripped vmlinux: RIPs are then shown as bare addresses. The
-// table keeps its file open, to read names from (Close closes it).
-func (c *Config) guestSymbols() (*guestsym.Table, error) {
+// symbolTable names guest RIPs: a guestsym.Table, or a guestsym.Later
+// that reads one at its first lookup.
+type symbolTable interface {
+	Name(addr uint64) string
+	Close() error
+}
+
+// guestSymbols opens the symbol table that names the guest RIPs of the
+// exit table: Config.GuestSymbols (a System.map or an ELF vmlinux), read
+// now so that a bad file is refused at start, or else the symbol table
+// of an ELF kernel, checked now and read at the first RIP it names,
+// mostly once the guest's RAM has been given back (guestsym.Later: the
+// table is half a MiB for the shared kernel). A bzImage carries none, nor does a
+// stripped vmlinux: RIPs are then shown as bare addresses, and the table
+// is nil. The table keeps its file open, to read names from (Close
+// closes it).
+func (c *Config) guestSymbols() (symbolTable, error) {
 	if c.GuestSymbols != "" {
 		t, err := guestsym.Load(c.GuestSymbols)
 		if err != nil {
@@ -40,7 +52,9 @@ func (c *Config) guestSymbols() (*guestsym.Table, error) {
 		f.Close()
 		return nil, nil // loading the kernel says what is wrong with it
 	}
-	t, err := guestsym.OpenELF(f) // takes f
+	t, err := guestsym.OpenELFLater(f, func(err error) { // takes f
+		log.Printf("guest symbols of kernel %s: %v; RIPs are shown as addresses", c.Kernel, err)
+	})
 	if errors.Is(err, guestsym.ErrNoSymbols) {
 		return nil, nil
 	}

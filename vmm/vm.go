@@ -13,7 +13,6 @@ import (
 	"github.com/govmm/govmm/exitstats"
 	"github.com/govmm/govmm/exittrace"
 	"github.com/govmm/govmm/guestlog"
-	"github.com/govmm/govmm/guestsym"
 	"github.com/govmm/govmm/internal/atomicfile"
 	"github.com/govmm/govmm/internal/monotime"
 	"github.com/govmm/govmm/kvm"
@@ -138,7 +137,7 @@ type VM struct {
 	console        io.Writer           // the host side of the guest's consoles
 	vconsole       *virtio.Console     // nil without Config.VirtioConsole
 	stats          *exitstats.Registry // nil when statistics are off
-	syms           *guestsym.Table     // names the exits' guest RIPs; nil if none
+	syms           symbolTable         // names the exits' guest RIPs; nil if none
 	trace          *exittrace.Trace    // nil when exit tracing is off
 	guestLog       *guestlog.Set       // the devices' rate-limited warnings, counted
 
@@ -996,7 +995,10 @@ func (v *VM) Close() error {
 	if v.mem != nil {
 		errs = append(errs, v.mem.close())
 	}
-	errs = append(errs, v.kernelFile.close(), v.initrdFile.close(), v.syms.Close())
+	errs = append(errs, v.kernelFile.close(), v.initrdFile.close())
+	if v.syms != nil {
+		errs = append(errs, v.syms.Close())
+	}
 	if v.sys != nil {
 		errs = append(errs, v.sys.Close())
 	}
