@@ -2,25 +2,14 @@ package vmm
 
 import (
 	"bufio"
-	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"syscall"
 	"testing"
 	"time"
-)
 
-// closedByServer checks that the server closed c without answering: EOF,
-// or a reset when the server's side still held unread request bytes.
-func closedByServer(c net.Conn) error {
-	n, err := c.Read(make([]byte, 1))
-	if n == 0 && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)) {
-		return nil
-	}
-	return fmt.Errorf("read %d bytes, %v: want EOF or a reset", n, err)
-}
+	"github.com/govmm/govmm/internal/testenv"
+)
 
 // The metrics server holds at most maxMetricsConns connections: a
 // scraper past them is answered only once one of them closes. A
@@ -85,7 +74,7 @@ func TestMetricsConnectionCap(t *testing.T) {
 	}
 	// The server accepts in the order of connection: the first was closed,
 	// the others can finish their requests.
-	if err := closedByServer(held[0]); err != nil {
+	if err := testenv.ClosedByPeer(held[0]); err != nil {
 		t.Fatalf("oldest connection in the middle of a request: %v", err)
 	}
 	for i, c := range held[1:] {

@@ -1,8 +1,9 @@
 // Package testenv holds what govmm's tests and benchmarks share: a
 // console buffer that can be read while a guest writes it, sparse files
 // far larger than a guest, short temporary directories for sockets, the
-// JSON shapes that conformance tests compare (jsonshape.go), and the
-// rounds, medians and spreads that benchmarks report (bench.go).
+// JSON shapes that conformance tests compare (jsonshape.go), the rounds,
+// medians and spreads that benchmarks report (bench.go), and a check
+// that a server closed a connection (net.go).
 package testenv
 
 import (

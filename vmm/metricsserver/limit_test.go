@@ -1,25 +1,13 @@
 package metricsserver
 
 import (
-	"errors"
-	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"syscall"
 	"testing"
 	"time"
-)
 
-// closedByServer checks that the server closed c without answering: EOF,
-// or a reset when the server's side still held unread request bytes.
-func closedByServer(c net.Conn) error {
-	n, err := c.Read(make([]byte, 1))
-	if n == 0 && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)) {
-		return nil
-	}
-	return fmt.Errorf("read %d bytes, %v: want EOF or a reset", n, err)
-}
+	"github.com/govmm/govmm/internal/testenv"
+)
 
 // Connections being answered keep their slots: past the cap, a client
 // waits until one ends, and Close ends an accept waiting for a slot.
@@ -70,7 +58,7 @@ func TestLimitKeepsAnswered(t *testing.T) {
 	if err := <-closed; err != nil {
 		t.Fatal(err)
 	}
-	if err := closedByServer(waiting); err != nil {
+	if err := testenv.ClosedByPeer(waiting); err != nil {
 		t.Fatalf("connection waiting for a slot at Close: %v", err)
 	}
 }
@@ -88,7 +76,7 @@ func TestLimitEvictsUnanswered(t *testing.T) {
 	if resp, err := answer(third, "GET"); err != nil || resp.code != http.StatusOK {
 		t.Fatalf("newcomer: %+v, %v", resp, err)
 	}
-	if err := closedByServer(slow1); err != nil {
+	if err := testenv.ClosedByPeer(slow1); err != nil {
 		t.Fatalf("oldest unanswered connection: %v", err)
 	}
 	// The younger one kept its slot: it can still finish its request.

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/govmm/govmm/internal/testenv"
 )
 
 const scrapeRequest = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -65,24 +66,6 @@ func (g holdingGatherer) Gather() ([]*dto.MetricFamily, error) {
 	g.entered <- struct{}{}
 	<-g.release
 	return families(), nil
-}
-
-// logBuffer collects the server's log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 // serve starts a server of g on a loopback port, closed at the test's end.
@@ -258,7 +241,7 @@ func TestBadRequests(t *testing.T) {
 // A collector that fails costs its own metrics: the rest are served and
 // the error logged; with nothing gathered the scrape gets a 500.
 func TestGatherErrors(t *testing.T) {
-	var logs logBuffer
+	var logs testenv.SyncBuffer
 	addr, _ := serve(t, failingGatherer{partial: true}, Options{ErrorLog: log.New(&logs, "", 0)})
 	resp := roundTrip(t, addr, scrapeRequest)
 	if resp.code != http.StatusOK || !strings.Contains(resp.body, "test_requests_total 42") {
@@ -301,7 +284,7 @@ func TestInFlightLimit(t *testing.T) {
 func TestHeaderTimeout(t *testing.T) {
 	addr, _ := serve(t, fixedGatherer{}, Options{HeaderTimeout: 50 * time.Millisecond})
 	c := send(t, addr, "GET /metrics HTTP/1.1\r\nHost:")
-	if err := closedByServer(c); err != nil {
+	if err := testenv.ClosedByPeer(c); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -322,7 +305,7 @@ func TestCloseWithClients(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range []net.Conn{idle, half} {
-		if err := closedByServer(c); err != nil {
+		if err := testenv.ClosedByPeer(c); err != nil {
 			t.Fatal(err)
 		}
 	}
