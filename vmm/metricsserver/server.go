@@ -43,8 +43,8 @@ type Options struct {
 	// closed, and if every one is being answered the kernel's backlog
 	// holds newcomers.
 	MaxConns int
-	// MaxInFlight is how many scrapes are gathered at once (default 4);
-	// more are answered 503.
+	// MaxInFlight is how many scrapes are gathered and encoded at once
+	// (default 4); more are answered 503. Writing a reply holds no slot.
 	MaxInFlight int
 	// HeaderTimeout is how long a client has to send its request
 	// (default 10 s), WriteTimeout how long to take the reply (30 s).
@@ -258,15 +258,23 @@ func (s *Server) answer(w io.Writer, req request) {
 		s.writeError(w, http.StatusMethodNotAllowed, "only GET and HEAD are served", []string{"Allow: GET, HEAD"})
 		return
 	}
+	// The slot is held while gathering and encoding, not while writing:
+	// a client that does not read its reply would otherwise hold it for
+	// WriteTimeout, and MaxInFlight such clients would have every other
+	// scrape answered 503. (promhttp's handler, behind the
+	// http.TimeoutHandler its Timeout option adds, also gave its slot
+	// back before the reply was written.)
 	select {
 	case s.inFlight <- struct{}{}:
-		defer func() { <-s.inFlight }()
 	default:
 		s.writeError(w, http.StatusServiceUnavailable,
 			fmt.Sprintf("Limit of concurrent requests reached (%d), try again later.", cap(s.inFlight)), nil)
 		return
 	}
-	body, format, err := s.exposition(req)
+	body, format, err := func() ([]byte, expfmt.Format, error) {
+		defer func() { <-s.inFlight }()
+		return s.exposition(req)
+	}()
 	if err != nil {
 		s.writeError(w, http.StatusInternalServerError, "An error has occurred while serving metrics:\n\n"+err.Error(), nil)
 		return

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -346,4 +347,67 @@ func FuzzReadRequest(f *testing.F) {
 			}
 		}
 	})
+}
+
+// manyGatherer returns one gauge family of n metrics.
+type manyGatherer struct{ n int }
+
+func (g manyGatherer) Gather() ([]*dto.MetricFamily, error) {
+	mf := &dto.MetricFamily{Name: proto.String("test_many"), Help: proto.String("Many."), Type: dto.MetricType_GAUGE.Enum()}
+	for i := range g.n {
+		mf.Metric = append(mf.Metric, &dto.Metric{
+			Label: []*dto.LabelPair{{Name: proto.String("i"), Value: proto.String(strconv.Itoa(i))}},
+			Gauge: &dto.Gauge{Value: proto.Float64(float64(i))},
+		})
+	}
+	return []*dto.MetricFamily{mf}, nil
+}
+
+// Clients that ask for a reply and never read it hold no in-flight slot
+// while their replies wait to be written: MaxInFlight of them had every
+// other scrape answered 503 for the write timeout (found by an audit).
+func TestInFlightNotHeldByNonReaders(t *testing.T) {
+	g := manyGatherer{10000} // 190 KB of text
+	addr, srv := serve(t, g, Options{MaxInFlight: 2})
+	// A small window and an Ethernet MSS: on loopback's 64 KiB MSS the
+	// server's send buffer would start at megabytes and take the reply.
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var err error
+		rc.Control(func(fd uintptr) {
+			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+			if err == nil {
+				err = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_MAXSEG, 1448)
+			}
+		})
+		return err
+	}}
+	var stalled []net.Conn
+	for range cap(srv.inFlight) {
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(time.Minute))
+		if _, err := c.Write([]byte(scrapeRequest)); err != nil {
+			t.Fatal(err)
+		}
+		stalled = append(stalled, c)
+		waitHeld(t, srv, len(stalled))
+	}
+	for i := 0; len(srv.inFlight) > 0; i++ {
+		if i == 5000 {
+			t.Fatalf("%d in-flight slots held by clients that read nothing", len(srv.inFlight))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if resp := roundTrip(t, addr, scrapeRequest); resp.code != http.StatusOK {
+		t.Fatalf("scrape beside stalled clients: %d %s", resp.code, resp.body)
+	}
+	// The stalled replies are still whole once read.
+	for _, c := range stalled {
+		if resp, err := answer(c, "GET"); err != nil || resp.code != http.StatusOK || !strings.Contains(resp.body, "test_many{i=\"9999\"} 9999") {
+			t.Fatalf("stalled reply: %d, %v", resp.code, err)
+		}
+	}
 }
