@@ -170,7 +170,7 @@ func (s *Server) serveConn(c *limitConn) {
 	var se *statusError
 	switch {
 	case errors.As(err, &se):
-		s.writeError(c, se.code, se.reason, nil)
+		s.writeError(c, false, se.code, se.reason, nil)
 	case err != nil:
 		return // the client left, or timed out: nobody to answer
 	default:
@@ -250,12 +250,13 @@ func isReadError(err error) bool {
 
 // answer writes the reply to a well-formed request.
 func (s *Server) answer(w io.Writer, req request) {
+	head := req.method == "HEAD"
 	if req.path != "/metrics" {
-		s.writeError(w, http.StatusNotFound, "404 page not found", nil)
+		s.writeError(w, head, http.StatusNotFound, "404 page not found", nil)
 		return
 	}
 	if req.method != "GET" && req.method != "HEAD" {
-		s.writeError(w, http.StatusMethodNotAllowed, "only GET and HEAD are served", []string{"Allow: GET, HEAD"})
+		s.writeError(w, false, http.StatusMethodNotAllowed, "only GET and HEAD are served", []string{"Allow: GET, HEAD"})
 		return
 	}
 	// The slot is held while gathering and encoding, not while writing:
@@ -267,7 +268,7 @@ func (s *Server) answer(w io.Writer, req request) {
 	select {
 	case s.inFlight <- struct{}{}:
 	default:
-		s.writeError(w, http.StatusServiceUnavailable,
+		s.writeError(w, head, http.StatusServiceUnavailable,
 			fmt.Sprintf("Limit of concurrent requests reached (%d), try again later.", cap(s.inFlight)), nil)
 		return
 	}
@@ -276,11 +277,11 @@ func (s *Server) answer(w io.Writer, req request) {
 		return s.exposition(req)
 	}()
 	if err != nil {
-		s.writeError(w, http.StatusInternalServerError, "An error has occurred while serving metrics:\n\n"+err.Error(), nil)
+		s.writeError(w, head, http.StatusInternalServerError, "An error has occurred while serving metrics:\n\n"+err.Error(), nil)
 		return
 	}
 	length := len(body)
-	if req.method == "HEAD" {
+	if head {
 		body = nil
 	}
 	writeReply(w, http.StatusOK, string(format), length, []string{"Vary: Accept"}, body)
@@ -325,9 +326,15 @@ func (s *Server) exposition(req request) ([]byte, expfmt.Format, error) {
 	return buf.Bytes(), format, nil
 }
 
-func (s *Server) writeError(w io.Writer, code int, text string, extra []string) {
+// writeError writes an error reply; to a HEAD request (head), without
+// its body, as every reply to HEAD is.
+func (s *Server) writeError(w io.Writer, head bool, code int, text string, extra []string) {
 	body := []byte(text + "\n")
-	writeReply(w, code, "text/plain; charset=utf-8", len(body),
+	length := len(body)
+	if head {
+		body = nil
+	}
+	writeReply(w, code, "text/plain; charset=utf-8", length,
 		append(extra, "X-Content-Type-Options: nosniff"), body)
 }
 

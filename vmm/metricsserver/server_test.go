@@ -411,3 +411,29 @@ func TestInFlightNotHeldByNonReaders(t *testing.T) {
 		}
 	}
 }
+
+// A reply to HEAD has no body, whatever its status (RFC 9110 9.3.2):
+// error replies carried theirs (found by an audit).
+func TestHeadErrorWithoutBody(t *testing.T) {
+	addr, _ := serve(t, failingGatherer{}, Options{})
+	for _, tc := range []struct {
+		req  string
+		code int
+	}{
+		{"HEAD /elsewhere HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusNotFound},
+		{"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusInternalServerError},
+	} {
+		c := send(t, addr, tc.req)
+		b, err := io.ReadAll(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		head, body, _ := strings.Cut(string(b), "\r\n\r\n")
+		if !strings.HasPrefix(head, "HTTP/1.1 "+strconv.Itoa(tc.code)+" ") || body != "" {
+			t.Errorf("%q: reply %q, want a %d without a body", tc.req, b, tc.code)
+		}
+		if !strings.Contains(head, "\r\nContent-Length: ") {
+			t.Errorf("%q: no Content-Length in %q", tc.req, head)
+		}
+	}
+}
