@@ -222,10 +222,8 @@ func parseHead(tp *textproto.Reader) (request, error) {
 	if err != nil {
 		return request{}, &statusError{http.StatusBadRequest, "malformed request target"}
 	}
-	query, err := url.ParseQuery(u.RawQuery)
-	if err != nil {
-		return request{}, &statusError{http.StatusBadRequest, "malformed query"}
-	}
+	// What of the query parses, as promhttp reads it (url.URL.Query).
+	query, _ := url.ParseQuery(u.RawQuery)
 	body := hdr.Get("Transfer-Encoding") != "" || hdr.Get("Content-Length") != "" && hdr.Get("Content-Length") != "0"
 	return request{method: method, path: u.Path, query: query, accept: hdr.Values("Accept"), unread: body}, nil
 }
@@ -272,10 +270,8 @@ func (s *Server) answer(w io.Writer, req request) {
 			fmt.Sprintf("Limit of concurrent requests reached (%d), try again later.", cap(s.inFlight)), nil)
 		return
 	}
-	body, format, err := func() ([]byte, expfmt.Format, error) {
-		defer func() { <-s.inFlight }()
-		return s.exposition(req)
-	}()
+	body, format, err := s.exposition(req)
+	<-s.inFlight
 	if err != nil {
 		s.writeError(w, head, http.StatusInternalServerError, "An error has occurred while serving metrics:\n\n"+err.Error(), nil)
 		return
