@@ -24,10 +24,10 @@ type symbolTable interface {
 // now so that a bad file is refused at start, or else the symbol table
 // of an ELF kernel, checked now and read at the first RIP it names,
 // mostly once the guest's RAM has been given back (guestsym.Later: the
-// table is half a MiB for the shared kernel). A bzImage carries none, nor does a
-// stripped vmlinux: RIPs are then shown as bare addresses, and the table
-// is nil. The table keeps its file open, to read names from (Close
-// closes it).
+// table is half a MiB for the shared kernel). A bzImage carries none,
+// nor does a stripped vmlinux: RIPs are then shown as bare addresses,
+// and the table is nil. The table keeps its file open, to read names
+// from (Close closes it).
 func (c *Config) guestSymbols() (symbolTable, error) {
 	if c.GuestSymbols != "" {
 		t, err := guestsym.Load(c.GuestSymbols)
