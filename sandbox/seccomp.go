@@ -36,8 +36,9 @@ var allowed = []string{
 	// starts on first use, which a VM with no pollable fd reaches late).
 	"epoll_pwait", "epoll_ctl", "epoll_create1",
 	// virtio-blk requests, flushes, discards and write-zeroes (pread64
-	// and pwrite64: cache=none's bounce buffers), the KVM stats fds.
-	"preadv", "pwritev", "pread64", "pwrite64", "fdatasync", "fsync", "fallocate",
+	// and pwrite64: cache=none's bounce buffers; preadv2: page-cache
+	// reads tried without blocking), the KVM stats fds.
+	"preadv", "preadv2", "pwritev", "pread64", "pwrite64", "fdatasync", "fsync", "fallocate",
 	// cache=none disks' Linux AIO; a context that failed is replaced when
 	// the driver resets the device (io_setup was missing: such a reset
 	// ended govmm, found by an audit).

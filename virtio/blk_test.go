@@ -696,3 +696,57 @@ func TestBlockFlushFailureSticks(t *testing.T) {
 		t.Errorf("Close after a failed flush: %v, want the failure", err)
 	}
 }
+
+// Reads behind others on the ring are served on the queue's loop when
+// the host's page cache holds their data (preadv2 RWF_NOWAIT), and by
+// workers when it does not; either way each gets its own sectors.
+func TestBlockCachedReads(t *testing.T) {
+	path, disk := testImage(t, "disk.img", 64)
+	for _, cached := range []bool{true, false} {
+		e := newBlkEnv(t, path, false, 0)
+		if !cached {
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			unix.Fdatasync(int(f.Fd()))
+			unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+			f.Close()
+		}
+		const n = 16
+		heads := map[uint32]uint64{} // head -> sector
+		bufs := map[uint32][]uint64{}
+		for i := range n {
+			sector := uint64(i * 3 % 64)
+			head, addrs := e.add(rd(blkHeader(blkTIn, sector)), wr(512), wr(1))
+			heads[uint32(head)], bufs[uint32(head)] = sector, addrs
+		}
+		if err := e.b.Notify(0); err != nil {
+			t.Fatal(err)
+		}
+		for range n {
+			id, used := e.mustUsed()
+			sector, ok := heads[id]
+			if !ok || used != 513 {
+				t.Fatalf("cached %v: used %d/%d", cached, id, used)
+			}
+			a := bufs[id]
+			if !bytes.Equal(e.mem[a[1]:a[1]+512], disk[sector*512:(sector+1)*512]) || e.mem[a[2]] != blkSOK {
+				t.Fatalf("cached %v: sector %d read wrong (status %d)", cached, sector, e.mem[a[2]])
+			}
+			delete(heads, id)
+		}
+		got := e.b.cachedReads.Load()
+		switch {
+		case e.b.noNowait.Load():
+			t.Logf("this host's file system refuses RWF_NOWAIT: every read went the blocking way")
+		case cached && got != n-1:
+			// The last one available is served on the loop the ordinary way.
+			t.Errorf("%d of %d reads served from the page cache, want %d", got, n, n-1)
+		case !cached:
+			// The first read brings the whole small image in (readahead).
+			t.Logf("after the cache was dropped, %d of %d reads served from it", got, n)
+		}
+		e.b.Close()
+	}
+}
