@@ -4,6 +4,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // limitListener holds at most max connections at a time. When all are
@@ -11,25 +12,31 @@ import (
 // has not been read whole yet is closed to make room: a client that
 // sends its headers a byte at a time (slowloris) keeps its slot only
 // until somebody else needs it, not for the server's header timeout, and
-// a scraper's request, sent in one write, gets in. Connections being
-// answered are never closed: when every slot holds one, accept waits for
-// one to end, and further clients wait in the kernel's backlog.
+// a scraper's request, sent in one write, gets in. A connection being
+// answered keeps its slot for stallAfter; one answered for longer (a
+// client that does not read its reply, so that the write waits on it) is
+// closed to make room in the same way, once no connection is left that
+// is still sending its request. When every slot holds a connection
+// answered more recently, accept waits for one to end or to stall, and
+// further clients wait in the kernel's backlog.
 type limitListener struct {
 	net.Listener
-	max      int
-	mu       sync.Mutex
-	held     []*limitConn  // in the order they were accepted
-	released chan struct{} // a token when a slot is given back
-	done     chan struct{}
-	once     sync.Once
+	max        int
+	stallAfter time.Duration
+	mu         sync.Mutex
+	held       []*limitConn  // in the order they were accepted
+	released   chan struct{} // a token when a slot is given back
+	done       chan struct{}
+	once       sync.Once
 }
 
-func newLimitListener(ln net.Listener, max int) *limitListener {
+func newLimitListener(ln net.Listener, max int, stallAfter time.Duration) *limitListener {
 	return &limitListener{
-		Listener: ln,
-		max:      max,
-		released: make(chan struct{}, 1),
-		done:     make(chan struct{}),
+		Listener:   ln,
+		max:        max,
+		stallAfter: stallAfter,
+		released:   make(chan struct{}, 1),
+		done:       make(chan struct{}),
 	}
 }
 
@@ -54,30 +61,45 @@ func (l *limitListener) accept() (*limitConn, error) {
 			l.mu.Unlock()
 			return lc, nil
 		}
-		victim := l.oldestUnanswered()
+		victim, wait := l.victim(time.Now())
 		l.mu.Unlock()
 		if victim != nil {
 			victim.Close()
 			continue
 		}
+		timer := time.NewTimer(wait)
 		select {
 		case <-l.released:
+		case <-timer.C: // the oldest answered connection stalls now
 		case <-l.done:
+			timer.Stop()
 			c.Close()
 			return nil, net.ErrClosed
 		}
+		timer.Stop()
 	}
 }
 
-// oldestUnanswered is the longest-held connection whose request has not
-// been read whole, or nil. l.mu is held.
-func (l *limitListener) oldestUnanswered() *limitConn {
+// victim is the connection to close for a newcomer at now: the
+// longest-held one whose request has not been read whole, else the
+// longest-held one answered for stallAfter or more; or nil, and how long
+// until the longest-answered one stalls. l.mu is held.
+func (l *limitListener) victim(now time.Time) (*limitConn, time.Duration) {
+	var stalled *limitConn
+	first := now.UnixNano()
 	for _, c := range l.held {
-		if !c.answering.Load() {
-			return c
+		at := c.answeredAt.Load()
+		if at == 0 {
+			return c, 0
+		}
+		if at < first {
+			first, stalled = at, c
 		}
 	}
-	return nil
+	if wait := time.Duration(first + int64(l.stallAfter) - now.UnixNano()); wait > 0 {
+		return nil, wait
+	}
+	return stalled, 0
 }
 
 func (l *limitListener) release(c *limitConn) {
@@ -114,10 +136,11 @@ func (l *limitListener) Close() error {
 type limitConn struct {
 	net.Conn
 	l *limitListener
-	// answering is set once the request has been read whole: from then
-	// on the connection keeps its slot until it is answered.
-	answering atomic.Bool
-	once      sync.Once
+	// answeredAt is when the request had been read whole (UnixNano; 0
+	// until then): from then on the connection keeps its slot while it
+	// is answered, for stallAfter.
+	answeredAt atomic.Int64
+	once       sync.Once
 }
 
 func (c *limitConn) Close() error {

@@ -40,8 +40,9 @@ import (
 type Options struct {
 	// MaxConns is how many connections are held at once (default 16).
 	// Past it, the oldest connection still sending its request is
-	// closed, and if every one is being answered the kernel's backlog
-	// holds newcomers.
+	// closed, or else the oldest answered for StallAfter; if every one
+	// is being answered more recently, the kernel's backlog holds
+	// newcomers.
 	MaxConns int
 	// MaxInFlight is how many scrapes are gathered and encoded at once
 	// (default 4); more are answered 503. Writing a reply holds no slot.
@@ -49,6 +50,12 @@ type Options struct {
 	// HeaderTimeout is how long a client has to send its request
 	// (default 10 s), WriteTimeout how long to take the reply (30 s).
 	HeaderTimeout, WriteTimeout time.Duration
+	// StallAfter is how long a connection being answered keeps its slot
+	// when all are held and another client connects (default 2 s): a
+	// reply takes milliseconds to gather and write to a client that
+	// reads it, so one still in progress after that waits on a client
+	// that does not read.
+	StallAfter time.Duration
 	// ErrorLog gets gathering and accept errors (default log.Default()).
 	ErrorLog *log.Logger
 }
@@ -88,11 +95,14 @@ func Serve(ln net.Listener, g prometheus.Gatherer, opts Options) *Server {
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 30 * time.Second
 	}
+	if opts.StallAfter <= 0 {
+		opts.StallAfter = 2 * time.Second
+	}
 	if opts.ErrorLog == nil {
 		opts.ErrorLog = log.Default()
 	}
 	s := &Server{
-		ln:       newLimitListener(ln, opts.MaxConns),
+		ln:       newLimitListener(ln, opts.MaxConns, opts.StallAfter),
 		g:        g,
 		opts:     opts,
 		inFlight: make(chan struct{}, opts.MaxInFlight),
@@ -165,7 +175,7 @@ func (s *Server) serveConn(c *limitConn) {
 	defer c.Close()
 	c.SetReadDeadline(time.Now().Add(s.opts.HeaderTimeout))
 	req, err := readRequest(c)
-	c.answering.Store(true)
+	c.answeredAt.Store(time.Now().UnixNano())
 	c.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
 	var se *statusError
 	switch {

@@ -371,30 +371,9 @@ func (g manyGatherer) Gather() ([]*dto.MetricFamily, error) {
 func TestInFlightNotHeldByNonReaders(t *testing.T) {
 	g := manyGatherer{10000} // 190 KB of text
 	addr, srv := serve(t, g, Options{MaxInFlight: 2})
-	// A small window and an Ethernet MSS: on loopback's 64 KiB MSS the
-	// server's send buffer would start at megabytes and take the reply.
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		var err error
-		rc.Control(func(fd uintptr) {
-			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-			if err == nil {
-				err = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_MAXSEG, 1448)
-			}
-		})
-		return err
-	}}
 	var stalled []net.Conn
 	for range cap(srv.inFlight) {
-		c, err := d.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		c.SetDeadline(time.Now().Add(time.Minute))
-		if _, err := c.Write([]byte(scrapeRequest)); err != nil {
-			t.Fatal(err)
-		}
-		stalled = append(stalled, c)
+		stalled = append(stalled, dialStalling(t, addr))
 		waitHeld(t, srv, len(stalled))
 	}
 	for i := 0; len(srv.inFlight) > 0; i++ {
@@ -411,6 +390,58 @@ func TestInFlightNotHeldByNonReaders(t *testing.T) {
 		if resp, err := answer(c, "GET"); err != nil || resp.code != http.StatusOK || !strings.Contains(resp.body, "test_many{i=\"9999\"} 9999") {
 			t.Fatalf("stalled reply: %d, %v", resp.code, err)
 		}
+	}
+}
+
+// dialStalling connects to addr as a client that sends a scrape and
+// reads nothing: a small window and an Ethernet MSS, so that the reply
+// of a manyGatherer outgrows what the sockets buffer (on loopback's 64
+// KiB MSS the server's send buffer would start at megabytes and take it).
+func dialStalling(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var err error
+		rc.Control(func(fd uintptr) {
+			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+			if err == nil {
+				err = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_MAXSEG, 1448)
+			}
+		})
+		return err
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(time.Minute))
+	if _, err := c.Write([]byte(scrapeRequest)); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// Clients that ask for a scrape and never read it give their slots to a
+// newcomer once answered for StallAfter: MaxConns of them shut every
+// scraper out for the write timeout (found by an audit).
+func TestStalledRepliesGiveWay(t *testing.T) {
+	addr, srv := serve(t, manyGatherer{10000}, Options{MaxConns: 2, StallAfter: 100 * time.Millisecond})
+	for i := range 2 {
+		dialStalling(t, addr)
+		waitHeld(t, srv, i+1)
+	}
+	// Both answered, their replies stuck in the sockets: wait until the
+	// gathers are done, so that the newcomer finds them being written.
+	for i := 0; len(srv.inFlight) > 0; i++ {
+		if i == 5000 {
+			t.Fatal("the stalled clients' scrapes never finished gathering")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c := send(t, addr, scrapeRequest)
+	c.SetDeadline(time.Now().Add(10 * time.Second)) // the write timeout is 30 s
+	if resp, err := answer(c, "GET"); err != nil || resp.code != http.StatusOK {
+		t.Fatalf("scrape beside stalled clients: %+v, %v", resp.code, err)
 	}
 }
 
