@@ -87,7 +87,13 @@ func serve(t *testing.T, g prometheus.Gatherer, opts Options) (string, *Server) 
 // send writes a request's text on a new connection.
 func send(t *testing.T, addr, text string) net.Conn {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	return sendBy(t, &net.Dialer{}, addr, text)
+}
+
+// sendBy is send, connecting with d.
+func sendBy(t *testing.T, d *net.Dialer, addr, text string) net.Conn {
+	t.Helper()
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,16 +415,7 @@ func dialStalling(t *testing.T, addr string) net.Conn {
 		})
 		return err
 	}}
-	c, err := d.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(time.Minute))
-	if _, err := c.Write([]byte(scrapeRequest)); err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return sendBy(t, &d, addr, scrapeRequest)
 }
 
 // Clients that ask for a scrape and never read it give their slots to a
