@@ -81,9 +81,9 @@ func (l *limitListener) accept() (*limitConn, error) {
 }
 
 // victim is the connection to close for a newcomer at now: the
-// longest-held one whose request has not been read whole, else the
-// longest-held one answered for stallAfter or more; or nil, and how long
-// until the longest-answered one stalls. l.mu is held.
+// longest-held one whose request has not been read whole, else the one
+// answered longest, if that is stallAfter or more; or nil, and how long
+// until that one stalls. l.mu is held.
 func (l *limitListener) victim(now time.Time) (*limitConn, time.Duration) {
 	var stalled *limitConn
 	first := now.UnixNano()
