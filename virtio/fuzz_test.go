@@ -315,6 +315,23 @@ func FuzzBlockRequest(f *testing.F) {
 	fuzzBlock(f, b, image, func() blkModel { return orderedDisk(slices.Clone(image)) })
 }
 
+// FuzzBlockWorkers is FuzzBlockRequest with the queue's workers on, as
+// a page-cache disk runs: requests behind others go to workers, or, for
+// reads the page cache holds, are served on the loop (tryCached). They
+// have no order, so the model is FuzzBlockDirect's.
+func FuzzBlockWorkers(f *testing.F) {
+	addBlockSeeds(f)
+	// Not /dev/shm: tmpfs refuses RWF_NOWAIT, and every read would take
+	// the blocking way.
+	path, image := blkFuzzImage(f, f.TempDir())
+	b, err := NewBlock(path, false)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { b.Close() })
+	fuzzBlock(f, b, image, func() blkModel { return newUnorderedDisk(image) })
+}
+
 // FuzzBlockDirect is FuzzBlockRequest on a cache=none disk: requests in
 // sector-aligned buffers go to Linux AIO, several in a batch, and the
 // rest through the aligned bounce buffer or the page cache, while the
