@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 	"unsafe"
 
 	seccomp "github.com/elastic/go-seccomp-bpf"
@@ -133,14 +134,27 @@ func runChild(t *testing.T, job string) (exit int, stderr string) {
 	return runChildIn(t, job, t.TempDir())
 }
 
-// runChildIn runs the test binary as a child doing job in dir.
+// childTimeout bounds a child: each ends in well under a second.
+const childTimeout = time.Minute
+
+// runChildIn runs the test binary as a child doing job in dir. A child
+// still running after childTimeout is sent SIGQUIT, so that the failure
+// shows where its goroutines were (the Go runtime prints them), instead
+// of the test hanging until the package's timeout.
 func runChildIn(t *testing.T, job, dir string) (exit int, stderr string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+job, "GOVMM_SANDBOX_TEST_DIR="+dir)
 	var buf bytes.Buffer
 	cmd.Stderr = &buf
-	err := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	quit := time.AfterFunc(childTimeout, func() { cmd.Process.Signal(unix.SIGQUIT) })
+	err := cmd.Wait()
+	if !quit.Stop() {
+		t.Fatalf("child %q still running after %v; its goroutines:\n%s", job, childTimeout, buf.String())
+	}
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {
 		t.Fatal(err)
