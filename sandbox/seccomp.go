@@ -128,8 +128,8 @@ func Seccomp(onViolation func()) error {
 	}
 	// The supervisor's thread must exist before the filter does: making a
 	// thread later could itself be the call the filter stops.
-	listener := make(chan int)
-	go supervise(listener, onViolation)
+	listener, started := make(chan int), make(chan struct{})
+	go supervise(listener, started, onViolation)
 	defer close(listener)
 	// no_new_privs and the filter must be set from the same thread; TSYNC
 	// then copies both to every other thread, or fails if it cannot.
@@ -141,6 +141,15 @@ func Seccomp(onViolation func()) error {
 	fd, err := loadFilter(insts, unix.SECCOMP_FILTER_FLAG_TSYNC|unix.SECCOMP_FILTER_FLAG_TSYNC_ESRCH|unix.SECCOMP_FILTER_FLAG_NEW_LISTENER)
 	if err == nil {
 		listener <- fd
+		// Until it runs, the supervisor waits in the run queue of the P
+		// that made it runnable, this one; should a raw system call hold
+		// that P for ever (a forbidden one does), nothing would run it,
+		// since Ps take work from others only when the global queue is
+		// empty, and the keeper's P, freed at each preemption, finds
+		// the keeper itself there (a race-detector build hung so). Once
+		// it has run, it waits in the kernel, and wakes onto the global
+		// queue.
+		<-started
 		return nil
 	}
 	if !errors.Is(err, unix.EINVAL) {
@@ -182,14 +191,16 @@ func assemble(defaultAction seccomp.Action) ([]bpf.RawInstruction, error) {
 // supervise waits for a call the filter did not allow, reports it and
 // ends the process; the calling thread stays blocked in the kernel until
 // then, so the call never runs. It gets the listener fd on listener, or
-// nothing if no filter with a listener was loaded.
-func supervise(listener <-chan int, onViolation func()) {
+// nothing if no filter with a listener was loaded; it closes started
+// once it has the fd.
+func supervise(listener <-chan int, started chan<- struct{}, onViolation func()) {
 	runtime.LockOSThread() // never handed back: this thread only waits
 	fd, ok := <-listener
 	if !ok {
 		runtime.UnlockOSThread()
 		return
 	}
+	close(started)
 	for {
 		n, err := receive(fd)
 		if err != nil {
