@@ -11,9 +11,11 @@ import (
 
 // Connections being answered keep their slots: past the cap, a client
 // waits until one ends, and Close ends an accept waiting for a slot.
+// (StallAfter is far off: on a loaded host the test must not reach it;
+// TestStalledRepliesGiveWay covers what happens then.)
 func TestLimitKeepsAnswered(t *testing.T) {
 	g := newHoldingGatherer()
-	addr, srv := serve(t, g, Options{MaxConns: 2})
+	addr, srv := serve(t, g, Options{MaxConns: 2, StallAfter: time.Hour})
 	first := send(t, addr, scrapeRequest)
 	second := send(t, addr, scrapeRequest)
 	<-g.entered
@@ -45,7 +47,7 @@ func TestLimitKeepsAnswered(t *testing.T) {
 	// Two held and a third waiting for a slot: Close ends it all, and
 	// the held scrapes finish first.
 	g = newHoldingGatherer()
-	addr, srv = serve(t, g, Options{MaxConns: 2})
+	addr, srv = serve(t, g, Options{MaxConns: 2, StallAfter: time.Hour})
 	send(t, addr, scrapeRequest)
 	send(t, addr, scrapeRequest)
 	<-g.entered
