@@ -584,8 +584,11 @@ func (b *Block) tryCached(bq *blkQueue, c *Chain, start, popped int64) (bool, er
 	if b.direct != nil || b.noNowait.Load() || bq.q.aborted() {
 		return false, nil
 	}
+	// Only reads: look at the type before parse builds a write's buffer
+	// list, which the worker then builds again.
+	var typ [4]byte
 	w := c.WritableLen()
-	if w == 0 {
+	if w == 0 || c.Gather(typ[:], 0) < len(typ) || binary.LittleEndian.Uint32(typ[:]) != blkTIn {
 		return false, nil
 	}
 	p := b.parse(c, w-1)
