@@ -7,7 +7,6 @@ import (
 	"log"
 	"net"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -78,10 +77,6 @@ func (v *VM) WriteKernelTable(w io.Writer) error {
 	return exitstats.WriteKernelTable(w, ks)
 }
 
-// maxMetricsConns bounds the connections the metrics server holds at
-// once. Prometheus scrapes a target every 15 s to 1 min by default.
-const maxMetricsConns = 16
-
 // ServeMetrics serves Prometheus metrics on /metrics at addr (host:port;
 // port 0 picks a free one): the exit statistics, KVM's binary stats of
 // the VM and each vCPU, VM gauges, and the Go runtime and process
@@ -140,12 +135,7 @@ func (v *VM) ServeMetrics(addr string) (net.Addr, func() error, error) {
 	// time give their slots to newcomers; a crowd of scrapes must not
 	// pile up (metricsserver.Options). A failed stats fd read drops the
 	// KVM metrics of that scrape, not the exit statistics beside them.
-	srv := metricsserver.Serve(ln, reg, metricsserver.Options{
-		MaxConns:      maxMetricsConns,
-		MaxInFlight:   4,
-		HeaderTimeout: 10 * time.Second,
-		WriteTimeout:  30 * time.Second,
-	})
+	srv := metricsserver.Serve(ln, reg, metricsserver.Options{})
 	var once sync.Once
 	var closeErr error
 	closeMetrics := func() error {

@@ -9,10 +9,12 @@ import (
 	"time"
 
 	"github.com/govmm/govmm/internal/testenv"
+	"github.com/govmm/govmm/vmm/metricsserver"
 )
 
-// The metrics server holds at most maxMetricsConns connections: a
-// scraper past them is answered only once one of them closes. A
+// The metrics server holds at most metricsserver.DefaultMaxConns
+// connections: a scraper past them is answered only once one of them
+// closes. A
 // connection that has had its answer is closed by the server (no
 // keep-alive), so idle ones hold no slot: 16 clients that made one
 // request each and went quiet used to shut a scraper out for two minutes
@@ -48,7 +50,7 @@ func TestMetricsConnectionCap(t *testing.T) {
 		return c
 	}
 	// Answered connections are closed: they hold no slot.
-	for i := range maxMetricsConns + 1 {
+	for i := range metricsserver.DefaultMaxConns + 1 {
 		c := dial()
 		r := bufio.NewReader(c)
 		if code, err := get(c, r); err != nil || code != http.StatusNotFound {
@@ -61,7 +63,7 @@ func TestMetricsConnectionCap(t *testing.T) {
 	// Connections in the middle of a request hold theirs until somebody
 	// else needs one: the oldest then gives its slot up.
 	var held []net.Conn
-	for range maxMetricsConns {
+	for range metricsserver.DefaultMaxConns {
 		c := dial()
 		if _, err := c.Write([]byte("GET /nothing HTTP/1.1\r\n")); err != nil {
 			t.Fatal(err)
@@ -70,7 +72,7 @@ func TestMetricsConnectionCap(t *testing.T) {
 	}
 	extra := dial()
 	if code, err := get(extra, bufio.NewReader(extra)); err != nil || code != http.StatusNotFound {
-		t.Fatalf("connection %d: %d, %v", maxMetricsConns+1, code, err)
+		t.Fatalf("connection %d: %d, %v", metricsserver.DefaultMaxConns+1, code, err)
 	}
 	// The server accepts in the order of connection: the first was closed,
 	// the others can finish their requests.

@@ -60,6 +60,16 @@ type Options struct {
 	ErrorLog *log.Logger
 }
 
+// The defaults of Options. Prometheus scrapes a target every 15 s to 1
+// min, so a few connections and scrapes at once serve any real scraper.
+const (
+	DefaultMaxConns      = 16
+	DefaultMaxInFlight   = 4
+	DefaultHeaderTimeout = 10 * time.Second
+	DefaultWriteTimeout  = 30 * time.Second
+	DefaultStallAfter    = 2 * time.Second
+)
+
 // MaxHeadBytes bounds a request's line and headers together. A scrape's
 // are a few hundred bytes; a larger head is answered 431.
 const MaxHeadBytes = 16 << 10
@@ -84,19 +94,19 @@ type Server struct {
 // indefinitely: Close waits for the scrapes in progress.
 func Serve(ln net.Listener, g prometheus.Gatherer, opts Options) *Server {
 	if opts.MaxConns <= 0 {
-		opts.MaxConns = 16
+		opts.MaxConns = DefaultMaxConns
 	}
 	if opts.MaxInFlight <= 0 {
-		opts.MaxInFlight = 4
+		opts.MaxInFlight = DefaultMaxInFlight
 	}
 	if opts.HeaderTimeout <= 0 {
-		opts.HeaderTimeout = 10 * time.Second
+		opts.HeaderTimeout = DefaultHeaderTimeout
 	}
 	if opts.WriteTimeout <= 0 {
-		opts.WriteTimeout = 30 * time.Second
+		opts.WriteTimeout = DefaultWriteTimeout
 	}
 	if opts.StallAfter <= 0 {
-		opts.StallAfter = 2 * time.Second
+		opts.StallAfter = DefaultStallAfter
 	}
 	if opts.ErrorLog == nil {
 		opts.ErrorLog = log.Default()
