@@ -14,11 +14,10 @@ import (
 
 // The metrics server holds at most metricsserver.DefaultMaxConns
 // connections: a scraper past them is answered only once one of them
-// closes. A
-// connection that has had its answer is closed by the server (no
-// keep-alive), so idle ones hold no slot: 16 clients that made one
-// request each and went quiet used to shut a scraper out for two minutes
-// (found by a lifecycle audit).
+// closes. A connection that has had its answer is closed by the server
+// (no keep-alive), so idle ones hold no slot: 16 clients that made one
+// request each and went quiet used to shut a scraper out for two
+// minutes (found by a lifecycle audit).
 func TestMetricsConnectionCap(t *testing.T) {
 	vm := ranPortLoop(t, 10)
 	addr, closeMetrics, err := vm.ServeMetrics("127.0.0.1:0")
