@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -218,13 +219,21 @@ func BenchmarkKbuild(b *testing.B) {
 	}
 
 	runs := map[string][]kbuildRun{}
+	// Each run's seconds by round (NaN: failed), so that variants can be
+	// compared within a round, where the host's drift is shared.
+	byRound := make([][]float64, len(variants))
+	for v := range byRound {
+		byRound[v] = make([]float64, rounds)
+	}
 	b.ResetTimer()
-	failed := testenv.RunRounds(b, rounds, len(variants), func(v int) string { return variants[v].name }, func(_, v int) error {
+	failed := testenv.RunRounds(b, rounds, len(variants), func(v int) string { return variants[v].name }, func(round, v int) error {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		r, err := runKbuild(ctx, dir, variants[v].json, variants[v].args)
+		byRound[v][round] = math.NaN()
 		if err == nil {
 			runs[variants[v].name] = append(runs[variants[v].name], r)
+			byRound[v][round] = r.seconds
 		}
 		return err
 	})
@@ -283,6 +292,18 @@ func BenchmarkKbuild(b *testing.B) {
 		if host > 0 {
 			b.ReportMetric(g/host, "govmm/host")
 		}
+	}
+	fmt.Fprintf(&rep, "\nbuild seconds by round (- failed):\n")
+	for v, vr := range variants {
+		fmt.Fprintf(&rep, "%-22s", vr.name)
+		for _, x := range byRound[v] {
+			if math.IsNaN(x) {
+				fmt.Fprintf(&rep, " %7s", "-")
+			} else {
+				fmt.Fprintf(&rep, " %7.1f", x)
+			}
+		}
+		fmt.Fprintln(&rep)
 	}
 	fmt.Fprintf(&rep, "\nexits per second of the build by reason, median (min-max) over rounds, boot baseline subtracted:\n")
 	for _, v := range variants {
