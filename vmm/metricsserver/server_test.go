@@ -382,12 +382,7 @@ func TestInFlightNotHeldByNonReaders(t *testing.T) {
 		stalled = append(stalled, dialStalling(t, addr))
 		waitHeld(t, srv, len(stalled))
 	}
-	for i := 0; len(srv.inFlight) > 0; i++ {
-		if i == 5000 {
-			t.Fatalf("%d in-flight slots held by clients that read nothing", len(srv.inFlight))
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitGathered(t, srv, "in-flight slots held by clients that read nothing")
 	if resp := roundTrip(t, addr, scrapeRequest); resp.code != http.StatusOK {
 		t.Fatalf("scrape beside stalled clients: %d %s", resp.code, resp.body)
 	}
@@ -396,6 +391,18 @@ func TestInFlightNotHeldByNonReaders(t *testing.T) {
 		if resp, err := answer(c, "GET"); err != nil || resp.code != http.StatusOK || !strings.Contains(resp.body, "test_many{i=\"9999\"} 9999") {
 			t.Fatalf("stalled reply: %d, %v", resp.code, err)
 		}
+	}
+}
+
+// waitGathered waits until no scrape holds an in-flight slot, and fails
+// with why (and how many still do) if that takes too long.
+func waitGathered(t *testing.T, srv *Server, why string) {
+	t.Helper()
+	for i := 0; len(srv.inFlight) > 0; i++ {
+		if i == 5000 {
+			t.Fatalf("%s: %d in-flight slots held", why, len(srv.inFlight))
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -429,12 +436,7 @@ func TestStalledRepliesGiveWay(t *testing.T) {
 	}
 	// Both answered, their replies stuck in the sockets: wait until the
 	// gathers are done, so that the newcomer finds them being written.
-	for i := 0; len(srv.inFlight) > 0; i++ {
-		if i == 5000 {
-			t.Fatal("the stalled clients' scrapes never finished gathering")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitGathered(t, srv, "the stalled clients' scrapes never finished gathering")
 	c := send(t, addr, scrapeRequest)
 	c.SetDeadline(time.Now().Add(10 * time.Second)) // the write timeout is 30 s
 	if resp, err := answer(c, "GET"); err != nil || resp.code != http.StatusOK {
